@@ -1,0 +1,43 @@
+# casfs: the two commands are `make demo` and `make test` (see README.md).
+GO        ?= go
+BIN       := bin/casfs
+PREFIX    ?= /usr/local
+TEST_TIMEOUT ?= 18m
+GOFLAGS_TEST ?= -race -count=1
+
+.PHONY: all build test unit integration demo bench lint install prereqs soak fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/casfs
+
+# Installs the apt packages the tests use when they are missing (as root on Debian).
+prereqs:
+	@scripts/prereqs.sh
+
+test: prereqs lint
+	$(GO) test $(GOFLAGS_TEST) -timeout $(TEST_TIMEOUT) ./...
+
+unit:
+	$(GO) test $(GOFLAGS_TEST) $$($(GO) list ./... | grep -v /integration)
+
+integration: prereqs
+	$(GO) test $(GOFLAGS_TEST) -timeout $(TEST_TIMEOUT) ./integration/...
+
+demo: prereqs build
+	@scripts/demo.sh
+
+bench: prereqs build
+	@scripts/bench.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/casfs
+
+clean:
+	rm -rf bin

@@ -1,0 +1,322 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/urfave/cli/v2"
+
+	"github.com/casfs/casfs/store"
+)
+
+func contentCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "content",
+		Usage:  "manage blobs in the content store",
+		Action: subcommandsOf,
+		Subcommands: []*cli.Command{
+			{
+				Name: "ingest", Usage: "store stdin as a blob (resumable by REF)", ArgsUsage: "REF",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "expected-digest", Usage: "fail unless the content has this digest"},
+					&cli.Int64Flag{Name: "expected-size", Usage: "fail unless the content has this many bytes"},
+					quietFlag,
+				},
+				Action: contentIngest,
+			},
+			{Name: "ls", Usage: "list blobs", Flags: []cli.Flag{quietFlag, formatFlag}, Action: contentList},
+			{Name: "info", Usage: "show a blob's record as JSON", ArgsUsage: "DIGEST", Action: contentInfo},
+			{Name: "get", Usage: "write a blob to stdout", ArgsUsage: "DIGEST", Action: contentGet},
+			{Name: "rm", Usage: "remove blobs", ArgsUsage: "DIGEST...", Action: contentRemove},
+			{Name: "verify", Usage: "re-hash blobs (all when none named)", ArgsUsage: "[DIGEST...]", Action: contentVerify},
+			{Name: "label", Usage: "set (key=value) or remove (key-) labels", ArgsUsage: "DIGEST LABEL...", Action: contentLabel},
+			{Name: "active", Usage: "list in-progress ingests", Flags: []cli.Flag{quietFlag, formatFlag}, Action: contentActive},
+			{Name: "export", Usage: "write blobs to a tar file (all when none named; - for stdout)", ArgsUsage: "FILE [DIGEST...]", Action: contentExport},
+			{Name: "import", Usage: "read blobs from a tar file (- for stdin)", ArgsUsage: "FILE", Flags: []cli.Flag{quietFlag}, Action: contentImport},
+		},
+	}
+}
+
+func contentIngest(c *cli.Context) error {
+	if err := wantArgs(c, 1, 1); err != nil {
+		return err
+	}
+	ref := c.Args().First()
+	opts := store.IngestOptions{Size: c.Int64("expected-size")}
+	if opts.Size < 0 {
+		return usagef("--expected-size must not be negative")
+	}
+	if s := c.String("expected-digest"); s != "" {
+		d, err := store.ParseDigest(s)
+		if err != nil {
+			return argError(err)
+		}
+		opts.Expected = d
+	}
+	if !c.Bool("quiet") {
+		opts.Resumed = func(off int64) { fmt.Fprintf(c.App.ErrWriter, "resuming %s at %d bytes\n", ref, off) }
+	}
+	return withStore(c, true, func(s store.API) error {
+		info, err := s.Ingest(c.Context, ref, c.App.Reader, opts)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(c.App.Writer, info.Digest)
+		return nil
+	})
+}
+
+func contentList(c *cli.Context) error {
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(c, 0, 0); err != nil {
+		return err
+	}
+	return withStore(c, false, func(s store.API) error {
+		infos, err := s.ListContent(c.Context)
+		if err != nil {
+			return err
+		}
+		switch {
+		case c.Bool("quiet"):
+			for _, i := range infos {
+				fmt.Fprintln(c.App.Writer, i.Digest)
+			}
+		case format == "json":
+			if infos == nil {
+				infos = []store.ContentInfo{}
+			}
+			return printJSON(c.App.Writer, infos)
+		default:
+			tw := newTable(c.App.Writer, "DIGEST", "SIZE", "AGE", "LABELS")
+			for _, i := range infos {
+				row(tw, i.Digest, humanSize(i.Size), age(i.CreatedAt), formatLabels(i.Labels))
+			}
+			return tw.Flush()
+		}
+		return nil
+	})
+}
+
+// digestArgs resolves every argument (full digest or unique prefix).
+func digestArgs(c *cli.Context, s store.API, args []string) ([]digest.Digest, error) {
+	out := make([]digest.Digest, 0, len(args))
+	for _, a := range args {
+		d, err := s.ResolveDigest(c.Context, a)
+		if err != nil {
+			return nil, argError(err)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func contentInfo(c *cli.Context) error {
+	if err := wantArgs(c, 1, 1); err != nil {
+		return err
+	}
+	return withStore(c, false, func(s store.API) error {
+		ds, err := digestArgs(c, s, c.Args().Slice())
+		if err != nil {
+			return err
+		}
+		info, err := s.ContentInfo(c.Context, ds[0])
+		if err != nil {
+			return err
+		}
+		return printJSON(c.App.Writer, info)
+	})
+}
+
+func contentGet(c *cli.Context) error {
+	if err := wantArgs(c, 1, 1); err != nil {
+		return err
+	}
+	return withStore(c, false, func(s store.API) error {
+		ds, err := digestArgs(c, s, c.Args().Slice())
+		if err != nil {
+			return err
+		}
+		return s.ReadContent(c.Context, ds[0], c.App.Writer)
+	})
+}
+
+func contentRemove(c *cli.Context) error {
+	if err := wantArgs(c, 1, -1); err != nil {
+		return err
+	}
+	return withStore(c, false, func(s store.API) error {
+		ds, err := digestArgs(c, s, c.Args().Slice())
+		if err != nil {
+			return err
+		}
+		for _, d := range ds {
+			if err := s.RemoveContent(c.Context, d); err != nil {
+				return err
+			}
+			fmt.Fprintln(c.App.Writer, d)
+		}
+		return nil
+	})
+}
+
+func contentVerify(c *cli.Context) error {
+	return withStore(c, false, func(s store.API) error {
+		ds, err := digestArgs(c, s, c.Args().Slice())
+		if err != nil {
+			return err
+		}
+		problems, err := s.VerifyContent(c.Context, ds)
+		if err != nil {
+			return err
+		}
+		for _, p := range problems {
+			fmt.Fprintf(c.App.Writer, "%s: %s\n", p.Digest, p.Reason)
+		}
+		switch len(problems) {
+		case 0:
+			return nil
+		case 1:
+			return fmt.Errorf("verify: %s: %s", problems[0].Digest, problems[0].Reason)
+		default:
+			return fmt.Errorf("verify: %d blobs failed (listed above)", len(problems))
+		}
+	})
+}
+
+func contentLabel(c *cli.Context) error {
+	if err := wantArgs(c, 2, -1); err != nil {
+		return err
+	}
+	set := map[string]string{}
+	var del []string
+	for _, a := range c.Args().Slice()[1:] {
+		switch k, v, ok := strings.Cut(a, "="); {
+		case ok && k != "":
+			set[k] = v
+		case !ok && strings.HasSuffix(a, "-") && len(a) > 1:
+			del = append(del, strings.TrimSuffix(a, "-"))
+		default:
+			return usagef("label %q: want key=value to set or key- to remove", a)
+		}
+	}
+	return withStore(c, false, func(s store.API) error {
+		ds, err := digestArgs(c, s, c.Args().Slice()[:1])
+		if err != nil {
+			return err
+		}
+		info, err := s.LabelContent(c.Context, ds[0], set, del)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(c.App.Writer, formatLabels(info.Labels))
+		return nil
+	})
+}
+
+func contentActive(c *cli.Context) error {
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	return withStore(c, false, func(s store.API) error {
+		sts, err := s.ActiveIngests(c.Context)
+		if err != nil {
+			return err
+		}
+		switch {
+		case c.Bool("quiet"):
+			for _, st := range sts {
+				fmt.Fprintln(c.App.Writer, st.Ref)
+			}
+		case format == "json":
+			return printJSON(c.App.Writer, sts)
+		default:
+			tw := newTable(c.App.Writer, "REF", "OFFSET", "TOTAL", "STARTED", "UPDATED")
+			for _, st := range sts {
+				total := "-"
+				if st.Total > 0 {
+					total = fmt.Sprint(st.Total)
+				}
+				row(tw, st.Ref, st.Offset, total, age(st.StartedAt), age(st.UpdatedAt))
+			}
+			return tw.Flush()
+		}
+		return nil
+	})
+}
+
+func contentExport(c *cli.Context) error {
+	if err := wantArgs(c, 1, -1); err != nil {
+		return err
+	}
+	return withStore(c, false, func(s store.API) error {
+		ds, err := digestArgs(c, s, c.Args().Slice()[1:])
+		if err != nil {
+			return err
+		}
+		return writeFileAtomic(c, c.Args().First(), func(w io.Writer) error {
+			return s.ExportContent(c.Context, w, ds)
+		})
+	})
+}
+
+func contentImport(c *cli.Context) error {
+	if err := wantArgs(c, 1, 1); err != nil {
+		return err
+	}
+	return withStore(c, true, func(s store.API) error {
+		return readFile(c, c.Args().First(), func(r io.Reader) error {
+			infos, err := s.ImportContent(c.Context, r)
+			if err != nil {
+				return err
+			}
+			for _, i := range infos {
+				fmt.Fprintln(c.App.Writer, i.Digest)
+			}
+			return nil
+		})
+	})
+}
+
+// writeFileAtomic writes to stdout for "-", else to a temporary file
+// renamed into place only when fn succeeds, so a failed export leaves no
+// half-written archive behind.
+func writeFileAtomic(c *cli.Context, name string, fn func(io.Writer) error) error {
+	if name == "-" {
+		return fn(c.App.Writer)
+	}
+	f, err := os.CreateTemp(dirOf(name), ".casfs-export-*")
+	if err != nil {
+		return fmt.Errorf("export to %s: %w", name, err)
+	}
+	defer os.Remove(f.Name())
+	if err := fn(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("export to %s: %w", name, err)
+	}
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), name)
+}
+
+func readFile(c *cli.Context, name string, fn func(io.Reader) error) error {
+	if name == "-" {
+		return fn(c.App.Reader)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", name, unwrapPathErr(err))
+	}
+	defer f.Close()
+	return fn(f)
+}

@@ -1,0 +1,138 @@
+// Command casfs is the command line of casfs, shaped like containerd's ctr.
+// Actions are thin: parse, call the store API, print.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/store"
+)
+
+// Exit statuses, documented in the README.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+func main() {
+	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	app := newApp(stdin, stdout, stderr)
+	err := app.Run(args)
+	if err == nil {
+		return exitOK
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) && ec.ExitCode() == exitOK {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "casfs: %v\n", err)
+	if isUsage(err) {
+		return exitUsage
+	}
+	return exitFailed
+}
+
+// usageError marks a command line the user got wrong (exit status 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+func isUsage(err error) bool {
+	var u usageError
+	return errors.As(err, &u)
+}
+
+// argError turns a malformed argument (errdefs.ErrInvalidArgument from
+// parsing what the user typed) into a usage error; other errors pass.
+func argError(err error) error {
+	if err != nil && errdefs.IsUsage(err) {
+		return usageError{err.Error()}
+	}
+	return err
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:      "casfs",
+		Usage:     "a content-addressed store for OCI images, shown as one FUSE filesystem",
+		Reader:    stdin,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "root", Value: "/var/lib/casfs", EnvVars: []string{"CASFS_ROOT"}, Usage: "store root directory"},
+			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error"},
+		},
+		Before: func(c *cli.Context) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+				return usagef("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})))
+			return nil
+		},
+		Commands: []*cli.Command{
+			contentCommand(),
+		},
+		OnUsageError: func(c *cli.Context, err error, _ bool) error {
+			return usageError{err.Error()}
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef("unknown command %q (see casfs --help)", c.Args().First())
+			}
+			return cli.ShowAppHelp(c)
+		},
+		HideHelpCommand: true,
+	}
+	return app
+}
+
+// openStore opens the store named by --root. Commands that write pass
+// create=true; the others refuse a root that does not exist.
+func openStore(c *cli.Context, create bool) (store.API, error) {
+	return store.Open(c.String("root"), store.Options{Create: create})
+}
+
+// withStore runs fn with an open store and closes it afterwards.
+func withStore(c *cli.Context, create bool, fn func(store.API) error) error {
+	s, err := openStore(c, create)
+	if err != nil {
+		return err
+	}
+	err = fn(s)
+	if cerr := s.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return err
+}
+
+// subcommandsOf fails a group command called without a valid subcommand.
+func subcommandsOf(c *cli.Context) error {
+	if c.Args().Present() {
+		return usagef("unknown command %q for %q (see casfs %s --help)", c.Args().First(), c.Command.FullName(), c.Command.Name)
+	}
+	_ = cli.ShowSubcommandHelp(c)
+	return usagef("%s needs a subcommand", c.Command.FullName())
+}
+
+// wantArgs checks the number of positional arguments.
+func wantArgs(c *cli.Context, min, max int) error {
+	n := c.NArg()
+	if n < min || (max >= 0 && n > max) {
+		return usagef("%s: wrong number of arguments (usage: %s %s)", c.Command.HelpName, c.Command.HelpName, c.Command.ArgsUsage)
+	}
+	return nil
+}

@@ -1,0 +1,96 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/casfs/casfs/cas"
+	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/index"
+)
+
+// Options control how a store root is opened.
+type Options struct {
+	// Create makes the root when it does not exist; commands that only
+	// read leave it false so that a typo in --root is an error, not a new store.
+	Create bool
+}
+
+// Local is the embedded store: this process owns the root.
+type Local struct {
+	root  string
+	blobs *cas.Store
+
+	// The index is opened on first use: badger lets one process hold it,
+	// and operations such as ingest take their per-ref lock first so that
+	// a locked ref is reported as such rather than as a busy store.
+	dbOnce sync.Once
+	dbErr  error
+	idx    *index.DB
+}
+
+var _ API = (*Local)(nil)
+
+// Open opens the store at root.
+func Open(root string, opts Options) (*Local, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("store root %q: %w", root, errdefs.ErrInvalidArgument)
+	}
+	fi, err := os.Stat(abs)
+	switch {
+	case errors.Is(err, os.ErrNotExist) && !opts.Create:
+		return nil, fmt.Errorf("no store at %s (nothing has been stored there yet): %w", abs, errdefs.ErrNotFound)
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(abs, 0o711); err != nil {
+			return nil, fmt.Errorf("create store root %s: %w", abs, unwrapPath(err))
+		}
+	case err != nil:
+		return nil, fmt.Errorf("store root %s: %w", abs, unwrapPath(err))
+	case !fi.IsDir():
+		return nil, fmt.Errorf("store root %s is not a directory: %w", abs, errdefs.ErrInvalidArgument)
+	}
+	blobs, err := cas.Open(abs)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	return &Local{root: abs, blobs: blobs}, nil
+}
+
+// Root is the absolute store root.
+func (s *Local) Root() string { return s.root }
+
+// Blobs exposes the blob store to the parts composed on top of it.
+func (s *Local) Blobs() *cas.Store { return s.blobs }
+
+// Index opens the metadata database on first use.
+func (s *Local) Index() (*index.DB, error) {
+	s.dbOnce.Do(func() {
+		s.idx, s.dbErr = index.Open(filepath.Join(s.root, "meta"))
+	})
+	return s.idx, s.dbErr
+}
+
+// Close releases the database.
+func (s *Local) Close() error {
+	var err error
+	s.dbOnce.Do(func() { s.dbErr = errors.New("store closed") })
+	if s.idx != nil {
+		err = s.idx.Close()
+		s.idx = nil
+	}
+	return err
+}
+
+// unwrapPath keeps the OS reason of a path error but drops the path, which
+// callers already name.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
