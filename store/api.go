@@ -73,5 +73,6 @@ type Content interface {
 // API is everything the command line can ask of a store.
 type API interface {
 	Content
+	Images
 	Close() error
 }
