@@ -36,6 +36,7 @@ func contentCommand() *cli.Command {
 			{Name: "active", Usage: "list in-progress ingests", Flags: []cli.Flag{quietFlag, formatFlag}, Action: contentActive},
 			{Name: "export", Usage: "write blobs to a tar file (all when none named; - for stdout)", ArgsUsage: "FILE [DIGEST...]", Action: contentExport},
 			{Name: "import", Usage: "read blobs from a tar file (- for stdin)", ArgsUsage: "FILE", Flags: []cli.Flag{quietFlag}, Action: contentImport},
+			contentFetchCommand(),
 		},
 	}
 }

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/casfs/casfs/store"
+)
+
+var registryFlags = []cli.Flag{
+	&cli.StringFlag{Name: "hosts-dir", Value: "/etc/casfs/certs.d", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration (containerd's hosts.toml layout)"},
+	&cli.BoolFlag{Name: "plain-http", Usage: "talk plain HTTP to the registry (loopback registries)"},
+	&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "registry credentials as user[:password]; the password is prompted when omitted and stdin is a terminal"},
+}
+
+var platformFlags = []cli.Flag{
+	&cli.StringFlag{Name: "platform", Usage: "os/arch[/variant] to pull (default: this machine's)"},
+	&cli.BoolFlag{Name: "all-platforms", Usage: "pull every platform of a multi-platform image"},
+	&cli.IntFlag{Name: "max-concurrent-downloads", Value: 3, Usage: "blobs fetched at once"},
+}
+
+func imageCommand() *cli.Command {
+	pullFlags := append(append(append([]cli.Flag{}, registryFlags...), platformFlags...),
+		&cli.BoolFlag{Name: "no-unpack", Usage: "fetch and record only; do not unpack layers"},
+		&cli.BoolFlag{Name: "lazy", Usage: "fetch manifests and configs only; layers are fetched on first read"},
+		quietFlag)
+	return &cli.Command{
+		Name:   "image",
+		Usage:  "manage images",
+		Action: subcommandsOf,
+		Subcommands: []*cli.Command{
+			{Name: "pull", Usage: "fetch an image from its registry and record it", ArgsUsage: "REF", Flags: pullFlags, Action: imagePull},
+			{Name: "push", Usage: "send an image to a registry", ArgsUsage: "REF [REMOTE]",
+				Flags: append(append([]cli.Flag{}, registryFlags...),
+					&cli.StringFlag{Name: "platform", Usage: "push only this platform's manifest"},
+					&cli.IntFlag{Name: "max-concurrent-uploads", Value: 3, Usage: "blobs sent at once"},
+					quietFlag),
+				Action: imagePush},
+			{Name: "ls", Usage: "list images", Flags: []cli.Flag{quietFlag, formatFlag}, Action: imageList},
+			{Name: "info", Usage: "show an image's descriptor, manifest and config as JSON", ArgsUsage: "REF", Action: imageInfo},
+			{Name: "tag", Usage: "give an image more names", ArgsUsage: "SRC DST...", Action: imageTag},
+			{Name: "rm", Usage: "remove image names", ArgsUsage: "REF...", Action: imageRemove},
+		},
+	}
+}
+
+// contentFetchCommand is `casfs content fetch REF`: all content of an image, no unpack, no record.
+func contentFetchCommand() *cli.Command {
+	return &cli.Command{
+		Name: "fetch", Usage: "fetch all content of an image (no record, no unpack)", ArgsUsage: "REF",
+		Flags:  append(append(append([]cli.Flag{}, registryFlags...), platformFlags...), quietFlag),
+		Action: contentFetch,
+	}
+}
+
+func registryOptions(c *cli.Context) (store.RegistryOptions, error) {
+	o := store.RegistryOptions{HostsDir: c.String("hosts-dir"), PlainHTTP: c.Bool("plain-http")}
+	if u := c.String("user"); u != "" {
+		user, pass, err := credentials(c, u)
+		if err != nil {
+			return o, err
+		}
+		o.Username, o.Password = user, pass
+	}
+	return o, nil
+}
+
+func pullOptions(c *cli.Context) (store.PullOptions, error) {
+	ro, err := registryOptions(c)
+	if err != nil {
+		return store.PullOptions{}, err
+	}
+	o := store.PullOptions{
+		RegistryOptions: ro,
+		Platform:        c.String("platform"),
+		AllPlatforms:    c.Bool("all-platforms"),
+		MaxConcurrent:   c.Int("max-concurrent-downloads"),
+		NoUnpack:        c.Bool("no-unpack"),
+		Lazy:            c.Bool("lazy"),
+	}
+	if o.Platform != "" && o.AllPlatforms {
+		return o, usagef("--platform and --all-platforms exclude each other")
+	}
+	if o.MaxConcurrent < 1 {
+		return o, usagef("--max-concurrent-downloads must be at least 1")
+	}
+	return o, nil
+}
+
+func imagePull(c *cli.Context) error {
+	if err := wantArgs(c, 1, 1); err != nil {
+		return err
+	}
+	opts, err := pullOptions(c)
+	if err != nil {
+		return err
+	}
+	ref := c.Args().First()
+	return withStore(c, true, func(s store.API) error {
+		p := newProgress(c, "pull "+ref)
+		opts.Progress = p.Event
+		info, err := s.Pull(c.Context, ref, opts)
+		p.Finish(err)
+		if err != nil {
+			return fmt.Errorf("pull %s: %w", ref, argError(err))
+		}
+		if !c.Bool("quiet") {
+			fmt.Fprintf(c.App.Writer, "%s: %s\n", info.Name, info.Target.Digest)
+		}
+		return nil
+	})
+}
+
+func contentFetch(c *cli.Context) error {
+	if err := wantArgs(c, 1, 1); err != nil {
+		return err
+	}
+	opts, err := pullOptions(c)
+	if err != nil {
+		return err
+	}
+	ref := c.Args().First()
+	return withStore(c, true, func(s store.API) error {
+		p := newProgress(c, "fetch "+ref)
+		opts.Progress = p.Event
+		desc, err := s.FetchContent(c.Context, ref, opts)
+		p.Finish(err)
+		if err != nil {
+			return fmt.Errorf("fetch %s: %w", ref, argError(err))
+		}
+		if !c.Bool("quiet") {
+			fmt.Fprintf(c.App.Writer, "%s: %s\n", ref, desc.Digest)
+		}
+		return nil
+	})
+}
+
+func imagePush(c *cli.Context) error {
+	if err := wantArgs(c, 1, 2); err != nil {
+		return err
+	}
+	ro, err := registryOptions(c)
+	if err != nil {
+		return err
+	}
+	opts := store.PushOptions{RegistryOptions: ro, Platform: c.String("platform"), MaxConcurrent: c.Int("max-concurrent-uploads")}
+	if opts.MaxConcurrent < 1 {
+		return usagef("--max-concurrent-uploads must be at least 1")
+	}
+	ref, remote := c.Args().Get(0), c.Args().Get(1)
+	return withStore(c, false, func(s store.API) error {
+		p := newProgress(c, "push "+ref)
+		opts.Progress = p.Event
+		err := s.Push(c.Context, ref, remote, opts)
+		p.Finish(err)
+		if err != nil {
+			return fmt.Errorf("push %s: %w", ref, argError(err))
+		}
+		return nil
+	})
+}
+
+func imageList(c *cli.Context) error {
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(c, 0, 0); err != nil {
+		return err
+	}
+	return withStore(c, false, func(s store.API) error {
+		imgs, err := s.ListImages(c.Context)
+		if err != nil {
+			return err
+		}
+		switch {
+		case c.Bool("quiet"):
+			for _, i := range imgs {
+				fmt.Fprintln(c.App.Writer, i.Name)
+			}
+		case format == "json":
+			if imgs == nil {
+				imgs = []store.ImageInfo{}
+			}
+			return printJSON(c.App.Writer, imgs)
+		default:
+			tw := newTable(c.App.Writer, "REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS")
+			for _, i := range imgs {
+				platforms := strings.Join(i.Platforms, ",")
+				if platforms == "" {
+					platforms = "-"
+				}
+				row(tw, i.Name, i.Target.MediaType, i.Target.Digest, humanSize(i.Size), platforms)
+			}
+			return tw.Flush()
+		}
+		return nil
+	})
+}
+
+func imageInfo(c *cli.Context) error {
+	if err := wantArgs(c, 1, 1); err != nil {
+		return err
+	}
+	return withStore(c, false, func(s store.API) error {
+		d, err := s.GetImage(c.Context, c.Args().First())
+		if err != nil {
+			return argError(err)
+		}
+		return printJSON(c.App.Writer, d)
+	})
+}
+
+func imageTag(c *cli.Context) error {
+	if err := wantArgs(c, 2, -1); err != nil {
+		return err
+	}
+	return withStore(c, false, func(s store.API) error {
+		if err := s.TagImage(c.Context, c.Args().First(), c.Args().Slice()[1:]); err != nil {
+			return argError(err)
+		}
+		for _, d := range c.Args().Slice()[1:] {
+			fmt.Fprintln(c.App.Writer, d)
+		}
+		return nil
+	})
+}
+
+func imageRemove(c *cli.Context) error {
+	if err := wantArgs(c, 1, -1); err != nil {
+		return err
+	}
+	return withStore(c, false, func(s store.API) error {
+		for _, ref := range c.Args().Slice() {
+			if err := s.RemoveImage(c.Context, ref); err != nil {
+				return argError(err)
+			}
+			fmt.Fprintln(c.App.Writer, ref)
+		}
+		return nil
+	})
+}

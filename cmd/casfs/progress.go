@@ -1,0 +1,119 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/urfave/cli/v2"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+	"golang.org/x/term"
+
+	"github.com/casfs/casfs/store"
+)
+
+// progress shows pull and push progress: one bar per blob and a total line
+// on a terminal, a plain line per finished blob otherwise, nothing with -q.
+type progress struct {
+	mu    sync.Mutex
+	out   io.Writer
+	quiet bool
+	start time.Time
+
+	bars    *mpb.Progress // nil when not on a terminal
+	total   *mpb.Bar
+	blobs   map[digest.Digest]*blobBar
+	sumSize int64
+	sumDone int64
+}
+
+type blobBar struct {
+	bar    *mpb.Bar
+	ev     store.ProgressEvent
+	status string
+	final  bool
+}
+
+func newProgress(c *cli.Context, title string) *progress {
+	p := &progress{out: c.App.Writer, quiet: c.Bool("quiet"), start: time.Now(), blobs: map[digest.Digest]*blobBar{}}
+	if f, ok := c.App.Writer.(*os.File); ok && !p.quiet && term.IsTerminal(int(f.Fd())) {
+		p.bars = mpb.New(mpb.WithOutput(f), mpb.WithWidth(32), mpb.WithRefreshRate(150*time.Millisecond))
+		p.total = p.bars.New(0, mpb.BarStyle(),
+			mpb.PrependDecorators(decor.Name(title, decor.WCSyncSpaceR)),
+			mpb.AppendDecorators(decor.CountersKibiByte("% .1f / % .1f"), decor.Name(" "), decor.AverageSpeed(decor.SizeB1024(0), "% .1f")),
+			mpb.BarPriority(1<<30))
+	}
+	return p
+}
+
+// Event records one progress event; safe for concurrent use.
+func (p *progress) Event(ev store.ProgressEvent) {
+	if p.quiet {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b, ok := p.blobs[ev.Digest]
+	if !ok {
+		b = &blobBar{}
+		p.blobs[ev.Digest] = b
+		p.sumSize += ev.Total
+		if p.bars != nil {
+			b.bar = p.bars.New(ev.Total, mpb.BarStyle(),
+				mpb.PrependDecorators(decor.Name(shortDigest(ev.Digest), decor.WCSyncSpaceR), decor.Any(func(decor.Statistics) string { return b.status }, decor.WCSyncSpaceR)),
+				mpb.AppendDecorators(decor.CountersKibiByte("% .1f / % .1f")))
+			p.total.SetTotal(p.sumSize, false)
+		}
+	}
+	p.sumDone += ev.Done - b.ev.Done
+	b.ev, b.status = ev, ev.Status
+	final := ev.Status == "done" || ev.Status == "exists" || ev.Status == "error"
+	if p.bars != nil {
+		b.bar.SetCurrent(ev.Done)
+		p.total.SetCurrent(p.sumDone)
+		if final && !b.final {
+			b.bar.SetTotal(-1, true)
+		}
+	} else if final && !b.final {
+		line := fmt.Sprintf("%s %s %s", shortDigest(ev.Digest), ev.Status, humanSize(ev.Total))
+		if ev.Error != "" {
+			line += ": " + ev.Error
+		}
+		fmt.Fprintln(p.out, line)
+	}
+	b.final = b.final || final
+}
+
+// Finish closes the bars and prints the total line.
+func (p *progress) Finish(err error) {
+	if p.quiet {
+		return
+	}
+	p.mu.Lock()
+	if p.bars != nil {
+		for _, b := range p.blobs {
+			if !b.final {
+				b.bar.Abort(false)
+			}
+		}
+		p.total.SetTotal(-1, true)
+		p.mu.Unlock()
+		p.bars.Wait()
+		return
+	}
+	defer p.mu.Unlock()
+	if err == nil {
+		fmt.Fprintf(p.out, "total: %s in %s (%d blobs)\n", humanSize(p.sumDone), time.Since(p.start).Round(100*time.Millisecond), len(p.blobs))
+	}
+}
+
+func shortDigest(d digest.Digest) string {
+	if len(d.Encoded()) < 12 {
+		return d.String()
+	}
+	return d.Algorithm().String() + ":" + d.Encoded()[:12]
+}
