@@ -16,6 +16,7 @@ declare -A need=(
   [htpasswd]=apache2-utils
   [openssl]=openssl
   [hyperfine]=hyperfine
+  [busybox]=busybox-static
 )
 missing=()
 for cmd in "${!need[@]}"; do
