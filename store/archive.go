@@ -127,6 +127,7 @@ func (s *Local) ImportContent(ctx context.Context, r io.Reader) ([]ContentInfo, 
 		}
 	}
 	var out []ContentInfo
+	defer s.changed()
 	for i, st := range all {
 		err := st.w.Commit(ctx, st.size, st.d)
 		st.w.Close()

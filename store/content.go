@@ -97,6 +97,7 @@ func (s *Local) Ingest(ctx context.Context, ref string, r io.Reader, opts Ingest
 	if d == "" {
 		d = w.Digest()
 	}
+	defer s.changed()
 	return s.record(ctx, db, d, "")
 }
 
@@ -192,6 +193,7 @@ func (s *Local) RemoveContent(ctx context.Context, d digest.Digest) error {
 	case recErr != nil && fileErr != nil:
 		return fmt.Errorf("blob %s: %w", d, errdefs.ErrNotFound)
 	}
+	s.changed()
 	return nil
 }
 

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"runtime"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -23,18 +24,8 @@ func (s *Local) Push(ctx context.Context, ref, remote string, opts PushOptions) 
 	return fmt.Errorf("push: %w", errdefs.ErrNotImplemented)
 }
 
-func (s *Local) ListImages(ctx context.Context) ([]ImageInfo, error) {
-	return nil, fmt.Errorf("image ls: %w", errdefs.ErrNotImplemented)
-}
 
-func (s *Local) GetImage(ctx context.Context, ref string) (ImageDetail, error) {
-	return ImageDetail{}, fmt.Errorf("image info: %w", errdefs.ErrNotImplemented)
-}
 
-func (s *Local) TagImage(ctx context.Context, src string, dsts []string) error {
-	return fmt.Errorf("image tag: %w", errdefs.ErrNotImplemented)
-}
 
-func (s *Local) RemoveImage(ctx context.Context, ref string) error {
-	return fmt.Errorf("image rm: %w", errdefs.ErrNotImplemented)
-}
+
+func defaultPlatform() string { return runtime.GOOS + "/" + runtime.GOARCH }

@@ -30,6 +30,19 @@ type Local struct {
 	dbOnce sync.Once
 	dbErr  error
 	idx    *index.DB
+
+	// onChange is called after the catalogue or the blob set changed, so
+	// that a live mount can drop what it cached.
+	onChange func()
+}
+
+// OnChange registers fn to be called after images or blobs change.
+func (s *Local) OnChange(fn func()) { s.onChange = fn }
+
+func (s *Local) changed() {
+	if s.onChange != nil {
+		s.onChange()
+	}
 }
 
 var _ API = (*Local)(nil)

@@ -1,0 +1,228 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/index"
+)
+
+// maxDocument bounds the manifests, indexes and configs the store parses.
+const maxDocument = 4 << 20
+
+// NormalizeName turns what a user types into the name images are recorded
+// under, as docker does: nginx:alpine -> docker.io/library/nginx:alpine.
+func NormalizeName(ref string) (string, error) {
+	named, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return "", fmt.Errorf("%q is not a valid image reference: %w", ref, errdefs.ErrInvalidArgument)
+	}
+	return named.String(), nil
+}
+
+// readDocument reads a small JSON blob (manifest, index, config) into v.
+func (s *Local) readDocument(ctx context.Context, d digest.Digest, v any) ([]byte, error) {
+	ra, err := s.blobs.ReaderAt(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer ra.Close()
+	if ra.Size() > maxDocument {
+		return nil, fmt.Errorf("%s is %d bytes, larger than a document may be (%d): %w", d, ra.Size(), maxDocument, errdefs.ErrFailedPrecondition)
+	}
+	b, err := io.ReadAll(io.NewSectionReader(ra, 0, ra.Size()))
+	if err != nil {
+		return nil, err
+	}
+	if digest.FromBytes(b) != d {
+		return nil, fmt.Errorf("%s: content does not match its digest: %w", d, errdefs.ErrDigestMismatch)
+	}
+	if v != nil {
+		if err := json.Unmarshal(b, v); err != nil {
+			return nil, fmt.Errorf("%s is not valid JSON: %v: %w", d, err, errdefs.ErrInvalidArgument)
+		}
+	}
+	return b, nil
+}
+
+// isIndex tells an OCI index or Docker manifest list from a manifest.
+func isIndex(mediaType string) bool {
+	return mediaType == ocispec.MediaTypeImageIndex || mediaType == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+func platformString(p *ocispec.Platform) string {
+	if p == nil {
+		return ""
+	}
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// imageManifests returns the manifests an image record reaches that are
+// present locally (an index may name platforms that were not pulled).
+func (s *Local) imageManifests(ctx context.Context, target ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	if !isIndex(target.MediaType) {
+		return []ocispec.Descriptor{target}, nil
+	}
+	var idx ocispec.Index
+	if _, err := s.readDocument(ctx, target.Digest, &idx); err != nil {
+		return nil, err
+	}
+	var out []ocispec.Descriptor
+	for _, m := range idx.Manifests {
+		if isIndex(m.MediaType) {
+			continue // nested indexes are not images of this node
+		}
+		if _, err := s.blobs.Info(ctx, m.Digest); err == nil {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func (s *Local) imageInfo(ctx context.Context, rec index.Image) ImageInfo {
+	info := ImageInfo{Name: rec.Name, Target: rec.Target, Labels: rec.Labels, CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt}
+	mans, err := s.imageManifests(ctx, rec.Target)
+	if err != nil {
+		return info
+	}
+	if isIndex(rec.Target.MediaType) {
+		info.Size += rec.Target.Size
+	}
+	for _, md := range mans {
+		var m ocispec.Manifest
+		if _, err := s.readDocument(ctx, md.Digest, &m); err != nil {
+			continue
+		}
+		info.Size += md.Size + m.Config.Size
+		for _, l := range m.Layers {
+			info.Size += l.Size
+		}
+		p := md.Platform
+		if p == nil {
+			var cfg ocispec.Image
+			if _, err := s.readDocument(ctx, m.Config.Digest, &cfg); err == nil {
+				p = &cfg.Platform
+			}
+		}
+		if ps := platformString(p); ps != "" {
+			info.Platforms = append(info.Platforms, ps)
+		}
+	}
+	return info
+}
+
+func (s *Local) ListImages(ctx context.Context) ([]ImageInfo, error) {
+	db, err := s.Index()
+	if err != nil {
+		return nil, err
+	}
+	var out []ImageInfo
+	err = db.Images().List(ctx, "", func(_ string, rec index.Image) error {
+		out = append(out, s.imageInfo(ctx, rec))
+		return nil
+	})
+	return out, err
+}
+
+// image looks up the record of ref (normalized).
+func (s *Local) image(ctx context.Context, ref string) (index.Image, error) {
+	name, err := NormalizeName(ref)
+	if err != nil {
+		return index.Image{}, err
+	}
+	db, err := s.Index()
+	if err != nil {
+		return index.Image{}, err
+	}
+	rec, err := db.Images().Get(ctx, name)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return rec, fmt.Errorf("image %s: %w", name, errdefs.ErrNotFound)
+	}
+	return rec, err
+}
+
+func (s *Local) GetImage(ctx context.Context, ref string) (ImageDetail, error) {
+	rec, err := s.image(ctx, ref)
+	if err != nil {
+		return ImageDetail{}, err
+	}
+	d := ImageDetail{ImageInfo: s.imageInfo(ctx, rec)}
+	mans, err := s.imageManifests(ctx, rec.Target)
+	if err != nil {
+		return d, err
+	}
+	if isIndex(rec.Target.MediaType) {
+		if d.Index, err = s.readDocument(ctx, rec.Target.Digest, nil); err != nil {
+			return d, err
+		}
+	}
+	if len(mans) == 0 {
+		return d, nil
+	}
+	md := s.pickManifest(mans)
+	var m ocispec.Manifest
+	if d.Manifest, err = s.readDocument(ctx, md.Digest, &m); err != nil {
+		return d, err
+	}
+	d.Config, err = s.readDocument(ctx, m.Config.Digest, nil)
+	return d, err
+}
+
+// pickManifest prefers this machine's platform among local manifests.
+func (s *Local) pickManifest(mans []ocispec.Descriptor) ocispec.Descriptor {
+	for _, m := range mans {
+		if platformString(m.Platform) == defaultPlatform() {
+			return m
+		}
+	}
+	return mans[0]
+}
+
+func (s *Local) TagImage(ctx context.Context, src string, dsts []string) error {
+	rec, err := s.image(ctx, src)
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(dsts))
+	for i, d := range dsts {
+		if names[i], err = NormalizeName(d); err != nil {
+			return err
+		}
+	}
+	db, _ := s.Index()
+	now := time.Now().UTC()
+	for _, name := range names {
+		rec := index.Image{Name: name, Target: rec.Target, Labels: rec.Labels, CreatedAt: now, UpdatedAt: now}
+		if err := db.Images().Put(ctx, name, rec); err != nil {
+			return fmt.Errorf("tag %s: %w", name, err)
+		}
+	}
+	s.changed()
+	return nil
+}
+
+func (s *Local) RemoveImage(ctx context.Context, ref string) error {
+	rec, err := s.image(ctx, ref)
+	if err != nil {
+		return err
+	}
+	db, _ := s.Index()
+	if err := db.Images().Delete(ctx, rec.Name); err != nil {
+		return fmt.Errorf("remove %s: %w", rec.Name, err)
+	}
+	s.changed()
+	return nil
+}
