@@ -1,0 +1,278 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote/auth"
+
+	"github.com/casfs/casfs/cas"
+	"github.com/casfs/casfs/errdefs"
+)
+
+// maxStalledAttempts bounds retries of one blob on one endpoint that make
+// no progress; an attempt that moved bytes does not count against it.
+const maxStalledAttempts = 5
+
+// source is where content of one repository can be fetched from.
+type source struct {
+	host string // registry namespace (docker.io), for labels
+	repo string // repository path (library/nginx)
+	eps  []Endpoint
+}
+
+func (f *Fetcher) source(host, repo string) (source, error) {
+	eps, err := f.resolver.endpointsWith(host, CapPull)
+	if err != nil {
+		return source{}, err
+	}
+	return source{host: host, repo: repo, eps: eps}, nil
+}
+
+// ingestRef is stable per digest so that a later pull finds and resumes
+// the partial download of an earlier one.
+func ingestRef(d digest.Digest) string { return "fetch-" + d.String() }
+
+// fetchBlob makes desc present in the store, one download per digest at a
+// time however many callers ask. existed reports that it was already there.
+func (f *Fetcher) fetchBlob(ctx context.Context, src source, desc ocispec.Descriptor) (bool, error) {
+	v, err, _ := f.flight.Do(desc.Digest.String(), func() (any, error) {
+		return f.fetchBlobOnce(ctx, src, desc)
+	})
+	if err != nil {
+		return false, err
+	}
+	return v.(bool), nil
+}
+
+func (f *Fetcher) fetchBlobOnce(ctx context.Context, src source, desc ocispec.Descriptor) (existed bool, err error) {
+	if err := desc.Digest.Validate(); err != nil || desc.Size < 0 {
+		return false, fmt.Errorf("blob descriptor %q size %d: %w", desc.Digest, desc.Size, errdefs.ErrInvalidArgument)
+	}
+	prog := f.progress()
+	prog.Start(desc)
+	if ok, err := f.present(ctx, desc); err != nil || ok {
+		prog.Done(desc, err, ok)
+		return ok, err
+	}
+	defer func() { prog.Done(desc, err, existed) }()
+	w, err := f.store.Writer(ctx, ingestRef(desc.Digest), cas.WriterOpts{Expected: desc.Digest, Total: desc.Size})
+	if err != nil {
+		return false, fmt.Errorf("blob %s: %w", desc.Digest, err)
+	}
+	committed := false
+	defer func() {
+		if committed {
+			return
+		}
+		st, serr := w.Status()
+		w.Close()
+		// Keep a partial download for the next try; drop what proved wrong.
+		if serr == nil && st.Offset == 0 {
+			_ = f.store.Abort(context.WithoutCancel(ctx), ingestRef(desc.Digest))
+		}
+	}()
+	var errs []error
+	for _, ep := range src.eps {
+		err := f.fetchFromEndpoint(ctx, w, ep, src.repo, desc)
+		if err == nil || errors.Is(err, errdefs.ErrExists) {
+			committed = true
+			return errors.Is(err, errdefs.ErrExists), nil
+		}
+		if ctx.Err() != nil {
+			return false, fmt.Errorf("blob %s: %w", desc.Digest, ctx.Err())
+		}
+		slog.Debug("blob fetch failed", "digest", desc.Digest, "endpoint", ep.String(), "err", err)
+		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+	}
+	return false, fmt.Errorf("blob %s: %w", desc.Digest, joinErrors(errs))
+}
+
+// present reports whether the store has desc already, checking its size.
+func (f *Fetcher) present(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
+	info, err := f.store.Info(ctx, desc.Digest)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if info.Size != desc.Size {
+		return false, fmt.Errorf("blob %s is %d bytes in the store but the descriptor says %d: %w", desc.Digest, info.Size, desc.Size, errdefs.ErrDigestMismatch)
+	}
+	return true, nil
+}
+
+// fetchFromEndpoint downloads into w, resuming at w's offset after
+// transient failures, and commits with the digest and size checked.
+func (f *Fetcher) fetchFromEndpoint(ctx context.Context, w cas.Writer, ep Endpoint, repo string, desc ocispec.Descriptor) error {
+	stalled := 0
+	for {
+		before := offsetOf(w)
+		err := f.download(ctx, w, ep, repo, desc)
+		if err == nil {
+			err = w.Commit(ctx, desc.Size, desc.Digest)
+			if err == nil || errors.Is(err, errdefs.ErrExists) {
+				return err
+			}
+			if errors.Is(err, errdefs.ErrFailedPrecondition) {
+				// Unverified bytes never stay: start over next time.
+				_ = w.Truncate(0)
+				return fmt.Errorf("registry served content that does not match %s: %w", desc.Digest, errdefs.ErrDigestMismatch)
+			}
+			return err
+		}
+		err = classify(err)
+		// Request-level retries (5xx, 429, resets before the headers) were
+		// done by the transport; here only a broken body is resumed.
+		if !isTransient(err) || ctx.Err() != nil {
+			return err
+		}
+		if offsetOf(w) > before {
+			stalled = 0
+		} else if stalled++; stalled >= maxStalledAttempts {
+			return err
+		}
+		wait := min(250*time.Millisecond<<stalled, 5*time.Second)
+		slog.Debug("blob download interrupted, resuming", "digest", desc.Digest, "offset", offsetOf(w), "wait", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func offsetOf(w cas.Writer) int64 {
+	st, err := w.Status()
+	if err != nil {
+		return 0
+	}
+	return st.Offset
+}
+
+// download sends one GET, with Range when w holds a partial download, and
+// copies the body into w. It never writes past desc.Size.
+func (f *Fetcher) download(ctx context.Context, w cas.Writer, ep Endpoint, repo string, desc ocispec.Descriptor) error {
+	off := offsetOf(w)
+	if off > desc.Size {
+		if err := w.Truncate(0); err != nil {
+			return err
+		}
+		off = 0
+	}
+	if off == desc.Size && desc.Size > 0 {
+		return nil
+	}
+	ctx = auth.AppendRepositoryScope(ctx, registry.Reference{Registry: ep.URL.Host, Repository: repo}, auth.ActionPull)
+	u := ep.URL.String() + "/v2/" + repo + "/blobs/" + desc.Digest.String()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	if off > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+	}
+	resp, err := f.resolver.AuthClient(ep).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		if off > 0 {
+			slog.Debug("registry ignored Range, starting blob over", "digest", desc.Digest, "endpoint", ep.String())
+			if err := w.Truncate(0); err != nil {
+				return err
+			}
+			off = 0
+		}
+	case http.StatusPartialContent:
+		start, ok := contentRangeStart(resp.Header.Get("Content-Range"))
+		if off == 0 || !ok || start != off {
+			// Not the part we asked for: start over from zero next time.
+			if err := w.Truncate(0); err != nil {
+				return err
+			}
+			return fmt.Errorf("GET %s: partial content %q does not start at %d: %w", u, resp.Header.Get("Content-Range"), off, io.ErrUnexpectedEOF)
+		}
+	default:
+		return statusError(resp)
+	}
+	want := desc.Size - off
+	if resp.ContentLength >= 0 && resp.ContentLength != want {
+		return fmt.Errorf("registry announced %d bytes for %s where %d were expected: %w", resp.ContentLength, desc.Digest, want, errdefs.ErrDigestMismatch)
+	}
+	pw := &progressWriter{w: w, desc: desc, done: off, prog: f.progress()}
+	n, err := io.Copy(pw, io.LimitReader(resp.Body, want+1))
+	if n > want {
+		_ = w.Truncate(0)
+		return fmt.Errorf("registry sent more than the %d bytes of %s: %w", desc.Size, desc.Digest, errdefs.ErrDigestMismatch)
+	}
+	if err != nil {
+		return err
+	}
+	if n < want {
+		return fmt.Errorf("registry sent %d of %d bytes of %s: %w", off+n, desc.Size, desc.Digest, io.ErrUnexpectedEOF)
+	}
+	return nil
+}
+
+// contentRangeStart reads the first byte position of "bytes a-b/c".
+func contentRangeStart(v string) (int64, bool) {
+	v, ok := strings.CutPrefix(v, "bytes ")
+	if !ok {
+		return 0, false
+	}
+	a, _, ok := strings.Cut(v, "-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(a), 10, 64)
+	return n, err == nil
+}
+
+// statusError turns a non-success response into a classified error.
+func statusError(resp *http.Response) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	msg := strings.TrimSpace(string(body))
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	err := fmt.Errorf("%s %s: %s %s", resp.Request.Method, resp.Request.URL.Redacted(), resp.Status, msg)
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden:
+		return fmt.Errorf("%w: %w", errdefs.ErrUnauthorized, err)
+	case resp.StatusCode == http.StatusNotFound:
+		return fmt.Errorf("%w: %w", errdefs.ErrNotFound, err)
+	case resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
+		return fmt.Errorf("%w: %w", errdefs.ErrUnavailable, err)
+	}
+	return err
+}
+
+type progressWriter struct {
+	w    io.Writer
+	desc ocispec.Descriptor
+	done int64
+	prog Progress
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.done += int64(n)
+	p.prog.Update(p.desc, p.done)
+	return n, err
+}

@@ -1,0 +1,157 @@
+// Package fetch is casfs's registry client: hosts.toml endpoints (mirrors,
+// TLS, headers), credentials, resolving references, and pull and push
+// orchestration between a registry and the cas store and index.
+//
+// The protocol (token auth, manifests, uploads, mounts) is oras-go's; this
+// package adds what a content store needs around it: resumable blob
+// downloads with Range, digest checks before anything is committed,
+// mirror fallback, and records in the index.
+package fetch
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/casfs/casfs/cas"
+	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/index"
+)
+
+// SourceLabelPrefix + registry host labels a blob with the repository it
+// came from, as containerd does, so that it can be fetched again lazily or
+// mounted across repositories on push.
+const SourceLabelPrefix = "containerd.io/distribution.source."
+
+// Progress hears about each blob of a pull or push. It must not block.
+type Progress interface {
+	Start(d ocispec.Descriptor)
+	// Update reports n, the bytes of d done so far (not an increment).
+	Update(d ocispec.Descriptor, n int64)
+	// Done ends d: err is nil on success; existed tells that nothing had
+	// to move because the blob was already there.
+	Done(d ocispec.Descriptor, err error, existed bool)
+}
+
+// Options configure a Fetcher.
+type Options struct {
+	HostsDir  string // default DefaultHostsDir
+	PlainHTTP bool
+	// Username and Password override docker's config.json for every registry.
+	Username, Password string
+	Platform           string // os/arch[/variant]; default this machine's
+	AllPlatforms       bool
+	MaxConcurrent      int // blobs moved at once; default 3
+	Progress           Progress
+	MaxManifestSize    int64 // default 4 MiB
+	// Timeout bounds dialing, TLS handshakes, response headers and idle
+	// body reads; default 30 s.
+	Timeout time.Duration
+	// Lazy pulls manifests and configs only; layers get their index
+	// records (with source labels) and are fetched on first read through
+	// FetchBlob.
+	Lazy bool
+}
+
+// Fetcher moves images between registries and the local store.
+type Fetcher struct {
+	store    *cas.Store
+	db       *index.DB
+	opts     Options
+	platform ocispec.Platform
+	resolver *Resolver
+	flight   singleflight.Group
+}
+
+// New checks the options; no network or file access happens yet.
+func New(store *cas.Store, db *index.DB, opts Options) (*Fetcher, error) {
+	if opts.MaxConcurrent <= 0 {
+		opts.MaxConcurrent = 3
+	}
+	if opts.MaxManifestSize <= 0 {
+		opts.MaxManifestSize = 4 << 20
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = defaultTimeout
+	}
+	p, err := ParsePlatform(opts.Platform)
+	if err != nil {
+		return nil, err
+	}
+	r, err := NewResolver(RegistryOptions{
+		HostsDir: opts.HostsDir, PlainHTTP: opts.PlainHTTP,
+		Username: opts.Username, Password: opts.Password, Timeout: opts.Timeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Fetcher{store: store, db: db, opts: opts, platform: p, resolver: r}, nil
+}
+
+// Resolver is the fetcher's resolver (same hosts, credentials, timeouts).
+func (f *Fetcher) Resolver() *Resolver { return f.resolver }
+
+// ParsePlatform reads "os/arch[/variant]"; "" means this machine.
+func ParsePlatform(s string) (ocispec.Platform, error) {
+	if s == "" {
+		p := ocispec.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH}
+		if p.Architecture == "arm" {
+			p.Variant = "v7"
+		}
+		return p, nil
+	}
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return ocispec.Platform{}, fmt.Errorf("platform %q: want os/arch[/variant]: %w", s, errdefs.ErrInvalidArgument)
+	}
+	p := ocispec.Platform{OS: strings.ToLower(parts[0]), Architecture: strings.ToLower(parts[1])}
+	if len(parts) == 3 {
+		p.Variant = strings.ToLower(parts[2])
+	}
+	return p, nil
+}
+
+// platformMatches reports whether an index entry's platform is want.
+// arm64 without a variant is v8, as containerd's matcher treats it.
+func platformMatches(want ocispec.Platform, have *ocispec.Platform) bool {
+	if have == nil || have.OS != want.OS || have.Architecture != want.Architecture {
+		return false
+	}
+	if want.Variant == "" {
+		return true
+	}
+	hv := have.Variant
+	if have.Architecture == "arm64" && hv == "" {
+		hv = "v8"
+	}
+	wv := want.Variant
+	if want.Architecture == "arm64" && wv == "" {
+		wv = "v8"
+	}
+	return hv == wv
+}
+
+func platformString(p ocispec.Platform) string {
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+type nopProgress struct{}
+
+func (nopProgress) Start(ocispec.Descriptor)             {}
+func (nopProgress) Update(ocispec.Descriptor, int64)     {}
+func (nopProgress) Done(ocispec.Descriptor, error, bool) {}
+
+func (f *Fetcher) progress() Progress {
+	if f.opts.Progress == nil {
+		return nopProgress{}
+	}
+	return f.opts.Progress
+}

@@ -1,0 +1,404 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/casfs/casfs/cas"
+	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/index"
+)
+
+// maxIndexDepth bounds nested indexes; real images nest at most once.
+const maxIndexDepth = 8
+
+// PullResult is what PullContent fetched.
+type PullResult struct {
+	Name   string             // normalised reference
+	Target ocispec.Descriptor // what the reference resolved to
+	// Manifests are the image manifests of the selected platform(s), in
+	// index order, with their descriptors alongside.
+	Manifests     []ocispec.Manifest
+	ManifestDescs []ocispec.Descriptor
+}
+
+// Pull fetches the image and records it in the index under its normalised
+// name. It does not unpack layers.
+func (f *Fetcher) Pull(ctx context.Context, ref string) (index.Image, error) {
+	res, err := f.PullContent(ctx, ref)
+	if err != nil {
+		return index.Image{}, err
+	}
+	return f.recordImage(ctx, res.Name, res.Target)
+}
+
+func (f *Fetcher) recordImage(ctx context.Context, name string, target ocispec.Descriptor) (index.Image, error) {
+	now := time.Now().UTC()
+	img := index.Image{Name: name, Target: target, CreatedAt: now, UpdatedAt: now}
+	if old, err := f.db.Images().Get(ctx, name); err == nil {
+		img.CreatedAt, img.Labels = old.CreatedAt, old.Labels
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		return index.Image{}, fmt.Errorf("image %s: %w", name, err)
+	}
+	if err := f.db.Images().Put(ctx, name, img); err != nil {
+		return index.Image{}, fmt.Errorf("record image %s: %w", name, err)
+	}
+	return img, nil
+}
+
+// PullContent resolves ref, walks index -> manifests of the selected
+// platform(s) -> config and layers, and fetches everything missing into the
+// store (MaxConcurrent at a time), recording each blob in the index with
+// its media type and source label. It records no image.
+func (f *Fetcher) PullContent(ctx context.Context, ref string) (PullResult, error) {
+	pr, err := ParseReference(ref)
+	if err != nil {
+		return PullResult{}, err
+	}
+	desc, err := f.resolver.resolve(ctx, pr)
+	if err != nil {
+		return PullResult{}, err
+	}
+	src, err := f.source(pr.Host, pr.Repo)
+	if err != nil {
+		return PullResult{}, err
+	}
+	res := PullResult{Name: pr.Name, Target: desc}
+	if err := f.walk(ctx, src, desc, nil, &res); err != nil {
+		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+	}
+	var blobs []ocispec.Descriptor
+	for _, m := range res.Manifests {
+		blobs = append(blobs, m.Config)
+		if !f.opts.Lazy {
+			blobs = append(blobs, m.Layers...)
+		}
+	}
+	if err := f.fetchAll(ctx, src, blobs); err != nil {
+		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+	}
+	if f.opts.Lazy {
+		for _, m := range res.Manifests {
+			for _, l := range m.Layers {
+				if err := f.recordBlob(ctx, src, l); err != nil {
+					return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+				}
+			}
+		}
+	}
+	return res, nil
+}
+
+// fetchAll fetches blobs, each digest once, MaxConcurrent at a time.
+func (f *Fetcher) fetchAll(ctx context.Context, src source, blobs []ocispec.Descriptor) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(f.opts.MaxConcurrent)
+	seen := map[digest.Digest]bool{}
+	for _, d := range blobs {
+		if seen[d.Digest] {
+			continue
+		}
+		seen[d.Digest] = true
+		g.Go(func() error {
+			if _, err := f.fetchBlob(gctx, src, d); err != nil {
+				return err
+			}
+			return f.recordBlob(gctx, src, d)
+		})
+	}
+	return g.Wait()
+}
+
+func isIndexType(mt string) bool {
+	return mt == ocispec.MediaTypeImageIndex || mt == mediaTypeDockerManifestList
+}
+
+func isManifestType(mt string) bool {
+	return mt == ocispec.MediaTypeImageManifest || mt == mediaTypeDockerManifest
+}
+
+// checkManifestType refuses what we cannot walk, saying why.
+func checkManifestType(desc ocispec.Descriptor) error {
+	switch {
+	case isIndexType(desc.MediaType), isManifestType(desc.MediaType):
+		return nil
+	case desc.MediaType == mediaTypeDockerSchema1 || desc.MediaType == mediaTypeDockerSchema1Signed:
+		return fmt.Errorf("%s: schema1 manifests are not supported (deprecated); repush the image with a current client: %w", desc.Digest, errdefs.ErrNotImplemented)
+	}
+	return fmt.Errorf("%s: unsupported manifest media type %q: %w", desc.Digest, desc.MediaType, errdefs.ErrNotImplemented)
+}
+
+// walk fetches the manifest or index desc and descends into the selected
+// platform(s); stack holds the indexes above it to catch cycles.
+func (f *Fetcher) walk(ctx context.Context, src source, desc ocispec.Descriptor, stack []digest.Digest, res *PullResult) error {
+	if slices.Contains(stack, desc.Digest) {
+		return fmt.Errorf("index %s references itself: %w", stack[len(stack)-1], errdefs.ErrInvalidArgument)
+	}
+	if len(stack) >= maxIndexDepth {
+		return fmt.Errorf("indexes nested deeper than %d at %s: %w", maxIndexDepth, desc.Digest, errdefs.ErrInvalidArgument)
+	}
+	data, desc, err := f.fetchManifest(ctx, src, desc)
+	if err != nil {
+		return err
+	}
+	if isManifestType(desc.MediaType) {
+		var m ocispec.Manifest
+		if err := json.Unmarshal(data, &m); err != nil {
+			return fmt.Errorf("manifest %s is not valid JSON: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
+		}
+		if err := checkBlobDescriptors(desc.Digest, append([]ocispec.Descriptor{m.Config}, m.Layers...)); err != nil {
+			return err
+		}
+		res.Manifests = append(res.Manifests, m)
+		res.ManifestDescs = append(res.ManifestDescs, desc)
+		return nil
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(data, &idx); err != nil {
+		return fmt.Errorf("index %s is not valid JSON: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
+	}
+	stack = append(stack, desc.Digest)
+	var children []ocispec.Descriptor
+	for _, c := range idx.Manifests {
+		if slices.Contains(stack, c.Digest) {
+			return fmt.Errorf("index %s references itself: %w", desc.Digest, errdefs.ErrInvalidArgument)
+		}
+		if err := c.Digest.Validate(); err != nil {
+			return fmt.Errorf("index %s: entry %q: %v: %w", desc.Digest, c.Digest, err, errdefs.ErrInvalidArgument)
+		}
+		switch {
+		case f.opts.AllPlatforms:
+			children = append(children, c)
+		case isIndexType(c.MediaType) || platformMatches(f.platform, c.Platform):
+			children = append(children, c)
+		}
+	}
+	if !f.opts.AllPlatforms {
+		children = firstPlatformMatch(children)
+	}
+	if len(children) == 0 {
+		return fmt.Errorf("index %s has no manifest for platform %s: %w", desc.Digest, platformString(f.platform), errdefs.ErrNotFound)
+	}
+	for _, c := range children {
+		if err := f.walk(ctx, src, c, stack, res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// firstPlatformMatch keeps nested indexes and the first matching manifest,
+// as docker picks one image per platform.
+func firstPlatformMatch(children []ocispec.Descriptor) []ocispec.Descriptor {
+	var out []ocispec.Descriptor
+	found := false
+	for _, c := range children {
+		if isIndexType(c.MediaType) {
+			out = append(out, c)
+			continue
+		}
+		if !found {
+			out = append(out, c)
+			found = true
+		}
+	}
+	return out
+}
+
+func checkBlobDescriptors(manifest digest.Digest, descs []ocispec.Descriptor) error {
+	for _, d := range descs {
+		if err := d.Digest.Validate(); err != nil || d.Size < 0 {
+			return fmt.Errorf("manifest %s: bad descriptor %q size %d: %w", manifest, d.Digest, d.Size, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// fetchManifest returns the bytes of a manifest or index, from the store
+// when present, else from the first endpoint that serves the right bytes,
+// committed to the store and recorded in the index. desc comes back with
+// its media type filled in when the parent did not say.
+func (f *Fetcher) fetchManifest(ctx context.Context, src source, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
+	if desc.MediaType != "" {
+		if err := checkManifestType(desc); err != nil {
+			return nil, desc, err
+		}
+	}
+	if desc.Size > f.opts.MaxManifestSize {
+		return nil, desc, fmt.Errorf("manifest %s is %d bytes, over the limit of %d: %w", desc.Digest, desc.Size, f.opts.MaxManifestSize, errdefs.ErrInvalidArgument)
+	}
+	prog := f.progress()
+	prog.Start(desc)
+	data, err := f.readLocal(ctx, desc)
+	existed := err == nil
+	if errors.Is(err, errdefs.ErrNotFound) {
+		data, desc, err = f.downloadManifest(ctx, src, desc)
+	}
+	if err == nil && desc.MediaType == "" {
+		desc.MediaType = sniffMediaType(data)
+		err = checkManifestType(desc)
+	}
+	if err == nil {
+		err = f.recordBlob(ctx, src, desc)
+	}
+	prog.Done(desc, err, existed)
+	if err != nil {
+		return nil, desc, err
+	}
+	return data, desc, nil
+}
+
+func (f *Fetcher) readLocal(ctx context.Context, desc ocispec.Descriptor) ([]byte, error) {
+	ra, err := f.store.ReaderAt(ctx, desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	defer ra.Close()
+	if ra.Size() != desc.Size {
+		return nil, fmt.Errorf("blob %s is %d bytes in the store but the descriptor says %d: %w", desc.Digest, ra.Size(), desc.Size, errdefs.ErrDigestMismatch)
+	}
+	data := make([]byte, ra.Size())
+	if _, err := ra.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return data, nil
+}
+
+func (f *Fetcher) downloadManifest(ctx context.Context, src source, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
+	var errs []error
+	for _, ep := range src.eps {
+		data, got, err := f.downloadManifestFrom(ctx, ep, src.repo, desc)
+		if err == nil {
+			return data, got, nil
+		}
+		err = classify(err)
+		if ctx.Err() != nil || isFinal(err) {
+			return nil, desc, err
+		}
+		slog.Debug("manifest fetch failed", "digest", desc.Digest, "endpoint", ep.String(), "err", err)
+		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+	}
+	return nil, desc, fmt.Errorf("manifest %s: %w", desc.Digest, joinErrors(errs))
+}
+
+func (f *Fetcher) downloadManifestFrom(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
+	ms := f.resolver.Repository(ep, repo).Manifests()
+	var rc io.ReadCloser
+	var err error
+	if desc.MediaType == "" {
+		var got ocispec.Descriptor
+		got, rc, err = ms.FetchReference(ctx, desc.Digest.String())
+		if err == nil {
+			desc.MediaType = got.MediaType
+		}
+	} else {
+		rc, err = ms.Fetch(ctx, desc)
+	}
+	if err != nil {
+		return nil, desc, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, f.opts.MaxManifestSize+1))
+	if err != nil {
+		return nil, desc, err
+	}
+	if int64(len(data)) > f.opts.MaxManifestSize {
+		return nil, desc, fmt.Errorf("manifest %s is over the limit of %d bytes: %w", desc.Digest, f.opts.MaxManifestSize, errdefs.ErrInvalidArgument)
+	}
+	if int64(len(data)) != desc.Size || digest.FromBytes(data) != desc.Digest {
+		return nil, desc, fmt.Errorf("manifest %s: registry served %d bytes that do not match it: %w", desc.Digest, len(data), errdefs.ErrDigestMismatch)
+	}
+	if desc.MediaType != "" {
+		if err := checkManifestType(desc); err != nil {
+			return nil, desc, err
+		}
+	}
+	w, err := f.store.Writer(ctx, ingestRef(desc.Digest), cas.WriterOpts{Expected: desc.Digest, Total: desc.Size})
+	if err != nil {
+		return nil, desc, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	defer w.Close()
+	if err := cas.Copy(ctx, w, bytes.NewReader(data), desc.Size, desc.Digest); err != nil && !errors.Is(err, errdefs.ErrExists) {
+		return nil, desc, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	return data, desc, nil
+}
+
+// sniffMediaType guesses a manifest's type when no descriptor said it.
+func sniffMediaType(data []byte) string {
+	var probe struct {
+		SchemaVersion int               `json:"schemaVersion"`
+		MediaType     string            `json:"mediaType"`
+		Manifests     []json.RawMessage `json:"manifests"`
+		Config        json.RawMessage   `json:"config"`
+		FSLayers      json.RawMessage   `json:"fsLayers"`
+	}
+	if json.Unmarshal(data, &probe) != nil {
+		return ""
+	}
+	switch {
+	case probe.MediaType != "":
+		return probe.MediaType
+	case probe.SchemaVersion == 1 || probe.FSLayers != nil:
+		return mediaTypeDockerSchema1
+	case probe.Manifests != nil:
+		return ocispec.MediaTypeImageIndex
+	case probe.Config != nil:
+		return ocispec.MediaTypeImageManifest
+	}
+	return ""
+}
+
+// recordBlob writes or updates the index record of desc, adding the
+// repository it came from to its source label.
+func (f *Fetcher) recordBlob(ctx context.Context, src source, desc ocispec.Descriptor) error {
+	key := SourceLabelPrefix + src.host
+	now := time.Now().UTC()
+	update := func(b *index.Blob) error {
+		if b.MediaType == "" {
+			b.MediaType = desc.MediaType
+		}
+		if b.Labels == nil {
+			b.Labels = map[string]string{}
+		}
+		repos := strings.Split(b.Labels[key], ",")
+		if !slices.Contains(repos, src.repo) {
+			repos = append(repos, src.repo)
+		}
+		b.Labels[key] = strings.Trim(strings.Join(repos, ","), ",")
+		b.UpdatedAt = now
+		return nil
+	}
+	blobs := f.db.Blobs()
+	for range 3 {
+		_, err := blobs.Update(ctx, desc.Digest.String(), update)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errdefs.ErrNotFound) {
+			return fmt.Errorf("record blob %s: %w", desc.Digest, err)
+		}
+		b := index.Blob{Digest: desc.Digest, Size: desc.Size, CreatedAt: now}
+		_ = update(&b)
+		err = blobs.Create(ctx, desc.Digest.String(), b)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errdefs.ErrExists) {
+			return fmt.Errorf("record blob %s: %w", desc.Digest, err)
+		}
+	}
+	return fmt.Errorf("record blob %s: concurrent updates kept racing: %w", desc.Digest, errdefs.ErrLocked)
+}

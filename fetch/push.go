@@ -1,0 +1,239 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/index"
+)
+
+// pushPlan is an image's content in upload order: blobs first, then
+// manifests bottom-up (children before the index naming them).
+type pushPlan struct {
+	blobs     []ocispec.Descriptor
+	manifests []ocispec.Descriptor
+	data      map[digest.Digest][]byte
+}
+
+// Push sends the local image localName to remoteRef: blobs the registry
+// lacks (HEAD first), mounted across repositories when their source label
+// names the same registry, uploaded otherwise, MaxConcurrent at a time;
+// then manifests bottom-up and finally the tag.
+func (f *Fetcher) Push(ctx context.Context, localName, remoteRef string) error {
+	img, err := f.localImage(ctx, localName)
+	if err != nil {
+		return err
+	}
+	pr, err := ParseReference(remoteRef)
+	if err != nil {
+		return err
+	}
+	if pr.Digest != "" && pr.Digest != img.Target.Digest {
+		return fmt.Errorf("push %s: image %s is %s, not the digest named: %w", pr.Name, localName, img.Target.Digest, errdefs.ErrInvalidArgument)
+	}
+	eps, err := f.resolver.endpointsWith(pr.Host, CapPush)
+	if err != nil {
+		return err
+	}
+	ep := eps[0]
+	repo := f.resolver.Repository(ep, pr.Repo)
+	plan := &pushPlan{data: map[digest.Digest][]byte{}}
+	rootRec, _ := f.db.Blobs().Get(ctx, img.Target.Digest.String())
+	if err := f.planPush(ctx, img.Target, rootRec, nil, plan); err != nil {
+		return fmt.Errorf("push %s: %w", pr.Name, err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(f.opts.MaxConcurrent)
+	for _, d := range plan.blobs {
+		g.Go(func() error { return f.pushBlob(gctx, repo, pr, d, rootRec) })
+	}
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("push %s: %w", pr.Name, err)
+	}
+	prog := f.progress()
+	for i, d := range plan.manifests {
+		prog.Start(d)
+		body := bytes.NewReader(plan.data[d.Digest])
+		var err error
+		if i == len(plan.manifests)-1 && pr.Tag != "" {
+			err = repo.PushReference(ctx, d, body, pr.Tag)
+		} else {
+			err = repo.Manifests().Push(ctx, d, body)
+		}
+		err = classify(err)
+		prog.Done(d, err, false)
+		if err != nil {
+			return fmt.Errorf("push %s: manifest %s: %w", pr.Name, d.Digest, err)
+		}
+	}
+	return nil
+}
+
+func (f *Fetcher) localImage(ctx context.Context, name string) (index.Image, error) {
+	img, err := f.db.Images().Get(ctx, name)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		if pr, perr := ParseReference(name); perr == nil && pr.Name != name {
+			img, err = f.db.Images().Get(ctx, pr.Name)
+		}
+	}
+	if err != nil {
+		return index.Image{}, fmt.Errorf("image %s: %w", name, err)
+	}
+	return img, nil
+}
+
+// planPush reads the manifests under desc from the store (fetching those
+// only the registry has, such as other platforms of a pulled index) and
+// lists what to upload.
+func (f *Fetcher) planPush(ctx context.Context, desc ocispec.Descriptor, parent index.Blob, stack []digest.Digest, plan *pushPlan) error {
+	if slices.Contains(stack, desc.Digest) || len(stack) >= maxIndexDepth {
+		return fmt.Errorf("index %s references itself: %w", desc.Digest, errdefs.ErrInvalidArgument)
+	}
+	if _, ok := plan.data[desc.Digest]; ok {
+		return nil
+	}
+	if err := checkManifestType(desc); err != nil {
+		return err
+	}
+	rec, err := f.ensureLocal(ctx, desc, parent)
+	if err != nil {
+		return err
+	}
+	data, err := f.readLocal(ctx, desc)
+	if err != nil {
+		return fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	plan.data[desc.Digest] = data
+	if isIndexType(desc.MediaType) {
+		var idx ocispec.Index
+		if err := json.Unmarshal(data, &idx); err != nil {
+			return fmt.Errorf("index %s is not valid JSON: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
+		}
+		for _, c := range idx.Manifests {
+			if err := f.planPush(ctx, c, rec, append(stack, desc.Digest), plan); err != nil {
+				return err
+			}
+		}
+	} else {
+		var m ocispec.Manifest
+		if err := json.Unmarshal(data, &m); err != nil {
+			return fmt.Errorf("manifest %s is not valid JSON: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
+		}
+		for _, b := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
+			if !slices.ContainsFunc(plan.blobs, func(x ocispec.Descriptor) bool { return x.Digest == b.Digest }) {
+				plan.blobs = append(plan.blobs, b)
+			}
+		}
+	}
+	plan.manifests = append(plan.manifests, desc)
+	return nil
+}
+
+// ensureLocal returns desc's index record, fetching the blob first when the
+// store lacks it; a blob without a record inherits its parent's sources.
+func (f *Fetcher) ensureLocal(ctx context.Context, desc ocispec.Descriptor, parent index.Blob) (index.Blob, error) {
+	rec, err := f.db.Blobs().Get(ctx, desc.Digest.String())
+	if errors.Is(err, errdefs.ErrNotFound) {
+		rec = index.Blob{Digest: desc.Digest, Size: desc.Size, MediaType: desc.MediaType, Labels: map[string]string{}}
+		for _, s := range sourcesOf(parent) {
+			rec.Labels[SourceLabelPrefix+s[0]] = s[1]
+		}
+		if len(rec.Labels) > 0 {
+			if err := f.db.Blobs().Put(ctx, desc.Digest.String(), rec); err != nil {
+				return rec, fmt.Errorf("record blob %s: %w", desc.Digest, err)
+			}
+		}
+	} else if err != nil {
+		return rec, fmt.Errorf("blob %s: %w", desc.Digest, err)
+	}
+	ok, err := f.present(ctx, desc)
+	if err != nil || ok {
+		return rec, err
+	}
+	return rec, f.FetchBlob(ctx, desc.Digest)
+}
+
+// pushBlob makes d present in the remote repository.
+func (f *Fetcher) pushBlob(ctx context.Context, repo *remote.Repository, pr Reference, d ocispec.Descriptor, root index.Blob) error {
+	prog := f.progress()
+	prog.Start(d)
+	exists, err := repo.Blobs().Exists(ctx, d)
+	if err != nil {
+		err = classify(err)
+		prog.Done(d, err, false)
+		return fmt.Errorf("blob %s: %w", d.Digest, err)
+	}
+	if exists {
+		prog.Done(d, nil, true)
+		return nil
+	}
+	open := func() (io.ReadCloser, error) {
+		if _, err := f.ensureLocal(ctx, d, root); err != nil {
+			return nil, err
+		}
+		ra, err := f.store.ReaderAt(ctx, d.Digest)
+		if err != nil {
+			return nil, err
+		}
+		r := &progressReader{r: io.NewSectionReader(ra, 0, ra.Size()), desc: d, prog: prog}
+		return readCloser{r, ra}, nil
+	}
+	rec, _ := f.db.Blobs().Get(ctx, d.Digest.String())
+	if len(rec.Labels) == 0 {
+		rec = root
+	}
+	for _, s := range sourcesOf(rec) {
+		if s[0] != pr.Host || s[1] == pr.Repo {
+			continue
+		}
+		// oras falls back to uploading from open() when the registry
+		// answers 202 instead of mounting.
+		err = classify(repo.Mount(ctx, d, s[1], open))
+		prog.Done(d, err, false)
+		if err != nil {
+			return fmt.Errorf("blob %s: mount from %s: %w", d.Digest, s[1], err)
+		}
+		return nil
+	}
+	rc, err := open()
+	if err == nil {
+		err = repo.Blobs().Push(ctx, d, rc)
+		rc.Close()
+	}
+	err = classify(err)
+	prog.Done(d, err, false)
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", d.Digest, err)
+	}
+	return nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+type progressReader struct {
+	r    io.Reader
+	desc ocispec.Descriptor
+	done int64
+	prog Progress
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	p.prog.Update(p.desc, p.done)
+	return n, err
+}

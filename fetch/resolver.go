@@ -1,0 +1,247 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+
+	"github.com/casfs/casfs/errdefs"
+)
+
+// Schema 1 media types: recognised only to be refused clearly.
+const (
+	mediaTypeDockerSchema1       = "application/vnd.docker.distribution.manifest.v1+json"
+	mediaTypeDockerSchema1Signed = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+	mediaTypeDockerManifest      = "application/vnd.docker.distribution.manifest.v2+json"
+	mediaTypeDockerManifestList  = "application/vnd.docker.distribution.manifest.list.v2+json"
+)
+
+// manifestMediaTypes is our Accept list: schema 1 is asked for so that a
+// registry holding only schema 1 answers with it and we can say why we stop.
+var manifestMediaTypes = []string{
+	ocispec.MediaTypeImageIndex,
+	ocispec.MediaTypeImageManifest,
+	mediaTypeDockerManifestList,
+	mediaTypeDockerManifest,
+	mediaTypeDockerSchema1Signed,
+	mediaTypeDockerSchema1,
+}
+
+// Reference is a parsed, docker-normalised image reference.
+type Reference struct {
+	Name   string        // docker.io/library/nginx:alpine (tag and/or digest kept)
+	Host   string        // docker.io
+	Repo   string        // library/nginx
+	Tag    string        // "" when only a digest was given
+	Digest digest.Digest // "" when only a tag was given
+}
+
+// Object is what to ask the registry for: the digest when known, else the tag.
+func (r Reference) Object() string {
+	if r.Digest != "" {
+		return r.Digest.String()
+	}
+	return r.Tag
+}
+
+// ParseReference normalises ref the way docker does: nginx:alpine becomes
+// docker.io/library/nginx:alpine, a missing tag becomes latest.
+func ParseReference(ref string) (Reference, error) {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return Reference{}, fmt.Errorf("reference %q: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+	}
+	named = reference.TagNameOnly(named)
+	r := Reference{Name: named.String(), Host: reference.Domain(named), Repo: reference.Path(named)}
+	if t, ok := named.(reference.Tagged); ok {
+		r.Tag = t.Tag()
+	}
+	if d, ok := named.(reference.Digested); ok {
+		r.Digest = d.Digest()
+		if err := r.Digest.Validate(); err != nil {
+			return Reference{}, fmt.Errorf("reference %q: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+		}
+	}
+	return r, nil
+}
+
+// RegistryOptions say how to reach registries.
+type RegistryOptions struct {
+	HostsDir  string
+	PlainHTTP bool
+	// Username and Password, when set, are used for every registry instead
+	// of docker's config.json.
+	Username, Password string
+	// Timeout bounds dialing, TLS handshakes, response headers and idle
+	// body reads; default 30 s.
+	Timeout time.Duration
+}
+
+// Resolver turns references into descriptors and hands out oras
+// repositories for a namespace's endpoints.
+type Resolver struct {
+	opts       RegistryOptions
+	credential auth.CredentialFunc
+	cache      auth.Cache
+
+	mu        sync.Mutex
+	endpoints map[string][]Endpoint
+}
+
+// NewResolver reads no files yet: hosts.toml is read on first use of a
+// host, and docker's config.json when a registry asks for credentials.
+func NewResolver(opts RegistryOptions) (*Resolver, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = defaultTimeout
+	}
+	r := &Resolver{opts: opts, cache: auth.NewCache(), endpoints: map[string][]Endpoint{}}
+	if opts.Username != "" || opts.Password != "" {
+		cred := auth.Credential{Username: opts.Username, Password: opts.Password}
+		r.credential = func(context.Context, string) (auth.Credential, error) { return cred, nil }
+	} else {
+		r.credential = dockerCredential()
+	}
+	return r, nil
+}
+
+// dockerCredential reads docker's config.json ($DOCKER_CONFIG or
+// ~/.docker) and its credential helpers, at the time a registry asks.
+func dockerCredential() auth.CredentialFunc {
+	return func(ctx context.Context, hostport string) (auth.Credential, error) {
+		store, err := credentials.NewStoreFromDocker(credentials.StoreOptions{})
+		if err != nil {
+			slog.Debug("docker credentials unavailable", "err", err)
+			return auth.EmptyCredential, nil
+		}
+		return credentials.Credential(store)(ctx, hostport)
+	}
+}
+
+// Endpoints returns the namespace's endpoints in the order to try them.
+func (r *Resolver) Endpoints(host string) ([]Endpoint, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if eps, ok := r.endpoints[host]; ok {
+		return eps, nil
+	}
+	eps, err := LoadEndpoints(r.opts.HostsDir, host, HostsOptions{PlainHTTP: r.opts.PlainHTTP, Timeout: r.opts.Timeout})
+	if err != nil {
+		return nil, err
+	}
+	r.endpoints[host] = eps
+	return eps, nil
+}
+
+// endpointsWith filters the namespace's endpoints by capability.
+func (r *Resolver) endpointsWith(host string, c Capabilities) ([]Endpoint, error) {
+	eps, err := r.Endpoints(host)
+	if err != nil {
+		return nil, err
+	}
+	var out []Endpoint
+	for _, ep := range eps {
+		if ep.Capabilities.Has(c) {
+			out = append(out, ep)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no endpoint in hosts.toml has the %s capability: %w", host, c, errdefs.ErrFailedPrecondition)
+	}
+	return out, nil
+}
+
+// AuthClient is the endpoint's client with oras's token handling and our
+// credentials.
+func (r *Resolver) AuthClient(ep Endpoint) *auth.Client {
+	return &auth.Client{
+		Client:     ep.Client,
+		Header:     nil,
+		Cache:      r.cache,
+		Credential: r.credential,
+		// Loopback token realms are normal for test and in-cluster registries.
+		BlockedRealmPrefixes: []netip.Prefix{},
+	}
+}
+
+// Repository returns an oras repository for repo on the endpoint.
+func (r *Resolver) Repository(ep Endpoint, repo string) *remote.Repository {
+	return &remote.Repository{
+		Client:             r.AuthClient(ep),
+		Reference:          registry.Reference{Registry: ep.URL.Host, Repository: repo},
+		PlainHTTP:          ep.PlainHTTP(),
+		ManifestMediaTypes: manifestMediaTypes,
+	}
+}
+
+// Resolve normalises ref and asks the endpoints with the resolve
+// capability, in order, for its descriptor. A mirror's failure falls back
+// to the next endpoint; the server's "manifest unknown" is final.
+func (r *Resolver) Resolve(ctx context.Context, ref string) (string, ocispec.Descriptor, error) {
+	pr, err := ParseReference(ref)
+	if err != nil {
+		return "", ocispec.Descriptor{}, err
+	}
+	desc, err := r.resolve(ctx, pr)
+	if err != nil {
+		return "", ocispec.Descriptor{}, err
+	}
+	return pr.Name, desc, nil
+}
+
+func (r *Resolver) resolve(ctx context.Context, pr Reference) (ocispec.Descriptor, error) {
+	eps, err := r.endpointsWith(pr.Host, CapResolve)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	var errs []error
+	for _, ep := range eps {
+		desc, err := r.Repository(ep, pr.Repo).Resolve(ctx, pr.Object())
+		if err == nil {
+			if pr.Digest != "" && desc.Digest != pr.Digest {
+				err = fmt.Errorf("%s answered digest %s for %s: %w", ep, desc.Digest, pr.Digest, errdefs.ErrDigestMismatch)
+			} else {
+				return desc, nil
+			}
+		}
+		err = classify(err)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			err = fmt.Errorf("%s: manifest unknown: %w", pr.Name, errdefs.ErrNotFound)
+		}
+		if !ep.Mirror && errors.Is(err, errdefs.ErrNotFound) {
+			return ocispec.Descriptor{}, err
+		}
+		if ctx.Err() != nil || isFinal(err) {
+			return ocispec.Descriptor{}, fmt.Errorf("resolve %s: %w", pr.Name, err)
+		}
+		slog.Debug("resolve failed, trying next endpoint", "ref", pr.Name, "endpoint", ep.String(), "err", err)
+		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("resolve %s: %w", pr.Name, joinErrors(errs))
+}
+
+// joinErrors keeps one line: the last endpoint's error, with the earlier
+// ones folded in.
+func joinErrors(errs []error) error {
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	last := errs[len(errs)-1]
+	var b []string
+	for _, e := range errs[:len(errs)-1] {
+		b = append(b, e.Error())
+	}
+	return fmt.Errorf("%w (after: %s)", last, strings.Join(b, "; "))
+}

@@ -1,0 +1,179 @@
+package fetch
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"oras.land/oras-go/v2/registry/remote/retry"
+
+	"github.com/casfs/casfs/errdefs"
+)
+
+const defaultTimeout = 30 * time.Second
+
+// newHTTPClient returns a client whose every wait is bounded: dialing, the
+// TLS handshake and the response headers each by their timeout, and a body
+// by an idle-read deadline rather than an overall one, so that a large blob
+// may take as long as it needs while a stalled one fails.
+func newHTTPClient(tlsConfig *tls.Config, dial, timeout time.Duration) *http.Client {
+	base := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsConfig,
+		TLSHandshakeTimeout:   timeout,
+		ResponseHeaderTimeout: timeout,
+		ExpectContinueTimeout: time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   8,
+		ForceAttemptHTTP2:     true,
+	}
+	rt := &retry.Transport{Base: &idleTransport{base: base, idle: timeout}, Policy: retryPolicy}
+	return &http.Client{Transport: rt}
+}
+
+// retryPolicy retries what is worth retrying at the request level (resets,
+// 408, 429 with its Retry-After, 5xx) with bounded exponential backoff; a
+// dial timeout is not retried because the bound was already spent waiting.
+func retryPolicy() retry.Policy {
+	return &retry.GenericPolicy{
+		Retryable: retryable,
+		Backoff:   retry.ExponentialBackoff(250*time.Millisecond, 2, 0.1),
+		MinWait:   200 * time.Millisecond,
+		MaxWait:   10 * time.Second,
+		MaxRetry:  4,
+	}
+}
+
+func retryable(resp *http.Response, err error) (bool, error) {
+	if err != nil {
+		return isTransient(err), nil
+	}
+	switch {
+	case resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests:
+		return true, nil
+	case resp.StatusCode == http.StatusNotImplemented, resp.StatusCode == http.StatusHTTPVersionNotSupported:
+		return false, nil
+	case resp.StatusCode >= 500:
+		return true, nil
+	}
+	return false, nil
+}
+
+// isTransient reports errors after which the same request may succeed.
+func isTransient(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, errIdleRead) ||
+		(errors.Is(err, io.EOF) && !errors.Is(err, context.Canceled))
+}
+
+var errIdleRead = fmt.Errorf("registry sent no data within the idle timeout: %w", errdefs.ErrUnavailable)
+
+// idleTransport cancels a response whose body read waits longer than idle.
+type idleTransport struct {
+	base http.RoundTripper
+	idle time.Duration
+}
+
+func (t *idleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancelCause(req.Context())
+	resp, err := t.base.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	b := &idleBody{rc: resp.Body, ctx: ctx, cancel: cancel}
+	b.timer = time.AfterFunc(t.idle, func() { cancel(errIdleRead) })
+	b.timer.Stop()
+	b.idle = t.idle
+	resp.Body = b
+	return resp, nil
+}
+
+type idleBody struct {
+	rc     io.ReadCloser
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	idle   time.Duration
+	mu     sync.Mutex
+	timer  *time.Timer
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.idle)
+	n, err := b.rc.Read(p)
+	b.timer.Stop()
+	if err != nil && err != io.EOF {
+		if cause := context.Cause(b.ctx); errors.Is(cause, errIdleRead) {
+			return n, cause
+		}
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.timer.Stop()
+	err := b.rc.Close()
+	b.cancel(nil)
+	return err
+}
+
+// endpointTransport applies a hosts.toml entry to requests for its host:
+// extra headers, the API root in place of /v2 (override_path or a path in
+// the URL), and the ns query parameter a mirror uses to know the upstream.
+type endpointTransport struct {
+	base      http.RoundTripper
+	host      string
+	apiRoot   string
+	header    http.Header
+	namespace string // set for mirrors only
+}
+
+func (t *endpointTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host != t.host {
+		return t.base.RoundTrip(req)
+	}
+	req = req.Clone(req.Context())
+	for k, vs := range t.header {
+		req.Header.Del(k)
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	if t.apiRoot != "/v2" && (req.URL.Path == "/v2" || strings.HasPrefix(req.URL.Path, "/v2/")) {
+		req.URL.Path = t.apiRoot + strings.TrimPrefix(req.URL.Path, "/v2")
+		req.URL.RawPath = ""
+	}
+	if t.namespace != "" && strings.HasPrefix(req.URL.Path, t.apiRoot+"/") {
+		q := req.URL.Query()
+		if q.Get("ns") == "" {
+			q.Set("ns", t.namespace)
+			req.URL.RawQuery = q.Encode()
+		}
+	}
+	return t.base.RoundTrip(req)
+}
+
+// wrapEndpointTransport installs the endpoint's rewriting on its client.
+func wrapEndpointTransport(ep *Endpoint) {
+	ns := ""
+	if ep.Mirror {
+		ns = ep.Namespace
+	}
+	if len(ep.Header) == 0 && ep.APIRoot == "/v2" && ns == "" {
+		return
+	}
+	c := *ep.Client
+	c.Transport = &endpointTransport{base: c.Transport, host: ep.URL.Host, apiRoot: ep.APIRoot, header: ep.Header, namespace: ns}
+	ep.Client = &c
+}
