@@ -1,0 +1,213 @@
+package layers
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/casfs/casfs/errdefs"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults for ApplyOptions' limits.
+const (
+	DefaultMaxBytes   int64 = 64 << 30
+	DefaultMaxEntries int64 = 10_000_000
+)
+
+// ApplyOptions tune Apply.
+type ApplyOptions struct {
+	// Lowers are the fs directories of the layers below, top-most first.
+	// They are read (never written) to resolve hardlinks whose target only
+	// exists below and to give directories that the tar creates implicitly
+	// the attributes they have below.
+	Lowers []string
+	// MaxBytes bounds the uncompressed tar bytes read (0: DefaultMaxBytes).
+	MaxBytes int64
+	// MaxEntries bounds the number of tar entries (0: DefaultMaxEntries).
+	MaxEntries int64
+}
+
+// ApplyResult describes an applied layer.
+type ApplyResult struct {
+	DiffID  digest.Digest // sha256 of every uncompressed byte read, to EOF
+	Size    int64         // uncompressed bytes read
+	Entries int64         // tar entries, whiteouts included
+}
+
+// Apply reads the uncompressed tar layer r to its end and writes its changes
+// into dir, an empty snapshot directory, in overlayfs' encoding: a whiteout
+// becomes a 0:0 character device, an opaque marker the xattr
+// trusted.overlay.opaque=y on its directory. Whiteouts only hide what the
+// lower layers have, whatever their position in the tar relative to this
+// layer's own entries.
+//
+// Nothing outside dir is created, changed or followed: names are taken
+// relative to dir, names escaping it are refused, parent components that
+// are symlinks are refused (never followed), and hardlinks must point
+// inside the layer. A hardlink whose target exists only in a lower layer
+// gets a copy of that file (as containerd does, since a link cannot cross
+// layers).
+func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (ApplyResult, error) {
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = DefaultMaxBytes
+	}
+	if opts.MaxEntries <= 0 {
+		opts.MaxEntries = DefaultMaxEntries
+	}
+	root, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return ApplyResult{}, fmt.Errorf("apply layer: open %s: %w", dir, err)
+	}
+	defer unix.Close(root)
+
+	cr := &countingReader{r: r, h: sha256.New(), max: opts.MaxBytes}
+	a := &applier{
+		root:      root,
+		dir:       dir,
+		lowers:    opts.Lowers,
+		whiteouts: map[string]bool{},
+		opaques:   map[string]bool{},
+		implicit:  map[string]bool{},
+		copiedUp:  map[string]string{},
+		dirTimes:  map[string][]unix.Timespec{},
+	}
+	fail := func(err error) (ApplyResult, error) {
+		if cr.err != nil {
+			err = cr.err // the limit, not whatever tar made of it
+		}
+		return ApplyResult{}, fmt.Errorf("apply layer: %w", err)
+	}
+	tr := tar.NewReader(cr)
+	var entries int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return fail(err)
+		}
+		before := cr.n
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			// A tar ends with zero blocks; a stream that just stops after
+			// an entry was cut short.
+			if cr.n-before < 512 {
+				return fail(fmt.Errorf("tar ends without its end-of-archive blocks: %w", io.ErrUnexpectedEOF))
+			}
+			break
+		}
+		if err != nil {
+			return fail(fmt.Errorf("read tar: %w", err))
+		}
+		entries++
+		if entries > opts.MaxEntries {
+			return fail(fmt.Errorf("layer exceeds %d entries (tar bomb?): %w", opts.MaxEntries, errdefs.ErrFailedPrecondition))
+		}
+		if err := a.entry(hdr, tr); err != nil {
+			return fail(err)
+		}
+		if _, err := io.Copy(io.Discard, tr); err != nil {
+			return fail(fmt.Errorf("entry %q: read: %w", hdr.Name, err))
+		}
+	}
+	if err := a.finish(); err != nil {
+		return fail(err)
+	}
+	// The diff ID covers every byte of the blob, padding and trailing
+	// bytes included.
+	if _, err := io.Copy(io.Discard, cr); err != nil {
+		return fail(fmt.Errorf("read tar trailer: %w", err))
+	}
+	return ApplyResult{
+		DiffID:  digest.NewDigestFromBytes(digest.SHA256, cr.h.Sum(nil)),
+		Size:    cr.n,
+		Entries: entries,
+	}, nil
+}
+
+// countingReader hashes and counts what passes, and stops at max bytes.
+type countingReader struct {
+	r   io.Reader
+	h   hash.Hash
+	n   int64
+	max int64
+	err error
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	if c.n > c.max {
+		c.err = fmt.Errorf("layer exceeds %d bytes (decompression bomb?): %w", c.max, errdefs.ErrFailedPrecondition)
+		return n, c.err
+	}
+	return n, err
+}
+
+// cleanName maps a tar name to a clean path relative to the layer root:
+// leading slashes are dropped, and a name that still climbs out is refused.
+func cleanName(name string) (string, error) {
+	n := path.Clean(strings.TrimLeft(name, "/"))
+	if n == "" {
+		n = "."
+	}
+	if n == ".." || strings.HasPrefix(n, "../") {
+		return "", fmt.Errorf("name %q escapes the layer root: %w", name, errdefs.ErrInvalidArgument)
+	}
+	if strings.IndexByte(n, 0) >= 0 {
+		return "", fmt.Errorf("name %q contains a NUL byte: %w", name, errdefs.ErrInvalidArgument)
+	}
+	return n, nil
+}
+
+func depth(p string) int {
+	if p == "." {
+		return 0
+	}
+	return strings.Count(p, "/") + 1
+}
+
+// under reports whether p is dir or below it.
+func under(p, dir string) bool {
+	return dir == "." || p == dir || strings.HasPrefix(p, dir+"/")
+}
+
+func ignoreErrnos(err error, errnos ...unix.Errno) error {
+	for _, e := range errnos {
+		if errors.Is(err, e) {
+			return nil
+		}
+	}
+	return err
+}
+
+func procPath(dirfd int, base string) string {
+	return fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, base)
+}
+
+func sortedKeys(m map[string]bool) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if di, dj := depth(keys[i]), depth(keys[j]); di != dj {
+			return di < dj
+		}
+		return keys[i] < keys[j]
+	})
+	return keys
+}
+
+var _ = os.ModePerm
