@@ -338,7 +338,9 @@ func (d *imagesDir) fixed() []fuse.DirEntry {
 func (d *imagesDir) digestIno() uint64 {
 	return ino("digestfile", strings.Join(d.path, "/"), string(d.img.Target.Digest))
 }
-func (d *imagesDir) layersIno() uint64 { return ino("layers", strconv.FormatUint(imgDirIno(d.path, d.img), 16)) }
+func (d *imagesDir) layersIno() uint64 {
+	return ino("layers", strconv.FormatUint(imgDirIno(d.path, d.img), 16))
+}
 func (d *imagesDir) rootfsLinkIno() uint64 {
 	return ino("rootfslink", strings.Join(d.path, "/"), d.img.RootfsID)
 }

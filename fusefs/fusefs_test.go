@@ -30,7 +30,7 @@ type fixture struct {
 	app1   ImageInfo
 	appSub ImageInfo
 	pinned ImageInfo
-	pinDir string // the pinned image's directory name: app@<digest>
+	pinDir string   // the pinned image's directory name: app@<digest>
 	layers []string // rootfs r1
 }
 
@@ -204,8 +204,8 @@ func TestImagesTree(t *testing.T) {
 	wantNames := map[string][]string{
 		alpine: {"config.json", "digest", "index.json", "layers", "manifest.json", "rootfs"},
 		// app:1 and the sub-repository app/1 share the directory.
-		app1:   {"config.json", "digest", "latest", "layers", "manifest.json"},
-		pinned: {"config.json", "digest", "layers", "manifest.json"},
+		app1:                              {"config.json", "digest", "latest", "layers", "manifest.json"},
+		pinned:                            {"config.json", "digest", "layers", "manifest.json"},
 		m.p("images/lab.local:5000/team"): {"app", fx.pinDir},
 		m.p("images"):                     {"docker.io", "lab.local:5000"},
 		m.dir:                             {"blobs", "images", "rootfs"},
@@ -526,7 +526,7 @@ func TestInvalidate(t *testing.T) {
 
 func TestOpenBlobFailureGivesEIO(t *testing.T) {
 	fx := newFixture(t)
-	fx.src.setFailOpen(fx.big, errors.New("fetch " + string(fx.big) + " from lab.local:5000: connection refused"))
+	fx.src.setFailOpen(fx.big, errors.New("fetch "+string(fx.big)+" from lab.local:5000: connection refused"))
 	m := mount(t, fx.src)
 
 	requireCmd(t, "cat")
