@@ -8,38 +8,21 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/casfs/casfs/internal/testenv"
 	"github.com/klauspost/compress/gzip"
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 
-// requireCmd skips when cmd is missing, and fails when env CI is set (the
-// behaviour of internal/testenv.Require, which does not exist yet).
-func requireCmd(t *testing.T, cmd string) {
-	t.Helper()
-	if _, err := exec.LookPath(cmd); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is required in CI: %v", cmd, err)
-		}
-		t.Skipf("%s not installed", cmd)
-	}
-}
+func requireCmd(t *testing.T, cmd string) { testenv.Require(t, cmd) }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("these tests need root")
-		}
-		t.Skip("needs root")
-	}
-}
+func requireRoot(t *testing.T) { testenv.RequireRoot(t) }
 
 var t0 = time.Unix(1600000000, 0)
 
@@ -335,3 +318,5 @@ func mountStack(t *testing.T, bottomFirst []string) string {
 	})
 	return mnt
 }
+
+func sha256Digest(b []byte) digest.Digest { return digest.FromBytes(b) }
