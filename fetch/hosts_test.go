@@ -1,0 +1,194 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/casfs/casfs/errdefs"
+)
+
+func writeHostsToml(t *testing.T, dir, host, body string) string {
+	t.Helper()
+	d := filepath.Join(dir, host)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(d, "hosts.toml")
+	if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestLoadEndpointsDefaults(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		host, plain, want string
+	}{
+		{"docker.io", "", "https://registry-1.docker.io"},
+		{"quay.io", "", "https://quay.io"},
+		{"127.0.0.1:5000", "plain", "http://127.0.0.1:5000"},
+		{"127.0.0.1:5000", "", "https://127.0.0.1:5000"},
+	} {
+		eps, err := LoadEndpoints(dir, tc.host, HostsOptions{PlainHTTP: tc.plain != ""})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(eps) != 1 || eps[0].URL.String() != tc.want || eps[0].Mirror || eps[0].APIRoot != "/v2" || eps[0].Capabilities != capAll {
+			t.Errorf("%s: got %+v, want one server %s", tc.host, eps, tc.want)
+		}
+	}
+}
+
+func TestLoadEndpointsHostsToml(t *testing.T) {
+	dir := t.TempDir()
+	writeHostsToml(t, dir, "reg.example:5000", `
+server = "https://reg.example:5000"
+capabilities = ["pull", "resolve", "push"]
+
+[host."https://zeta-mirror.example/sub"]
+  capabilities = ["pull"]
+  [host."https://zeta-mirror.example/sub".header]
+    x-one = "a"
+    x-two = ["b", "c"]
+
+[host."http://alpha-mirror.example:8080/api/v2/upstream"]
+  capabilities = ["pull", "resolve"]
+  override_path = true
+  skip_verify = true
+`)
+	eps, err := LoadEndpoints(dir, "reg.example:5000", HostsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ep := range eps {
+		got = append(got, ep.URL.String()+ep.APIRoot+" "+ep.Capabilities.String())
+	}
+	want := []string{
+		"https://zeta-mirror.example/sub/v2 pull",
+		"http://alpha-mirror.example:8080/api/v2/upstream pull,resolve",
+		"https://reg.example:5000/v2 pull,resolve,push",
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("endpoints in file order:\n got %q\nwant %q", got, want)
+	}
+	if h := eps[0].Header.Values("X-Two"); len(h) != 2 || h[1] != "c" || eps[0].Header.Get("X-One") != "a" {
+		t.Errorf("headers: %v", eps[0].Header)
+	}
+	if !eps[0].Mirror || eps[2].Mirror {
+		t.Errorf("mirror flags wrong: %v %v", eps[0].Mirror, eps[2].Mirror)
+	}
+}
+
+func TestLoadEndpointsPortDirAndDefault(t *testing.T) {
+	dir := t.TempDir()
+	writeHostsToml(t, dir, "_default", `[host."https://all.example"]`+"\n")
+	writeHostsToml(t, dir, "reg.example_5000_", `server = "https://underscored.example"`+"\n")
+	eps, err := LoadEndpoints(dir, "reg.example:5000", HostsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(eps) != 1 || eps[0].URL.Host != "underscored.example" {
+		t.Fatalf("host_port_ folder not used: %+v", eps)
+	}
+	eps, err = LoadEndpoints(dir, "other.example", HostsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(eps) != 2 || eps[0].URL.Host != "all.example" || eps[1].URL.String() != "https://other.example" {
+		t.Fatalf("_default: %+v", eps)
+	}
+}
+
+func TestLoadEndpointsBadToml(t *testing.T) {
+	dir := t.TempDir()
+	f := writeHostsToml(t, dir, "reg.example", "server = \"https://reg.example\"\n\n[host.\"https://m.example\"\n  capabilities = [\"pull\"]\n")
+	_, err := LoadEndpoints(dir, "reg.example", HostsOptions{})
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("want ErrInvalidArgument, got %v", err)
+	}
+	if !strings.Contains(err.Error(), f+":3:") {
+		t.Fatalf("error should name %s and line 3: %v", f, err)
+	}
+
+	writeHostsToml(t, dir, "reg2.example", "[host.\"https://m.example\"]\n  capabilities = [\"fly\"]\n")
+	_, err = LoadEndpoints(dir, "reg2.example", HostsOptions{})
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "fly") {
+		t.Fatalf("unknown capability: %v", err)
+	}
+
+	writeHostsToml(t, dir, "reg3.example", "ca = 7\n")
+	_, err = LoadEndpoints(dir, "reg3.example", HostsOptions{})
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("ca = 7: %v", err)
+	}
+}
+
+func TestLoadEndpointsMissingCAFile(t *testing.T) {
+	dir := t.TempDir()
+	writeHostsToml(t, dir, "reg.example", "ca = \"nope.crt\"\n")
+	_, err := LoadEndpoints(dir, "reg.example", HostsOptions{})
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "reg.example", "nope.crt")) {
+		t.Fatalf("want an error naming the CA file resolved against the hosts.toml folder, got %v", err)
+	}
+}
+
+// The endpoint transport rewrites the API root, adds headers and, for a
+// mirror, the ns parameter.
+func TestEndpointTransportRewrites(t *testing.T) {
+	var gotPath, gotNS, gotHeader string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotPath, gotNS, gotHeader = r.URL.Path, r.URL.Query().Get("ns"), r.Header.Get("X-Custom")
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	writeHostsToml(t, dir, "reg.example", `
+[host."`+srv.URL+`/mirror/root"]
+  override_path = true
+  [host."`+srv.URL+`/mirror/root".header]
+    x-custom = "yes"
+`)
+	eps, err := LoadEndpoints(dir, "reg.example", HostsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, eps[0].URL.String()+"/v2/lib/x/manifests/1", nil)
+	resp, err := eps[0].Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if gotPath != "/mirror/root/lib/x/manifests/1" || gotNS != "reg.example" || gotHeader != "yes" {
+		t.Fatalf("path %q ns %q header %q", gotPath, gotNS, gotHeader)
+	}
+}
+
+func TestParseReference(t *testing.T) {
+	for _, tc := range []struct{ in, name, host, repo, obj string }{
+		{"nginx:alpine", "docker.io/library/nginx:alpine", "docker.io", "library/nginx", "alpine"},
+		{"nginx", "docker.io/library/nginx:latest", "docker.io", "library/nginx", "latest"},
+		{"127.0.0.1:5000/a/b:1", "127.0.0.1:5000/a/b:1", "127.0.0.1:5000", "a/b", "1"},
+		{"x/y@sha256:" + strings.Repeat("a", 64), "docker.io/x/y@sha256:" + strings.Repeat("a", 64), "docker.io", "x/y", "sha256:" + strings.Repeat("a", 64)},
+	} {
+		r, err := ParseReference(tc.in)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.in, err)
+		}
+		if r.Name != tc.name || r.Host != tc.host || r.Repo != tc.repo || r.Object() != tc.obj {
+			t.Errorf("%s: got %+v", tc.in, r)
+		}
+	}
+	for _, bad := range []string{"", "lib/UPPER", "a:b:c", "x@sha256:abc"} {
+		if _, err := ParseReference(bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%q: want ErrInvalidArgument, got %v", bad, err)
+		}
+	}
+}
