@@ -1,0 +1,235 @@
+package testimage
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+
+	"github.com/klauspost/compress/zstd"
+	digest "github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Docker schema2 media types (the OCI ones come from ocispec).
+const (
+	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+	MediaTypeDockerConfig       = "application/vnd.docker.container.image.v1+json"
+	MediaTypeDockerLayerGzip    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+	MediaTypeDockerLayer        = "application/vnd.docker.image.rootfs.diff.tar"
+)
+
+// Layer is one layer of an image. Its files are sorted by path unless
+// KeepOrder is set.
+type Layer struct {
+	Files []File
+	// Compression is "gzip" (the default when empty), "zstd" or "none".
+	Compression string
+	// DockerMediaType uses the Docker layer media types. Docker has none for
+	// zstd, so zstd layers always get the OCI one.
+	DockerMediaType bool
+	// MediaType, when set, replaces the computed media type verbatim (for
+	// tests of unknown or foreign types).
+	MediaType string
+	// KeepOrder writes Files in the given order instead of sorted by path.
+	KeepOrder bool
+}
+
+// ImageSpec describes an image to build.
+type ImageSpec struct {
+	Layers []Layer
+	// Platform defaults to linux/amd64 when OS and Architecture are empty.
+	Platform ocispec.Platform
+	// Docker uses Docker schema2 manifest, config and layer media types.
+	Docker      bool
+	Config      ocispec.ImageConfig
+	Annotations map[string]string
+}
+
+// Image is a built image: descriptors and every blob by digest (manifest,
+// config and layers).
+type Image struct {
+	Manifest ocispec.Descriptor // carries the platform, for BuildIndex
+	Config   ocispec.Descriptor
+	Layers   []ocispec.Descriptor
+	DiffIDs  []digest.Digest
+	Blobs    map[digest.Digest][]byte
+}
+
+// Build compresses the layers and writes config and manifest.
+func Build(spec ImageSpec) (*Image, error) {
+	img := &Image{Blobs: map[digest.Digest][]byte{}}
+	plat := spec.Platform
+	if plat.OS == "" && plat.Architecture == "" {
+		plat.OS, plat.Architecture = "linux", "amd64"
+	}
+	created := DefaultModTime
+	cfg := ocispec.Image{
+		Created:  &created,
+		Platform: plat,
+		Config:   spec.Config,
+		RootFS:   ocispec.RootFS{Type: "layers"},
+	}
+	for i, l := range spec.Layers {
+		desc, diffID, blob, err := buildLayer(l, spec.Docker)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+		img.Layers = append(img.Layers, desc)
+		img.DiffIDs = append(img.DiffIDs, diffID)
+		img.Blobs[desc.Digest] = blob
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, diffID)
+		cfg.History = append(cfg.History, ocispec.History{
+			Created:   &created,
+			CreatedBy: fmt.Sprintf("testimage layer %d", i),
+		})
+	}
+
+	configType, manifestType := ocispec.MediaTypeImageConfig, ocispec.MediaTypeImageManifest
+	if spec.Docker {
+		configType, manifestType = MediaTypeDockerConfig, MediaTypeDockerManifest
+	}
+	cfgBytes, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	img.Config = img.add(configType, cfgBytes)
+
+	m := ocispec.Manifest{
+		Versioned:   specs.Versioned{SchemaVersion: 2},
+		MediaType:   manifestType,
+		Config:      img.Config,
+		Layers:      img.Layers,
+		Annotations: spec.Annotations,
+	}
+	if m.Layers == nil {
+		m.Layers = []ocispec.Descriptor{} // registries reject "layers": null
+	}
+	mBytes, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode manifest: %w", err)
+	}
+	img.Manifest = img.add(manifestType, mBytes)
+	img.Manifest.Platform = &plat
+	return img, nil
+}
+
+func (img *Image) add(mediaType string, b []byte) ocispec.Descriptor {
+	d := digest.FromBytes(b)
+	img.Blobs[d] = b
+	return ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(b))}
+}
+
+// ManifestBytes returns the image's manifest JSON.
+func (img *Image) ManifestBytes() []byte { return img.Blobs[img.Manifest.Digest] }
+
+// ConfigBytes returns the image's config JSON.
+func (img *Image) ConfigBytes() []byte { return img.Blobs[img.Config.Digest] }
+
+func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte, error) {
+	files := l.Files
+	if !l.KeepOrder {
+		files = sortedFiles(files)
+	}
+	raw, err := Tar(files)
+	if err != nil {
+		return ocispec.Descriptor{}, "", nil, err
+	}
+	diffID := digest.FromBytes(raw)
+	docker = docker || l.DockerMediaType
+	var blob []byte
+	var mt string
+	switch l.Compression {
+	case "", "gzip":
+		blob, err = Gzip(raw)
+		mt = ocispec.MediaTypeImageLayerGzip
+		if docker {
+			mt = MediaTypeDockerLayerGzip
+		}
+	case "zstd":
+		blob, err = Zstd(raw)
+		mt = ocispec.MediaTypeImageLayerZstd
+	case "none":
+		blob = raw
+		mt = ocispec.MediaTypeImageLayer
+		if docker {
+			mt = MediaTypeDockerLayer
+		}
+	default:
+		return ocispec.Descriptor{}, "", nil, fmt.Errorf("unknown compression %q (want gzip, zstd or none)", l.Compression)
+	}
+	if err != nil {
+		return ocispec.Descriptor{}, "", nil, err
+	}
+	if l.MediaType != "" {
+		mt = l.MediaType
+	}
+	return ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(blob), Size: int64(len(blob))}, diffID, blob, nil
+}
+
+// Gzip compresses b with a header that holds no name and no time, so the
+// output depends only on b.
+func Gzip(b []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		return nil, fmt.Errorf("gzip: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("gzip: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Zstd compresses b in one frame with a single encoder goroutine, so the
+// output depends only on b.
+func Zstd(b []byte) ([]byte, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %w", err)
+	}
+	defer enc.Close()
+	return enc.EncodeAll(b, nil), nil
+}
+
+// Index is a built image index (or Docker manifest list) with the blobs of
+// all its images.
+type Index struct {
+	Desc   ocispec.Descriptor
+	Images []*Image
+	Blobs  map[digest.Digest][]byte
+}
+
+// BuildIndex makes an index of images, each listed with its platform. With
+// docker it is a Docker manifest list.
+func BuildIndex(images []*Image, docker bool) (*Index, error) {
+	mt := ocispec.MediaTypeImageIndex
+	if docker {
+		mt = MediaTypeDockerManifestList
+	}
+	ix := ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: mt,
+		Manifests: []ocispec.Descriptor{},
+	}
+	out := &Index{Images: images, Blobs: map[digest.Digest][]byte{}}
+	for i, img := range images {
+		if img == nil {
+			return nil, fmt.Errorf("build index: image %d is nil", i)
+		}
+		ix.Manifests = append(ix.Manifests, img.Manifest)
+		for d, b := range img.Blobs {
+			out.Blobs[d] = b
+		}
+	}
+	b, err := json.Marshal(ix)
+	if err != nil {
+		return nil, fmt.Errorf("encode index: %w", err)
+	}
+	d := digest.FromBytes(b)
+	out.Blobs[d] = b
+	out.Desc = ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(b))}
+	return out, nil
+}
