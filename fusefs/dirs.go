@@ -63,9 +63,23 @@ func listingAttr(a *fuse.Attr, nodeIno uint64, subdirs int, at time.Time) {
 	setTime(a, at)
 }
 
+// noXattrs gives synthetic nodes (everything outside rootfs/) an xattr
+// answer that needs no further round trips: they have none, and EOPNOTSUPP
+// makes ls -l stop asking for labels and ACLs (see mnode.Getxattr).
+type noXattrs struct{}
+
+func (noXattrs) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return 0, syscall.EOPNOTSUPP
+}
+
+func (noXattrs) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return 0, 0
+}
+
 // rootDir is the mount's root: blobs/, images/, rootfs/.
 type rootDir struct {
 	gfs.Inode
+	noXattrs
 	fs *FS
 }
 
@@ -131,6 +145,7 @@ func (f *FS) listingChild(ctx context.Context, parent *gfs.Inode, ops gfs.InodeE
 // blobsDir is blobs/: one directory per digest algorithm.
 type blobsDir struct {
 	gfs.Inode
+	noXattrs
 	fs *FS
 }
 
@@ -170,6 +185,7 @@ func (b *blobsDir) OpendirHandle(ctx context.Context, flags uint32) (gfs.FileHan
 // algDir is blobs/<alg>/: one file per blob.
 type algDir struct {
 	gfs.Inode
+	noXattrs
 	fs  *FS
 	alg string
 }
@@ -222,6 +238,7 @@ func (a *algDir) OpendirHandle(ctx context.Context, flags uint32) (gfs.FileHandl
 // rootfsDir is rootfs/: one merged tree per image root filesystem.
 type rootfsDir struct {
 	gfs.Inode
+	noXattrs
 	fs *FS
 }
 
@@ -271,6 +288,7 @@ func (r *rootfsDir) OpendirHandle(ctx context.Context, flags uint32) (gfs.FileHa
 // image directories, or both (see the package comment).
 type imagesDir struct {
 	gfs.Inode
+	noXattrs
 	fs   *FS
 	path []string   // below images/
 	img  *ImageInfo // the image this directory shows, fixed for the inode's life
@@ -418,6 +436,7 @@ func (d *imagesDir) OpendirHandle(ctx context.Context, flags uint32) (gfs.FileHa
 // layersDir is <image>/layers/: symlinks 0..n-1 to the layer blobs.
 type layersDir struct {
 	gfs.Inode
+	noXattrs
 	fs    *FS
 	img   *ImageInfo
 	depth int // of this directory below the mount root

@@ -33,6 +33,7 @@ func fileAttr(a *fuse.Attr, nodeIno uint64, mode uint32, size int64, at time.Tim
 // config.json or index.json (one inode for all its names).
 type blobFile struct {
 	gfs.Inode
+	noXattrs
 	fs   *FS
 	d    digest.Digest
 	size int64
@@ -161,6 +162,7 @@ func (f *FS) probePassthrough(file *os.File) {
 // memFile is a small synthetic file (an image's digest).
 type memFile struct {
 	gfs.Inode
+	noXattrs
 	data []byte
 	at   time.Time
 }
@@ -195,6 +197,7 @@ func (m *memFile) Read(ctx context.Context, fh gfs.FileHandle, dest []byte, off 
 // linkNode is a synthetic relative symlink.
 type linkNode struct {
 	gfs.Inode
+	noXattrs
 	target string
 	at     time.Time
 }

@@ -66,6 +66,47 @@ const (
 type rtree struct {
 	t    *merged.Tree
 	base uint64
+	// hasLabels and hasACLs say whether any node carries security.selinux
+	// or a POSIX ACL xattr (see mnode.Getxattr).
+	hasLabels, hasACLs bool
+}
+
+const (
+	xattrSELinux    = "security.selinux"
+	xattrACLAccess  = "system.posix_acl_access"
+	xattrACLDefault = "system.posix_acl_default"
+)
+
+func newRtree(t *merged.Tree, base uint64) *rtree {
+	rt := &rtree{t: t, base: base}
+	var walk func(n *merged.Node)
+	walk = func(n *merged.Node) {
+		for _, x := range n.Xattrs {
+			switch x.Name {
+			case xattrSELinux:
+				rt.hasLabels = true
+			case xattrACLAccess, xattrACLDefault:
+				rt.hasACLs = true
+			}
+		}
+		for _, c := range n.Children() {
+			if c.Node.IsDir() || len(c.Node.Xattrs) > 0 {
+				walk(c.Node)
+			}
+		}
+	}
+	walk(t.Root)
+	return rt
+}
+
+// missingXattr is the error for an xattr a node does not have.
+func (rt *rtree) missingXattr(name string) syscall.Errno {
+	switch {
+	case name == xattrSELinux && !rt.hasLabels,
+		(name == xattrACLAccess || name == xattrACLDefault) && !rt.hasACLs:
+		return syscall.EOPNOTSUPP
+	}
+	return syscall.ENODATA
 }
 
 // New returns a filesystem that shows src.
@@ -182,7 +223,7 @@ func (f *FS) tree(ctx context.Context, id string) (*rtree, syscall.Errno) {
 		idx = f.treeSeq
 		f.treeIdx[id] = idx
 	}
-	rt = &rtree{t: t, base: idx << 32}
+	rt = newRtree(t, idx<<32)
 	f.trees[id] = rt
 	return rt, 0
 }

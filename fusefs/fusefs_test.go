@@ -406,8 +406,22 @@ func TestRootfsMatchesTree(t *testing.T) {
 		t.Errorf("getfattr on bin/ping:\n%s", out)
 	}
 	v := make([]byte, 64)
-	if _, err := unix.Lgetxattr(filepath.Join(root, "etc/hosts"), "security.selinux", v); !errors.Is(err, unix.ENODATA) {
-		t.Errorf("security.selinux on a file without it: err = %v, want ENODATA", err)
+	// No labels or ACLs in the tree: EOPNOTSUPP, so ls -l stops asking.
+	for _, name := range []string{"security.selinux", "system.posix_acl_access", "system.posix_acl_default"} {
+		if _, err := unix.Lgetxattr(filepath.Join(root, "etc/hosts"), name, v); !errors.Is(err, unix.EOPNOTSUPP) {
+			t.Errorf("%s on a tree without any: err = %v, want EOPNOTSUPP", name, err)
+		}
+	}
+	for _, name := range []string{"user.nope", "security.capability"} {
+		if _, err := unix.Lgetxattr(filepath.Join(root, "etc/hosts"), name, v); !errors.Is(err, unix.ENODATA) {
+			t.Errorf("missing %s: err = %v, want ENODATA", name, err)
+		}
+	}
+	// ls -l costs no xattr round trip per file.
+	before := m.fs.xattrCalls.Load()
+	run(t, "ls", "-lR", root)
+	if calls := m.fs.xattrCalls.Load() - before; calls > 4 {
+		t.Errorf("ls -lR over %d nodes made %d xattr requests, want at most 4", tr.Len(), calls)
 	}
 	if n, err := unix.Lgetxattr(filepath.Join(root, "bin/ping"), "security.capability", nil); err != nil || n != len(capV2) {
 		t.Errorf("size query of security.capability = %d, %v; want %d", n, err, len(capV2))

@@ -26,7 +26,7 @@ import (
 // require skips the test when the machine lacks something it needs, and
 // fails it instead when env CI is set (the behaviour of
 // internal/testenv.Require, which does not exist yet).
-func require(t *testing.T, what string, err error) {
+func require(t testing.TB, what string, err error) {
 	t.Helper()
 	if err == nil {
 		return
@@ -37,7 +37,7 @@ func require(t *testing.T, what string, err error) {
 	t.Skipf("%s: %v", what, err)
 }
 
-func requireFuse(t *testing.T) {
+func requireFuse(t testing.TB) {
 	t.Helper()
 	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
 	require(t, "open /dev/fuse", err)
@@ -47,7 +47,7 @@ func requireFuse(t *testing.T) {
 	}
 }
 
-func requireCmd(t *testing.T, name string) {
+func requireCmd(t testing.TB, name string) {
 	t.Helper()
 	_, err := exec.LookPath(name)
 	require(t, "command "+name, err)
@@ -66,7 +66,7 @@ type fakeSource struct {
 	opens    map[digest.Digest]int
 }
 
-func newFakeSource(t *testing.T) *fakeSource {
+func newFakeSource(t testing.TB) *fakeSource {
 	return &fakeSource{
 		dir:      t.TempDir(),
 		blobs:    map[digest.Digest]int64{},
@@ -77,7 +77,7 @@ func newFakeSource(t *testing.T) *fakeSource {
 	}
 }
 
-func (s *fakeSource) addBlob(t *testing.T, data []byte) digest.Digest {
+func (s *fakeSource) addBlob(t testing.TB, data []byte) digest.Digest {
 	t.Helper()
 	d := digest.FromBytes(data)
 	if err := os.WriteFile(filepath.Join(s.dir, d.Encoded()), data, 0o444); err != nil {
@@ -166,7 +166,7 @@ func (s *fakeSource) Rootfs(ctx context.Context, id string) (*merged.Tree, error
 
 // addImage records an image with real manifest/config blobs (and an index
 // when multi is set) over the given layer blobs.
-func (s *fakeSource) addImage(t *testing.T, name string, layerBlobs []digest.Digest, rootfsID string, multi bool) ImageInfo {
+func (s *fakeSource) addImage(t testing.TB, name string, layerBlobs []digest.Digest, rootfsID string, multi bool) ImageInfo {
 	t.Helper()
 	cfg := s.addBlob(t, []byte(fmt.Sprintf(`{"architecture":"amd64","os":"linux","config":{"Env":["IMAGE=%s"]}}`, name)))
 	var ls []ocispec.Descriptor
@@ -226,7 +226,7 @@ type mounted struct {
 
 // mount mounts src on a temp dir and unmounts it when the test ends,
 // whether it passed or not.
-func mount(t *testing.T, src Source) *mounted {
+func mount(t testing.TB, src Source) *mounted {
 	t.Helper()
 	requireFuse(t)
 	logs := &syncBuffer{}
@@ -251,7 +251,7 @@ func mount(t *testing.T, src Source) *mounted {
 
 func (m *mounted) p(rel string) string { return filepath.Join(m.dir, rel) }
 
-func run(t *testing.T, name string, args ...string) string {
+func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	requireCmd(t, name)
 	out, err := exec.Command(name, args...).CombinedOutput()
@@ -277,11 +277,11 @@ func sha(b []byte) string { return fmt.Sprintf("%x", sha256.Sum256(b)) }
 // layer helpers: build overlay-encoded layer dirs by hand.
 
 type layer struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 }
 
-func newLayer(t *testing.T, base, name string) layer {
+func newLayer(t testing.TB, base, name string) layer {
 	d := filepath.Join(base, name)
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		t.Fatal(err)

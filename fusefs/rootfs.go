@@ -110,14 +110,18 @@ func (m *mnode) Open(ctx context.Context, flags uint32) (gfs.FileHandle, uint32,
 	return m.fs.openHandle(f)
 }
 
-// Getxattr answers from memory, so the kernel's per-file queries for
-// security.selinux and POSIX ACLs (which it does not cache) cost one quick
-// round trip and no disk access.
+// Getxattr answers from memory. The kernel does not cache xattrs, so ls -l
+// would cost two round trips per file (security.selinux and a POSIX ACL).
+// For those names, when the whole tree has none, the answer is EOPNOTSUPP
+// rather than ENODATA: ls (and libacl/libselinux users that follow the same
+// convention) then remember that the device has no labels or ACLs and stop
+// asking, while the kernel, which only remembers ENOSYS, keeps sending every
+// other query, so real xattrs such as security.capability still show.
 func (m *mnode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	m.fs.xattrCalls.Add(1)
 	v, ok := m.n.Xattr(attr)
 	if !ok {
-		return 0, syscall.ENODATA
+		return 0, m.rt.missingXattr(attr)
 	}
 	if len(dest) == 0 {
 		return uint32(len(v)), 0
