@@ -2,43 +2,187 @@ package index
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/casfs/casfs/errdefs"
+	badger "github.com/dgraph-io/badger/v4"
 )
 
-// DB is the badger database under <root>/meta.
-// STUB: signatures are the contract; bodies are being written.
-type DB struct{}
+// DB is the badger database under <root>/meta. One process owns it at a
+// time; every method is safe for concurrent use.
+type DB struct {
+	dir  string
+	bdb  *badger.DB
+	lock *dirLock
+
+	mu       sync.Mutex // guards closed and the Add side of inflight
+	closed   bool
+	inflight sync.WaitGroup // operations that must finish before badger closes
+}
 
 // Open opens or creates the database in dir. When another process holds
-// it, the error wraps errdefs.ErrInUse and says so in one line.
-func Open(dir string) (*DB, error) { panic("TODO") }
-func (db *DB) Close() error        { panic("TODO") }
-
-func (db *DB) Blobs() Table[Blob]         { panic("TODO") }
-func (db *DB) Images() Table[Image]       { panic("TODO") }
-func (db *DB) Snapshots() Table[Snapshot] { panic("TODO") }
-func (db *DB) Leases() Table[Lease]       { panic("TODO") }
-
-// Table is one typed collection of JSON records under a key prefix.
-type Table[T any] struct{}
-
-// Get returns errdefs.ErrNotFound when key is absent.
-func (t Table[T]) Get(ctx context.Context, key string) (T, error) { panic("TODO") }
-
-// Put creates or replaces.
-func (t Table[T]) Put(ctx context.Context, key string, v T) error { panic("TODO") }
-
-// Create fails with errdefs.ErrExists when key is present.
-func (t Table[T]) Create(ctx context.Context, key string, v T) error { panic("TODO") }
-
-// Update reads, calls fn, writes back, in one transaction; ErrNotFound when absent.
-func (t Table[T]) Update(ctx context.Context, key string, fn func(*T) error) (T, error) {
-	panic("TODO")
+// it, the error wraps errdefs.ErrInUse and says so in one line. A database
+// written by a newer casfs (a schema version this one does not know) is
+// refused with errdefs.ErrFailedPrecondition.
+func Open(dir string) (*DB, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("open index: empty directory: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open index %s: %w", dir, err)
+	}
+	// We take badger's own lock (an flock on the directory) ourselves, so
+	// that "held by someone else" is an errno we can classify instead of a
+	// sentence in badger's error text, and badger skips its own attempt.
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	bdb, err := badger.Open(badgerOptions(dir))
+	if err != nil {
+		lock.release()
+		if isLockError(err) {
+			return nil, inUseError(dir)
+		}
+		return nil, fmt.Errorf("open index %s: %w", dir, err)
+	}
+	db := &DB{dir: dir, bdb: bdb, lock: lock}
+	if err := db.checkSchema(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
 }
 
-// Delete returns errdefs.ErrNotFound when key is absent.
-func (t Table[T]) Delete(ctx context.Context, key string) error { panic("TODO") }
-
-// List calls fn for each record whose key starts with prefix, in key order.
-func (t Table[T]) List(ctx context.Context, prefix string, fn func(key string, v T) error) error {
-	panic("TODO")
+// badgerOptions tunes badger for a small metadata database on a small
+// machine: records are a few hundred bytes, so small memtables and value-log
+// files keep an empty store small and quick to open, and every commit is
+// synced because callers act on "recorded" (for example by deleting a file).
+func badgerOptions(dir string) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithLogger(slogLogger{}).
+		WithSyncWrites(true).
+		WithBypassLockGuard(true). // lockDir holds the same flock
+		WithMetricsEnabled(false).
+		WithMemTableSize(8 << 20).
+		WithNumMemtables(2).
+		WithValueLogFileSize(16 << 20).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(4 << 20).
+		WithNumCompactors(2).
+		WithNumLevelZeroTables(3).
+		WithNumLevelZeroTablesStall(8).
+		WithNumGoroutines(2)
 }
+
+func inUseError(dir string) error {
+	return fmt.Errorf("store %s is in use by another casfs process (stop it, or use its socket): %w",
+		dir, errdefs.ErrInUse)
+}
+
+// isLockError recognises badger's failure to flock its directory. We take
+// the lock ourselves first, so this only matters if badger's own locking is
+// ever re-enabled; badger flattens the cause into text, hence the match.
+func isLockError(err error) bool {
+	return strings.Contains(err.Error(), "Cannot acquire directory lock")
+}
+
+// Close flushes and closes the database and releases the directory lock.
+// It waits for operations already running; later ones fail. Closing twice
+// is safe and the second call returns nil.
+func (db *DB) Close() error {
+	if db == nil {
+		return nil
+	}
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return nil
+	}
+	db.closed = true
+	db.mu.Unlock()
+	db.inflight.Wait()
+
+	err := db.bdb.Close()
+	if lerr := db.lock.release(); err == nil {
+		err = lerr
+	}
+	if err != nil {
+		return fmt.Errorf("close index %s: %w", db.dir, err)
+	}
+	return nil
+}
+
+// enter registers a running operation so Close waits for it; the returned
+// func ends it. It fails once Close has begun, so an operation started from
+// inside another one (a List callback that deletes) cannot deadlock Close.
+func (db *DB) enter() (func(), error) {
+	if db == nil {
+		return nil, fmt.Errorf("index not opened: %w", errdefs.ErrFailedPrecondition)
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return nil, fmt.Errorf("index %s is closed: %w", db.dir, errdefs.ErrFailedPrecondition)
+	}
+	db.inflight.Add(1)
+	return db.inflight.Done, nil
+}
+
+// maxConflictRetries bounds how often a read-modify-write is retried when
+// other writers keep winning; each lost round means another commit landed.
+const maxConflictRetries = 1000
+
+// update runs fn in a read-write transaction, retrying it from scratch when
+// badger reports a conflict with a concurrent commit. fn may therefore run
+// more than once. An error from fn discards the transaction and is returned
+// as it is.
+func (db *DB) update(ctx context.Context, fn func(*badger.Txn) error) error {
+	done, err := db.enter()
+	if err != nil {
+		return err
+	}
+	defer done()
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := db.bdb.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+		if attempt >= maxConflictRetries {
+			return fmt.Errorf("index %s: gave up after %d conflicting writes: %w",
+				db.dir, attempt+1, errdefs.ErrLocked)
+		}
+	}
+}
+
+// view runs fn in a read-only transaction (a consistent snapshot).
+func (db *DB) view(ctx context.Context, fn func(*badger.Txn) error) error {
+	done, err := db.enter()
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return db.bdb.View(fn)
+}
+
+// Dir is the directory the database lives in.
+func (db *DB) Dir() string { return db.dir }
+
+// The tables. Keys are the caller's: a blob's digest string, an image's
+// name, a snapshot's key, a lease's ID.
+func (db *DB) Blobs() Table[Blob]   { return Table[Blob]{db: db, prefix: "blob/", kind: "blob"} }
+func (db *DB) Images() Table[Image] { return Table[Image]{db: db, prefix: "image/", kind: "image"} }
+func (db *DB) Snapshots() Table[Snapshot] {
+	return Table[Snapshot]{db: db, prefix: "snapshot/", kind: "snapshot"}
+}
+func (db *DB) Leases() Table[Lease] { return Table[Lease]{db: db, prefix: "lease/", kind: "lease"} }

@@ -1,0 +1,50 @@
+package index
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/casfs/casfs/errdefs"
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// SchemaVersion is the layout of keys and records this package writes.
+// Bump it, and teach checkSchema to migrate, when that layout changes.
+const SchemaVersion = 1
+
+// schemaKey holds the version as decimal text. Table keys all contain a
+// '/', so it cannot collide with a record.
+var schemaKey = []byte("schema")
+
+// checkSchema writes the version into a new database and refuses one that
+// a newer casfs wrote, rather than misreading its records.
+func (db *DB) checkSchema() error {
+	return db.bdb.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(schemaKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return txn.Set(schemaKey, []byte(strconv.Itoa(SchemaVersion)))
+		}
+		if err != nil {
+			return fmt.Errorf("open index %s: read schema version: %w", db.dir, err)
+		}
+		raw, err := item.ValueCopy(nil)
+		if err != nil {
+			return fmt.Errorf("open index %s: read schema version: %w", db.dir, err)
+		}
+		v, err := strconv.Atoi(string(raw))
+		if err != nil {
+			return fmt.Errorf("open index %s: unreadable schema version %q: %w",
+				db.dir, raw, errdefs.ErrFailedPrecondition)
+		}
+		if v > SchemaVersion {
+			return fmt.Errorf("open index %s: schema version %d is newer than this casfs knows (%d): upgrade casfs: %w",
+				db.dir, v, SchemaVersion, errdefs.ErrFailedPrecondition)
+		}
+		if v != SchemaVersion {
+			return fmt.Errorf("open index %s: unknown schema version %d (this casfs knows %d): %w",
+				db.dir, v, SchemaVersion, errdefs.ErrFailedPrecondition)
+		}
+		return nil
+	})
+}
