@@ -92,6 +92,20 @@ func TestBlobsTree(t *testing.T) {
 	fx := newFixture(t)
 	m := mount(t, fx.src)
 
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 3 && f[1] == m.dir {
+			line = l
+		}
+	}
+	if f := strings.Fields(line); len(f) < 4 || f[0] != "/var/lib/casfs-test" || f[2] != "fuse.casfs" || !strings.HasPrefix(f[3], "ro,") {
+		t.Errorf("/proc/self/mounts line = %q, want source /var/lib/casfs-test, type fuse.casfs, ro", line)
+	}
+
 	want := map[string]bool{}
 	for d := range fx.src.blobs {
 		want[d.Encoded()] = true
