@@ -131,3 +131,35 @@ func TestRequireFindsSbin(t *testing.T) {
 		t.Fatal("LookPath found a command that does not exist")
 	}
 }
+
+func TestRequestCount(t *testing.T) {
+	r := StartRegistry(t, RegistryOptions{})
+	before := r.RequestCount(http.MethodHead, "/manifests/")
+	for i := 0; i < 3; i++ {
+		req, _ := http.NewRequest(http.MethodHead, r.URL+"/v2/lab/x/manifests/v1", nil)
+		resp, err := r.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("HEAD unknown manifest: %s", resp.Status)
+		}
+	}
+	if got := r.RequestCount(http.MethodHead, "/v2/lab/x/manifests/v1") - before; got != 3 {
+		t.Fatalf("HEAD count %d, want 3\n%s", got, r.LogTail())
+	}
+	if got := r.RequestCount(http.MethodGet, "/v2/lab/x/manifests/"); got != 0 {
+		t.Fatalf("GET count %d, want 0", got)
+	}
+	reqs := r.Requests()
+	last := reqs[len(reqs)-1]
+	if last.Method != http.MethodHead || last.Status != http.StatusNotFound || last.URI != "/v2/lab/x/manifests/v1" {
+		t.Fatalf("last request %+v", last)
+	}
+	// Counts survive a restart: the log is appended to.
+	r.Restart(t)
+	if got := r.RequestCount(http.MethodHead, "/v2/lab/x/manifests/v1"); got != 3 {
+		t.Fatalf("after restart HEAD count %d, want 3", got)
+	}
+}

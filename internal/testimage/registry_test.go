@@ -77,9 +77,22 @@ func TestPushThreeLayersSkopeo(t *testing.T) {
 	if err := Push(ctx, reg.URL, "lab/three", "v1", img.Blobs, img.Manifest, reg.Client()); err != nil {
 		t.Fatal(err)
 	}
-	// A second push finds every blob already there and still succeeds.
+	if n := reg.RequestCount(http.MethodPost, "/v2/lab/three/blobs/uploads/"); n != 4 {
+		t.Fatalf("first push started %d uploads, want 4 (config and 3 layers)", n)
+	}
+	// A second push finds every blob already there (HEAD) and uploads none.
+	heads := reg.RequestCount(http.MethodHead, "/v2/lab/three/blobs/")
 	if err := Push(ctx, reg.URL, "lab/three", "v2", img.Blobs, img.Manifest, reg.Client()); err != nil {
 		t.Fatal(err)
+	}
+	if n := reg.RequestCount(http.MethodPost, "/v2/lab/three/blobs/uploads/"); n != 4 {
+		t.Fatalf("second push started uploads: %d in all, want 4", n)
+	}
+	if n := reg.RequestCount(http.MethodHead, "/v2/lab/three/blobs/") - heads; n != 4 {
+		t.Fatalf("second push made %d blob HEADs, want 4", n)
+	}
+	if n := reg.RequestCount(http.MethodPut, "/v2/lab/three/manifests/v2"); n != 1 {
+		t.Fatalf("tag v2 put %d times, want 1", n)
 	}
 
 	got := inspect(t, "--tls-verify=false", "docker://"+reg.Ref("lab/three", "v1"))
