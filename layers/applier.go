@@ -160,6 +160,9 @@ func (a *applier) apply(name string, hdr *tar.Header, tr io.Reader) error {
 			if err := a.removeAt(pfd, base, name); err != nil {
 				return err
 			}
+			// Applied in order, the non-directory deleted the lower
+			// directory before this one was made: same as a whiteout.
+			a.whiteouts[name] = true
 			err = unix.ENOENT
 		}
 		if err == unix.ENOENT {
@@ -494,7 +497,23 @@ func (a *applier) hidesLower(d string) bool {
 	return a.opaques["."]
 }
 
+// hiddenAbove reports whether this layer already hides everything below
+// some parent of p: the parent is deleted, re-made or opaque in this layer.
+func (a *applier) hiddenAbove(p string) bool {
+	for q := path.Dir(p); q != "."; q = path.Dir(q) {
+		if a.whiteouts[q] || a.opaques[q] {
+			return true
+		}
+	}
+	return depth(p) > 1 && a.opaques["."]
+}
+
 func (a *applier) finishWhiteout(p string) error {
+	if a.hiddenAbove(p) {
+		// Nothing below shows here, and overlayfs lists a whiteout
+		// inside an opaque directory as a name that cannot be looked up.
+		return nil
+	}
 	pfd, err := a.openDir(path.Dir(p), true)
 	if err != nil {
 		if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {

@@ -132,6 +132,20 @@ func TestApplyMergedView(t *testing.T) {
 			eFile("t", 0o644, "t over a dir"), eDir("u", 0o755), eFile("u/v", 0o644, "v"),
 		},
 	}, {
+		name: "a non-directory then a directory of the same name hides the lower directory",
+		layers: [][]tent{
+			{tDir("bin", 0o755), tFile("bin/old", 0o644, "old")},
+			{tSym("bin", "usr/bin"), tDir("bin", 0o700), tFile("bin/new", 0o644, "new")},
+		},
+		want: []exp{eDir("bin", 0o700), eFile("bin/new", 0o644, "new")},
+	}, {
+		name: "whiteouts inside a directory this layer made opaque",
+		layers: [][]tent{
+			{tDir("d", 0o755), tFile("d/x", 0o644, "x"), tFile("d/y", 0o644, "y"), tDir("e", 0o755), tFile("e/x", 0o644, "x")},
+			{tOpq("d"), tWh("d/x"), tFile("d/z", 0o644, "z"), tWh("e"), tDir("e", 0o755), tWh("e/x"), tWh("e/sub/deeper")},
+		},
+		want: []exp{eDir("d", 0o755), eFile("d/z", 0o644, "z"), eDir("e", 0o755)},
+	}, {
 		name: "hardlinks to a lower layer are copied up",
 		layers: [][]tent{
 			{tDir("bin", 0o755), tFile("bin/tool", 0o4750, "tool").own(0, 9).x("security.capability", capV1), tSym("bin/link", "tool")},
