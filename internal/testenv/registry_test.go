@@ -163,3 +163,22 @@ func TestRequestCount(t *testing.T) {
 		t.Fatalf("after restart HEAD count %d, want 3", got)
 	}
 }
+
+func TestRegistryDeleteEnabled(t *testing.T) {
+	const d = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+	for _, tc := range []struct {
+		enabled bool
+		want    int
+	}{{false, http.StatusMethodNotAllowed}, {true, http.StatusNotFound}} {
+		r := StartRegistry(t, RegistryOptions{DeleteEnabled: tc.enabled})
+		req, _ := http.NewRequest(http.MethodDelete, r.URL+"/v2/lab/x/manifests/"+d, nil)
+		resp, err := r.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("delete enabled=%t: DELETE = %s, want %d", tc.enabled, resp.Status, tc.want)
+		}
+	}
+}
