@@ -1,0 +1,192 @@
+package cas
+
+import (
+	"hash"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Ingest throughput is bounded by sha256, so the hash must never wait for
+// the disk: full chunks go to two goroutines at once, one hashing and one
+// writing, and a small ring of chunks lets the caller fill the next one
+// meanwhile.
+const (
+	chunkSize = 1 << 20
+	ringSize  = 4
+)
+
+type chunk struct {
+	buf  []byte
+	n    int   // bytes filled
+	off  int64 // file offset of buf[0]
+	refs atomic.Int32
+}
+
+// chunkPool recycles chunk buffers across writers, so many small ingests
+// do not each allocate a megabyte.
+var chunkPool = sync.Pool{New: func() any { return &chunk{buf: make([]byte, chunkSize)} }}
+
+func getChunk() *chunk {
+	c := chunkPool.Get().(*chunk)
+	c.n, c.off = 0, 0
+	return c
+}
+
+func putChunk(c *chunk) { chunkPool.Put(c) }
+
+// pipeline hashes and writes chunks in order. Its goroutines start with the
+// first full chunk, so a small blob is hashed and written inline and never
+// pays for them. The hash and the file may be touched by the caller only
+// after wait.
+type pipeline struct {
+	hash hash.Hash
+	file *os.File
+
+	free      chan *chunk
+	allocated int
+	toHash    chan *chunk
+	toFile    chan *chunk
+	started   bool
+	pending   sync.WaitGroup // submitted chunks not yet released
+	workers   sync.WaitGroup
+
+	mu  sync.Mutex
+	err error // first write error; sticky until reset
+}
+
+func newPipeline(h hash.Hash, f *os.File) *pipeline {
+	return &pipeline{
+		hash:   h,
+		file:   f,
+		free:   make(chan *chunk, ringSize),
+		toHash: make(chan *chunk, ringSize),
+		toFile: make(chan *chunk, ringSize),
+	}
+}
+
+// get returns an empty chunk, waiting for one to come back from the
+// goroutines when the whole ring is in flight.
+func (p *pipeline) get() *chunk {
+	select {
+	case c := <-p.free:
+		return c
+	default:
+	}
+	if p.allocated < ringSize {
+		p.allocated++
+		return getChunk()
+	}
+	return <-p.free
+}
+
+// submit hands a full chunk to both goroutines.
+func (p *pipeline) submit(c *chunk) {
+	if !p.started {
+		p.started = true
+		p.workers.Add(2)
+		go p.hashLoop()
+		go p.fileLoop()
+	}
+	c.refs.Store(2)
+	p.pending.Add(1)
+	p.toHash <- c
+	p.toFile <- c
+}
+
+func (p *pipeline) release(c *chunk) {
+	if c.refs.Add(-1) == 0 {
+		c.n = 0
+		p.free <- c // never blocks: at most ringSize chunks exist
+		p.pending.Done()
+	}
+}
+
+func (p *pipeline) hashLoop() {
+	defer p.workers.Done()
+	for c := range p.toHash {
+		p.hash.Write(c.buf[:c.n])
+		p.release(c)
+	}
+}
+
+func (p *pipeline) fileLoop() {
+	defer p.workers.Done()
+	fd := int(p.file.Fd())
+	for c := range p.toFile {
+		if p.failed() == nil {
+			if _, err := p.file.WriteAt(c.buf[:c.n], c.off); err != nil {
+				p.fail(err)
+			} else {
+				// Start writeback now, so that the fsync at commit finds
+				// little left to do. Not every filesystem supports it; it
+				// is only a hint.
+				_ = unix.SyncFileRange(fd, c.off, int64(c.n), unix.SYNC_FILE_RANGE_WRITE)
+			}
+		}
+		p.release(c)
+	}
+}
+
+// writeInline hashes and writes a (partial) chunk on the caller's
+// goroutine, after everything submitted before it.
+func (p *pipeline) writeInline(c *chunk) error {
+	if err := p.wait(); err != nil {
+		return err
+	}
+	if c.n == 0 {
+		return nil
+	}
+	p.hash.Write(c.buf[:c.n])
+	if _, err := p.file.WriteAt(c.buf[:c.n], c.off); err != nil {
+		p.fail(err)
+		return err
+	}
+	c.off += int64(c.n)
+	c.n = 0
+	return nil
+}
+
+// wait blocks until every submitted chunk is hashed and written.
+func (p *pipeline) wait() error {
+	p.pending.Wait()
+	return p.failed()
+}
+
+func (p *pipeline) fail(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+}
+
+func (p *pipeline) failed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+func (p *pipeline) reset() {
+	p.mu.Lock()
+	p.err = nil
+	p.mu.Unlock()
+}
+
+// stop ends the goroutines and gives the chunks back to the pool.
+func (p *pipeline) stop() {
+	p.pending.Wait()
+	close(p.toHash)
+	close(p.toFile)
+	p.workers.Wait()
+	for {
+		select {
+		case c := <-p.free:
+			putChunk(c)
+		default:
+			return
+		}
+	}
+}
