@@ -194,6 +194,7 @@ func TestContentParity(t *testing.T) {
 			if off < 0 {
 				t.Fatalf("ActiveIngests through socket does not list the interrupted ingest: %+v", got)
 			}
+			t.Logf("the interrupted ingest kept %d of %d bytes", off, len(full))
 			var resumed []int64
 			info, err := c.Ingest(ctx, "resume", bytes.NewReader(full), store.IngestOptions{Expected: d, Size: int64(len(full)), Resumed: func(o int64) { resumed = append(resumed, o) }})
 			if err != nil {

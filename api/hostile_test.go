@@ -2,11 +2,14 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/casfs/casfs/store"
 )
 
 // TestHostileRequests sends what the Client never would and checks that
@@ -70,10 +73,26 @@ func TestHostileRequests(t *testing.T) {
 
 // TestCurlShapes checks the documented routes answer as doc.go says.
 func TestCurlShapes(t *testing.T) {
-	ts := serve(t, newFakeStore())
+	f := newFakeStore()
+	f.pull = func(ctx context.Context, ref string, opts store.PullOptions) (store.ImageInfo, error) {
+		opts.Progress(store.ProgressEvent{Status: "fetching", Total: 3, Done: 1})
+		return store.ImageInfo{Name: ref}, nil
+	}
+	ts := serve(t, f)
 	hc := rawClient(t, ts.sock)
+	resp, err := hc.Post("http://casfs/v1/images/pull", "application/json", strings.NewReader(`{"ref":"lab/x:1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	wantStream := `{"event":{"digest":"","total":3,"done":1,"status":"fetching"}}` + "\n" +
+		`{"result":{"name":"lab/x:1","target":{"mediaType":"","digest":"","size":0},"size":0,"createdAt":"0001-01-01T00:00:00Z","updatedAt":"0001-01-01T00:00:00Z"}}` + "\n"
+	if resp.Header.Get("Content-Type") != "application/x-ndjson" || string(stream) != wantStream {
+		t.Errorf("pull stream %s:\n%s\nwant\n%s", resp.Header.Get("Content-Type"), stream, wantStream)
+	}
 	req, _ := http.NewRequest("PUT", "http://casfs/v1/ingests/by-curl", strings.NewReader("hello\n"))
-	resp, err := hc.Do(req)
+	resp, err = hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
