@@ -242,7 +242,7 @@ func (r *Registry) start(t testing.TB) {
 		r.mu.Unlock()
 		t.Fatalf("start registry %s: already running", r.Host)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startChild(cmd); err != nil {
 		r.mu.Unlock()
 		t.Fatalf("start registry: %v", err)
 	}
