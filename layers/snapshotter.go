@@ -205,13 +205,16 @@ func (s *Snapshotter) commit(ctx context.Context, name, key string, labels map[s
 		c.Labels = nil
 	}
 	c.UpdatedAt = time.Now().UTC()
-	// The committed record first: a crash before the active one is gone
-	// leaves both naming one directory, and start-up only drops the record.
-	if err := s.table().Create(ctx, name, c); err != nil {
+	// One transaction: the active record becomes the committed one.
+	err = s.db.Update(ctx, func(tx *index.Tx) error {
+		t := index.TxTable(tx, s.table())
+		if err := t.Create(name, c); err != nil {
+			return err
+		}
+		return t.Delete(key)
+	})
+	if err != nil {
 		return index.Snapshot{}, fmt.Errorf("commit snapshot %s as %s: %w", key, name, err)
-	}
-	if err := s.table().Delete(ctx, key); err != nil {
-		return index.Snapshot{}, fmt.Errorf("commit snapshot %s as %s: drop active record: %w", key, name, err)
 	}
 	_ = os.RemoveAll(s.workDir(a.ID))
 	return c, nil
