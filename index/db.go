@@ -79,10 +79,15 @@ func badgerOptions(dir string) badger.Options {
 		WithNumGoroutines(2)
 }
 
-func inUseError(dir string) error {
-	return fmt.Errorf("store %s is in use by another casfs process (stop it, or use its socket): %w",
-		dir, errdefs.ErrInUse)
+// inUseError is the whole message the command line shows when the store
+// is held elsewhere; it is errdefs.ErrInUse without repeating its text.
+type inUseError string
+
+func (dir inUseError) Error() string {
+	return "store " + string(dir) + " is in use by another casfs process (stop it, or use its socket)"
 }
+
+func (inUseError) Unwrap() error { return errdefs.ErrInUse }
 
 // isLockError recognises badger's failure to flock its directory. We take
 // the lock ourselves first, so this only matters if badger's own locking is
