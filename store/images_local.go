@@ -24,8 +24,4 @@ func (s *Local) Push(ctx context.Context, ref, remote string, opts PushOptions) 
 	return fmt.Errorf("push: %w", errdefs.ErrNotImplemented)
 }
 
-
-
-
-
 func defaultPlatform() string { return runtime.GOOS + "/" + runtime.GOARCH }

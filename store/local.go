@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/layers"
+	"github.com/opencontainers/go-digest"
 )
 
 // Options control how a store root is opened.
@@ -30,6 +33,14 @@ type Local struct {
 	dbOnce sync.Once
 	dbErr  error
 	idx    *index.DB
+
+	snapOnce sync.Once
+	snapErr  error
+	snaps    *layers.Snapshotter
+
+	// lazy fetches a recorded blob whose file is missing; nil when the
+	// store has no registry access configured.
+	lazy func(ctx context.Context, d digest.Digest) error
 
 	// onChange is called after the catalogue or the blob set changed, so
 	// that a live mount can drop what it cached.

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/casfs/casfs/api"
+	"github.com/casfs/casfs/daemon"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/store"
 )
@@ -28,7 +31,12 @@ func main() {
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdin, stdout, stderr)
-	err := app.Run(args)
+	var err error
+	if isMountHelperCall(args, app.Commands) {
+		err = mountHelper(context.Background(), args, stdout, stderr)
+	} else {
+		err = app.Run(args)
+	}
 	if err == nil {
 		return exitOK
 	}
@@ -86,6 +94,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			contentCommand(),
 			imageCommand(),
+			mountCommand(),
 		},
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			return usageError{err.Error()}
@@ -101,10 +110,19 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	return app
 }
 
-// openStore opens the store named by --root. Commands that write pass
+// openStore works through the mount daemon's socket when one serves the
+// root, and opens the store itself otherwise. Commands that write pass
 // create=true; the others refuse a root that does not exist.
 func openStore(c *cli.Context, create bool) (store.API, error) {
-	return store.Open(c.String("root"), store.Options{Create: create})
+	root := c.String("root")
+	client, err := api.Dial(daemon.SocketPath(root))
+	if err == nil {
+		return client, nil
+	}
+	if !errors.Is(err, errdefs.ErrNotFound) {
+		return nil, err
+	}
+	return store.Open(root, store.Options{Create: create})
 }
 
 // withStore runs fn with an open store and closes it afterwards.
