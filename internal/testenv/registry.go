@@ -38,10 +38,10 @@ type RegistryOptions struct {
 	// generates one (Registry.ClientCertPath, ClientKeyPath). Implies TLS.
 	ClientCA bool
 	// ProxyRemoteURL runs the registry as a pull-through cache of this
-	// upstream. A proxy registry refuses pushes.
+	// upstream. A proxy registry refuses pushes. It cannot log in to a
+	// basic-auth upstream (distribution v2.8 finds proxy credentials through
+	// token-auth realms only), so proxy an upstream without Auth.
 	ProxyRemoteURL string
-	// ProxyUsername and ProxyPassword are the proxy's credentials upstream.
-	ProxyUsername, ProxyPassword string
 	// ProxyCACertPath is a PEM file the proxy trusts for an https upstream
 	// (typically the upstream Registry.CACertPath).
 	ProxyCACertPath string
@@ -208,9 +208,6 @@ func (r *Registry) config() string {
 	}
 	if r.opts.ProxyRemoteURL != "" {
 		fmt.Fprintf(&b, "proxy:\n  remoteurl: %s\n", q(r.opts.ProxyRemoteURL))
-		if r.opts.ProxyUsername != "" {
-			fmt.Fprintf(&b, "  username: %s\n  password: %s\n", q(r.opts.ProxyUsername), q(r.opts.ProxyPassword))
-		}
 	}
 	return b.String()
 }

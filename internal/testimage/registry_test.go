@@ -295,3 +295,22 @@ func TestPushIndexSkopeoRaw(t *testing.T) {
 		}
 	}
 }
+
+func TestProxyOfTLSUpstream(t *testing.T) {
+	up := testenv.StartRegistry(t, testenv.RegistryOptions{TLS: true})
+	img := build(t, threeLayers())
+	if err := Push(context.Background(), up.URL, "lab/secure", "v1", img.Blobs, img.Manifest, up.Client()); err != nil {
+		t.Fatal(err)
+	}
+	// The proxy trusts the upstream's CA through ProxyCACertPath; without it
+	// the registry refuses to start (it pings the upstream at startup).
+	proxy := testenv.StartRegistry(t, testenv.RegistryOptions{ProxyRemoteURL: up.URL, ProxyCACertPath: up.CACertPath})
+	out, err := skopeoErr(t, "inspect", "--tls-verify=false", "docker://"+proxy.Ref("lab/secure", "v1"))
+	if err != nil {
+		t.Fatalf("inspect via proxy: %v: %s\n--- proxy log ---\n%s", err, out, proxy.LogTail())
+	}
+	var got inspectOut
+	if err := json.Unmarshal(out, &got); err != nil || got.Digest != img.Manifest.Digest {
+		t.Fatalf("proxy digest %s (%v), want %s", got.Digest, err, img.Manifest.Digest)
+	}
+}
