@@ -128,6 +128,11 @@ func (a *applier) entry(hdr *tar.Header, tr io.Reader) error {
 
 func (a *applier) apply(name string, hdr *tar.Header, tr io.Reader) error {
 	parent, base := path.Dir(name), path.Base(name)
+	parent, err := a.resolveLower(parent)
+	if err != nil {
+		return err
+	}
+	name = path.Join(parent, base)
 	if strings.HasPrefix(base, whiteoutPrefix) {
 		switch {
 		case base == opaqueMarker:
@@ -388,6 +393,11 @@ func (a *applier) hardlink(pfd int, name string, hdr *tar.Header) error {
 		}
 		return fmt.Errorf("hardlink to %q cannot work: %w", hdr.Linkname, errdefs.ErrInvalidArgument)
 	}
+	tparent, err := a.resolveLower(path.Dir(target))
+	if err != nil {
+		return fmt.Errorf("hardlink target: %w", err)
+	}
+	target = path.Join(tparent, path.Base(target))
 	base := path.Base(name)
 	if dst, ok := a.copiedUp[target]; ok {
 		target = dst

@@ -146,6 +146,20 @@ func TestApplyMergedView(t *testing.T) {
 		},
 		want: []exp{eDir("d", 0o755), eFile("d/z", 0o644, "z"), eDir("e", 0o755)},
 	}, {
+		name: "paths through a lower layer's symlinks land at the targets, inside the root",
+		layers: [][]tent{
+			{tDir("usr", 0o755), tDir("usr/lib", 0o700), tFile("usr/lib/old", 0o644, "old"),
+				tSym("lib", "usr/lib"), tSym("abs", "/usr/lib"), tSym("up", "../../../usr"), tSym("chain", "lib")},
+			{tFile("lib/x", 0o644, "x"), tFile("abs/y", 0o644, "y"), tFile("up/lib/z", 0o644, "z"), tFile("chain/w", 0o644, "w"),
+				tHard("lib/xl", "chain/x"), tWh("lib/old")},
+		},
+		want: []exp{
+			eDir("usr", 0o755), eDir("usr/lib", 0o700), eFile("usr/lib/x", 0o644, "x"), eFile("usr/lib/y", 0o644, "y"),
+			eFile("usr/lib/z", 0o644, "z"), eFile("usr/lib/w", 0o644, "w"), eFile("usr/lib/xl", 0o644, "x"),
+			eSym("lib", "usr/lib"), eSym("abs", "/usr/lib"), eSym("up", "../../../usr"), eSym("chain", "lib"),
+		},
+		groups: [][]string{{"usr/lib/x", "usr/lib/xl"}},
+	}, {
 		name: "hardlinks to a lower layer are copied up",
 		layers: [][]tent{
 			{tDir("bin", 0o755), tFile("bin/tool", 0o4750, "tool").own(0, 9).x("security.capability", capV1), tSym("bin/link", "tool")},

@@ -238,3 +238,37 @@ func TestDecompressMediaTypes(t *testing.T) {
 		}
 	}
 }
+
+// A lower layer's symlink that points out of the root is resolved inside
+// it: what the upper layer writes through it stays in the upper layer.
+func TestApplyLowerSymlinksStayInside(t *testing.T) {
+	requireRoot(t)
+	base := t.TempDir()
+	lower, upper, sentinel := filepath.Join(base, "lower"), filepath.Join(base, "upper"), filepath.Join(base, "sentinel")
+	for _, d := range []string{lower, upper, sentinel} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, target := range map[string]string{"abs": sentinel, "rel": "../sentinel", "loop": "loop2", "loop2": "loop"} {
+		if err := os.Symlink(target, filepath.Join(lower, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	layer := mkTar(t, tFile("abs/a", 0o644, "a"), tFile("rel/b", 0o644, "b"), tHard("c", "rel/b"))
+	if _, err := Apply(context.Background(), upper, bytes.NewReader(layer), ApplyOptions{Lowers: []string{lower}}); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(sentinel); len(ents) != 0 {
+		t.Errorf("sentinel dir has %d entries", len(ents))
+	}
+	for _, p := range []string{filepath.Join(sentinel[1:], "a"), "sentinel/b", "c"} {
+		if _, err := os.Lstat(filepath.Join(upper, p)); err != nil {
+			t.Errorf("%s not in the upper layer: %v", p, err)
+		}
+	}
+	_, err := Apply(context.Background(), t.TempDir(), bytes.NewReader(mkTar(t, tFile("loop/x", 0o644, ""))), ApplyOptions{Lowers: []string{lower}})
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "symlinks") {
+		t.Errorf("symlink loop: %v", err)
+	}
+}

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"sort"
 	"strings"
 
+	"github.com/casfs/casfs/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,6 +56,71 @@ func isOpaqueDir(p string) bool {
 	buf := make([]byte, 8)
 	n, err := unix.Lgetxattr(p, opaqueXattr, buf)
 	return err == nil && n == 1 && buf[0] == 'y'
+}
+
+// resolveLower returns rel with every component that this layer lacks and
+// the lower layers show as a symlink replaced by the symlink's target,
+// resolved lexically inside the root (".." stops at the root, absolute
+// targets start from it). A tar entry "lib/x" over a lower "lib -> usr/lib"
+// so lands in usr/lib/x, as it does when containerd or umoci unpack onto a
+// merged root, instead of making a directory "lib" that would hide the
+// link. Symlinks of this layer itself are never followed (openDir refuses
+// them), and nothing is ever opened through a symlink: the result is a
+// plain path that the caller opens beneath the layer root.
+func (a *applier) resolveLower(rel string) (string, error) {
+	if len(a.lowers) == 0 || rel == "." {
+		return rel, nil
+	}
+	if fd, err := openBeneath(a.root, rel); err == nil {
+		unix.Close(fd) // all there in this layer: nothing to resolve
+		return rel, nil
+	}
+	comps := strings.Split(rel, "/")
+	resolved, hops := ".", 0
+	for i := 0; i < len(comps); i++ {
+		p := path.Join(resolved, comps[i])
+		if a.inLayer(p) {
+			resolved = p
+			continue
+		}
+		lp, st, ok := a.lowerLookup(p)
+		if !ok || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			resolved = p
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", fmt.Errorf("path %q: too many levels of symlinks in lower layers: %w", rel, errdefs.ErrInvalidArgument)
+		}
+		target, err := os.Readlink(lp)
+		if err != nil {
+			return "", fmt.Errorf("path %q: read lower symlink: %w", rel, err)
+		}
+		from := resolved
+		if path.IsAbs(target) {
+			from = "."
+		}
+		next := strings.TrimPrefix(path.Join("/", from, target, path.Join(comps[i+1:]...)), "/")
+		if next == "" {
+			next = "."
+		}
+		comps, resolved, i = strings.Split(next, "/"), ".", -1
+	}
+	return resolved, nil
+}
+
+// inLayer reports whether this layer has anything at rel (not following
+// symlinks).
+func (a *applier) inLayer(rel string) bool {
+	if rel == "." {
+		return true
+	}
+	pfd, err := openBeneath(a.root, path.Dir(rel))
+	if err != nil {
+		return err != unix.ENOENT // let the caller's open report anything odd
+	}
+	defer unix.Close(pfd)
+	var st unix.Stat_t
+	return unix.Fstatat(pfd, path.Base(rel), &st, unix.AT_SYMLINK_NOFOLLOW) == nil
 }
 
 // copyUp copies the lower file src (a non-directory) to pfd/base with its

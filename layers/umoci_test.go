@@ -74,7 +74,7 @@ func TestUmociAgrees(t *testing.T) {
 		tOpq("usr/lib"), tFile("usr/lib/liby.so", 0o755, "liby"),
 		tFile("bin/wall", 0o2755, "wall").own(0, 5), tSym("bin/dangling", "/no/such/file"), tSym("bin/abs", "/bin/sh"),
 		tWh("home/u"), tDir("home/u", 0o750).own(1000, 1000), tFile("home/u/new", 0o600, "new").own(1000, 1000),
-		tFile("tmp/scratch", 0o666, "s"),
+		tFile("tmp/scratch", 0o666, "s"), tFile("lib/via-link.so", 0o755, "via"),
 	}, {
 		tFile("etc/passwd", 0o644, "root:x:0:0\nu:x:1000:1000"), tWh("bin/sh2"), tHard("bin/sh3", "bin/sh"),
 		tFile("bin", 0o644, "not yet").mtime(t0), tDir("bin", 0o755), tFile("bin/sh4", 0o755, "shell4"), tHard("bin/sh5", "bin/sh4"),
