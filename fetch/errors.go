@@ -62,7 +62,7 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", errdefs.ErrUnavailable, err)
 	}
 	if msg := err.Error(); strings.Contains(msg, "tls: certificate required") || strings.Contains(msg, "tls: bad certificate") {
-		return fmt.Errorf("%w: registry refused the TLS client certificate: %w", errdefs.ErrUnauthorized, err)
+		return fmt.Errorf("%w: registry wants a TLS client certificate it accepts (hosts.toml client): %w", errdefs.ErrUnauthorized, err)
 	}
 	var netErr net.Error
 	var opErr *net.OpError

@@ -37,7 +37,13 @@ func (f *Fetcher) FetchBlob(ctx context.Context, dgst digest.Digest) error {
 	for _, s := range srcs {
 		src, err := f.source(s[0], s[1])
 		if err == nil {
-			if _, err = f.fetchBlob(ctx, src, desc); err == nil {
+			if isIndexType(desc.MediaType) || isManifestType(desc.MediaType) {
+				// Registries serve manifests from /manifests/, not /blobs/.
+				_, _, err = f.fetchManifest(ctx, src, desc)
+			} else {
+				_, err = f.fetchBlob(ctx, src, desc)
+			}
+			if err == nil {
 				return nil
 			}
 		}

@@ -34,7 +34,9 @@ func newHTTPClient(tlsConfig *tls.Config, dial, timeout time.Duration) *http.Cli
 		ExpectContinueTimeout: time.Second,
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   8,
-		ForceAttemptHTTP2:     true,
+		// HTTP/1.1 only: over HTTP/2 a refused client certificate surfaces
+		// as "client conn could not be established" instead of the TLS alert.
+		ForceAttemptHTTP2: false,
 	}
 	rt := &retry.Transport{Base: &idleTransport{base: base, idle: timeout}, Policy: retryPolicy}
 	return &http.Client{Transport: rt}
