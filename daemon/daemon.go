@@ -30,7 +30,11 @@ type Config struct {
 	Options []string
 	// MaxStackDepth is 2 when the store root is on overlayfs.
 	MaxStackDepth int
-	Logger        *slog.Logger
+	// Registry is how lazy reads reach registries; FetchTimeout bounds each
+	// lazy fetch (a read of a missing blob gets EIO after it).
+	Registry     store.RegistryOptions
+	FetchTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // SocketPath is where the daemon of root serves the store API.
@@ -67,6 +71,11 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if _, err := st.Snapshotter(); err != nil {
 		return err
 	}
+
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = 60 * time.Second
+	}
+	st.EnableLazyFetch(cfg.Registry, cfg.FetchTimeout)
 
 	src := newSource(st)
 	fsys := fusefs.New(src, fusefs.Options{Logger: log})

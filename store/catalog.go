@@ -226,3 +226,21 @@ func (s *Local) RemoveImage(ctx context.Context, ref string) error {
 	s.changed()
 	return nil
 }
+
+// recordImage creates or moves the name to target, keeping its creation
+// time and labels when it existed.
+func (s *Local) recordImage(ctx context.Context, name string, target ocispec.Descriptor) (index.Image, error) {
+	db, err := s.Index()
+	if err != nil {
+		return index.Image{}, err
+	}
+	now := time.Now().UTC()
+	img := index.Image{Name: name, Target: target, CreatedAt: now, UpdatedAt: now}
+	if old, err := db.Images().Get(ctx, name); err == nil {
+		img.CreatedAt, img.Labels = old.CreatedAt, old.Labels
+	}
+	if err := db.Images().Put(ctx, name, img); err != nil {
+		return index.Image{}, fmt.Errorf("record image %s: %w", name, err)
+	}
+	return img, nil
+}

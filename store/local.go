@@ -13,6 +13,7 @@ import (
 	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/layers"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/singleflight"
 )
 
 // Options control how a store root is opened.
@@ -40,7 +41,8 @@ type Local struct {
 
 	// lazy fetches a recorded blob whose file is missing; nil when the
 	// store has no registry access configured.
-	lazy func(ctx context.Context, d digest.Digest) error
+	lazy      func(ctx context.Context, d digest.Digest) error
+	lazyGroup singleflight.Group
 
 	// onChange is called after the catalogue or the blob set changed, so
 	// that a live mount can drop what it cached.

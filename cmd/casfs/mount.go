@@ -32,6 +32,8 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "options", Aliases: []string{"o"}, Usage: "mount options: allow_other, dev, suid, nodev, nosuid, debug, ..."},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users use the mount (same as -o allow_other)"},
 			&cli.IntFlag{Name: "notify-fd", Hidden: true, Usage: "write readiness to this fd (used by -d)"},
+			&cli.DurationFlag{Name: "fetch-timeout", Value: 60 * time.Second, Usage: "bound on a lazy fetch; a read that waits longer gets EIO"},
+			&cli.StringFlag{Name: "hosts-dir", Value: "/etc/casfs/certs.d", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration for lazy fetches"},
 		},
 		Action: mountAction,
 	}
@@ -46,6 +48,8 @@ func mountAction(c *cli.Context) error {
 		return err
 	}
 	cfg.AllowOther = cfg.AllowOther || c.Bool("allow-other")
+	cfg.FetchTimeout = c.Duration("fetch-timeout")
+	cfg.Registry.HostsDir = c.String("hosts-dir")
 	if c.Bool("background") {
 		return startBackground(c, cfg)
 	}
@@ -126,7 +130,8 @@ func startBackground(c *cli.Context, cfg daemon.Config) error {
 	if err != nil {
 		return err
 	}
-	args := []string{"--root", root, "--log-level", "info", "mount", "--notify-fd", "3"}
+	args := []string{"--root", root, "--log-level", "info", "mount", "--notify-fd", "3",
+		"--fetch-timeout", cfg.FetchTimeout.String(), "--hosts-dir", cfg.Registry.HostsDir}
 	if opts := daemonOptions(cfg); opts != "" {
 		args = append(args, "-o", opts)
 	}

@@ -1,0 +1,178 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/fetch"
+)
+
+// labelPlainHTTP marks blobs pulled over plain HTTP, so that a lazy fetch
+// of them later talks to the registry the same way.
+const labelPlainHTTP = "casfs.fetch/plain-http"
+
+// progressAdapter turns the fetcher's per-blob callbacks into events.
+type progressAdapter struct {
+	fn     ProgressFunc
+	status string // fetching or pushing
+}
+
+func (p progressAdapter) Start(d ocispec.Descriptor) {
+	p.fn(ProgressEvent{Digest: d.Digest, MediaType: d.MediaType, Total: d.Size, Status: "waiting"})
+}
+
+func (p progressAdapter) Update(d ocispec.Descriptor, n int64) {
+	p.fn(ProgressEvent{Digest: d.Digest, MediaType: d.MediaType, Total: d.Size, Done: n, Status: p.status})
+}
+
+func (p progressAdapter) Done(d ocispec.Descriptor, err error, existed bool) {
+	ev := ProgressEvent{Digest: d.Digest, MediaType: d.MediaType, Total: d.Size, Done: d.Size, Status: "done"}
+	switch {
+	case err != nil:
+		ev.Status, ev.Error, ev.Done = "error", err.Error(), 0
+	case existed:
+		ev.Status = "exists"
+	}
+	p.fn(ev)
+}
+
+func (s *Local) fetcher(ro RegistryOptions, platform string, all, lazy bool, maxConc int, progress ProgressFunc, status string) (*fetch.Fetcher, error) {
+	db, err := s.Index()
+	if err != nil {
+		return nil, err
+	}
+	opts := fetch.Options{
+		HostsDir: ro.HostsDir, PlainHTTP: ro.PlainHTTP, Username: ro.Username, Password: ro.Password,
+		Platform: platform, AllPlatforms: all, MaxConcurrent: maxConc, Lazy: lazy,
+	}
+	if progress != nil {
+		opts.Progress = progressAdapter{fn: progress, status: status}
+	}
+	return fetch.New(s.blobs, db, opts)
+}
+
+func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageInfo, error) {
+	f, err := s.fetcher(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, opts.Lazy, opts.MaxConcurrent, opts.Progress, "fetching")
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	res, err := f.PullContent(ctx, ref)
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	if opts.PlainHTTP {
+		s.markPlainHTTP(ctx, res)
+	}
+	if !opts.NoUnpack && !opts.Lazy {
+		for _, md := range res.ManifestDescs {
+			if !unpackable(md, opts) {
+				continue
+			}
+			il, err := s.imageLayers(ctx, md)
+			if err != nil {
+				return ImageInfo{}, fmt.Errorf("unpack %s: %w", res.Name, err)
+			}
+			if err := s.unpack(ctx, il, opts.Progress); err != nil {
+				return ImageInfo{}, err
+			}
+		}
+	}
+	rec, err := s.recordImage(ctx, res.Name, res.Target)
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	s.changed()
+	return s.imageInfo(ctx, rec), nil
+}
+
+// unpackable: only manifests this machine can run are unpacked when all
+// platforms are pulled (their content is stored either way).
+func unpackable(md ocispec.Descriptor, opts PullOptions) bool {
+	if !opts.AllPlatforms || md.Platform == nil {
+		return true
+	}
+	return md.Platform.OS == runtime.GOOS && md.Platform.Architecture == runtime.GOARCH
+}
+
+func (s *Local) markPlainHTTP(ctx context.Context, res fetch.PullResult) {
+	for _, m := range res.Manifests {
+		for _, l := range m.Layers {
+			s.LabelContent(ctx, l.Digest, map[string]string{labelPlainHTTP: "true"}, nil)
+		}
+	}
+}
+
+func (s *Local) FetchContent(ctx context.Context, ref string, opts PullOptions) (ocispec.Descriptor, error) {
+	f, err := s.fetcher(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, false, opts.MaxConcurrent, opts.Progress, "fetching")
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	res, err := f.PullContent(ctx, ref)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	s.changed()
+	return res.Target, nil
+}
+
+func (s *Local) Push(ctx context.Context, ref, remote string, opts PushOptions) error {
+	rec, err := s.image(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if remote == "" {
+		remote = rec.Name
+	}
+	f, err := s.fetcher(opts.RegistryOptions, opts.Platform, false, false, opts.MaxConcurrent, opts.Progress, "pushing")
+	if err != nil {
+		return err
+	}
+	return f.Push(ctx, rec.Name, remote)
+}
+
+// EnableLazyFetch lets reads of recorded-but-missing blobs fetch them from
+// the registry their source label names (the mount daemon turns this on).
+// Concurrent readers of one blob share one download, bounded by timeout.
+func (s *Local) EnableLazyFetch(ro RegistryOptions, timeout time.Duration) {
+	s.lazy = func(ctx context.Context, d digest.Digest) error {
+		ch := s.lazyGroup.DoChan(d.String(), func() (any, error) {
+			// One download serves every waiter: it must not die with the
+			// first caller's context, only with its own bound.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+			defer cancel()
+			return nil, s.fetchMissing(fctx, ro, d)
+		})
+		select {
+		case r := <-ch:
+			return r.Err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *Local) fetchMissing(ctx context.Context, ro RegistryOptions, d digest.Digest) error {
+	b, err := s.ContentInfo(ctx, d)
+	if err != nil {
+		return err
+	}
+	ro.PlainHTTP = ro.PlainHTTP || b.Labels[labelPlainHTTP] == "true"
+	f, err := s.fetcher(ro, "", false, false, 1, nil, "")
+	if err != nil {
+		return err
+	}
+	if err := f.FetchBlob(ctx, d); err != nil && !errors.Is(err, errdefs.ErrExists) {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("fetch %s: no answer from its registry within the lazy-fetch bound: %w", d, errdefs.ErrUnavailable)
+		}
+		return fmt.Errorf("fetch %s: %w", d, err)
+	}
+	return nil
+}
