@@ -33,7 +33,7 @@ type applier struct {
 	whiteouts map[string]bool            // paths this layer deletes from below
 	opaques   map[string]bool            // directories whose lower children this layer hides
 	implicit  map[string]bool            // directories made for a child, with no entry of their own
-	copiedUp  map[string]string          // lower hardlink target -> the copy in this layer
+	copiedUp  map[string]bool            // lower files copied up as hardlink targets
 	dirTimes  map[string][]unix.Timespec // directory -> atime, mtime from its entry
 }
 
@@ -328,6 +328,7 @@ func (a *applier) removeAt(pfd int, base, rel string) error {
 		if err := unix.Unlinkat(pfd, base, 0); err != nil {
 			return fmt.Errorf("replace: %w", err)
 		}
+		delete(a.copiedUp, rel)
 		return nil
 	}
 	if err := removeAllAt(pfd, base); err != nil {
@@ -336,6 +337,11 @@ func (a *applier) removeAt(pfd int, base, rel string) error {
 	for k := range a.implicit {
 		if under(k, rel) {
 			delete(a.implicit, k)
+		}
+	}
+	for k := range a.copiedUp {
+		if under(k, rel) {
+			delete(a.copiedUp, k)
 		}
 	}
 	for k := range a.dirTimes {
@@ -398,49 +404,55 @@ func (a *applier) hardlink(pfd int, name string, hdr *tar.Header) error {
 		return fmt.Errorf("hardlink target: %w", err)
 	}
 	target = path.Join(tparent, path.Base(target))
-	base := path.Base(name)
-	if dst, ok := a.copiedUp[target]; ok {
-		target = dst
-	}
+	tbase := path.Base(target)
 	tpfd, err := a.openDir(path.Dir(target), false)
+	inLayer := err == nil
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("hardlink target %q: %w", hdr.Linkname, err)
 	}
-	if err == nil {
+	if inLayer {
 		defer unix.Close(tpfd)
-		tbase := path.Base(target)
 		var st unix.Stat_t
 		err = unix.Fstatat(tpfd, tbase, &st, unix.AT_SYMLINK_NOFOLLOW)
-		if err == nil {
-			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-				return fmt.Errorf("hardlink target %q is a directory: %w", hdr.Linkname, errdefs.ErrInvalidArgument)
-			}
-			if err := a.removeAt(pfd, base, name); err != nil {
-				return err
-			}
-			if err := unix.Linkat(tpfd, tbase, pfd, base, 0); err != nil {
-				return fmt.Errorf("link: %w", err)
-			}
-			return nil
-		}
-		if err != unix.ENOENT {
+		switch {
+		case err == unix.ENOENT:
+			inLayer = false
+		case err != nil:
 			return fmt.Errorf("hardlink target %q: %w", hdr.Linkname, err)
+		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+			return fmt.Errorf("hardlink target %q is a directory: %w", hdr.Linkname, errdefs.ErrInvalidArgument)
 		}
 	}
-	src, st, ok := a.lowerLookup(target)
-	if !ok {
-		return fmt.Errorf("hardlink target %q is neither in this layer nor below: %w", hdr.Linkname, errdefs.ErrInvalidArgument)
+	if !inLayer {
+		// Only below: copy the target up into this layer at its own
+		// path (what overlayfs does for link(2) on a merged mount, and
+		// so what containerd's unpacking does), then link to the copy:
+		// both names keep sharing one inode in the merged view.
+		src, st, ok := a.lowerLookup(target)
+		if !ok {
+			return fmt.Errorf("hardlink target %q is neither in this layer nor below: %w", hdr.Linkname, errdefs.ErrInvalidArgument)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			return fmt.Errorf("hardlink target %q is a directory: %w", hdr.Linkname, errdefs.ErrInvalidArgument)
+		}
+		if tpfd < 0 {
+			if tpfd, err = a.openDir(path.Dir(target), true); err != nil {
+				return fmt.Errorf("hardlink target %q: %w", hdr.Linkname, err)
+			}
+			defer unix.Close(tpfd)
+		}
+		if err := copyUp(src, &st, tpfd, tbase); err != nil {
+			return fmt.Errorf("copy hardlink target %q up from a lower layer: %w", hdr.Linkname, err)
+		}
+		a.copiedUp[target] = true
 	}
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return fmt.Errorf("hardlink target %q is a directory: %w", hdr.Linkname, errdefs.ErrInvalidArgument)
-	}
+	base := path.Base(name)
 	if err := a.removeAt(pfd, base, name); err != nil {
 		return err
 	}
-	if err := copyUp(src, &st, pfd, base); err != nil {
-		return fmt.Errorf("copy hardlink target %q up from a lower layer: %w", hdr.Linkname, err)
+	if err := unix.Linkat(tpfd, tbase, pfd, base, 0); err != nil {
+		return fmt.Errorf("link: %w", err)
 	}
-	a.copiedUp[target] = name
 	return nil
 }
 
@@ -546,6 +558,16 @@ func (a *applier) finishWhiteout(p string) error {
 	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		// This layer deletes the lower directory and makes its own.
 		return setOpaque(pfd, base)
+	case a.copiedUp[p]:
+		// Copied up only to be linked to, and deleted by this layer:
+		// the other names keep the inode, this one is a whiteout.
+		if err := unix.Unlinkat(pfd, base, 0); err != nil {
+			return fmt.Errorf("remove copied-up hardlink target: %w", err)
+		}
+		if err := unix.Mknodat(pfd, base, unix.S_IFCHR, 0); err != nil {
+			return fmt.Errorf("mknod: %w", err)
+		}
+		return nil
 	default:
 		return nil // this layer's own file already hides the lower one
 	}

@@ -78,7 +78,7 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (App
 		whiteouts: map[string]bool{},
 		opaques:   map[string]bool{},
 		implicit:  map[string]bool{},
-		copiedUp:  map[string]string{},
+		copiedUp:  map[string]bool{},
 		dirTimes:  map[string][]unix.Timespec{},
 	}
 	fail := func(err error) (ApplyResult, error) {

@@ -171,7 +171,15 @@ func TestApplyMergedView(t *testing.T) {
 			eFile("bin/tool3", 0o4750, "tool").own(0, 9).x("security.capability", capV1),
 			eDir("sbin", 0o755), eSym("sbin/link2", "tool"),
 		},
-		groups: [][]string{{"bin/tool2", "bin/tool3"}},
+		groups: [][]string{{"bin/tool", "bin/tool2", "bin/tool3"}, {"bin/link", "sbin/link2"}},
+	}, {
+		name: "hardlink to a lower file that this layer deletes (a rename)",
+		layers: [][]tent{
+			{tDir("a", 0o755), tFile("a/f", 0o640, "f").own(2, 2), tFile("a/g", 0o644, "g")},
+			{tWh("a/g"), tHard("b", "a/f"), tHard("c", "a/g"), tWh("a/f")},
+		},
+		want:   []exp{eDir("a", 0o755), eFile("b", 0o640, "f").own(2, 2), eFile("c", 0o644, "g")},
+		groups: [][]string{},
 	}, {
 		name: "implicit parents take the lower directory's attributes",
 		layers: [][]tent{

@@ -70,9 +70,10 @@ func Decompress(mediaType string, r io.Reader) (io.ReadCloser, error) {
 		}
 		return &gzipReader{zr}, nil
 	case compressedZstd:
-		// One goroutine and no big windows: layers are unpacked a few at a
-		// time, and a hostile frame must not make us allocate gigabytes.
-		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<30))
+		// One goroutine: layers are unpacked a few at a time. The
+		// decoder's default window limit bounds what a hostile frame can
+		// make us allocate.
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			return nil, fmt.Errorf("decompress layer: zstd: %w", err)
 		}
