@@ -17,6 +17,7 @@ import (
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -383,7 +384,7 @@ func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest)
 		}
 		return fmt.Errorf("commit ingest %q: blob %s: %w", w.ref, actual, errdefs.ErrExists)
 	}
-	if err := w.data.Sync(); err != nil {
+	if err := unix.Fdatasync(int(w.data.Fd())); err != nil {
 		return fmt.Errorf("commit ingest %q: sync data: %w", w.ref, err)
 	}
 	if err := w.data.Chmod(0o444); err != nil {
