@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -690,4 +691,50 @@ func TestWriteAfterClose(t *testing.T) {
 	_, err := w.Write([]byte("x"))
 	wantErr(t, err, errdefs.ErrFailedPrecondition, "closed")
 	wantErr(t, w.Commit(context.Background(), 0, ""), errdefs.ErrFailedPrecondition)
+}
+
+// Writers racing with commits (which remove the ingest folder and its lock
+// file) never hold one ref at the same time: a lock taken on a lock file
+// that was removed meanwhile must not count.
+func TestLockSurvivesIngestRemoval(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	var holders, maxHolders, commits atomic.Int32 // maxHolders: a count above 1 seen
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				w, err := s.Writer(ctx, "hot", WriterOpts{})
+				if errors.Is(err, errdefs.ErrLocked) {
+					continue
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				if n := holders.Add(1); n > 1 {
+					maxHolders.Store(n)
+				}
+				w.Write([]byte(fmt.Sprint(g, "-", i)))
+				holders.Add(-1)
+				err = w.Commit(ctx, 0, "")
+				if err != nil && !errors.Is(err, errdefs.ErrExists) {
+					errs <- err
+				}
+				commits.Add(1)
+				w.Close()
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if maxHolders.Load() != 0 || commits.Load() == 0 {
+		t.Fatalf("%d holders at once, %d commits", maxHolders.Load(), commits.Load())
+	}
 }
