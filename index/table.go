@@ -1,7 +1,6 @@
 package index
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -258,32 +257,6 @@ func (t Table[T]) delete(txn *badger.Txn, key string) error {
 	}
 	if err := txn.Delete(k); err != nil {
 		return fmt.Errorf("delete %s: %w", t.name(key), err)
-	}
-	return nil
-}
-
-func (t Table[T]) list(ctx context.Context, txn *badger.Txn, prefix string, fn func(string, T) error) error {
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = append([]byte(t.prefix), prefix...)
-	opts.PrefetchSize = 256
-	it := txn.NewIterator(opts)
-	defer it.Close()
-	n := 0
-	for it.Rewind(); it.Valid(); it.Next() {
-		if n++; n%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		item := it.Item()
-		key := string(bytes.TrimPrefix(item.Key(), []byte(t.prefix)))
-		var v T
-		if err := t.decode(item, key, &v); err != nil {
-			return err
-		}
-		if err := fn(key, v); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/casfs/casfs/errdefs"
+	badger "github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -429,5 +430,60 @@ func TestCancelledContext(t *testing.T) {
 	}
 	if _, err := db.Blobs().Get(c, "a"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("get with cancelled ctx: %v", err)
+	}
+}
+
+// Listings longer than one decode batch go through the decoding workers:
+// order, early stop part-way and a bad record must behave the same.
+func TestListLarge(t *testing.T) {
+	db := newDB(t)
+	blobs := db.Blobs()
+	const n = 5*listBatch + 17
+	entries := make([]Entry[Blob], n)
+	for i := range entries {
+		entries[i] = Entry[Blob]{Key: fmt.Sprintf("k%05d", i), Value: Blob{Size: int64(i)}}
+	}
+	if err := blobs.PutMany(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	err := blobs.List(ctx, "k", func(k string, b Blob) error {
+		if k != entries[i].Key || b.Size != int64(i) {
+			return fmt.Errorf("record %d: got %s size %d", i, k, b.Size)
+		}
+		i++
+		return nil
+	})
+	if err != nil || i != n {
+		t.Fatalf("listed %d of %d: %v", i, n, err)
+	}
+
+	errStop := errors.New("stop")
+	seen := 0
+	err = blobs.List(ctx, "", func(string, Blob) error {
+		if seen++; seen == 3*listBatch+5 {
+			return errStop
+		}
+		return nil
+	})
+	if err != errStop || seen != 3*listBatch+5 {
+		t.Fatalf("early stop: %v after %d", err, seen)
+	}
+
+	// A record that is not valid JSON stops the walk where it sits, with
+	// an error naming it; the records before it are delivered.
+	bad := entries[2*listBatch+3].Key
+	if err := db.bdb.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte("blob/"+bad), []byte("{not json"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	seen = 0
+	err = blobs.List(ctx, "", func(string, Blob) error { seen++; return nil })
+	if err == nil || !strings.Contains(err.Error(), "decode blob "+bad) || seen != 2*listBatch+3 {
+		t.Fatalf("list over a bad record: %v after %d records", err, seen)
+	}
+	if _, err := blobs.Get(ctx, bad); err == nil || !strings.Contains(err.Error(), "decode blob "+bad) {
+		t.Fatalf("get of a bad record: %v", err)
 	}
 }
