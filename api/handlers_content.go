@@ -12,7 +12,16 @@ import (
 )
 
 // routeTable is the whole API; doc.go documents it route by route.
+// routeTable is every route: each part of the API lists its own.
 func (srv *Server) routeTable() []route {
+	var all []route
+	for _, part := range [][]route{srv.contentRoutes(), srv.archiveRoutes(), srv.gcRoutes(), srv.snapshotRoutes()} {
+		all = append(all, part...)
+	}
+	return all
+}
+
+func (srv *Server) contentRoutes() []route {
 	return []route{
 		{http.MethodGet, "/v1/ping", srv.ping},
 		{http.MethodGet, "/v1/resolve", srv.resolve},

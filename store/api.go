@@ -74,5 +74,8 @@ type Content interface {
 type API interface {
 	Content
 	Images
+	Archives
+	Garbage
+	Snapshots
 	Close() error
 }

@@ -1,0 +1,4 @@
+package api
+
+// archiveRoutes carry image export and import (store.Archives).
+func (srv *Server) archiveRoutes() []route { return nil }

@@ -1,0 +1,4 @@
+package store
+
+// Archives is image export and import (ctr image export/import).
+type Archives interface{}

@@ -1,0 +1,4 @@
+package store
+
+// Snapshots is snapshots, image mounts and image checks (ctr snapshot, image mount/check).
+type Snapshots interface{}
