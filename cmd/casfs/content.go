@@ -17,7 +17,7 @@ func contentCommand() *cli.Command {
 		Name:   "content",
 		Usage:  "manage blobs in the content store",
 		Action: subcommandsOf,
-		Subcommands: []*cli.Command{
+		Subcommands: concat([]*cli.Command{
 			{
 				Name: "ingest", Usage: "store stdin as a blob (resumable by REF)", ArgsUsage: "REF",
 				Flags: []cli.Flag{
@@ -37,7 +37,7 @@ func contentCommand() *cli.Command {
 			{Name: "export", Usage: "write blobs to a tar file (all when none named; - for stdout)", ArgsUsage: "FILE [DIGEST...]", Action: contentExport},
 			{Name: "import", Usage: "read blobs from a tar file (- for stdin)", ArgsUsage: "FILE", Flags: []cli.Flag{quietFlag}, Action: contentImport},
 			contentFetchCommand(),
-		},
+		}, gcContentCommands()),
 	}
 }
 

@@ -30,7 +30,7 @@ func imageCommand() *cli.Command {
 		Name:   "image",
 		Usage:  "manage images",
 		Action: subcommandsOf,
-		Subcommands: []*cli.Command{
+		Subcommands: concat([]*cli.Command{
 			{Name: "pull", Usage: "fetch an image from its registry and record it", ArgsUsage: "REF", Flags: pullFlags, Action: imagePull},
 			{Name: "push", Usage: "send an image to a registry", ArgsUsage: "REF [REMOTE]",
 				Flags: append(append([]cli.Flag{}, registryFlags...),
@@ -42,7 +42,7 @@ func imageCommand() *cli.Command {
 			{Name: "info", Usage: "show an image's descriptor, manifest and config as JSON", ArgsUsage: "REF", Action: imageInfo},
 			{Name: "tag", Usage: "give an image more names", ArgsUsage: "SRC DST...", Action: imageTag},
 			{Name: "rm", Usage: "remove image names", ArgsUsage: "REF...", Action: imageRemove},
-		},
+		}, imageArchiveCommands(), gcImageCommands(), snapshotImageCommands()),
 	}
 }
 

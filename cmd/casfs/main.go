@@ -91,11 +91,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})))
 			return nil
 		},
-		Commands: []*cli.Command{
-			contentCommand(),
-			imageCommand(),
-			mountCommand(),
-		},
+		Commands: concat([]*cli.Command{contentCommand(), imageCommand(), mountCommand()},
+			snapshotTopCommands(), gcTopCommands(), checkTopCommands()),
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			return usageError{err.Error()}
 		},
@@ -154,4 +151,12 @@ func wantArgs(c *cli.Context, min, max int) error {
 		return usagef("%s: wrong number of arguments (usage: %s %s)", c.Command.HelpName, c.Command.HelpName, c.Command.ArgsUsage)
 	}
 	return nil
+}
+
+func concat[T any](parts ...[]T) []T {
+	var out []T
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
 }
