@@ -36,6 +36,15 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# Long runs, not part of make test: 200 crash trials, and each fuzz target for FUZZTIME.
+SOAK_TRIALS ?= 200
+FUZZTIME ?= 60s
+soak: prereqs
+	CASFS_CRASH_TRIALS=$(SOAK_TRIALS) $(GO) test -count=1 -timeout 120m -run 'TestCrashTrials' -v ./integration/ | grep -E '^(=== RUN|--- |crash|ok|FAIL|PASS)'
+
+fuzz:
+	@scripts/fuzz.sh $(FUZZTIME)
+
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/casfs
 
