@@ -234,9 +234,11 @@ func TestContentLockedRefAndBusyStore(t *testing.T) {
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { first.Process.Kill(); first.Wait() })
-	pw.Write(bytes.Repeat([]byte("y"), 4096))
-	waitForIngest(t, c.Root, 4096)
+	t.Cleanup(func() { pr.Close(); first.Process.Kill(); first.Wait() })
+	// Enough bytes that the ingest writes through its buffers to disk.
+	held := bytes.Repeat([]byte("y"), 8<<20)
+	go pw.Write(held)
+	waitForIngest(t, c.Root, 1<<20)
 
 	c.Fail(1, strings.NewReader("z"), []string{"content", "ingest", "held"}, "locked", "held")
 	c.Fail(1, nil, []string{"content", "ls"}, "in use by another casfs process")
@@ -245,7 +247,7 @@ func TestContentLockedRefAndBusyStore(t *testing.T) {
 	if err := first.Wait(); err != nil {
 		t.Fatalf("first ingest: %v: %s", err, firstErr.String())
 	}
-	if got := c.OK(nil, "content", "get", sha(bytes.Repeat([]byte("y"), 4096))); len(got) != 4096 {
+	if got := c.OK(nil, "content", "get", sha(held)); got != string(held) {
 		t.Fatalf("held blob has %d bytes", len(got))
 	}
 }
@@ -309,7 +311,7 @@ func TestContentImportBadArchives(t *testing.T) {
 		{"not a digest", []tarMember{{name: "blobs/sha256/notahex", data: []byte("x")}}, "not named by its digest"},
 		{"elsewhere", []tarMember{{name: "etc/passwd", data: []byte("x")}}, "not under blobs/sha256/"},
 		{"symlink", []tarMember{{name: goodName, link: "/etc/passwd"}}, "not a regular file"},
-		{"truncated", []tarMember{{name: goodName, data: good, truncate: true}}, "read archive"},
+		{"truncated", []tarMember{{name: goodName, data: good, truncate: true}}, "unexpected EOF"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -376,17 +378,19 @@ func TestContentCrash(t *testing.T) {
 	want := sha(stream)
 	for trial := 0; trial < 4; trial++ {
 		ref := fmt.Sprintf("crash-%d", trial)
-		cut := 1 + rng.Intn(size-1)
+		// Kill somewhere past the first 16 MiB, once at least half of what
+		// was sent (less the writer's few MiB of buffers) has reached disk.
+		cut := 16<<20 + rng.Intn(size-16<<20)
 		pr, pw := io.Pipe()
 		cmd := c.command(pr, "content", "ingest", "--expected-size", fmt.Sprint(size), ref)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		go func() { pw.Write(stream[:cut]) }()
-		waitForIngest(t, c.Root, int64(cut)/2)
+		waitForIngest(t, c.Root, int64(cut)/2-4<<20)
 		cmd.Process.Signal(syscall.SIGKILL)
+		pr.Close()
 		cmd.Wait()
-		pw.Close()
 
 		if n := countFiles(t, filepath.Join(c.Root, "blobs", "sha256")); n != trial {
 			t.Fatalf("trial %d: %d blob files after the kill, want %d", trial, n, trial)

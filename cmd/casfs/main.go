@@ -104,7 +104,16 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		},
 		HideHelpCommand: true,
 	}
+	markUsageErrors(app.Commands)
 	return app
+}
+
+// markUsageErrors makes flag errors of every subcommand usage errors (exit 2).
+func markUsageErrors(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return usageError{err.Error()} }
+		markUsageErrors(c.Subcommands)
+	}
 }
 
 // openStore works through the mount daemon's socket when one serves the
