@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -93,6 +94,7 @@ func runForeground(c *cli.Context, cfg daemon.Config, notifyFD int) error {
 		defer notify.Close()
 	}
 	err := daemon.Run(ctx, cfg, func() {
+		notifySystemd("READY=1")
 		if notify != nil {
 			fmt.Fprintln(notify, "ok")
 			notify.Close()
@@ -238,4 +240,22 @@ func mountHelper(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	app := newApp(nil, stdout, stderr)
 	app.Action = func(c *cli.Context) error { return startBackground(c, cfg) }
 	return app.RunContext(ctx, []string{args[0], "--root", source})
+}
+
+// notifySystemd tells systemd (Type=notify units) about the daemon's state
+// through $NOTIFY_SOCKET; without that variable it does nothing.
+func notifySystemd(state string) {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return
+	}
+	if strings.HasPrefix(addr, "@") {
+		addr = "\x00" + addr[1:] // abstract socket
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	conn.Write([]byte(state))
 }
