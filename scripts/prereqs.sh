@@ -17,6 +17,7 @@ declare -A need=(
   [openssl]=openssl
   [hyperfine]=hyperfine
   [busybox]=busybox-static
+  [curl]=curl
 )
 missing=()
 for cmd in "${!need[@]}"; do
