@@ -1,0 +1,57 @@
+// Package archive reads and writes image archives that other tools exchange:
+// OCI image layouts as tar files (what `ctr image export`, `skopeo copy
+// oci-archive:` and `docker save` since 25.0 write), with docker's
+// manifest.json alongside, and the older docker-archive format of `docker
+// save` and `skopeo copy docker-archive:` (manifest.json, per-layer tar files,
+// repositories).
+//
+// The package knows formats only. Writing streams blob bytes the caller
+// provides; reading hands every member to a Stager (the store's pending
+// ingests) and keeps only the small metadata files and JSON documents in
+// memory, then Resolve turns what was read into images.
+package archive
+
+import (
+	"github.com/opencontainers/go-digest"
+)
+
+// Annotations on index.json entries that name images, as containerd writes them.
+const (
+	AnnotationImageName = "io.containerd.image.name"
+	AnnotationRefName   = "org.opencontainers.image.ref.name"
+)
+
+// Docker media types the package generates or recognizes.
+const (
+	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+	MediaTypeDockerConfig       = "application/vnd.docker.container.image.v1+json"
+	MediaTypeDockerLayer        = "application/vnd.docker.image.rootfs.diff.tar"
+	MediaTypeDockerLayerGzip    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+	MediaTypeOCILayerZstd       = "application/vnd.oci.image.layer.v1.tar+zstd"
+)
+
+// Names of the metadata members.
+const (
+	LayoutFile         = "oci-layout"
+	IndexFile          = "index.json"
+	DockerManifestFile = "manifest.json"
+	RepositoriesFile   = "repositories"
+	blobsDir           = "blobs/sha256/"
+)
+
+// MaxDocument bounds one metadata file or JSON document kept in memory.
+const MaxDocument = 4 << 20
+
+// maxDocsTotal bounds all documents of one archive kept in memory.
+const maxDocsTotal = 256 << 20
+
+// BlobPath is where an OCI layout keeps the blob d.
+func BlobPath(d digest.Digest) string { return blobsDir + d.Encoded() }
+
+// DockerManifest is one entry of docker's manifest.json.
+type DockerManifest struct {
+	Config   string   `json:"Config"`
+	RepoTags []string `json:"RepoTags"`
+	Layers   []string `json:"Layers"`
+}

@@ -1,0 +1,248 @@
+package archive
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/casfs/casfs/errdefs"
+)
+
+// Stager takes an archive's blobs into pending storage, where nothing is
+// visible until the caller commits it. Stage must read r to its end and
+// refuse content that does not hash to expected when expected is set.
+type Stager interface {
+	Stage(ctx context.Context, member string, r io.Reader, size int64, expected digest.Digest) (digest.Digest, error)
+}
+
+// Kind is what a blob's first bytes say it is.
+type Kind int
+
+const (
+	KindOther Kind = iota
+	KindJSON
+	KindGzip
+	KindZstd
+)
+
+// Contents is what Read found in an archive.
+type Contents struct {
+	Layout         []byte // oci-layout, nil when absent
+	Index          []byte // index.json, nil when absent
+	DockerManifest []byte // manifest.json, nil when absent
+	Repositories   []byte // repositories, nil when absent
+
+	// Files maps every staged member's clean path to its digest.
+	Files map[string]digest.Digest
+	// Links maps symlink members' paths to the clean archive path they
+	// point at (docker-archive writers link legacy layer.tar files).
+	Links map[string]string
+	Sizes map[digest.Digest]int64
+	Kinds map[digest.Digest]Kind
+	// Docs holds the blobs that look like JSON documents (manifests,
+	// indexes, configs), which Resolve parses.
+	Docs map[digest.Digest][]byte
+}
+
+// Read reads a tar archive, staging every regular member (metadata files
+// are kept in memory instead). Member names are checked before anything is
+// staged: absolute paths, ".." and links leaving the archive are refused,
+// as are device files and hard links. A blobs/sha256/<hex> member is staged
+// with <hex> as its expected digest.
+func Read(ctx context.Context, r io.Reader, st Stager) (*Contents, error) {
+	c := &Contents{
+		Files: map[string]digest.Digest{}, Links: map[string]string{},
+		Sizes: map[digest.Digest]int64{}, Kinds: map[digest.Digest]Kind{}, Docs: map[digest.Digest][]byte{},
+	}
+	docsTotal := 0
+	tr := tar.NewReader(r)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, fmt.Errorf("archive is truncated: %w", errdefs.ErrInvalidArgument)
+			}
+			return nil, fmt.Errorf("archive is not a readable tar: %v: %w", err, errdefs.ErrInvalidArgument)
+		}
+		name, err := memberName(hdr.Name)
+		if err != nil {
+			return nil, err
+		}
+		switch hdr.Typeflag {
+		case tar.TypeDir, tar.TypeXGlobalHeader:
+			continue
+		case tar.TypeSymlink:
+			target, err := linkTarget(name, hdr.Linkname)
+			if err != nil {
+				return nil, err
+			}
+			c.Links[name] = target
+			continue
+		case tar.TypeReg, tar.TypeRegA:
+		default:
+			return nil, fmt.Errorf("archive member %q is not a regular file, directory or symlink: %w", name, errdefs.ErrInvalidArgument)
+		}
+		switch name {
+		case LayoutFile, IndexFile, DockerManifestFile, RepositoriesFile:
+			b, err := readSmall(tr, name, hdr.Size)
+			if err != nil {
+				return nil, err
+			}
+			*c.metadata(name) = b
+			continue
+		}
+		var expected digest.Digest
+		if rest, ok := strings.CutPrefix(name, blobsDir); ok {
+			expected = digest.NewDigestFromEncoded(digest.SHA256, rest)
+			if expected.Validate() != nil {
+				return nil, fmt.Errorf("archive member %q is not named by a sha256 digest: %w", name, errdefs.ErrInvalidArgument)
+			}
+		} else if strings.HasPrefix(name, "blobs/") {
+			return nil, fmt.Errorf("archive member %q: only sha256 blobs are supported: %w", name, errdefs.ErrNotImplemented)
+		}
+		if old, ok := c.Files[name]; ok && expected != "" && old == expected {
+			if _, err := io.Copy(io.Discard, tr); err != nil {
+				return nil, truncated(name, err)
+			}
+			continue
+		}
+		br := bufio.NewReaderSize(tr, 64<<10)
+		head, _ := br.Peek(512)
+		kind := kindOf(head)
+		var doc *bytes.Buffer
+		var body io.Reader = br
+		if kind == KindJSON && hdr.Size <= MaxDocument {
+			doc = &bytes.Buffer{}
+			body = io.TeeReader(br, doc)
+		}
+		d, err := st.Stage(ctx, name, body, hdr.Size, expected)
+		if err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, truncated(name, err)
+			}
+			return nil, err
+		}
+		if old, ok := c.Files[name]; ok && old != d {
+			return nil, fmt.Errorf("archive member %q appears twice with different content: %w", name, errdefs.ErrInvalidArgument)
+		}
+		c.Files[name] = d
+		c.Sizes[d] = hdr.Size
+		c.Kinds[d] = kind
+		if doc != nil && c.Docs[d] == nil {
+			docsTotal += doc.Len()
+			if docsTotal > maxDocsTotal {
+				return nil, fmt.Errorf("archive holds more than %d bytes of JSON documents: %w", maxDocsTotal, errdefs.ErrFailedPrecondition)
+			}
+			c.Docs[d] = doc.Bytes()
+		}
+	}
+	return c, nil
+}
+
+func (c *Contents) metadata(name string) *[]byte {
+	switch name {
+	case LayoutFile:
+		return &c.Layout
+	case IndexFile:
+		return &c.Index
+	case DockerManifestFile:
+		return &c.DockerManifest
+	}
+	return &c.Repositories
+}
+
+func truncated(name string, err error) error {
+	return fmt.Errorf("archive is truncated in member %q: %v: %w", name, err, errdefs.ErrInvalidArgument)
+}
+
+func readSmall(r io.Reader, name string, size int64) ([]byte, error) {
+	if size > MaxDocument {
+		return nil, fmt.Errorf("archive member %q is %d bytes, more than %d: %w", name, size, MaxDocument, errdefs.ErrFailedPrecondition)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, truncated(name, err)
+	}
+	return b, nil
+}
+
+// memberName cleans a member's name and refuses names that leave the
+// archive's root.
+func memberName(raw string) (string, error) {
+	if raw == "" || path.IsAbs(raw) || strings.HasPrefix(raw, "\\") {
+		return "", fmt.Errorf("archive member %q has an absolute or empty name: %w", raw, errdefs.ErrInvalidArgument)
+	}
+	for _, part := range strings.Split(raw, "/") {
+		if part == ".." {
+			return "", fmt.Errorf("archive member %q leaves the archive (\"..\"): %w", raw, errdefs.ErrInvalidArgument)
+		}
+	}
+	return strings.TrimPrefix(path.Clean(raw), "./"), nil
+}
+
+// linkTarget resolves a symlink member inside the archive. Links are only
+// accepted where docker-archive writers put them: never for metadata or
+// blobs, never pointing outside the archive.
+func linkTarget(name, target string) (string, error) {
+	bad := func(why string) (string, error) {
+		return "", fmt.Errorf("archive member %q is a symlink %s: %w", name, why, errdefs.ErrInvalidArgument)
+	}
+	switch {
+	case strings.HasPrefix(name, "blobs/"), name == LayoutFile, name == IndexFile, name == DockerManifestFile, name == RepositoriesFile:
+		return bad("where a file must be")
+	case target == "" || path.IsAbs(target):
+		return bad("to an absolute path " + fmt.Sprintf("%q", target))
+	}
+	clean := path.Join(path.Dir(name), target)
+	if clean == ".." || strings.HasPrefix(clean, "../") {
+		return bad(fmt.Sprintf("to %q outside the archive", target))
+	}
+	return clean, nil
+}
+
+func kindOf(head []byte) Kind {
+	switch {
+	case len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b:
+		return KindGzip
+	case len(head) >= 4 && head[0] == 0x28 && head[1] == 0xb5 && head[2] == 0x2f && head[3] == 0xfd:
+		return KindZstd
+	}
+	if t := bytes.TrimLeft(head, " \t\r\n"); len(t) > 0 && t[0] == '{' {
+		return KindJSON
+	}
+	return KindOther
+}
+
+// file resolves an archive path (following symlinks inside the archive)
+// to the digest of the staged member.
+func (c *Contents) file(p string) (digest.Digest, error) {
+	name, err := memberName(p)
+	if err != nil {
+		return "", err
+	}
+	for hops := 0; hops < 16; hops++ {
+		if d, ok := c.Files[name]; ok {
+			return d, nil
+		}
+		next, ok := c.Links[name]
+		if !ok {
+			return "", fmt.Errorf("manifest.json names %q, which is not in the archive: %w", p, errdefs.ErrNotFound)
+		}
+		name = next
+	}
+	return "", fmt.Errorf("manifest.json names %q, a symlink loop: %w", p, errdefs.ErrInvalidArgument)
+}
