@@ -80,8 +80,12 @@ func randomFile(path string, size int64) error {
 		return err
 	}
 	defer f.Close()
-	_, err = io.CopyN(f, rand.Reader, size)
-	return err
+	if _, err = io.CopyN(f, rand.Reader, size); err != nil {
+		return err
+	}
+	// Flush it now so that its writeback does not compete with the first
+	// timed ingest.
+	return f.Sync()
 }
 
 // benchContentScale: `content ls` and `content verify` at 10k and 100k

@@ -7,9 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 )
@@ -33,11 +35,17 @@ type env struct {
 	casfs string
 	work  string
 	quick bool
+	imgs  *images // built and pushed on first use
 }
 
 var scenarios = []scenario{
 	{"ingest", benchIngest},
 	{"content-scale", benchContentScale},
+	{"fetch", benchFetch},
+	{"pull", benchPull},
+	{"fuse", benchFUSE},
+	{"archives", benchArchives},
+	{"gc", benchGC},
 }
 
 func main() {
@@ -46,6 +54,7 @@ func main() {
 	out := flag.String("out", "bench-results/results.md", "where to write the table")
 	quick := flag.Bool("quick", false, "smaller inputs, for trying the harness")
 	flag.Parse()
+	begin := time.Now()
 
 	bin, err := filepath.Abs(*casfs)
 	if err != nil {
@@ -55,7 +64,16 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	defer os.RemoveAll(work)
+	atExit(func() { os.RemoveAll(work) })
+	// Mounts, daemons and the registry must not outlive an interrupted run.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigs
+		logf("%s: cleaning up", s)
+		runCleanups()
+		os.Exit(130)
+	}()
 	e := &env{casfs: bin, work: work, quick: *quick}
 
 	var rows []Row
@@ -76,11 +94,13 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: %s done in %s\n", s.name, time.Since(start).Round(time.Second))
 		rows = append(rows, r...)
 	}
+	runCleanups()
 	table := render(rows)
 	fmt.Print(table)
 	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err == nil {
 		os.WriteFile(*out, []byte(machine()+"\n"+table), 0o644)
 	}
+	fmt.Fprintf(os.Stderr, "bench: total %s\n", time.Since(begin).Round(time.Second))
 	if failed {
 		os.Exit(1)
 	}
@@ -119,6 +139,7 @@ func memTotal() string {
 }
 
 func fatal(err error) {
+	runCleanups()
 	fmt.Fprintln(os.Stderr, "bench:", err)
 	os.Exit(1)
 }

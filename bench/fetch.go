@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// coldRuns is how many times each cold case runs: the 1 GiB cases run
+// fewer times to keep `make bench` short.
+func (e *env) coldRuns(large bool) int {
+	if large {
+		return 2
+	}
+	return 3
+}
+
+// benchFetch: cold fetch of each image (content only, no unpack) by casfs,
+// ctr and skopeo from the same local registry; peak RSS of each client.
+func benchFetch(e *env) ([]Row, error) {
+	set, err := e.loadImages()
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	for _, c := range []struct {
+		name, repo string
+		large      bool
+		goal       string
+	}{
+		{"realistic", refRealistic, false, "<= 1.0x skopeo"},
+		{"large", refLarge, true, "<= 0.5x skopeo"},
+	} {
+		ref := set.reg.ref(c.repo, "latest")
+		var ours, ctrs, skopeos []measured
+		for i := 0; i < e.coldRuns(c.large); i++ {
+			root := filepath.Join(e.work, "fetch-casfs")
+			dropCaches()
+			m, err := runTimed(10*time.Minute, e.casfs, "--root", root, "content", "fetch", "--plain-http", "-q", ref)
+			os.RemoveAll(root)
+			if err != nil {
+				return nil, err
+			}
+			ours = append(ours, m)
+
+			cd, err := startContainerd(e.work)
+			if err != nil {
+				return nil, err
+			}
+			dropCaches()
+			m, err = cd.run(10*time.Minute, "content", "fetch", "--plain-http", ref)
+			cd.stop()
+			if err != nil {
+				return nil, err
+			}
+			ctrs = append(ctrs, m)
+
+			dir := filepath.Join(e.work, "fetch-skopeo")
+			dropCaches()
+			m, err = runTimed(10*time.Minute, "skopeo", "--insecure-policy", "copy", "-q", "--src-tls-verify=false",
+				"docker://"+ref, "oci:"+dir+":latest")
+			os.RemoveAll(dir)
+			if err != nil {
+				return nil, err
+			}
+			skopeos = append(skopeos, m)
+			logf("fetch %s run %d: casfs %s, ctr %s, skopeo %s", c.name, i+1, secs(ours[i].wall), secs(ctrs[i].wall), secs(m.wall))
+		}
+		o, b, k := best(ours), best(ctrs), best(skopeos)
+		n := len(ours)
+		rows = append(rows,
+			Row{
+				Name:     fmt.Sprintf("fetch %s %s (cold, best of %d) vs skopeo", c.name, mib(set.imageBy(c.repo).compressed()), n),
+				Ours:     secs(o.wall),
+				Baseline: secs(k.wall) + " skopeo",
+				Ratio:    ratio(o.wall, k.wall),
+				Goal:     c.goal,
+			},
+			Row{
+				Name:     fmt.Sprintf("fetch %s (cold, best of %d) vs containerd", c.name, n),
+				Ours:     secs(o.wall),
+				Baseline: secs(b.wall) + " ctr",
+				Ratio:    ratio(o.wall, b.wall),
+				Goal:     "-",
+			},
+		)
+		if c.large {
+			rows = append(rows, Row{
+				Name:     "fetch large: peak RSS of the client",
+				Ours:     mib(o.maxRSS),
+				Baseline: mib(k.maxRSS) + " skopeo, " + mib(b.maxRSS) + " ctr client",
+				Ratio:    "-",
+				Goal:     "<= 128 MiB",
+			})
+		}
+	}
+	return rows, nil
+}
+
+func (s *images) imageBy(repo string) *image {
+	if repo == refLarge {
+		return s.large
+	}
+	return s.realistic
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// measured is one timed child process: its wall time and the peak resident
+// set the kernel recorded for it (wait4's ru_maxrss, as /usr/bin/time -v).
+type measured struct {
+	wall   time.Duration
+	maxRSS int64 // bytes
+}
+
+// runTimed runs a command to completion, bounded by timeout, and measures it.
+// Output is kept only to explain a failure.
+func runTimed(timeout time.Duration, name string, args ...string) (measured, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	start := time.Now()
+	err := cmd.Run()
+	m := measured{wall: time.Since(start)}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && ru != nil {
+		m.maxRSS = ru.Maxrss << 10 // Linux reports KiB
+	}
+	if err != nil {
+		return m, fmt.Errorf("%s %s: %v: %s", filepath.Base(name), strings.Join(args, " "), err, lastLine(out.String()))
+	}
+	return m, nil
+}
+
+// shell runs a shell pipeline, timed.
+func shell(timeout time.Duration, script string) (measured, error) {
+	return runTimed(timeout, "/bin/sh", "-c", script)
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	if len(s) > 300 {
+		s = s[:300]
+	}
+	return s
+}
+
+var dropWarned sync.Once
+
+// dropCaches empties the page cache so that a cold run reads the
+// registry's storage from disk; called before each side's cold run alike.
+func dropCaches() {
+	syscall.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
+		dropWarned.Do(func() { logf("cannot drop caches (%v): cold runs are page-cache warm", err) })
+	}
+}
+
+// cleanups run at exit, last first, also on SIGINT/SIGTERM: children,
+// mounts and daemons must never outlive the bench.
+var (
+	cleanupMu sync.Mutex
+	cleanups  []func()
+)
+
+func atExit(f func()) {
+	cleanupMu.Lock()
+	cleanups = append(cleanups, f)
+	cleanupMu.Unlock()
+}
+
+func runCleanups() {
+	cleanupMu.Lock()
+	fs := cleanups
+	cleanups = nil
+	cleanupMu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
+
+// best returns the fastest of ms (by wall time) and the highest peak RSS.
+func best(ms []measured) measured {
+	var b measured
+	for i, m := range ms {
+		if i == 0 || m.wall < b.wall {
+			b.wall = m.wall
+		}
+		b.maxRSS = max(b.maxRSS, m.maxRSS)
+	}
+	return b
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
+
+func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+func ratio(ours, base time.Duration) string {
+	if base <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", ours.Seconds()/base.Seconds())
+}
+
+// waitFor polls cond every 20 ms until it holds or timeout passes.
+func waitFor(timeout time.Duration, what string, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: not ready after %s", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// stopGroup sends SIGTERM to a child's process group, SIGKILL after grace.
+func stopGroup(cmd *exec.Cmd, done <-chan struct{}, grace time.Duration) {
+	pid := cmd.Process.Pid
+	syscall.Kill(-pid, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		syscall.Kill(-pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+// startDaemon starts a long-running child in its own process group, logging
+// to logPath, and returns a channel closed when it exits.
+func startDaemon(logPath string, name string, args ...string) (*exec.Cmd, <-chan struct{}, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(name, args...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	return cmd, done, nil
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	return lastLine(string(b))
+}
+
+func exited(done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
+}

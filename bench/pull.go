@@ -1,0 +1,157 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// benchPull: cold pull with unpack by casfs and by containerd (overlayfs
+// snapshotter), then walks over each side's mounted rootfs of the
+// realistic image.
+func benchPull(e *env) ([]Row, error) {
+	set, err := e.loadImages()
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	for _, c := range []struct {
+		name, repo string
+		large      bool
+		goal       string
+	}{
+		{"realistic", refRealistic, false, "<= 0.5x"},
+		{"large", refLarge, true, "<= 0.3x"},
+	} {
+		ref := set.reg.ref(c.repo, "latest")
+		var ours, theirs []measured
+		for i := 0; i < e.coldRuns(c.large); i++ {
+			root := filepath.Join(e.work, "pull-casfs")
+			dropCaches()
+			m, err := runTimed(10*time.Minute, e.casfs, "--root", root, "image", "pull", "--plain-http", "-q", ref)
+			os.RemoveAll(root)
+			if err != nil {
+				return nil, err
+			}
+			ours = append(ours, m)
+
+			cd, err := startContainerd(e.work)
+			if err != nil {
+				return nil, err
+			}
+			dropCaches()
+			m, err = cd.run(10*time.Minute, "image", "pull", "--plain-http", ref)
+			cd.stop()
+			if err != nil {
+				return nil, err
+			}
+			theirs = append(theirs, m)
+			logf("pull %s run %d: casfs %s, ctr %s", c.name, i+1, secs(ours[i].wall), secs(m.wall))
+		}
+		o, t := best(ours), best(theirs)
+		rows = append(rows, Row{
+			Name:     fmt.Sprintf("pull+unpack %s (cold, best of %d)", c.name, len(ours)),
+			Ours:     secs(o.wall),
+			Baseline: secs(t.wall) + " ctr",
+			Ratio:    ratio(o.wall, t.wall),
+			Goal:     c.goal,
+		})
+	}
+	walk, err := benchImageMountWalk(e, set)
+	if err != nil {
+		return nil, err
+	}
+	return append(rows, walk...), nil
+}
+
+// walks are the metadata- and data-heavy passes over a rootfs.
+var walks = []struct{ name, script string }{
+	{"find", "find %s >/dev/null"},
+	// tar to a pipe: GNU tar skips reading file data when writing to /dev/null.
+	{"tar cf -", "tar -C %s -cf - . | cat >/dev/null"},
+	{"ls -lR", "ls -lR %s >/dev/null"},
+}
+
+// timeWalk runs a walk once to warm the caches and returns the best of 3.
+func timeWalk(script, dir string) (time.Duration, error) {
+	cmd := fmt.Sprintf(script, dir)
+	var ms []measured
+	for i := 0; i < 4; i++ {
+		m, err := shell(5*time.Minute, cmd)
+		if err != nil {
+			return 0, err
+		}
+		if i > 0 {
+			ms = append(ms, m)
+		}
+	}
+	return best(ms).wall, nil
+}
+
+// benchImageMountWalk compares `casfs image mount` with `ctr image mount`:
+// both are kernel overlay mounts of the same layers, so the ratio should be
+// about 1.
+func benchImageMountWalk(e *env, set *images) ([]Row, error) {
+	ref := set.reg.ref(refRealistic, "latest")
+	root := filepath.Join(e.work, "mount-casfs")
+	defer os.RemoveAll(root)
+	if _, err := runTimed(10*time.Minute, e.casfs, "--root", root, "image", "pull", "--plain-http", "-q", ref); err != nil {
+		return nil, err
+	}
+	cd, err := startContainerd(e.work)
+	if err != nil {
+		return nil, err
+	}
+	defer cd.stop()
+	if _, err := cd.run(10*time.Minute, "image", "pull", "--plain-http", ref); err != nil {
+		return nil, err
+	}
+	theirDir := filepath.Join(e.work, "mnt-ctr")
+	os.MkdirAll(theirDir, 0o755)
+	if _, err := cd.run(time.Minute, "image", "mount", ref, theirDir); err != nil {
+		return nil, err
+	}
+	unmountCtr := func() {
+		if _, err := cd.run(time.Minute, "image", "unmount", "--rm", theirDir); err != nil {
+			unix.Unmount(theirDir, unix.MNT_DETACH)
+		}
+	}
+	atExit(unmountCtr)
+	defer unmountCtr()
+
+	ourDir := filepath.Join(e.work, "mnt-casfs")
+	os.MkdirAll(ourDir, 0o755)
+	_, mountErr := runTimed(time.Minute, e.casfs, "--root", root, "image", "mount", ref, ourDir)
+	if mountErr == nil {
+		unmountOurs := func() {
+			if _, err := runTimed(time.Minute, e.casfs, "--root", root, "image", "unmount", ourDir); err != nil {
+				unix.Unmount(ourDir, unix.MNT_DETACH)
+			}
+		}
+		atExit(unmountOurs)
+		defer unmountOurs()
+	} else {
+		logf("casfs image mount: %v", mountErr)
+	}
+	var rows []Row
+	for _, w := range walks[:2] {
+		t, err := timeWalk(w.script, theirDir)
+		if err != nil {
+			return nil, err
+		}
+		name := fmt.Sprintf("%s over image mount, realistic (warm, best of 3)", w.name)
+		if mountErr != nil {
+			rows = append(rows, Row{Name: name, Ours: "n/a: image mount missing", Baseline: secs(t) + " ctr", Ratio: "-", Goal: "~1x"})
+			continue
+		}
+		o, err := timeWalk(w.script, ourDir)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, Row{Name: name, Ours: secs(o), Baseline: secs(t) + " ctr", Ratio: ratio(o, t), Goal: "~1x"})
+	}
+	return rows, nil
+}
