@@ -43,6 +43,7 @@
 //	POST   /v1/images/pull                  Pull; body {"ref":R,"options":PullOptions} -> progress stream, result ImageInfo
 //	POST   /v1/images/push                  Push; body {"ref":R,"remote":R2,"options":PushOptions} -> progress stream, result {}
 //	POST   /v1/images/tag                   TagImage; body {"source":R,"targets":[R]} -> 204
+//	POST   /v1/check                        Check; body StoreCheckOptions -> StoreCheckReport
 //
 // Image names carry slashes, colons and '@', so they travel as the query
 // parameter name (URL-encoded), never as path segments. Ingest refs are one

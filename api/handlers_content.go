@@ -15,7 +15,7 @@ import (
 // routeTable is every route: each part of the API lists its own.
 func (srv *Server) routeTable() []route {
 	var all []route
-	for _, part := range [][]route{srv.contentRoutes(), srv.archiveRoutes(), srv.gcRoutes(), srv.snapshotRoutes()} {
+	for _, part := range [][]route{srv.contentRoutes(), srv.archiveRoutes(), srv.gcRoutes(), srv.snapshotRoutes(), srv.checkRoutes()} {
 		all = append(all, part...)
 	}
 	return all

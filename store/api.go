@@ -77,5 +77,6 @@ type API interface {
 	Archives
 	Garbage
 	Snapshots
+	Checker
 	Close() error
 }
