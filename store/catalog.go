@@ -24,7 +24,7 @@ const maxDocument = 4 << 20
 func NormalizeName(ref string) (string, error) {
 	named, err := reference.ParseDockerRef(ref)
 	if err != nil {
-		return "", fmt.Errorf("%q is not a valid image reference: %w", ref, errdefs.ErrInvalidArgument)
+		return "", fmt.Errorf("%q is not a valid image reference (%v): %w", ref, err, errdefs.ErrInvalidArgument)
 	}
 	return named.String(), nil
 }

@@ -98,13 +98,16 @@ func imagePull(c *cli.Context) error {
 		return err
 	}
 	ref := c.Args().First()
+	if err := checkRefs(ref); err != nil {
+		return err
+	}
 	return withStore(c, true, func(s store.API) error {
 		p := newProgress(c, "pull "+ref)
 		opts.Progress = p.Event
 		info, err := s.Pull(c.Context, ref, opts)
 		p.Finish(err)
 		if err != nil {
-			return fmt.Errorf("pull %s: %w", ref, argError(err))
+			return fmt.Errorf("pull %s: %w", ref, err)
 		}
 		if !c.Bool("quiet") {
 			fmt.Fprintf(c.App.Writer, "%s: %s\n", info.Name, info.Target.Digest)
@@ -122,13 +125,16 @@ func contentFetch(c *cli.Context) error {
 		return err
 	}
 	ref := c.Args().First()
+	if err := checkRefs(ref); err != nil {
+		return err
+	}
 	return withStore(c, true, func(s store.API) error {
 		p := newProgress(c, "fetch "+ref)
 		opts.Progress = p.Event
 		desc, err := s.FetchContent(c.Context, ref, opts)
 		p.Finish(err)
 		if err != nil {
-			return fmt.Errorf("fetch %s: %w", ref, argError(err))
+			return fmt.Errorf("fetch %s: %w", ref, err)
 		}
 		if !c.Bool("quiet") {
 			fmt.Fprintf(c.App.Writer, "%s: %s\n", ref, desc.Digest)
@@ -150,13 +156,16 @@ func imagePush(c *cli.Context) error {
 		return usagef("--max-concurrent-uploads must be at least 1")
 	}
 	ref, remote := c.Args().Get(0), c.Args().Get(1)
+	if err := checkRefs(c.Args().Slice()...); err != nil {
+		return err
+	}
 	return withStore(c, false, func(s store.API) error {
 		p := newProgress(c, "push "+ref)
 		opts.Progress = p.Event
 		err := s.Push(c.Context, ref, remote, opts)
 		p.Finish(err)
 		if err != nil {
-			return fmt.Errorf("push %s: %w", ref, argError(err))
+			return fmt.Errorf("push %s: %w", ref, err)
 		}
 		return nil
 	})
@@ -241,4 +250,15 @@ func imageRemove(c *cli.Context) error {
 		}
 		return nil
 	})
+}
+
+// checkRefs refuses malformed image references as usage errors before any
+// work starts; what the registry or hosts.toml say later is not misuse.
+func checkRefs(refs ...string) error {
+	for _, r := range refs {
+		if _, err := store.NormalizeName(r); err != nil {
+			return argError(err)
+		}
+	}
+	return nil
 }

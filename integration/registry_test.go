@@ -1,0 +1,121 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/casfs/casfs/internal/testenv"
+	"github.com/casfs/casfs/internal/testimage"
+)
+
+// TestPushPullRoundTrip: casfs pushes what it pulled to another repository,
+// skopeo reads it back with the same digest, and casfs pulls what skopeo pushed.
+func TestPushPullRoundTrip(t *testing.T) {
+	testenv.Require(t, "skopeo")
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := busyboxImage(t)
+	ref := pushTestImage(t, reg, "lab/src", "1", img)
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "--plain-http", "--no-unpack", "-q", ref)
+
+	dst := reg.Ref("lab/copy", "2")
+	out := c.OK(nil, "image", "push", "--plain-http", ref, dst)
+	if !strings.Contains(out, "total:") {
+		t.Errorf("push printed no total line:\n%s", out)
+	}
+	raw, err := exec.Command("skopeo", "inspect", "--tls-verify=false", "--raw", "docker://"+dst).Output()
+	if err != nil || string(raw) != string(img.ManifestBytes()) {
+		t.Fatalf("skopeo inspect of casfs's push: %v, manifest differs: %v", err, string(raw) != string(img.ManifestBytes()))
+	}
+	oci := filepath.Join(t.TempDir(), "oci")
+	if out, err := exec.Command("skopeo", "copy", "--src-tls-verify=false", "docker://"+dst, "oci:"+oci+":x").CombinedOutput(); err != nil {
+		t.Fatalf("skopeo copy to oci: %v: %s", err, out)
+	}
+	var idx struct {
+		Manifests []struct{ Digest string } `json:"manifests"`
+	}
+	b, _ := os.ReadFile(filepath.Join(oci, "index.json"))
+	if json.Unmarshal(b, &idx); len(idx.Manifests) != 1 || idx.Manifests[0].Digest != img.Manifest.Digest.String() {
+		t.Fatalf("skopeo's copy has %s, want %s", b, img.Manifest.Digest)
+	}
+
+	// skopeo pushes, casfs pulls.
+	back := reg.Ref("lab/skopeo", "3")
+	if out, err := exec.Command("skopeo", "copy", "--dest-tls-verify=false", "oci:"+oci+":x", "docker://"+back).CombinedOutput(); err != nil {
+		t.Fatalf("skopeo copy to registry: %v: %s", err, out)
+	}
+	c2 := newCLI(t)
+	out = c2.OK(nil, "image", "pull", "--plain-http", back)
+	if !strings.Contains(out, back+": "+img.Manifest.Digest.String()) {
+		t.Fatalf("pull of skopeo's push:\n%s", out)
+	}
+	c2.OK(nil, "content", "verify")
+}
+
+func TestPullErrors(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := busyboxImage(t)
+	pushTestImage(t, reg, "lab/x", "1", img)
+	c := newCLI(t)
+	c.OK(strings.NewReader("keep"), "content", "ingest", "-q", "keep")
+	before := c.OK(nil, "content", "ls", "-q")
+
+	c.Fail(1, nil, []string{"image", "pull", "--plain-http", reg.Ref("lab/x", "nope")}, "not found")
+	c.Fail(1, nil, []string{"image", "pull", "--plain-http", reg.Ref("lab/none", "1")}, "not found")
+	c.Fail(2, nil, []string{"image", "pull", "--plain-http", "UPPER/Case:tag!"}, "not a valid image reference")
+	c.Fail(2, nil, []string{"image", "pull", "--platform", "linux/amd64", "--all-platforms", "x"}, "exclude each other")
+	c.Fail(2, nil, []string{"image", "pull", "--user", "bob", "x"}, "not a terminal")
+	dead := testenv.FreePort(t)
+	c.Fail(1, nil, []string{"image", "pull", "--plain-http", "127.0.0.1:" + itoa(dead) + "/lab/x:1"}, "127.0.0.1:"+itoa(dead))
+	bad := t.TempDir()
+	os.MkdirAll(filepath.Join(bad, reg.Host), 0o755)
+	os.WriteFile(filepath.Join(bad, reg.Host, "hosts.toml"), []byte("server = \"http://"+reg.Host+"\"\n[host.\n"), 0o644)
+	c.Fail(1, nil, []string{"image", "pull", "--hosts-dir", bad, reg.Ref("lab/x", "1")}, "hosts.toml:2")
+	if after := c.OK(nil, "content", "ls", "-q"); after != before {
+		t.Fatalf("failed pulls changed the store:\n%s\nvs\n%s", before, after)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func pushAuthed(t *testing.T, reg *testenv.Registry, repo, tag string, img *testimage.Image) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	opts := testimage.PushOptions{Username: reg.Username, Password: reg.Password}
+	if err := testimage.Push(ctx, reg.URL, repo, tag, img.Blobs, img.Manifest, reg.Client(), opts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPullTLSAuth: a registry behind TLS with a private CA and htpasswd,
+// reached through hosts.toml (ca) and --user; wrong credentials fail.
+func TestPullTLSAuth(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{TLS: true, Auth: true})
+	img := busyboxImage(t)
+	pushAuthed(t, reg, "lab/secure", "1", img)
+
+	hosts := t.TempDir()
+	os.MkdirAll(filepath.Join(hosts, reg.Host), 0o755)
+	toml := "server = \"https://" + reg.Host + "\"\n[host.\"https://" + reg.Host + "\"]\n  capabilities = [\"pull\", \"resolve\", \"push\"]\n  ca = \"" + reg.CACertPath + "\"\n"
+	os.WriteFile(filepath.Join(hosts, reg.Host, "hosts.toml"), []byte(toml), 0o644)
+
+	c := newCLI(t)
+	ref := reg.Ref("lab/secure", "1")
+	r := c.Fail(1, nil, []string{"image", "pull", "--hosts-dir", hosts, "--user", reg.Username + ":wrong", ref}, "unauthorized")
+	if strings.Contains(r.Stderr, "wrong") {
+		t.Fatalf("the password appears in the error: %s", r.Stderr)
+	}
+	c.Fail(1, nil, []string{"image", "pull", "--hosts-dir", t.TempDir(), "--user", reg.Username + ":" + reg.Password, ref}, "certificate")
+	out := c.OK(nil, "image", "pull", "--hosts-dir", hosts, "--user", reg.Username+":"+reg.Password, ref)
+	if !strings.Contains(out, img.Manifest.Digest.String()) {
+		t.Fatalf("pull over TLS with auth:\n%s", out)
+	}
+}
