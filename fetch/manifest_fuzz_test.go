@@ -1,0 +1,131 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/casfs/casfs/cas"
+	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/internal/testimage"
+)
+
+// fuzzMediaTypes are the descriptor media types a parent may announce for
+// the fuzzed document ("" lets walk sniff it).
+var fuzzMediaTypes = []string{
+	"", ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex,
+	mediaTypeDockerManifest, mediaTypeDockerManifestList,
+	mediaTypeDockerSchema1, "application/json",
+}
+
+// FuzzManifestWalk feeds arbitrary bytes to the code that reads a fetched
+// manifest or index (media type sniffing and checks, JSON decoding,
+// descriptor validation, platform selection, descent into children). The
+// document sits in the local store, as after a download; children are
+// found locally (one real image) or asked of a registry stand-in that
+// knows nothing. It must never panic, and what it accepts must be usable.
+func FuzzManifestWalk(f *testing.F) {
+	ctx := context.Background()
+	root := f.TempDir()
+	store, err := cas.Open(root)
+	if err != nil {
+		f.Fatal(err)
+	}
+	db, err := index.Open(filepath.Join(root, "meta"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { db.Close() })
+	srv := httptest.NewServer(http.NotFoundHandler())
+	f.Cleanup(srv.Close)
+	fe, err := New(store, db, Options{HostsDir: f.TempDir(), PlainHTTP: true})
+	if err != nil {
+		f.Fatal(err)
+	}
+	host := strings.TrimPrefix(srv.URL, "http://")
+	src, err := fe.source(host, "fuzz/x")
+	if err != nil {
+		f.Fatal(err)
+	}
+	put := func(data []byte) digest.Digest {
+		d := digest.FromBytes(data)
+		w, err := store.Writer(ctx, "fuzz-"+d.String(), cas.WriterOpts{Expected: d, Total: int64(len(data))})
+		if err != nil {
+			f.Fatal(err)
+		}
+		defer w.Close()
+		if err := cas.Copy(ctx, w, bytes.NewReader(data), int64(len(data)), d); err != nil && !errors.Is(err, errdefs.ErrExists) {
+			f.Fatal(err)
+		}
+		return d
+	}
+	img, err := testimage.Build(testimage.ImageSpec{
+		Layers:   []testimage.Layer{{Files: []testimage.File{testimage.Reg("a", 0o644, "a")}}},
+		Platform: ocispec.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH},
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	put(img.Blobs[img.Manifest.Digest])
+	idx, err := testimage.BuildIndex([]*testimage.Image{img}, false)
+	if err != nil {
+		f.Fatal(err)
+	}
+
+	// The real image walks, so that the target is not vacuous.
+	put(idx.Blobs[idx.Desc.Digest])
+	var res PullResult
+	if err := fe.walk(ctx, src, ocispec.Descriptor{Digest: idx.Desc.Digest, Size: idx.Desc.Size}, nil, &res); err != nil || len(res.Manifests) != 1 {
+		f.Fatalf("walk of a real index: %v, %d manifests", err, len(res.Manifests))
+	}
+
+	f.Add(img.Blobs[img.Manifest.Digest], uint8(0), false)
+	f.Add(img.Blobs[img.Manifest.Digest], uint8(1), false)
+	f.Add(idx.Blobs[idx.Desc.Digest], uint8(0), false)
+	f.Add(idx.Blobs[idx.Desc.Digest], uint8(2), true)
+	self := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:` + strings.Repeat("0", 64) + `","size":2}]}`
+	for _, s := range []string{
+		`{}`, `[]`, `null`, `{"schemaVersion":2}`, `{"schemaVersion":1,"fsLayers":[]}`,
+		`{"schemaVersion":2,"config":{"digest":"sha256:zz","size":-1},"layers":[]}`,
+		`{"schemaVersion":2,"config":{"digest":"sha256:` + strings.Repeat("a", 64) + `","size":1},"layers":[{"digest":"md5:x","size":3}]}`,
+		`{"schemaVersion":2,"manifests":[]}`,
+		`{"schemaVersion":2,"manifests":[{"digest":"nope","size":1,"platform":{"os":"linux","architecture":"` + runtime.GOARCH + `"}}]}`,
+		`{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:` + strings.Repeat("b", 64) + `","size":99999999999,"platform":{"os":"linux","architecture":"` + runtime.GOARCH + `"}}]}`,
+		self, `{"mediaType":"application/vnd.example+json"}`, `{"schemaVersion":2,"config":`, "\xff\xfe",
+	} {
+		f.Add([]byte(s), uint8(0), false)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, mt uint8, all bool) {
+		fe.opts.AllPlatforms = all
+		desc := ocispec.Descriptor{MediaType: fuzzMediaTypes[int(mt)%len(fuzzMediaTypes)], Digest: put(data), Size: int64(len(data))}
+		var res PullResult
+		err := fe.walk(ctx, src, desc, nil, &res)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		if len(res.Manifests) == 0 || len(res.Manifests) != len(res.ManifestDescs) {
+			t.Fatalf("walk accepted %q with %d manifests and %d descriptors", data, len(res.Manifests), len(res.ManifestDescs))
+		}
+		for i, m := range res.Manifests {
+			if !isManifestType(res.ManifestDescs[i].MediaType) {
+				t.Fatalf("walk accepted %q as manifest type %q", data, res.ManifestDescs[i].MediaType)
+			}
+			if err := checkBlobDescriptors(res.ManifestDescs[i].Digest, append([]ocispec.Descriptor{m.Config}, m.Layers...)); err != nil {
+				t.Fatalf("walk accepted bad descriptors: %v", err)
+			}
+		}
+	})
+}
