@@ -28,10 +28,10 @@ func snapshotTopCommands() []*cli.Command {
 func snapshotImageCommands() []*cli.Command {
 	return []*cli.Command{
 		{Name: "mount", Usage: "mount an image's layers at TARGET with overlayfs (read-only unless --rw)", ArgsUsage: "REF TARGET",
-			Flags: []cli.Flag{&cli.BoolFlag{Name: "rw", Usage: "add a writable snapshot on top, kept until image unmount --rm"}},
+			Flags:  []cli.Flag{&cli.BoolFlag{Name: "rw", Usage: "add a writable snapshot on top, kept until image unmount --rm"}},
 			Action: imageMount},
 		{Name: "unmount", Aliases: []string{"umount"}, Usage: "unmount what image mount mounted at TARGET", ArgsUsage: "TARGET",
-			Flags: []cli.Flag{&cli.BoolFlag{Name: "rm", Usage: "also remove the writable snapshot"}},
+			Flags:  []cli.Flag{&cli.BoolFlag{Name: "rm", Usage: "also remove the writable snapshot"}},
 			Action: imageUnmount},
 		{Name: "check", Usage: "check that an image's blobs are local, its layers unpacked and their diff IDs right", ArgsUsage: "REF",
 			Flags: []cli.Flag{
