@@ -18,6 +18,7 @@ import (
 
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/index"
 )
 
 // maxStalledAttempts bounds retries of one blob on one endpoint that make
@@ -46,6 +47,10 @@ func ingestRef(d digest.Digest) string { return "fetch-" + d.String() }
 // fetchBlob makes desc present in the store, one download per digest at a
 // time however many callers ask. existed reports that it was already there.
 func (f *Fetcher) fetchBlob(ctx context.Context, src source, desc ocispec.Descriptor) (bool, error) {
+	// Into the caller's lease before looking for it: see index.AddToLease.
+	if err := index.AddToLease(ctx, []digest.Digest{desc.Digest}); err != nil {
+		return false, err
+	}
 	v, err, _ := f.flight.Do(desc.Digest.String(), func() (any, error) {
 		return f.fetchBlobOnce(ctx, src, desc)
 	})

@@ -80,11 +80,20 @@ func (f *Fetcher) PullContent(ctx context.Context, ref string) (PullResult, erro
 		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
 	}
 	var blobs []ocispec.Descriptor
+	var leased []digest.Digest
 	for _, m := range res.Manifests {
 		blobs = append(blobs, m.Config)
 		if !f.opts.Lazy {
 			blobs = append(blobs, m.Layers...)
 		}
+		leased = append(leased, m.Config.Digest)
+		for _, l := range m.Layers {
+			leased = append(leased, l.Digest)
+		}
+	}
+	// One lease update for them all, before any is looked at or recorded.
+	if err := index.AddToLease(ctx, leased); err != nil {
+		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
 	}
 	if err := f.fetchAll(ctx, src, blobs); err != nil {
 		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
@@ -238,6 +247,10 @@ func (f *Fetcher) fetchManifest(ctx context.Context, src source, desc ocispec.De
 	}
 	if desc.Size > f.opts.MaxManifestSize {
 		return nil, desc, fmt.Errorf("manifest %s is %d bytes, over the limit of %d: %w", desc.Digest, desc.Size, f.opts.MaxManifestSize, errdefs.ErrInvalidArgument)
+	}
+	// Into the caller's lease before looking for it: see index.AddToLease.
+	if err := index.AddToLease(ctx, []digest.Digest{desc.Digest}); err != nil {
+		return nil, desc, err
 	}
 	prog := f.progress()
 	prog.Start(desc)

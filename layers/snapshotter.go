@@ -257,8 +257,13 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	return nil
 }
 
-// Stat returns the record of snapshot key (ErrNotFound if none).
+// Stat returns the record of snapshot key (ErrNotFound if none). When ctx
+// carries a lease, key is added to it first (index.AddToLease), so that a
+// caller that goes on to build on the snapshot keeps it.
 func (s *Snapshotter) Stat(ctx context.Context, key string) (index.Snapshot, error) {
+	if err := index.AddToLease(ctx, nil, key); err != nil {
+		return index.Snapshot{}, fmt.Errorf("stat snapshot %s: %w", key, err)
+	}
 	rec, err := s.table().Get(ctx, key)
 	if err != nil {
 		return index.Snapshot{}, fmt.Errorf("stat snapshot %s: %w", key, err)
@@ -405,6 +410,11 @@ func (s *Snapshotter) lockKey(ctx context.Context, chainID string) (func(), erro
 func (s *Snapshotter) Unpack(ctx context.Context, chainID, parentChainID string, layer io.Reader, mediaType string, diffID digest.Digest) (index.Snapshot, error) {
 	fail := func(err error) (index.Snapshot, error) {
 		return index.Snapshot{}, fmt.Errorf("unpack layer %s as %s: %w", diffID, chainID, err)
+	}
+	// The snapshot and its parent go into ctx's lease (if any) before
+	// either is looked at, so a collection cannot take them from under us.
+	if err := index.AddToLease(ctx, nil, chainID, parentChainID); err != nil {
+		return fail(err)
 	}
 	if rec, ok, err := s.existing(ctx, chainID); ok || err != nil {
 		return rec, err

@@ -178,7 +178,9 @@ func (s *Local) ReadContent(ctx context.Context, d digest.Digest, w io.Writer) e
 	return err
 }
 
-func (s *Local) RemoveContent(ctx context.Context, d digest.Digest) error {
+// removeContent deletes a blob's record and file, whoever needs it
+// (RemoveContent, in gc_content.go, checks that first).
+func (s *Local) removeContent(ctx context.Context, d digest.Digest) error {
 	db, err := s.Index()
 	if err != nil {
 		return err

@@ -47,6 +47,10 @@ type Local struct {
 	// onChange is called after the catalogue or the blob set changed, so
 	// that a live mount can drop what it cached.
 	onChange func()
+
+	// gc orders collections against operations adding to their leases
+	// (gc_lease.go).
+	gc gcState
 }
 
 // OnChange registers fn to be called after images or blobs change.

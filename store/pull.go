@@ -12,6 +12,7 @@ import (
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fetch"
+	"github.com/casfs/casfs/index"
 )
 
 // labelPlainHTTP marks blobs pulled over plain HTTP, so that a lazy fetch
@@ -59,6 +60,11 @@ func (s *Local) fetcher(ro RegistryOptions, platform string, all, lazy bool, max
 }
 
 func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageInfo, error) {
+	ctx, release, err := s.HoldLease(ctx, "pull "+ref) // until the image record exists
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	defer release()
 	f, err := s.fetcher(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, opts.Lazy, opts.MaxConcurrent, opts.Progress, "fetching")
 	if err != nil {
 		return ImageInfo{}, err
@@ -110,6 +116,11 @@ func (s *Local) markPlainHTTP(ctx context.Context, res fetch.PullResult) {
 }
 
 func (s *Local) FetchContent(ctx context.Context, ref string, opts PullOptions) (ocispec.Descriptor, error) {
+	ctx, release, err := s.HoldLease(ctx, "fetch "+ref)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	defer release()
 	f, err := s.fetcher(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, false, opts.MaxConcurrent, opts.Progress, "fetching")
 	if err != nil {
 		return ocispec.Descriptor{}, err
@@ -123,8 +134,16 @@ func (s *Local) FetchContent(ctx context.Context, ref string, opts PullOptions) 
 }
 
 func (s *Local) Push(ctx context.Context, ref, remote string, opts PushOptions) error {
+	ctx, release, err := s.HoldLease(ctx, "push "+ref)
+	if err != nil {
+		return err
+	}
+	defer release()
 	rec, err := s.image(ctx, ref)
 	if err != nil {
+		return err
+	}
+	if err := index.AddToLease(ctx, []digest.Digest{rec.Target.Digest}); err != nil {
 		return err
 	}
 	if remote == "" {
@@ -159,6 +178,11 @@ func (s *Local) EnableLazyFetch(ro RegistryOptions, timeout time.Duration) {
 }
 
 func (s *Local) fetchMissing(ctx context.Context, ro RegistryOptions, d digest.Digest) error {
+	ctx, release, err := s.HoldLease(ctx, "lazy fetch "+d.String())
+	if err != nil {
+		return err
+	}
+	defer release()
 	b, err := s.ContentInfo(ctx, d)
 	if err != nil {
 		return err

@@ -30,7 +30,11 @@ func contentCommand() *cli.Command {
 			{Name: "ls", Usage: "list blobs", Flags: []cli.Flag{quietFlag, formatFlag}, Action: contentList},
 			{Name: "info", Usage: "show a blob's record as JSON", ArgsUsage: "DIGEST", Action: contentInfo},
 			{Name: "get", Usage: "write a blob to stdout", ArgsUsage: "DIGEST", Action: contentGet},
-			{Name: "rm", Usage: "remove blobs", ArgsUsage: "DIGEST...", Action: contentRemove},
+			{
+				Name: "rm", Usage: "remove blobs (refused for a blob an image or lease needs, unless --force)", ArgsUsage: "DIGEST...",
+				Flags:  []cli.Flag{&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "remove blobs that images or leases still need"}},
+				Action: contentRemove,
+			},
 			{Name: "verify", Usage: "re-hash blobs (all when none named)", ArgsUsage: "[DIGEST...]", Action: contentVerify},
 			{Name: "label", Usage: "set (key=value) or remove (key-) labels", ArgsUsage: "DIGEST LABEL...", Action: contentLabel},
 			{Name: "active", Usage: "list in-progress ingests", Flags: []cli.Flag{quietFlag, formatFlag}, Action: contentActive},
@@ -157,7 +161,11 @@ func contentRemove(c *cli.Context) error {
 			return err
 		}
 		for _, d := range ds {
-			if err := s.RemoveContent(c.Context, d); err != nil {
+			remove := s.RemoveContent
+			if c.Bool("force") {
+				remove = s.ForceRemoveContent
+			}
+			if err := remove(c.Context, d); err != nil {
 				return err
 			}
 			fmt.Fprintln(c.App.Writer, d)
