@@ -34,6 +34,7 @@ func Open(root string) (*Store, error) {
 		}
 	}
 	s.removeTrash()
+	s.removeStaleBatches()
 	return s, nil
 }
 

@@ -12,8 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/index"
 )
 
 const blobsDir = "blobs/sha256/"
@@ -68,26 +68,21 @@ func (s *Local) exportBlob(ctx context.Context, tw *tar.Writer, d digest.Digest)
 	return nil
 }
 
-// ImportContent stages every member as an ingest first and commits them
-// only once all have verified, so a bad archive leaves the store unchanged.
+// ImportContent stages every member in one cas batch and makes them visible
+// only once all have verified, so a bad archive leaves the store unchanged;
+// the records are written in one batch too.
 func (s *Local) ImportContent(ctx context.Context, r io.Reader) ([]ContentInfo, error) {
 	db, err := s.Index()
 	if err != nil {
 		return nil, err
 	}
-	type staged struct {
-		w    cas.Writer
-		d    digest.Digest
-		size int64
+	batch, err := s.blobs.NewBatch()
+	if err != nil {
+		return nil, err
 	}
-	var all []staged
-	seen := map[digest.Digest]bool{}
-	abort := func() {
-		for _, st := range all {
-			st.w.Close()
-			s.blobs.Abort(ctx, importRef(st.d))
-		}
-	}
+	defer batch.Abort()
+	var order []digest.Digest
+	sizes := map[digest.Digest]int64{}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -95,57 +90,48 @@ func (s *Local) ImportContent(ctx context.Context, r io.Reader) ([]ContentInfo, 
 			break
 		}
 		if err != nil {
-			abort()
 			return nil, fmt.Errorf("import: read archive: %w", err)
 		}
 		d, skip, err := importMember(hdr)
 		if err != nil {
-			abort()
 			return nil, err
 		}
-		if skip || seen[d] {
+		if skip {
 			continue
 		}
-		seen[d] = true
-		w, err := s.blobs.Writer(ctx, importRef(d), cas.WriterOpts{Expected: d, Total: hdr.Size})
-		if err != nil {
-			abort()
-			return nil, fmt.Errorf("import %s: %w", hdr.Name, err)
+		if old, seen := sizes[d]; seen {
+			if old != hdr.Size {
+				return nil, fmt.Errorf("import: member %s appears twice with different sizes: %w", hdr.Name, errdefs.ErrInvalidArgument)
+			}
+		} else {
+			order = append(order, d)
+			sizes[d] = hdr.Size
 		}
-		all = append(all, staged{w: w, d: d, size: hdr.Size})
-		if err := w.Truncate(0); err != nil {
-			abort()
-			return nil, err
-		}
-		if _, err := io.Copy(w, tr); err != nil {
-			abort()
-			return nil, fmt.Errorf("import %s: %w", hdr.Name, err)
-		}
-		if w.Digest() != d {
-			abort()
-			return nil, fmt.Errorf("import: member %s does not match its digest (content is %s): %w", hdr.Name, w.Digest(), errdefs.ErrDigestMismatch)
+		if err := batch.Add(ctx, tr, d, hdr.Size); err != nil {
+			return nil, fmt.Errorf("import: member %s: %w", hdr.Name, err)
 		}
 	}
-	var out []ContentInfo
+	if _, err := batch.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("import: %w", err)
+	}
 	defer s.changed()
-	for i, st := range all {
-		err := st.w.Commit(ctx, st.size, st.d)
-		st.w.Close()
-		if err != nil && !errors.Is(err, errdefs.ErrExists) {
-			all = all[i+1:]
-			abort()
-			return out, fmt.Errorf("import %s: %w", st.d, err)
+	now := time.Now().UTC()
+	out := make([]ContentInfo, 0, len(order))
+	var fresh []index.Entry[index.Blob]
+	for _, d := range order {
+		if b, err := db.Blobs().Get(ctx, d.String()); err == nil {
+			out = append(out, toInfo(b))
+			continue
 		}
-		info, err := s.record(ctx, db, st.d, "")
-		if err != nil {
-			return out, err
-		}
-		out = append(out, info)
+		b := index.Blob{Digest: d, Size: sizes[d], CreatedAt: now, UpdatedAt: now}
+		fresh = append(fresh, index.Entry[index.Blob]{Key: d.String(), Value: b})
+		out = append(out, toInfo(b))
+	}
+	if err := db.Blobs().PutMany(ctx, fresh); err != nil {
+		return nil, fmt.Errorf("import: record blobs: %w", err)
 	}
 	return out, nil
 }
-
-func importRef(d digest.Digest) string { return "import-" + d.String() }
 
 // importMember checks one archive member: directories are skipped, regular
 // files must be named blobs/sha256/<hex>, anything else is refused.
