@@ -135,10 +135,15 @@ func TestPullMountRun(t *testing.T) {
 		t.Fatalf("setuid bit lost: %v %v", fi, err)
 	}
 
-	// A pull through the socket while mounted shows in the mount at once.
+	// A tag and a pull through the socket while mounted show in the mount at once.
 	c.OK(nil, "image", "tag", ref, reg.Host+"/lab/busybox:2")
 	if _, err := os.Stat(filepath.Join(mnt, "images", reg.Host, "lab", "busybox", "2", "config.json")); err != nil {
 		t.Fatalf("new tag not visible in the live mount: %v", err)
+	}
+	other := pushTestImage(t, reg, "lab/other", "7", img)
+	c.OK(nil, "image", "pull", "--plain-http", "-q", other)
+	if _, err := os.Stat(filepath.Join(mnt, "images", reg.Host, "lab", "other", "7", "rootfs", "etc", "motd")); err != nil {
+		t.Fatalf("image pulled through the socket not visible in the live mount: %v", err)
 	}
 
 	out = runcRun(t, rootfs, "/bin/sh", "-c", "cat /etc/motd; ls /etc")
