@@ -18,7 +18,7 @@ import (
 // usable endpoints with the server last.
 func FuzzLoadEndpoints(f *testing.F) {
 	const host = "reg.example:5000"
-	dir := f.TempDir()
+	dir := fuzzTempDir(f)
 	hostDir := filepath.Join(dir, host)
 	if err := os.MkdirAll(hostDir, 0o755); err != nil {
 		f.Fatal(err)
