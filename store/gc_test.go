@@ -378,7 +378,7 @@ func TestPruneImages(t *testing.T) {
 	b := gcImage(t, "", "b")
 	c := gcImage(t, "", "c")
 	putImage(t, s, "lab/a:1", a.Manifest, a.Blobs, false)
-	putImage(t, s, "lab/a@"+a.Manifest.Digest.String(), a.Manifest, nil, false) // a tag points at it too: dangling
+	putImage(t, s, "lab/a@"+a.Manifest.Digest.String(), a.Manifest, nil, false)     // a tag points at it too: dangling
 	putImage(t, s, "lab/b@"+b.Manifest.Digest.String(), b.Manifest, b.Blobs, false) // its only name: kept
 	putImage(t, s, "lab/c:1", c.Manifest, c.Blobs, false)
 	// An image mount uses lab/c:1 (recorded as the mount code does).
