@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -87,6 +88,9 @@ func archiveRow(name string, ours, theirs []measured, ourErr error) Row {
 
 func shortErr(err error) string {
 	s := err.Error()
+	if i := strings.LastIndex(s, "casfs: "); i >= 0 {
+		s = s[i+len("casfs: "):]
+	}
 	if len(s) > 80 {
 		s = s[len(s)-80:]
 	}
@@ -101,12 +105,7 @@ func benchGC(e *env) ([]Row, error) {
 	}
 	root := filepath.Join(e.work, "gc-root")
 	defer os.RemoveAll(root)
-	archive := filepath.Join(e.work, "gc-blobs.tar")
-	if err := smallBlobsTar(archive, n); err != nil {
-		return nil, err
-	}
-	defer os.Remove(archive)
-	if _, err := runTimed(10*time.Minute, e.casfs, "--root", root, "content", "import", "-q", archive); err != nil {
+	if err := seedSmallBlobs(root, n); err != nil {
 		return nil, err
 	}
 	if err := leaseHalf(root, n); err != nil {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"archive/tar"
-	"bufio"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
@@ -98,12 +96,8 @@ func benchContentScale(e *env) ([]Row, error) {
 	times := map[string][]time.Duration{}
 	for _, n := range sizes {
 		root := filepath.Join(e.work, fmt.Sprintf("scale-%d", n))
-		archive := filepath.Join(e.work, fmt.Sprintf("scale-%d.tar", n))
-		if err := smallBlobsTar(archive, n); err != nil {
+		if err := seedSmallBlobs(root, n); err != nil {
 			return nil, err
-		}
-		if out, err := exec.Command(e.casfs, "--root", root, "content", "import", "-q", archive).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("import %d blobs: %v: %s", n, err, out)
 		}
 		for _, op := range []string{"ls", "verify"} {
 			args := []string{"--root", root, "content", op}
@@ -117,7 +111,6 @@ func benchContentScale(e *env) ([]Row, error) {
 			times[op] = append(times[op], time.Since(start))
 		}
 		os.RemoveAll(root)
-		os.Remove(archive)
 	}
 	var rows []Row
 	for _, op := range []string{"ls", "verify"} {
@@ -131,26 +124,4 @@ func benchContentScale(e *env) ([]Row, error) {
 		})
 	}
 	return rows, nil
-}
-
-func smallBlobsTar(path string, n int) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	tw := tar.NewWriter(bw)
-	for i := 0; i < n; i++ {
-		data := []byte(fmt.Sprintf("small blob number %d\n", i))
-		name := fmt.Sprintf("blobs/sha256/%x", sha256.Sum256(data))
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o444, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		tw.Write(data)
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	return bw.Flush()
 }

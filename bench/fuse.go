@@ -219,7 +219,7 @@ func benchFUSE(e *env) ([]Row, error) {
 		return nil, err
 	}
 	rows = append(rows, Row{
-		Name:     fmt.Sprintf("mount: daemon VmRSS, %d images of %d entries walked", len(set.variants)+2, set.realistic.files()),
+		Name:     fmt.Sprintf("mount: daemon VmRSS, %d rootfs of ~%dk entries walked", len(set.variants)+1, set.realistic.files()/1000),
 		Ours:     mib(rss),
 		Baseline: "-",
 		Ratio:    "-",

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -121,9 +122,29 @@ func render(rows []Row) string {
 func machine() string {
 	host, _ := os.Hostname()
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return fmt.Sprintf("Measured %s on %s: %d cores, %s, kernel %s, %s.",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), memTotal(),
-		strings.TrimSpace(string(kernel)), runtime.Version())
+	load, _ := os.ReadFile("/proc/loadavg")
+	return fmt.Sprintf("Measured %s on %s: %d cores (%s), %s, kernel %s, %s; %s; %s; load average at the end %s.\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), cpuModel(), memTotal(),
+		strings.TrimSpace(string(kernel)), runtime.Version(), version("containerd", "--version"),
+		version("skopeo", "--version"), strings.Join(strings.Fields(string(load))[:3], " "))
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func version(cmd string, args ...string) string {
+	out, err := exec.Command(cmd, args...).Output()
+	if err != nil {
+		return cmd + " (not found)"
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func memTotal() string {

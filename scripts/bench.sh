@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # make bench: every benchmark with its baseline in the same invocation.
-# BENCH_ONLY=ingest,content-scale limits the set; BENCH_QUICK=1 shrinks inputs.
+# BENCH_ONLY=ingest,content-scale,fetch,pull,fuse,archives,gc limits the set;
+# BENCH_QUICK=1 shrinks inputs. Run as root: the registry scenarios start a
+# private containerd, mount overlays and FUSE, and drop the page cache
+# before cold runs. Everything listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=(-casfs bin/casfs -out bench-results/results.md)
