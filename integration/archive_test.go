@@ -3,14 +3,17 @@ package integration
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
@@ -586,4 +589,116 @@ func TestArchiveImportDockerSave(t *testing.T) {
 			t.Errorf("legacy file %q was stored as a blob", extra)
 		}
 	}
+}
+
+// A multi-platform image exports as its index with the chosen platforms'
+// manifests; the import keeps the index digest.
+func TestArchiveMultiPlatform(t *testing.T) {
+	testenv.RequireRoot(t)
+	other := "arm64"
+	if runtime.GOARCH == "arm64" {
+		other = "amd64"
+	}
+	var imgs []*testimage.Image
+	for _, arch := range []string{runtime.GOARCH, other} {
+		img, err := testimage.Build(testimage.ImageSpec{
+			Platform: ocispec.Platform{OS: "linux", Architecture: arch},
+			Layers:   []testimage.Layer{{Files: []testimage.File{testimage.Reg("arch", 0o644, arch+"\n")}}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs = append(imgs, img)
+	}
+	idx, err := testimage.BuildIndex(imgs, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := testimage.Push(ctx, reg.URL, "lab/multi", "1", idx.Blobs, idx.Desc, reg.Client()); err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Ref("lab/multi", "1")
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "--plain-http", "-q", ref)
+	dir := t.TempDir()
+	here := filepath.Join(dir, "here.tar")
+	c.OK(nil, "image", "export", here, ref)
+	names, _ := archTarMembers(t, here)
+	wantNames := []string{"blobs/", "blobs/sha256/", "index.json", "manifest.json", "oci-layout"}
+	for _, d := range []digest.Digest{idx.Desc.Digest, imgs[0].Manifest.Digest, imgs[0].Config.Digest, imgs[0].Layers[0].Digest} {
+		wantNames = append(wantNames, "blobs/sha256/"+d.Encoded())
+	}
+	sort.Strings(wantNames)
+	if strings.Join(names, " ") != strings.Join(wantNames, " ") {
+		t.Errorf("export of this platform:\n%q\nwant\n%q", names, wantNames)
+	}
+	c.Fail(1, nil, []string{"image", "export", "--all-platforms", filepath.Join(dir, "all.tar"), ref}, "linux/"+other, "not in the store")
+	c.Fail(1, nil, []string{"image", "export", "--platform", "linux/" + other, filepath.Join(dir, "all.tar"), ref}, "linux/"+other, "not in the store")
+	c.Fail(2, nil, []string{"image", "export", "--platform", "linux/" + other, "--all-platforms", filepath.Join(dir, "all.tar"), ref}, "exclude")
+
+	c2 := newCLI(t)
+	c2.OK(nil, "image", "import", here)
+	if got := archImages(t, c2)[ref]; got != idx.Desc.Digest.String() {
+		t.Fatalf("import of one platform: %s, want the index %s", got, idx.Desc.Digest)
+	}
+	requireUnpacked(t, c2, imgs[0].DiffIDs)
+
+	c.OK(nil, "image", "pull", "--plain-http", "-q", "--all-platforms", ref)
+	all := filepath.Join(dir, "all.tar")
+	c.OK(nil, "image", "export", "--all-platforms", all, ref)
+	names, _ = archTarMembers(t, all)
+	if len(names) != len(wantNames)+3 {
+		t.Errorf("export of all platforms has %d members, want %d: %q", len(names), len(wantNames)+3, names)
+	}
+	foreign := filepath.Join(dir, "foreign.tar")
+	c.OK(nil, "image", "export", "--platform", "linux/"+other, foreign, ref)
+	names, _ = archTarMembers(t, foreign)
+	if i := sort.SearchStrings(names, "blobs/sha256/"+imgs[1].Manifest.Digest.Encoded()); i == len(names) || names[i] != "blobs/sha256/"+imgs[1].Manifest.Digest.Encoded() {
+		t.Errorf("export --platform linux/%s lacks its manifest: %q", other, names)
+	}
+	c3 := newCLI(t)
+	c3.OK(nil, "image", "import", all)
+	if got := archImages(t, c3)[ref]; got != idx.Desc.Digest.String() {
+		t.Fatalf("import of all platforms: %s", got)
+	}
+	for _, img := range imgs {
+		if _, err := os.Stat(filepath.Join(c3.Root, "blobs", "sha256", img.Layers[0].Digest.Encoded())); err != nil {
+			t.Errorf("layer of %s not imported: %v", img.Manifest.Platform.Architecture, err)
+		}
+	}
+	if snaps := lines(c3.OK(nil, "snapshot", "ls", "-q")); len(snaps) != 1 || snaps[0] != imgs[0].DiffIDs[0].String() {
+		t.Errorf("only this machine's platform is unpacked: %q", snaps)
+	}
+}
+
+// With a mount daemon running, export and import go through its socket: a
+// lazy image is fetched by the daemon, an import shows in the live mount.
+func TestArchiveThroughDaemon(t *testing.T) {
+	f := newArchiveFixture(t, "--lazy")
+	mnt := mountCASFS(t, f.c)
+	if _, err := os.Stat(filepath.Join(f.c.Root, "casfs.sock")); err != nil {
+		t.Fatalf("no daemon socket: %v", err)
+	}
+	out := f.c.OK(nil, "image", "export", "-", f.ref)
+	c2 := newCLI(t)
+	c2.OK(strings.NewReader(out), "image", "import", "-")
+	if got := archImages(t, c2)[f.ref]; got != f.img.Manifest.Digest.String() {
+		t.Fatalf("import of the daemon's export: %s", got)
+	}
+	small := archSmallImage(t, false)
+	file := filepath.Join(t.TempDir(), "small.tar")
+	archWriteTar(t, file, archOCIMembers([]*testimage.Image{small}, []string{"lab/small:7"}))
+	if got := lines(f.c.OK(nil, "image", "import", file)); len(got) != 1 || got[0] != "docker.io/lab/small:7" {
+		t.Fatalf("import through the daemon printed %q", got)
+	}
+	b, err := os.ReadFile(filepath.Join(mnt, "images", "docker.io", "lab", "small", "7", "config.json"))
+	if err != nil || string(b) != string(small.ConfigBytes()) {
+		t.Fatalf("imported image in the live mount: %v", err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.tar")
+	archWriteTar(t, bad, archWithout(archOCIMembers([]*testimage.Image{small}, []string{"lab/small:8"}), "blobs/sha256/"+small.Layers[0].Digest.Encoded()))
+	f.c.Fail(1, nil, []string{"image", "import", bad}, "missing from the archive")
 }

@@ -123,7 +123,7 @@ func (s *Local) planExport(ctx context.Context, ref, want string, opts ExportOpt
 			ps := platformString(m.Platform)
 			_, recErr := s.ContentInfo(ctx, m.Digest)
 			switch {
-			case opts.AllPlatforms && recErr != nil:
+			case (opts.AllPlatforms || want != "" && ps == want) && recErr != nil:
 				return img, fmt.Errorf("platform %s (%s) is not in the store; pull the image with --all-platforms first: %w", ps, m.Digest, errdefs.ErrNotFound)
 			case opts.AllPlatforms, want != "" && ps == want:
 				img.manifests = append(img.manifests, m)
