@@ -678,8 +678,10 @@ func (c *checker) mounts(ctx context.Context) error {
 			return err
 		}
 		c.rep.Checked.Mounts++
-		var st unix.Stat_t
-		if err := unix.Stat(mp, &st); !errors.Is(err, unix.ENOTCONN) {
+		// statfs, not stat: the kernel may answer stat from its attribute
+		// cache, but always asks the server for statfs.
+		var st unix.Statfs_t
+		if err := unix.Statfs(mp, &st); !errors.Is(err, unix.ENOTCONN) {
 			continue
 		}
 		if !c.opts.Repair {
