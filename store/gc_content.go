@@ -33,11 +33,18 @@ func (s *Local) RemoveContent(ctx context.Context, d digest.Digest) error {
 			more = fmt.Sprintf(" and %d more", len(users)-3)
 			users = users[:3]
 		}
-		return fmt.Errorf("remove %s: %s still need%s it (force removes it anyway): %w",
-			d, strings.Join(users, ", ")+more, plural(len(images)+len(leases)), errdefs.ErrInUse)
+		return blobInUse(fmt.Sprintf("remove %s: %s still need%s it (content rm --force removes it anyway)",
+			d, strings.Join(users, ", ")+more, plural(len(images)+len(leases))))
 	}
 	return s.removeContent(ctx, d)
 }
+
+// blobInUse is errdefs.ErrInUse without its "store in use" text, which is
+// about another process holding the store, not about a blob.
+type blobInUse string
+
+func (e blobInUse) Error() string { return string(e) }
+func (blobInUse) Unwrap() error   { return errdefs.ErrInUse }
 
 func plural(n int) string {
 	if n == 1 {
