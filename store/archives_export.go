@@ -41,6 +41,13 @@ func (s *Local) ExportImages(ctx context.Context, w io.Writer, refs []string, op
 		}
 		want = platformString(&p)
 	}
+	// A lease keeps every blob the export checks from a concurrent
+	// collection until the archive is written.
+	ctx, release, err := s.HoldLease(ctx, "export")
+	if err != nil {
+		return err
+	}
+	defer release()
 	var imgs []exportImage
 	for _, ref := range refs {
 		img, err := s.planExport(ctx, ref, want, opts)
@@ -163,6 +170,9 @@ func (s *Local) planExport(ctx context.Context, ref, want string, opts ExportOpt
 // exportReady makes sure blob d is on disk, fetching it from its registry
 // when a lazy pull left it there, unless the export is local-only.
 func (s *Local) exportReady(ctx context.Context, d digest.Digest, opts ExportOptions) error {
+	if err := index.AddToLease(ctx, []digest.Digest{d}); err != nil {
+		return err
+	}
 	if _, err := s.blobs.Info(ctx, d); err == nil {
 		return nil
 	}

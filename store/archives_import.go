@@ -17,6 +17,7 @@ import (
 	"github.com/casfs/casfs/archive"
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/index"
 )
 
 // archiveStager stages an archive's members as ingests under refs of its
@@ -124,6 +125,21 @@ func (s *Local) ImportImages(ctx context.Context, r io.Reader, opts ImportOption
 	}
 	names, err := importNames(plan, opts)
 	if err != nil {
+		return nil, fmt.Errorf("import: %w", err)
+	}
+
+	// Lease what the images reach before committing it, so that a
+	// concurrent collection keeps it until the image records exist.
+	ctx, release, err := s.HoldLease(ctx, "import")
+	if err != nil {
+		return nil, fmt.Errorf("import: %w", err)
+	}
+	defer release()
+	leased := make([]digest.Digest, 0, len(plan.Blobs))
+	for d := range plan.Blobs {
+		leased = append(leased, d)
+	}
+	if err := index.AddToLease(ctx, leased); err != nil {
 		return nil, fmt.Errorf("import: %w", err)
 	}
 
