@@ -71,6 +71,8 @@ func (f *Fetcher) fetchBlobOnce(ctx context.Context, src source, desc ocispec.De
 		return ok, err
 	}
 	defer func() { prog.Done(desc, err, existed) }()
+	tee := f.startTee(desc)
+	defer func() { tee.finish(err) }()
 	w, err := f.store.Writer(ctx, ingestRef(desc.Digest), cas.WriterOpts{Expected: desc.Digest, Total: desc.Size})
 	if err != nil {
 		return false, fmt.Errorf("blob %s: %w", desc.Digest, err)
@@ -89,7 +91,7 @@ func (f *Fetcher) fetchBlobOnce(ctx context.Context, src source, desc ocispec.De
 	}()
 	var errs []error
 	for _, ep := range src.eps {
-		err := f.fetchFromEndpoint(ctx, w, ep, src.repo, desc)
+		err := f.fetchFromEndpoint(ctx, w, ep, src.repo, desc, tee)
 		if err == nil || errors.Is(err, errdefs.ErrExists) {
 			committed = true
 			return errors.Is(err, errdefs.ErrExists), nil
@@ -120,11 +122,11 @@ func (f *Fetcher) present(ctx context.Context, desc ocispec.Descriptor) (bool, e
 
 // fetchFromEndpoint downloads into w, resuming at w's offset after
 // transient failures, and commits with the digest and size checked.
-func (f *Fetcher) fetchFromEndpoint(ctx context.Context, w cas.Writer, ep Endpoint, repo string, desc ocispec.Descriptor) error {
+func (f *Fetcher) fetchFromEndpoint(ctx context.Context, w cas.Writer, ep Endpoint, repo string, desc ocispec.Descriptor, tee *teeCopy) error {
 	stalled := 0
 	for {
 		before := offsetOf(w)
-		err := f.download(ctx, w, ep, repo, desc)
+		err := f.download(ctx, w, ep, repo, desc, tee)
 		if err == nil {
 			err = w.Commit(ctx, desc.Size, desc.Digest)
 			if err == nil || errors.Is(err, errdefs.ErrExists) {
@@ -170,7 +172,7 @@ func offsetOf(w cas.Writer) int64 {
 
 // download sends one GET, with Range when w holds a partial download, and
 // copies the body into w. It never writes past desc.Size.
-func (f *Fetcher) download(ctx context.Context, w cas.Writer, ep Endpoint, repo string, desc ocispec.Descriptor) error {
+func (f *Fetcher) download(ctx context.Context, w cas.Writer, ep Endpoint, repo string, desc ocispec.Descriptor, tee *teeCopy) error {
 	off := offsetOf(w)
 	if off > desc.Size {
 		if err := w.Truncate(0); err != nil {
@@ -220,7 +222,8 @@ func (f *Fetcher) download(ctx context.Context, w cas.Writer, ep Endpoint, repo 
 	if resp.ContentLength >= 0 && resp.ContentLength != want {
 		return fmt.Errorf("registry announced %d bytes for %s where %d were expected: %w", resp.ContentLength, desc.Digest, want, errdefs.ErrDigestMismatch)
 	}
-	pw := &progressWriter{w: w, desc: desc, done: off, prog: f.progress()}
+	tee.at(off)
+	pw := &progressWriter{w: w, desc: desc, done: off, prog: f.progress(), tee: tee}
 	n, err := io.Copy(pw, io.LimitReader(resp.Body, want+1))
 	if n > want {
 		_ = w.Truncate(0)
@@ -273,10 +276,12 @@ type progressWriter struct {
 	desc ocispec.Descriptor
 	done int64
 	prog Progress
+	tee  *teeCopy
 }
 
 func (p *progressWriter) Write(b []byte) (int, error) {
 	n, err := p.w.Write(b)
+	p.tee.write(b[:n])
 	p.done += int64(n)
 	p.prog.Update(p.desc, p.done)
 	return n, err

@@ -55,6 +55,18 @@ type Options struct {
 	// records (with source labels) and are fetched on first read through
 	// FetchBlob.
 	Lazy bool
+
+	// OnManifests, when set, is called once the manifests and configs of a
+	// pull are local, before its layers are fetched, so that the caller can
+	// start using layers as they arrive (the store unpacks while it pulls).
+	OnManifests func(PullResult)
+	// BlobDone, when set, is called as each blob of a pull is present and recorded.
+	BlobDone func(ocispec.Descriptor)
+	// Tee, when set, is offered each blob that is about to be downloaded
+	// from its first byte: a non-nil writer gets a copy of the bytes as they
+	// arrive and is closed as TeeWriter says. A slow writer slows the
+	// download; a failing one is dropped.
+	Tee func(ocispec.Descriptor) TeeWriter
 }
 
 // Fetcher moves images between registries and the local store.

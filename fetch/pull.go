@@ -79,10 +79,12 @@ func (f *Fetcher) PullContent(ctx context.Context, ref string) (PullResult, erro
 	if err := f.walk(ctx, src, desc, nil, &res); err != nil {
 		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
 	}
-	var blobs []ocispec.Descriptor
+	// Configs first: with them and the manifests, a caller can prepare
+	// for the layers (OnManifests) before they arrive.
+	var configs, blobs []ocispec.Descriptor
 	var leased []digest.Digest
 	for _, m := range res.Manifests {
-		blobs = append(blobs, m.Config)
+		configs = append(configs, m.Config)
 		if !f.opts.Lazy {
 			blobs = append(blobs, m.Layers...)
 		}
@@ -94,6 +96,12 @@ func (f *Fetcher) PullContent(ctx context.Context, ref string) (PullResult, erro
 	// One lease update for them all, before any is looked at or recorded.
 	if err := index.AddToLease(ctx, leased); err != nil {
 		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+	}
+	if err := f.fetchAll(ctx, src, configs); err != nil {
+		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+	}
+	if f.opts.OnManifests != nil {
+		f.opts.OnManifests(res)
 	}
 	if err := f.fetchAll(ctx, src, blobs); err != nil {
 		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
@@ -124,7 +132,13 @@ func (f *Fetcher) fetchAll(ctx context.Context, src source, blobs []ocispec.Desc
 			if _, err := f.fetchBlob(gctx, src, d); err != nil {
 				return err
 			}
-			return f.recordBlob(gctx, src, d)
+			if err := f.recordBlob(gctx, src, d); err != nil {
+				return err
+			}
+			if f.opts.BlobDone != nil {
+				f.opts.BlobDone(d)
+			}
+			return nil
 		})
 	}
 	return g.Wait()

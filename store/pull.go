@@ -44,7 +44,7 @@ func (p progressAdapter) Done(d ocispec.Descriptor, err error, existed bool) {
 	p.fn(ev)
 }
 
-func (s *Local) fetcher(ro RegistryOptions, platform string, all, lazy bool, maxConc int, progress ProgressFunc, status string) (*fetch.Fetcher, error) {
+func (s *Local) fetcher(ro RegistryOptions, platform string, all, lazy bool, maxConc int, progress ProgressFunc, status string, hooks ...func(*fetch.Options)) (*fetch.Fetcher, error) {
 	db, err := s.Index()
 	if err != nil {
 		return nil, err
@@ -56,6 +56,9 @@ func (s *Local) fetcher(ro RegistryOptions, platform string, all, lazy bool, max
 	if progress != nil {
 		opts.Progress = progressAdapter{fn: progress, status: status}
 	}
+	for _, h := range hooks {
+		h(&opts)
+	}
 	return fetch.New(s.blobs, db, opts)
 }
 
@@ -65,30 +68,27 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 		return ImageInfo{}, err
 	}
 	defer release()
-	f, err := s.fetcher(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, opts.Lazy, opts.MaxConcurrent, opts.Progress, "fetching")
+	// Layers are unpacked while they download (see pullUnpacker).
+	var hooks []func(*fetch.Options)
+	fctx := ctx
+	var u *pullUnpacker
+	if !opts.NoUnpack && !opts.Lazy {
+		u = newPullUnpacker(ctx, s, opts)
+		hooks, fctx = append(hooks, u.hooks), u.ctx
+	}
+	f, err := s.fetcher(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, opts.Lazy, opts.MaxConcurrent, opts.Progress, "fetching", hooks...)
 	if err != nil {
 		return ImageInfo{}, err
 	}
-	res, err := f.PullContent(ctx, ref)
+	res, err := f.PullContent(fctx, ref)
+	if u != nil {
+		err = u.wait(err)
+	}
 	if err != nil {
 		return ImageInfo{}, err
 	}
 	if opts.PlainHTTP {
 		s.markPlainHTTP(ctx, res)
-	}
-	if !opts.NoUnpack && !opts.Lazy {
-		for _, md := range res.ManifestDescs {
-			if !unpackable(md, opts) {
-				continue
-			}
-			il, err := s.imageLayers(ctx, md)
-			if err != nil {
-				return ImageInfo{}, fmt.Errorf("unpack %s: %w", res.Name, err)
-			}
-			if err := s.unpack(ctx, il, opts.Progress); err != nil {
-				return ImageInfo{}, err
-			}
-		}
 	}
 	rec, err := s.recordImage(ctx, res.Name, res.Target)
 	if err != nil {

@@ -85,19 +85,26 @@ func (s *Local) unpack(ctx context.Context, il ImageLayers, progress ProgressFun
 		if progress != nil {
 			progress(ProgressEvent{Digest: l.Digest, MediaType: l.MediaType, Total: l.Size, Status: "unpacking"})
 		}
-		ra, err := s.blobs.ReaderAt(ctx, l.Digest)
-		if err != nil {
-			return fmt.Errorf("layer %s: %w", l.Digest, err)
-		}
-		_, err = sn.Unpack(ctx, chain, parent, io.NewSectionReader(ra, 0, ra.Size()), l.MediaType, il.DiffIDs[i])
-		ra.Close()
-		if err != nil {
-			return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
+		if err := s.unpackLayerBlob(ctx, sn, chain, parent, l, il.DiffIDs[i]); err != nil {
+			return err
 		}
 		if progress != nil {
 			progress(ProgressEvent{Digest: l.Digest, MediaType: l.MediaType, Total: l.Size, Done: l.Size, Status: "unpacked"})
 		}
 		parent = chain
+	}
+	return nil
+}
+
+// unpackLayerBlob makes the committed snapshot chain of a local layer blob.
+func (s *Local) unpackLayerBlob(ctx context.Context, sn *layers.Snapshotter, chain, parent string, l ocispec.Descriptor, diffID digest.Digest) error {
+	ra, err := s.blobs.ReaderAt(ctx, l.Digest)
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", l.Digest, err)
+	}
+	defer ra.Close()
+	if _, err := sn.Unpack(ctx, chain, parent, io.NewSectionReader(ra, 0, ra.Size()), l.MediaType, diffID); err != nil {
+		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
 	}
 	return nil
 }

@@ -35,6 +35,7 @@ type blobBar struct {
 	bar    *mpb.Bar
 	ev     store.ProgressEvent
 	status string
+	unpack string // unpacking or unpacked, which may overlap fetching
 	final  bool
 }
 
@@ -64,10 +65,19 @@ func (p *progress) Event(ev store.ProgressEvent) {
 		p.sumSize += ev.Total
 		if p.bars != nil {
 			b.bar = p.bars.New(ev.Total, mpb.BarStyle(),
-				mpb.PrependDecorators(decor.Name(shortDigest(ev.Digest), decor.WCSyncSpaceR), decor.Any(func(decor.Statistics) string { return b.status }, decor.WCSyncSpaceR)),
+				mpb.PrependDecorators(decor.Name(shortDigest(ev.Digest), decor.WCSyncSpaceR), decor.Any(func(decor.Statistics) string { return b.label() }, decor.WCSyncSpaceR)),
 				mpb.AppendDecorators(decor.CountersKibiByte("% .1f / % .1f")))
 			p.total.SetTotal(p.sumSize, false)
 		}
+	}
+	if ev.Status == "unpacking" || ev.Status == "unpacked" {
+		// Unpacking may overlap the download: it changes the blob's status
+		// line, never its byte counts.
+		b.unpack = ev.Status
+		if p.bars == nil && ev.Status == "unpacked" {
+			fmt.Fprintf(p.out, "%s unpacked %s\n", shortDigest(ev.Digest), humanSize(ev.Total))
+		}
+		return
 	}
 	p.sumDone += ev.Done - b.ev.Done
 	b.ev, b.status = ev, ev.Status
@@ -86,6 +96,15 @@ func (p *progress) Event(ev store.ProgressEvent) {
 		fmt.Fprintln(p.out, line)
 	}
 	b.final = b.final || final
+}
+
+// label is what a blob's bar says it is doing: unpacking, once that has
+// started, tells more than the fetch that may still feed it.
+func (b *blobBar) label() string {
+	if b.unpack != "" {
+		return b.unpack
+	}
+	return b.status
 }
 
 // Finish closes the bars and prints the total line.

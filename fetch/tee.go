@@ -1,0 +1,81 @@
+package fetch
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// TeeWriter receives a copy of a blob as it downloads (an *io.PipeWriter is one).
+type TeeWriter interface {
+	io.Writer
+	// CloseWithError ends the copy: nil once the blob is committed with its
+	// digest checked, an error when the copy stopped short or is not to be trusted.
+	CloseWithError(err error) error
+}
+
+// ErrTeeStopped ends a tee whose download restarted, failed or was cancelled:
+// what the reader got so far is not the whole blob.
+var ErrTeeStopped = errors.New("blob copy stopped before the blob was complete")
+
+// teeCopy forwards downloaded bytes to a TeeWriter while they follow on
+// from each other. A download that resumes at the offset the copy reached
+// keeps it going; one that starts over stops it. A failing writer is
+// dropped: the download itself never depends on the copy.
+type teeCopy struct {
+	w       TeeWriter
+	pos     int64
+	stopped bool
+}
+
+func (f *Fetcher) startTee(desc ocispec.Descriptor) *teeCopy {
+	if f.opts.Tee == nil {
+		return nil
+	}
+	w := f.opts.Tee(desc)
+	if w == nil {
+		return nil
+	}
+	return &teeCopy{w: w}
+}
+
+// at is told the offset a download continues from.
+func (t *teeCopy) at(off int64) {
+	if t != nil && !t.stopped && off != t.pos {
+		t.stop(fmt.Errorf("download went on at byte %d, the copy was at %d: %w", off, t.pos, ErrTeeStopped))
+	}
+}
+
+func (t *teeCopy) write(p []byte) {
+	if t == nil || t.stopped || len(p) == 0 {
+		return
+	}
+	n, err := t.w.Write(p)
+	t.pos += int64(n)
+	if err != nil {
+		t.stopped = true // the reader went away; nothing to tell it
+	}
+}
+
+func (t *teeCopy) stop(err error) {
+	if t == nil || t.stopped {
+		return
+	}
+	t.stopped = true
+	_ = t.w.CloseWithError(err)
+}
+
+// finish ends the copy with the outcome of the whole fetch.
+func (t *teeCopy) finish(err error) {
+	if err != nil {
+		t.stop(fmt.Errorf("%v: %w", err, ErrTeeStopped))
+		return
+	}
+	if t == nil || t.stopped {
+		return
+	}
+	t.stopped = true
+	_ = t.w.CloseWithError(nil)
+}

@@ -1,0 +1,206 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/casfs/casfs/internal/testenv"
+	"github.com/casfs/casfs/internal/testimage"
+)
+
+// teeCollector hands every blob a pipe and keeps what came through it and
+// how the pipe ended.
+type teeCollector struct {
+	mu   sync.Mutex
+	wg   sync.WaitGroup
+	got  map[digest.Digest][]byte
+	errs map[digest.Digest]error
+}
+
+func newTeeCollector() *teeCollector {
+	return &teeCollector{got: map[digest.Digest][]byte{}, errs: map[digest.Digest]error{}}
+}
+
+func (c *teeCollector) tee(d ocispec.Descriptor) TeeWriter {
+	pr, pw := io.Pipe()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		b, err := io.ReadAll(pr)
+		c.mu.Lock()
+		c.got[d.Digest], c.errs[d.Digest] = b, err
+		c.mu.Unlock()
+	}()
+	return pw
+}
+
+func TestPullHooksAndTee(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := buildImage(t, "tee", 3, linuxAMD64, false)
+	pushImage(t, reg, "tee/app", "1", img)
+	ts := newTestStore(t)
+	tc := newTeeCollector()
+	var mu sync.Mutex
+	var manifests int
+	var done []digest.Digest
+	f := ts.fetcher(t, Options{
+		PlainHTTP: true,
+		OnManifests: func(res PullResult) {
+			mu.Lock()
+			defer mu.Unlock()
+			manifests++
+			if len(res.Manifests) != 1 || !ts.has(t, res.Manifests[0].Config.Digest) {
+				t.Errorf("OnManifests: %d manifests, config local: %v", len(res.Manifests), len(res.Manifests) == 1 && ts.has(t, res.Manifests[0].Config.Digest))
+			}
+			for _, l := range img.Layers {
+				if ts.has(t, l.Digest) {
+					t.Errorf("layer %s fetched before OnManifests", l.Digest)
+				}
+			}
+		},
+		BlobDone: func(d ocispec.Descriptor) {
+			mu.Lock()
+			done = append(done, d.Digest)
+			mu.Unlock()
+			if !ts.has(t, d.Digest) {
+				t.Errorf("BlobDone(%s) before the blob is in the store", d.Digest)
+			}
+		},
+		Tee: tc.tee,
+	})
+	if _, err := f.PullContent(context.Background(), reg.Ref("tee/app", "1")); err != nil {
+		t.Fatal(err)
+	}
+	tc.wg.Wait()
+	if manifests != 1 || len(done) != 1+len(img.Layers) {
+		t.Fatalf("OnManifests called %d times, BlobDone %d times", manifests, len(done))
+	}
+	for _, l := range img.Layers {
+		if tc.errs[l.Digest] != nil || !bytes.Equal(tc.got[l.Digest], img.Blobs[l.Digest]) {
+			t.Errorf("tee of %s: %d bytes (want %d), err %v", l.Digest, len(tc.got[l.Digest]), l.Size, tc.errs[l.Digest])
+		}
+	}
+
+	// A second pull has everything: nothing is downloaded, nothing teed.
+	tc2 := newTeeCollector()
+	f = ts.fetcher(t, Options{PlainHTTP: true, Tee: tc2.tee})
+	if _, err := f.PullContent(context.Background(), reg.Ref("tee/app", "1")); err != nil {
+		t.Fatal(err)
+	}
+	tc2.wg.Wait()
+	if len(tc2.got) != 0 {
+		t.Fatalf("tee offered %d blobs that were already local", len(tc2.got))
+	}
+}
+
+// TestTeeAcrossResume: a download cut in the middle resumes with Range and
+// the copy goes on seamlessly; a registry that ignores Range makes the
+// download start over, which stops the copy with ErrTeeStopped. A reader
+// that goes away never fails the download.
+func TestTeeAcrossResume(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	big := testimage.Layer{Files: []testimage.File{testimage.Reg("big", 0o644, randomText(256<<10))}, Compression: "none"}
+	img, err := testimage.Build(testimage.ImageSpec{Layers: []testimage.Layer{big}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushImage(t, reg, "tee/big", "1", img)
+	layer := img.Layers[0]
+	blob := img.Blobs[layer.Digest]
+	target, _ := url.Parse(reg.URL)
+
+	for _, tc := range []struct {
+		name        string
+		ignoreRange bool
+		wantErr     error
+	}{{"range", false, nil}, {"no-range", true, ErrTeeStopped}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			cuts := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !strings.HasSuffix(r.URL.Path, "/blobs/"+layer.Digest.String()) {
+					proxyTo(target, w, r)
+					return
+				}
+				mu.Lock()
+				first := cuts == 0
+				cuts++
+				mu.Unlock()
+				if first {
+					// Announce the whole blob, send a third, drop the connection.
+					w.Header().Set("Content-Length", itoa(int64(len(blob))))
+					w.WriteHeader(http.StatusOK)
+					w.Write(blob[:len(blob)/3])
+					w.(http.Flusher).Flush()
+					panic(http.ErrAbortHandler)
+				}
+				if tc.ignoreRange {
+					r.Header.Del("Range")
+				}
+				proxyTo(target, w, r)
+			}))
+			defer srv.Close()
+			host := strings.TrimPrefix(srv.URL, "http://")
+			ts := newTestStore(t)
+			col := newTeeCollector()
+			f := ts.fetcher(t, Options{PlainHTTP: true, Tee: col.tee})
+			if _, err := f.PullContent(context.Background(), host+"/tee/big:1"); err != nil {
+				t.Fatal(err)
+			}
+			col.wg.Wait()
+			ts.requireBlob(t, blob)
+			if cuts < 2 {
+				t.Fatalf("the blob was fetched %d times; the cut did not happen", cuts)
+			}
+			err := col.errs[layer.Digest]
+			if tc.wantErr == nil {
+				if err != nil || !bytes.Equal(col.got[layer.Digest], blob) {
+					t.Fatalf("copy across a resume: %d of %d bytes, err %v", len(col.got[layer.Digest]), len(blob), err)
+				}
+				return
+			}
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("copy of a restarted download ended with %v, want %v", err, tc.wantErr)
+			}
+		})
+	}
+
+	// A reader that closes at once does not fail the pull.
+	ts := newTestStore(t)
+	f := ts.fetcher(t, Options{PlainHTTP: true, Tee: func(ocispec.Descriptor) TeeWriter {
+		pr, pw := io.Pipe()
+		pr.CloseWithError(errors.New("reader gone"))
+		return pw
+	}})
+	if _, err := f.PullContent(context.Background(), reg.Ref("tee/big", "1")); err != nil {
+		t.Fatal(err)
+	}
+	ts.requireBlob(t, blob)
+}
+
+func proxyTo(target *url.URL, w http.ResponseWriter, r *http.Request) {
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, target.String()+r.URL.RequestURI(), r.Body)
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
+}

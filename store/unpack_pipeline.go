@@ -1,0 +1,248 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/casfs/casfs/fetch"
+)
+
+// pullUnpacker unpacks the layers of a pull while they download.
+//
+// Once the manifests and configs are local (fetch's OnManifests), it starts
+// one goroutine per manifest that unpacks its layers lowest first: layer i
+// as soon as layer i-1's snapshot is committed (Apply reads the lower layers
+// for hardlinks and implicit directories) and layer i is available. A layer
+// is available either as its download streams in (fetch's Tee: the bytes go
+// through the decompressor into the snapshot while they are written to the
+// blob store, so a big layer is unpacked in the time it takes to download)
+// or, failing that, as the committed blob (fetch's BlobDone).
+//
+// A layer's stream is only taken while its goroutine waits for it; until
+// then the download waits too (a pipe), which bounds memory and lets the
+// lowest layers, fetched first, never wait on higher ones. A stream that
+// breaks (a download that had to start over) is dropped and the layer is
+// unpacked from its blob instead. Whichever way, Unpack checks the diff ID
+// of what it read before it commits the snapshot.
+type pullUnpacker struct {
+	s        *Local
+	opts     PullOptions
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	jobs     map[digest.Digest][]*layerJob
+	err      error
+	finished bool
+}
+
+type layerJob struct {
+	desc          ocispec.Descriptor
+	chain, parent string
+	diffID        digest.Digest
+
+	fetched     chan struct{} // closed when the blob is in the store
+	fetchedOnce sync.Once
+	streamed    chan struct{} // closed when stream is set
+	stream      *io.PipeReader
+	taken       bool // no stream may be offered any more
+}
+
+func newPullUnpacker(ctx context.Context, s *Local, opts PullOptions) *pullUnpacker {
+	ctx, cancel := context.WithCancel(ctx)
+	return &pullUnpacker{s: s, opts: opts, ctx: ctx, cancel: cancel, jobs: map[digest.Digest][]*layerJob{}}
+}
+
+// hooks wires the unpacker into a fetcher.
+func (u *pullUnpacker) hooks(o *fetch.Options) {
+	o.OnManifests = u.start
+	o.BlobDone = u.blobDone
+	o.Tee = u.tee
+}
+
+// fail records the first error, stops offering streams and cancels the
+// pull. Streams offered but not being read are closed: a download blocked
+// writing into one would not notice the cancellation.
+func (u *pullUnpacker) fail(err error) {
+	u.mu.Lock()
+	if u.err == nil {
+		u.err = err
+	}
+	u.closeStreamsLocked()
+	u.mu.Unlock()
+	u.cancel()
+}
+
+func (u *pullUnpacker) closeStreamsLocked() {
+	u.finished = true
+	for _, js := range u.jobs {
+		for _, j := range js {
+			j.taken = true
+			if j.stream != nil {
+				j.stream.CloseWithError(errStreamNotNeeded)
+				j.stream = nil
+			}
+		}
+	}
+}
+
+// start plans the jobs of every unpackable manifest and starts unpacking.
+func (u *pullUnpacker) start(res fetch.PullResult) {
+	sn, err := u.s.Snapshotter()
+	if err != nil {
+		u.fail(err)
+		return
+	}
+	for _, md := range res.ManifestDescs {
+		if !unpackable(md, u.opts) {
+			continue
+		}
+		il, err := u.s.imageLayers(u.ctx, md)
+		if err != nil {
+			u.fail(fmt.Errorf("unpack %s: %w", res.Name, err))
+			return
+		}
+		jobs := make([]*layerJob, len(il.Layers))
+		u.mu.Lock()
+		for i, l := range il.Layers {
+			j := &layerJob{desc: l, chain: il.ChainIDs[i].String(), diffID: il.DiffIDs[i], fetched: make(chan struct{}), streamed: make(chan struct{})}
+			if i > 0 {
+				j.parent = jobs[i-1].chain
+			}
+			if _, err := sn.Stat(u.ctx, j.chain); err == nil {
+				j.taken = true // unpacked before: no stream wanted
+			}
+			jobs[i] = j
+			u.jobs[l.Digest] = append(u.jobs[l.Digest], j)
+		}
+		u.mu.Unlock()
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			if err := u.unpackAll(jobs); err != nil {
+				u.fail(err)
+			}
+		}()
+	}
+}
+
+func (u *pullUnpacker) blobDone(d ocispec.Descriptor) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, j := range u.jobs[d.Digest] {
+		j.fetchedOnce.Do(func() { close(j.fetched) })
+	}
+}
+
+// tee offers a layer's download stream to the first job of that digest that
+// has not started yet.
+func (u *pullUnpacker) tee(d ocispec.Descriptor) fetch.TeeWriter {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.finished {
+		return nil
+	}
+	for _, j := range u.jobs[d.Digest] {
+		if !j.taken {
+			j.taken = true
+			pr, pw := io.Pipe()
+			j.stream = pr
+			close(j.streamed)
+			return pw
+		}
+	}
+	return nil
+}
+
+// take ends the offer of a stream to j and returns the one it got, if any.
+func (u *pullUnpacker) take(j *layerJob) *io.PipeReader {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	j.taken = true
+	r := j.stream
+	j.stream = nil
+	return r
+}
+
+var errStreamNotNeeded = errors.New("layer stream not needed")
+
+func (u *pullUnpacker) unpackAll(jobs []*layerJob) error {
+	sn, err := u.s.Snapshotter()
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		select {
+		case <-j.streamed:
+		case <-j.fetched:
+		case <-u.ctx.Done():
+			return u.ctx.Err()
+		}
+		stream := u.take(j)
+		if _, err := sn.Stat(u.ctx, j.chain); err == nil {
+			if stream != nil {
+				stream.CloseWithError(errStreamNotNeeded)
+			}
+			continue
+		}
+		u.progress(j, "unpacking", 0)
+		if stream != nil {
+			_, err := sn.Unpack(u.ctx, j.chain, j.parent, stream, j.desc.MediaType, j.diffID)
+			// The rest of the stream (after the compressed data's end) is
+			// not needed; closing lets the download go on unhindered.
+			stream.CloseWithError(errStreamNotNeeded)
+			if err == nil {
+				slog.Debug("layer unpacked from its download stream", "layer", j.desc.Digest, "chain", j.chain)
+				u.progress(j, "unpacked", j.desc.Size)
+				continue
+			}
+			slog.Debug("layer stream broke, unpacking from the blob", "layer", j.desc.Digest, "err", err)
+			if !errors.Is(err, fetch.ErrTeeStopped) {
+				return fmt.Errorf("unpack layer %s: %w", j.desc.Digest, err)
+			}
+			// The download started over: unpack from the blob once it is in.
+		}
+		select {
+		case <-j.fetched:
+		case <-u.ctx.Done():
+			return u.ctx.Err()
+		}
+		if err := u.s.unpackLayerBlob(u.ctx, sn, j.chain, j.parent, j.desc, j.diffID); err != nil {
+			return err
+		}
+		slog.Debug("layer unpacked from its blob", "layer", j.desc.Digest, "chain", j.chain)
+		u.progress(j, "unpacked", j.desc.Size)
+	}
+	return nil
+}
+
+func (u *pullUnpacker) progress(j *layerJob, status string, done int64) {
+	if u.opts.Progress != nil {
+		u.opts.Progress(ProgressEvent{Digest: j.desc.Digest, MediaType: j.desc.MediaType, Total: j.desc.Size, Done: done, Status: status})
+	}
+}
+
+// wait waits for the unpackers after the fetch ended (fetchErr is its
+// error) and returns the error that explains the pull's failure best.
+func (u *pullUnpacker) wait(fetchErr error) error {
+	if fetchErr != nil {
+		u.cancel()
+	}
+	u.wg.Wait()
+	u.mu.Lock()
+	u.closeStreamsLocked() // none may hold a download any more
+	err := u.err
+	u.mu.Unlock()
+	u.cancel()
+	if err != nil && (fetchErr == nil || errors.Is(fetchErr, context.Canceled)) {
+		return err
+	}
+	return fetchErr
+}
