@@ -6,11 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -442,6 +446,63 @@ func TestPullPipelinedMatchesSequential(t *testing.T) {
 		t.Errorf("merged tree shows deleted files:\n%s", merged)
 	}
 	piped.OK(nil, "image", "check", "--verify-diffs", ref)
+
+	// A download that breaks off and has to start over (the registry
+	// ignores Range) stops the layer's stream; the layer is then unpacked
+	// from its blob, with the same result.
+	broken := newCLI(t)
+	r := broken.Run(nil, "--log-level", "debug", "image", "pull", "-q", "--plain-http", cuttingProxy(t, reg, img.Layers[0].Digest)+"/lab/layered:1")
+	if r.Code != 0 || !strings.Contains(r.Stderr, "unpacking from the blob") {
+		t.Fatalf("pull through a cutting proxy: exit %d, fallback to the blob not logged\n%s", r.Code, r.Stderr)
+	}
+	for k, want := range b {
+		if got := snapshotTrees(t, broken)[k]; got != want {
+			t.Errorf("snapshot %s after a restarted download differs\ngot:\n%s\nwant:\n%s", k, got, want)
+		}
+	}
+}
+
+// cuttingProxy serves reg, except that the first GET of blob d breaks off
+// after a third of it, and Range requests are answered from the start.
+func cuttingProxy(t *testing.T, reg *testenv.Registry, d digest.Digest) string {
+	t.Helper()
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()) && r.Method == http.MethodGet {
+			cut := false
+			once.Do(func() { cut = true })
+			if cut {
+				resp, err := http.Get(reg.URL + r.URL.RequestURI())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+				w.WriteHeader(http.StatusOK)
+				w.Write(b[:len(b)/3])
+				w.(http.Flusher).Flush()
+				panic(http.ErrAbortHandler)
+			}
+			r.Header.Del("Range")
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, reg.URL+r.URL.RequestURI(), r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
 }
 
 // withDiffID returns img with its config's diff ID i replaced.

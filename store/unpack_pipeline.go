@@ -194,7 +194,8 @@ func (u *pullUnpacker) unpackAll(jobs []*layerJob) error {
 		}
 		u.progress(j, "unpacking", 0)
 		if stream != nil {
-			_, err := sn.Unpack(u.ctx, j.chain, j.parent, stream, j.desc.MediaType, j.diffID)
+			sr := &streamReader{r: stream}
+			_, err := sn.Unpack(u.ctx, j.chain, j.parent, sr, j.desc.MediaType, j.diffID)
 			// The rest of the stream (after the compressed data's end) is
 			// not needed; closing lets the download go on unhindered.
 			stream.CloseWithError(errStreamNotNeeded)
@@ -204,7 +205,7 @@ func (u *pullUnpacker) unpackAll(jobs []*layerJob) error {
 				continue
 			}
 			slog.Debug("layer stream broke, unpacking from the blob", "layer", j.desc.Digest, "err", err)
-			if !errors.Is(err, fetch.ErrTeeStopped) {
+			if sr.err == nil || u.ctx.Err() != nil {
 				return fmt.Errorf("unpack layer %s: %w", j.desc.Digest, err)
 			}
 			// The download started over: unpack from the blob once it is in.
@@ -245,4 +246,20 @@ func (u *pullUnpacker) wait(fetchErr error) error {
 		return err
 	}
 	return fetchErr
+}
+
+// streamReader remembers whether the download stream itself failed (the
+// download started over or broke off), as opposed to what was read from it
+// being wrong: only the former is worth another try from the blob.
+type streamReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *streamReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
 }
