@@ -20,11 +20,27 @@ type measured struct {
 	maxRSS int64 // bytes
 }
 
+const gnuTime = "/usr/bin/time"
+
 // runTimed runs a command to completion, bounded by timeout, and measures it.
 // Output is kept only to explain a failure.
 func runTimed(timeout time.Duration, name string, args ...string) (measured, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	// A child's ru_maxrss starts at its parent's peak (exec records the
+	// old, here shared, mm's high-water mark), so the bench's own RSS would
+	// hide the child's. GNU time is a small parent that reports its child.
+	var rssFile string
+	if _, err := os.Stat(gnuTime); err == nil {
+		f, err := os.CreateTemp("", "bench-rss-")
+		if err == nil {
+			f.Close()
+			rssFile = f.Name()
+			defer os.Remove(rssFile)
+			args = append([]string{"-f", "%M", "-o", rssFile, name}, args...)
+			name = gnuTime
+		}
+	}
 	cmd := exec.CommandContext(ctx, name, args...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
@@ -33,8 +49,14 @@ func runTimed(timeout time.Duration, name string, args ...string) (measured, err
 	start := time.Now()
 	err := cmd.Run()
 	m := measured{wall: time.Since(start)}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && ru != nil {
-		m.maxRSS = ru.Maxrss << 10 // Linux reports KiB
+	if rssFile != "" {
+		b, _ := os.ReadFile(rssFile)
+		var kb int64
+		if _, err := fmt.Sscanf(lastLine(string(b)), "%d", &kb); err == nil {
+			m.maxRSS = kb << 10
+		}
+	} else if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && ru != nil {
+		m.maxRSS = ru.Maxrss << 10 // KiB; an upper bound, see above
 	}
 	if err != nil {
 		return m, fmt.Errorf("%s %s: %v: %s", filepath.Base(name), strings.Join(args, " "), err, lastLine(out.String()))
