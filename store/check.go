@@ -386,9 +386,9 @@ func (c *checker) unrecordedFile(ctx context.Context, fi cas.Info) {
 		return
 	}
 	if !c.opts.Repair {
-		// Committed content is complete and valid: the record is what the
-		// next ingest of it, content verify or --repair writes.
-		c.note("file", d, "committed but not recorded (an operation died between commit and record; --repair records it)")
+		// Complete and valid content: the next ingest of it, content
+		// verify or --repair records it, and gc removes it as garbage.
+		c.note("file", d, "valid but not recorded (an ingest died before recording it, or a gc before deleting it; gc removes it, --repair records it)")
 		return
 	}
 	if _, err := c.s.record(ctx, c.db, fi.Digest, ""); err != nil {
