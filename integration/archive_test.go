@@ -102,6 +102,7 @@ func archRun(t *testing.T, name string, args ...string) string {
 // and digest; containerd's own export of it imports back into casfs with
 // the digests unchanged.
 func TestArchiveContainerdRoundTrip(t *testing.T) {
+	t.Parallel() // latency-bound (process starts, fsyncs): overlap with the other archive tests
 	f := newArchiveFixture(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "casfs.tar")
@@ -160,6 +161,7 @@ func TestArchiveContainerdRoundTrip(t *testing.T) {
 // skopeo reads casfs exports both as oci-archive and as docker-archive and
 // writes archives casfs imports.
 func TestArchiveSkopeo(t *testing.T) {
+	t.Parallel() // latency-bound (process starts, fsyncs): overlap with the other archive tests
 	testenv.Require(t, "skopeo")
 	f := newArchiveFixture(t)
 	dir := t.TempDir()
@@ -326,6 +328,7 @@ func archReplaced(ms []archMember, name string, m archMember) []archMember {
 // Bad archives fail with one clear line and exit 1, and leave the store as
 // it was: no blob, ingest or image appears.
 func TestArchiveImportRefusesBadInput(t *testing.T) {
+	t.Parallel() // latency-bound (process starts, fsyncs): overlap with the other archive tests
 	testenv.RequireRoot(t)
 	a, b := archSmallImage(t, false), archSmallImage(t, true)
 	c := newCLI(t)
@@ -365,7 +368,7 @@ func TestArchiveImportRefusesBadInput(t *testing.T) {
 		{"not a tar", nil, bytes.Repeat([]byte("not a tar archive "), 64), "not a readable tar"},
 		{"one name, two images", archOCIMembers([]*testimage.Image{b, a}, []string{"lab/b:1", "lab/b:1"}), nil, "names two different images docker.io/lab/b:1"},
 	}
-	before, imgsBefore := archStoreState(t, c)
+	before, imgsBefore := archFiles(t, c), archImages(t, c)
 	for _, tc := range cases {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
 			p := filepath.Join(dir, "bad.tar")
@@ -375,22 +378,25 @@ func TestArchiveImportRefusesBadInput(t *testing.T) {
 				archWriteTar(t, p, tc.ms)
 			}
 			c.Fail(1, nil, []string{"image", "import", p}, tc.want)
-			after, imgsAfter := archStoreState(t, c)
-			if !archEqual(before, after) || !archEqual(imgsBefore, imgsAfter) {
-				t.Errorf("store changed:\nbefore %v %v\nafter  %v %v", before, imgsBefore, after, imgsAfter)
+			if after := archFiles(t, c); !archEqual(before, after) {
+				t.Errorf("blobs or ingests changed:\nbefore %v\nafter  %v", before, after)
 			}
 		})
 	}
+	// Listing images costs a process start: once for all cases.
+	if imgsAfter := archImages(t, c); !archEqual(imgsBefore, imgsAfter) {
+		t.Errorf("images changed: before %v, after %v", imgsBefore, imgsAfter)
+	}
 }
 
-// archStoreState is what must not change when an import fails: the blob and
-// ingest files and the image names.
-func archStoreState(t *testing.T, c *cli) (map[string]string, map[string]string) {
+// archFiles is what must not change on disk when an import fails: the blob
+// and ingest files.
+func archFiles(t *testing.T, c *cli) map[string]string {
 	files := treeOf(t, filepath.Join(c.Root, "blobs"))
 	for k, v := range treeOf(t, filepath.Join(c.Root, "ingest")) {
 		files["ingest/"+k] = v
 	}
-	return files, archImages(t, c)
+	return files
 }
 
 func archEqual(a, b map[string]string) bool {
@@ -437,6 +443,7 @@ func requireUnpacked(t *testing.T, c *cli, diffIDs []digest.Digest) {
 // A lazily pulled image lacks its layers: export fetches them first, and
 // refuses with --local-only, leaving no file behind.
 func TestArchiveExportLazyImage(t *testing.T) {
+	t.Parallel() // latency-bound (process starts, fsyncs): overlap with the other archive tests
 	f := newArchiveFixture(t, "--lazy")
 	layer := filepath.Join(f.c.Root, "blobs", "sha256", f.img.Layers[0].Digest.Encoded())
 	if _, err := os.Stat(layer); !os.IsNotExist(err) {
@@ -469,6 +476,7 @@ func TestArchiveExportLazyImage(t *testing.T) {
 // Several images in one archive through stdout and stdin; --digests names;
 // an OCI layout directory named by tag only needs --base-name.
 func TestArchiveManyImagesStdioAndLayoutDir(t *testing.T) {
+	t.Parallel() // latency-bound (process starts, fsyncs): overlap with the other archive tests
 	testenv.RequireRoot(t)
 	c := newCLI(t)
 	a, b := archSmallImage(t, false), archSmallImage(t, true)
@@ -533,6 +541,7 @@ func writeFileT(t *testing.T, path, data string) string {
 // config, manifest.json and repositories; skopeo links layer.tar files to
 // <hex>.tar. Uncompressed layers become docker rootfs.diff.tar blobs.
 func TestArchiveImportDockerSave(t *testing.T) {
+	t.Parallel() // latency-bound (process starts, fsyncs): overlap with the other archive tests
 	testenv.RequireRoot(t)
 	img, err := testimage.Build(testimage.ImageSpec{
 		Docker: true,
@@ -594,6 +603,7 @@ func TestArchiveImportDockerSave(t *testing.T) {
 // A multi-platform image exports as its index with the chosen platforms'
 // manifests; the import keeps the index digest.
 func TestArchiveMultiPlatform(t *testing.T) {
+	t.Parallel() // latency-bound (process starts, fsyncs): overlap with the other archive tests
 	testenv.RequireRoot(t)
 	other := "arm64"
 	if runtime.GOARCH == "arm64" {
@@ -677,6 +687,7 @@ func TestArchiveMultiPlatform(t *testing.T) {
 // With a mount daemon running, export and import go through its socket: a
 // lazy image is fetched by the daemon, an import shows in the live mount.
 func TestArchiveThroughDaemon(t *testing.T) {
+	t.Parallel() // latency-bound (process starts, fsyncs): overlap with the other archive tests
 	f := newArchiveFixture(t, "--lazy")
 	mnt := mountCASFS(t, f.c)
 	if _, err := os.Stat(filepath.Join(f.c.Root, "casfs.sock")); err != nil {
