@@ -350,3 +350,19 @@ func TestTarDir(t *testing.T) {
 		t.Fatalf("layout with a symlinked blob: %v", err)
 	}
 }
+
+// docker save since 25.0 writes an OCI layout whose index.json entries may
+// lack names; manifest.json's RepoTags name them then.
+func TestResolveNamesFromDockerManifest(t *testing.T) {
+	md, blobs := image(t, []byte("uncompressed layer"))
+	var m ocispec.Manifest
+	json.Unmarshal(blobs[md.Digest], &m)
+	docker := []DockerManifest{{Config: BlobPath(m.Config.Digest), RepoTags: []string{"lab/saved:1"}, Layers: []string{BlobPath(m.Layers[0].Digest)}}}
+	p, _, err := readPlan(t, export(t, []ocispec.Descriptor{md}, blobs, docker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Format != "oci" || len(p.Images) != 1 || len(p.Images[0].Names) != 1 || p.Images[0].Names[0] != "lab/saved:1" || len(p.Generated) != 0 {
+		t.Fatalf("plan %+v", p)
+	}
+}
