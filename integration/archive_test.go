@@ -649,6 +649,13 @@ func TestArchiveMultiPlatform(t *testing.T) {
 	c.Fail(1, nil, []string{"image", "export", "--platform", "linux/" + other, filepath.Join(dir, "all.tar"), ref}, "linux/"+other, "not in the store")
 	c.Fail(2, nil, []string{"image", "export", "--platform", "linux/" + other, "--all-platforms", filepath.Join(dir, "all.tar"), ref}, "exclude")
 
+	// containerd takes the index with only this platform's manifest.
+	ctrd := testenv.StartContainerd(t)
+	ctrd.Ctr(t, "image", "import", here)
+	if out := ctrd.Ctr(t, "image", "ls"); !strings.Contains(out, ref) || !strings.Contains(out, idx.Desc.Digest.String()) {
+		t.Errorf("ctr image ls after importing one platform of an index:\n%s", out)
+	}
+
 	c2 := newCLI(t)
 	c2.OK(nil, "image", "import", here)
 	if got := archImages(t, c2)[ref]; got != idx.Desc.Digest.String() {
