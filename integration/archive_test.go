@@ -574,6 +574,13 @@ func TestArchiveImportDockerSave(t *testing.T) {
 	if strings.Join(got, ",") != "docker.io/lab/legacy:1,docker.io/lab/legacy:2" {
 		t.Fatalf("import printed %q", got)
 	}
+	first := archImages(t, c)
+	if again := lines(c.OK(nil, "image", "import", file)); strings.Join(again, ",") != strings.Join(got, ",") {
+		t.Fatalf("second import printed %q", again)
+	}
+	if second := archImages(t, c); !archEqual(first, second) {
+		t.Fatalf("importing again changed the generated manifest: %v -> %v", first, second)
+	}
 	var detail struct {
 		Target   ocispec.Descriptor `json:"target"`
 		Manifest ocispec.Manifest   `json:"manifest"`

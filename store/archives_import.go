@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"regexp"
 	"runtime"
 	"strings"
@@ -95,7 +96,7 @@ func (a *archiveStager) abort(ctx context.Context) {
 	}
 	for _, ref := range a.refs {
 		if err := a.s.blobs.Abort(ctx, ref); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-			continue
+			slog.Warn("import: drop staged ingest", "ref", ref, "err", err)
 		}
 	}
 }
