@@ -206,6 +206,9 @@ func TestConcurrentPullsReadsAndPrune(t *testing.T) {
 	wg.Wait()
 	t.Logf("done in %v: %v", stressTime, ops)
 	if err := errors.Join(errs...); err != nil {
+		if strings.Contains(err.Error(), "deadlock?") {
+			dumpDaemonStacks(t, c, mnt)
+		}
 		t.Fatal(err)
 	}
 	if ops["pull"] < len(refs) || ops["read"] == 0 || ops["collect"] == 0 {
@@ -242,4 +245,30 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// dumpDaemonStacks makes the mount daemon print its goroutines (SIGQUIT)
+// into its log and shows the part of them that names casfs code.
+func dumpDaemonStacks(t *testing.T, c *cli, mnt string) {
+	pids, _ := exec.Command("pgrep", "-f", "notify-fd 3.*"+mnt).Output()
+	for _, f := range strings.Fields(string(pids)) {
+		exec.Command("kill", "-QUIT", f).Run()
+	}
+	logPath := filepath.Join(c.Root, "casfs.log")
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(logPath)
+		if i := bytes.Index(b, []byte("goroutine ")); i >= 0 && bytes.Contains(b[i:], []byte("\n\n")) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(logPath)
+	if i := bytes.Index(b, []byte("SIGQUIT")); i >= 0 {
+		b = b[i:]
+	}
+	if len(b) > 60<<10 {
+		b = b[:60<<10]
+	}
+	t.Logf("daemon goroutines:\n%s", b)
 }
