@@ -6,6 +6,6 @@ time=${1:-60s}
 for pkg in $(go list ./...); do
   for target in $(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true); do
     echo "fuzz: $pkg $target for $time"
-    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$time" "$pkg"
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$time" -fuzzminimizetime 5s "$pkg"
   done
 done
