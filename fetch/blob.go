@@ -71,12 +71,12 @@ func (f *Fetcher) fetchBlobOnce(ctx context.Context, src source, desc ocispec.De
 		return ok, err
 	}
 	defer func() { prog.Done(desc, err, existed) }()
+	w, done, err := f.lockIngest(ctx, desc)
+	if err != nil || done {
+		return done, err
+	}
 	tee := f.startTee(desc)
 	defer func() { tee.finish(err) }()
-	w, err := f.store.Writer(ctx, ingestRef(desc.Digest), cas.WriterOpts{Expected: desc.Digest, Total: desc.Size})
-	if err != nil {
-		return false, fmt.Errorf("blob %s: %w", desc.Digest, err)
-	}
 	committed := false
 	defer func() {
 		if committed {
@@ -103,6 +103,34 @@ func (f *Fetcher) fetchBlobOnce(ctx context.Context, src source, desc ocispec.De
 		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
 	}
 	return false, fmt.Errorf("blob %s: %w", desc.Digest, joinErrors(errs))
+}
+
+// lockIngest opens the ingest of desc. While another pull (of this process
+// or another) downloads the same blob, it waits for that one to finish
+// rather than failing: done then reports that the blob is in the store.
+func (f *Fetcher) lockIngest(ctx context.Context, desc ocispec.Descriptor) (w cas.Writer, done bool, err error) {
+	wait := 50 * time.Millisecond
+	for {
+		w, err := f.store.Writer(ctx, ingestRef(desc.Digest), cas.WriterOpts{Expected: desc.Digest, Total: desc.Size})
+		if err == nil {
+			return w, false, nil
+		}
+		if !errors.Is(err, errdefs.ErrLocked) {
+			return nil, false, fmt.Errorf("blob %s: %w", desc.Digest, err)
+		}
+		slog.Debug("blob is being fetched by another pull, waiting", "digest", desc.Digest)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false, fmt.Errorf("blob %s: waiting for another pull of it: %w", desc.Digest, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, time.Second)
+		if ok, err := f.present(ctx, desc); err != nil || ok {
+			return nil, ok, err
+		}
+	}
 }
 
 // present reports whether the store has desc already, checking its size.

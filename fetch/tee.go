@@ -26,6 +26,7 @@ var ErrTeeStopped = errors.New("blob copy stopped before the blob was complete")
 // dropped: the download itself never depends on the copy.
 type teeCopy struct {
 	w       TeeWriter
+	size    int64
 	pos     int64
 	stopped bool
 }
@@ -38,7 +39,7 @@ func (f *Fetcher) startTee(desc ocispec.Descriptor) *teeCopy {
 	if w == nil {
 		return nil
 	}
-	return &teeCopy{w: w}
+	return &teeCopy{w: w, size: desc.Size}
 }
 
 // at is told the offset a download continues from.
@@ -74,6 +75,11 @@ func (t *teeCopy) finish(err error) {
 		return
 	}
 	if t == nil || t.stopped {
+		return
+	}
+	if t.pos != t.size {
+		// Committed without all of it passing here (another writer had it).
+		t.stop(fmt.Errorf("copy has %d of %d bytes: %w", t.pos, t.size, ErrTeeStopped))
 		return
 	}
 	t.stopped = true

@@ -15,6 +15,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/casfs/casfs/cas"
+	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/internal/testenv"
 	"github.com/casfs/casfs/internal/testimage"
 )
@@ -204,3 +206,79 @@ func proxyTo(target *url.URL, w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(resp.StatusCode)
 	io.Copy(w, resp.Body)
 }
+
+// TestPullWaitsForAnotherDownloadOfABlob: while another writer holds a
+// blob's ingest (another pull of an image sharing the layer), a pull waits
+// for it instead of failing with ErrLocked, and takes the blob it committed.
+func TestPullWaitsForAnotherDownloadOfABlob(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := buildImage(t, "wait", 1, linuxAMD64, false)
+	pushImage(t, reg, "wait/app", "1", img)
+	layer := img.Layers[0]
+	ts := newTestStore(t)
+	w, err := ts.store.Writer(context.Background(), ingestRef(layer.Digest), cas.WriterOpts{Expected: layer.Digest, Total: layer.Size})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+
+	started := make(chan struct{})
+	rec := &startRecorder{want: layer.Digest, started: started}
+	f := ts.fetcher(t, Options{PlainHTTP: true, Progress: rec})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := f.PullContent(ctx, reg.Ref("wait/app", "1"))
+		errc <- err
+	}()
+	<-started
+	// The other writer finishes: the waiting pull finds the blob.
+	if _, err := w.Write(img.Blobs[layer.Digest]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(context.Background(), layer.Size, layer.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("pull while another writer held the layer: %v", err)
+	}
+	cancel()
+	ts.requireBlob(t, img.Blobs[layer.Digest])
+
+	// Held and never finished: the pull waits until its context ends.
+	img2 := buildImage(t, "wait2", 1, linuxAMD64, false)
+	pushImage(t, reg, "wait/app", "2", img2)
+	l2 := img2.Layers[0]
+	w2, err := ts.store.Writer(context.Background(), ingestRef(l2.Digest), cas.WriterOpts{Expected: l2.Digest, Total: l2.Size})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	started2 := make(chan struct{})
+	f = ts.fetcher(t, Options{PlainHTTP: true, Progress: &startRecorder{want: l2.Digest, started: started2}})
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	go func() {
+		_, err := f.PullContent(ctx2, reg.Ref("wait/app", "2"))
+		errc <- err
+	}()
+	<-started2
+	cancel2()
+	if err := <-errc; !errors.Is(err, context.Canceled) || errors.Is(err, errdefs.ErrLocked) {
+		t.Fatalf("pull cancelled while waiting: %v", err)
+	}
+}
+
+// startRecorder closes started when the blob want starts.
+type startRecorder struct {
+	want    digest.Digest
+	started chan struct{}
+	once    sync.Once
+}
+
+func (r *startRecorder) Start(d ocispec.Descriptor) {
+	if d.Digest == r.want {
+		r.once.Do(func() { close(r.started) })
+	}
+}
+func (r *startRecorder) Update(ocispec.Descriptor, int64)     {}
+func (r *startRecorder) Done(ocispec.Descriptor, error, bool) {}
