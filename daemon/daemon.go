@@ -139,10 +139,11 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 }
 
 // clearStaleMount detaches a FUSE mount left by a daemon that died: its
-// mountpoint answers ENOTCONN.
+// mountpoint answers ENOTCONN. statfs, not stat: the kernel may answer a
+// stat from its attribute cache after the daemon is gone.
 func clearStaleMount(mnt string, log *slog.Logger) error {
-	var st unix.Stat_t
-	err := unix.Stat(mnt, &st)
+	var st unix.Statfs_t
+	err := unix.Statfs(mnt, &st)
 	if !errors.Is(err, unix.ENOTCONN) {
 		return nil
 	}

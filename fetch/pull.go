@@ -352,9 +352,14 @@ func (f *Fetcher) downloadManifestFrom(ctx context.Context, ep Endpoint, repo st
 			return nil, desc, err
 		}
 	}
-	w, err := f.store.Writer(ctx, ingestRef(desc.Digest), cas.WriterOpts{Expected: desc.Digest, Total: desc.Size})
+	// Another pull of the same image may be storing this manifest right
+	// now: wait for its ingest lock and take its result.
+	w, done, err := f.lockIngest(ctx, desc)
 	if err != nil {
 		return nil, desc, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	if done {
+		return data, desc, nil
 	}
 	defer w.Close()
 	if err := cas.Copy(ctx, w, bytes.NewReader(data), desc.Size, desc.Digest); err != nil && !errors.Is(err, errdefs.ErrExists) {
