@@ -51,7 +51,7 @@ type layerJob struct {
 	fetched     chan struct{} // closed when the blob is in the store
 	fetchedOnce sync.Once
 	streamed    chan struct{} // closed when stream is set
-	stream      *io.PipeReader
+	stream      *streamPipe
 	taken       bool // no stream may be offered any more
 }
 
@@ -86,7 +86,7 @@ func (u *pullUnpacker) closeStreamsLocked() {
 		for _, j := range js {
 			j.taken = true
 			if j.stream != nil {
-				j.stream.CloseWithError(errStreamNotNeeded)
+				j.stream.CloseRead(errStreamNotNeeded)
 				j.stream = nil
 			}
 		}
@@ -152,17 +152,17 @@ func (u *pullUnpacker) tee(d ocispec.Descriptor) fetch.TeeWriter {
 	for _, j := range u.jobs[d.Digest] {
 		if !j.taken {
 			j.taken = true
-			pr, pw := io.Pipe()
-			j.stream = pr
+			sp := newStreamPipe(streamBuffer)
+			j.stream = sp
 			close(j.streamed)
-			return pw
+			return sp
 		}
 	}
 	return nil
 }
 
 // take ends the offer of a stream to j and returns the one it got, if any.
-func (u *pullUnpacker) take(j *layerJob) *io.PipeReader {
+func (u *pullUnpacker) take(j *layerJob) *streamPipe {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	j.taken = true
@@ -188,7 +188,7 @@ func (u *pullUnpacker) unpackAll(jobs []*layerJob) error {
 		stream := u.take(j)
 		if _, err := sn.Stat(u.ctx, j.chain); err == nil {
 			if stream != nil {
-				stream.CloseWithError(errStreamNotNeeded)
+				stream.CloseRead(errStreamNotNeeded)
 			}
 			continue
 		}
@@ -198,7 +198,7 @@ func (u *pullUnpacker) unpackAll(jobs []*layerJob) error {
 			_, err := sn.Unpack(u.ctx, j.chain, j.parent, sr, j.desc.MediaType, j.diffID)
 			// The rest of the stream (after the compressed data's end) is
 			// not needed; closing lets the download go on unhindered.
-			stream.CloseWithError(errStreamNotNeeded)
+			stream.CloseRead(errStreamNotNeeded)
 			if err == nil {
 				slog.Debug("layer unpacked from its download stream", "layer", j.desc.Digest, "chain", j.chain)
 				u.progress(j, "unpacked", j.desc.Size)
@@ -262,4 +262,87 @@ func (s *streamReader) Read(p []byte) (int, error) {
 		s.err = err
 	}
 	return n, err
+}
+
+// streamBuffer is how many chunks of a download (32 KiB each, as fetch
+// copies them) may wait for the unpacker: enough that download and
+// decompression run side by side rather than in lock step, as they would
+// through an unbuffered io.Pipe.
+const streamBuffer = 256
+
+// streamPipe is a bounded, buffered pipe: fetch writes a layer's bytes in,
+// the unpacker reads them out. Either side may end it with an error.
+type streamPipe struct {
+	ch      chan []byte
+	wclosed chan struct{}
+	rclosed chan struct{}
+	wonce   sync.Once
+	ronce   sync.Once
+	werr    error
+	rerr    error
+	cur     []byte
+}
+
+func newStreamPipe(n int) *streamPipe {
+	return &streamPipe{ch: make(chan []byte, n), wclosed: make(chan struct{}), rclosed: make(chan struct{})}
+}
+
+func (p *streamPipe) Write(b []byte) (int, error) {
+	c := append([]byte(nil), b...) // the caller reuses b
+	select {
+	case <-p.rclosed:
+		return 0, p.rerr
+	default:
+	}
+	select {
+	case p.ch <- c:
+		return len(b), nil
+	case <-p.rclosed:
+		return 0, p.rerr
+	}
+}
+
+// CloseWithError ends the writing side: nil means the reader gets EOF once
+// it has read everything.
+func (p *streamPipe) CloseWithError(err error) error {
+	p.wonce.Do(func() {
+		p.werr = err
+		close(p.wclosed)
+	})
+	return nil
+}
+
+// CloseRead ends the reading side; writes fail with err from then on.
+func (p *streamPipe) CloseRead(err error) {
+	p.ronce.Do(func() {
+		p.rerr = err
+		close(p.rclosed)
+	})
+}
+
+func (p *streamPipe) Read(b []byte) (int, error) {
+	for len(p.cur) == 0 {
+		select {
+		case c := <-p.ch:
+			p.cur = c
+			continue
+		case <-p.rclosed:
+			return 0, p.rerr
+		case <-p.wclosed:
+		}
+		// Written before the close: still to be read.
+		select {
+		case c := <-p.ch:
+			p.cur = c
+			continue
+		default:
+		}
+		if p.werr != nil {
+			return 0, p.werr
+		}
+		return 0, io.EOF
+	}
+	n := copy(b, p.cur)
+	p.cur = p.cur[n:]
+	return n, nil
 }
