@@ -21,6 +21,7 @@ func snapshotTopCommands() []*cli.Command {
 			{Name: "ls", Usage: "list snapshots: key, parent, kind", Flags: []cli.Flag{quietFlag, formatFlag}, Action: snapshotList},
 			{Name: "rm", Usage: "remove snapshots (refused while others are based on them)", ArgsUsage: "KEY...", Action: snapshotRemove},
 			{Name: "usage", Usage: "disk use of snapshots (of one when KEY is given)", ArgsUsage: "[KEY]", Flags: []cli.Flag{formatFlag}, Action: snapshotUsage},
+			snapshotPruneCommand(),
 		},
 	}}
 }
