@@ -52,7 +52,7 @@ var scenarios = []scenario{
 func main() {
 	casfs := flag.String("casfs", "bin/casfs", "casfs binary")
 	only := flag.String("only", "", "comma-separated scenarios to run (default all)")
-	out := flag.String("out", "bench-results/results.md", "where to write the table")
+	out := flag.String("out", "docs/bench.md", "where to write the table")
 	quick := flag.Bool("quick", false, "smaller inputs, for trying the harness")
 	flag.Parse()
 	begin := time.Now()

@@ -6,8 +6,8 @@
 # before cold runs. Everything listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-args=(-casfs bin/casfs -out bench-results/results.md)
+args=(-casfs bin/casfs -out docs/bench.md)
 [ -n "${BENCH_ONLY:-}" ] && args+=(-only "$BENCH_ONLY")
 [ -n "${BENCH_QUICK:-}" ] && args+=(-quick)
 go run ./bench "${args[@]}"
-echo "written to bench-results/results.md"
+echo "written to docs/bench.md"
