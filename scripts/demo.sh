@@ -11,6 +11,7 @@ mnt=$work/mnt
 reg_pid=
 cleanup() {
   set +e
+  mountpoint -q "$work/overlay" 2>/dev/null && umount "$work/overlay"
   mountpoint -q "$mnt" && umount "$mnt"
   [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null
   rm -rf "$work"
@@ -90,7 +91,16 @@ cat > "$cbundle/config.json" <<JSON
 JSON
 show runc --root "$work/runc" run --bundle "$cbundle" "casfs-demo-$$"
 
-step "7. unmount (the daemon exits and releases the store)"
+step "7. the same image as a kernel overlay of its snapshots (casfs image mount), run with runc"
+ovl=$work/overlay
+mkdir -p "$ovl"
+show "$CASFS" image mount "$ref" "$ovl"
+sed -i "s|\"path\": \"$rootfs\"|\"path\": \"$ovl\"|" "$cbundle/config.json"
+show runc --root "$work/runc" run --bundle "$cbundle" "casfs-demo-ovl-$$"
+show "$CASFS" image unmount "$ovl"
+show "$CASFS" snapshot ls
+
+step "8. unmount (the daemon exits and releases the store)"
 show umount "$mnt"
 for _ in $(seq 100); do [ -S "$CASFS_ROOT/casfs.sock" ] && pgrep -f "notify-fd 3.*$mnt" >/dev/null || break; sleep 0.1; done
 show "$CASFS" content ls
