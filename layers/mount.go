@@ -69,35 +69,52 @@ func bindReadOnly(src, target string) error {
 }
 
 func mountOverlayFsopen(lowers []string, upper, work, target string, readonly bool) error {
+	mfd, err := DetachedOverlay("overlay", lowers, upper, work, readonly)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(mfd)
+	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move mount: %w", err)
+	}
+	return nil
+}
+
+// DetachedOverlay makes an overlay mount of lowers (top-most first), with
+// upper and work when writable, that is not attached anywhere yet: the
+// caller attaches the returned fd with move_mount (and closes it). The new
+// mount API takes each lower as its own option, so no path needs escaping
+// and no option string can outgrow a page.
+func DetachedOverlay(source string, lowers []string, upper, work string, readonly bool) (int, error) {
 	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if err != nil {
-		return fmt.Errorf("fsopen: %w", err)
+		return -1, fmt.Errorf("fsopen overlay: %w", err)
 	}
 	defer unix.Close(fsfd)
 	set := func(k, v string) error {
 		if err := unix.FsconfigSetString(fsfd, k, v); err != nil {
-			return fmt.Errorf("fsconfig %s=%s: %w", k, v, err)
+			return fmt.Errorf("overlay option %s=%s: %w", k, v, err)
 		}
 		return nil
 	}
-	if err := set("source", "overlay"); err != nil {
-		return err
+	if err := set("source", source); err != nil {
+		return -1, err
 	}
 	for _, l := range lowers {
 		if err := set("lowerdir+", l); err != nil {
-			return err
+			return -1, err
 		}
 	}
 	if upper != "" {
 		if err := set("upperdir", upper); err != nil {
-			return err
+			return -1, err
 		}
 		if err := set("workdir", work); err != nil {
-			return err
+			return -1, err
 		}
 	}
 	if err := unix.FsconfigCreate(fsfd); err != nil {
-		return fmt.Errorf("fsconfig create: %w", err)
+		return -1, fmt.Errorf("create overlay: %w", err)
 	}
 	var attrs int
 	if readonly {
@@ -105,13 +122,23 @@ func mountOverlayFsopen(lowers []string, upper, work, target string, readonly bo
 	}
 	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, attrs)
 	if err != nil {
-		return fmt.Errorf("fsmount: %w", err)
+		return -1, fmt.Errorf("fsmount overlay: %w", err)
 	}
-	defer unix.Close(mfd)
-	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("move mount: %w", err)
+	return mfd, nil
+}
+
+// DetachedReadOnlyBind is a read-only bind of src, not attached anywhere
+// yet (see DetachedOverlay).
+func DetachedReadOnlyBind(src string) (int, error) {
+	tree, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("open_tree %s: %w", src, err)
 	}
-	return nil
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+		unix.Close(tree)
+		return -1, fmt.Errorf("make bind mount read-only: %w", err)
+	}
+	return tree, nil
 }
 
 // Unmount unmounts target.

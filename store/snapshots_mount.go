@@ -19,6 +19,7 @@ import (
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/layers"
 )
 
 // An image mount is recorded as a lease (so that garbage collection keeps
@@ -327,58 +328,16 @@ func openMountTarget(target string) (int, string, error) {
 // the descriptor, not a path, and lower paths need no escaping.
 func mountAt(fd int, lowers []string, upper, work string, readonly bool) error {
 	var mfd int
+	var err error
 	if upper == "" && len(lowers) == 1 {
-		tree, err := unix.OpenTree(unix.AT_FDCWD, lowers[0], unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-		if err != nil {
-			return fmt.Errorf("open_tree %s: %w", lowers[0], err)
-		}
-		defer unix.Close(tree)
-		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
-			return fmt.Errorf("make bind mount read-only: %w", err)
-		}
-		mfd = tree
+		mfd, err = layers.DetachedReadOnlyBind(lowers[0])
 	} else {
-		fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
-		if err != nil {
-			return fmt.Errorf("fsopen overlay: %w", err)
-		}
-		defer unix.Close(fsfd)
-		set := func(k, v string) error {
-			if err := unix.FsconfigSetString(fsfd, k, v); err != nil {
-				return fmt.Errorf("overlay option %s=%s: %w", k, v, err)
-			}
-			return nil
-		}
-		if err := set("source", "casfs"); err != nil {
-			return err
-		}
-		for _, l := range lowers {
-			if err := set("lowerdir+", l); err != nil {
-				return err
-			}
-		}
-		if upper != "" {
-			if err := set("upperdir", upper); err != nil {
-				return err
-			}
-			if err := set("workdir", work); err != nil {
-				return err
-			}
-		}
-		if err := unix.FsconfigCreate(fsfd); err != nil {
-			return fmt.Errorf("create overlay: %w", err)
-		}
-		var attrs int
-		if readonly {
-			attrs = unix.MOUNT_ATTR_RDONLY
-		}
-		m, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, attrs)
-		if err != nil {
-			return fmt.Errorf("fsmount overlay: %w", err)
-		}
-		defer unix.Close(m)
-		mfd = m
+		mfd, err = layers.DetachedOverlay("casfs", lowers, upper, work, readonly)
 	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(mfd)
 	if err := unix.MoveMount(mfd, "", fd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
 		return fmt.Errorf("attach mount: %w", err)
 	}
