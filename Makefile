@@ -40,7 +40,7 @@ lint:
 SOAK_TRIALS ?= 200
 FUZZTIME ?= 60s
 soak: prereqs
-	CASFS_CRASH_TRIALS=$(SOAK_TRIALS) $(GO) test -count=1 -timeout 120m -run 'TestCrashTrials' -v ./integration/ | grep -E '^(=== RUN|--- |crash|ok|FAIL|PASS)'
+	bash -o pipefail -c "CASFS_CRASH_TRIALS=$(SOAK_TRIALS) $(GO) test -count=1 -timeout 120m -run 'TestCrashTrials' -v ./integration/ | grep -E '^(=== RUN|--- |crash|ok|FAIL|PASS)'"
 
 fuzz:
 	@scripts/fuzz.sh $(FUZZTIME)
