@@ -87,24 +87,13 @@ func contentList(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		switch {
-		case c.Bool("quiet"):
-			for _, i := range infos {
-				fmt.Fprintln(c.App.Writer, i.Digest)
-			}
-		case format == "json":
-			if infos == nil {
-				infos = []store.ContentInfo{}
-			}
-			return printJSON(c.App.Writer, infos)
-		default:
-			tw := newTable(c.App.Writer, "DIGEST", "SIZE", "AGE", "LABELS")
-			for _, i := range infos {
-				row(tw, i.Digest, humanSize(i.Size), age(i.CreatedAt), formatLabels(i.Labels))
-			}
-			return tw.Flush()
-		}
-		return nil
+		return listing[store.ContentInfo]{
+			header: []string{"DIGEST", "SIZE", "AGE", "LABELS"},
+			id:     func(i store.ContentInfo) string { return i.Digest.String() },
+			row: func(i store.ContentInfo) []any {
+				return []any{i.Digest, humanSize(i.Size), age(i.CreatedAt), formatLabels(i.Labels)}
+			},
+		}.print(c, format, infos)
 	})
 }
 
@@ -238,25 +227,17 @@ func contentActive(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		switch {
-		case c.Bool("quiet"):
-			for _, st := range sts {
-				fmt.Fprintln(c.App.Writer, st.Ref)
-			}
-		case format == "json":
-			return printJSON(c.App.Writer, sts)
-		default:
-			tw := newTable(c.App.Writer, "REF", "OFFSET", "TOTAL", "STARTED", "UPDATED")
-			for _, st := range sts {
+		return listing[store.IngestStatus]{
+			header: []string{"REF", "OFFSET", "TOTAL", "STARTED", "UPDATED"},
+			id:     func(st store.IngestStatus) string { return st.Ref },
+			row: func(st store.IngestStatus) []any {
 				total := "-"
 				if st.Total > 0 {
 					total = fmt.Sprint(st.Total)
 				}
-				row(tw, st.Ref, st.Offset, total, age(st.StartedAt), age(st.UpdatedAt))
-			}
-			return tw.Flush()
-		}
-		return nil
+				return []any{st.Ref, st.Offset, total, age(st.StartedAt), age(st.UpdatedAt)}
+			},
+		}.print(c, format, sts)
 	})
 }
 

@@ -184,28 +184,17 @@ func imageList(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		switch {
-		case c.Bool("quiet"):
-			for _, i := range imgs {
-				fmt.Fprintln(c.App.Writer, i.Name)
-			}
-		case format == "json":
-			if imgs == nil {
-				imgs = []store.ImageInfo{}
-			}
-			return printJSON(c.App.Writer, imgs)
-		default:
-			tw := newTable(c.App.Writer, "REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS")
-			for _, i := range imgs {
+		return listing[store.ImageInfo]{
+			header: []string{"REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS"},
+			id:     func(i store.ImageInfo) string { return i.Name },
+			row: func(i store.ImageInfo) []any {
 				platforms := strings.Join(i.Platforms, ",")
 				if platforms == "" {
 					platforms = "-"
 				}
-				row(tw, i.Name, i.Target.MediaType, i.Target.Digest, humanSize(i.Size), platforms)
-			}
-			return tw.Flush()
-		}
-		return nil
+				return []any{i.Name, i.Target.MediaType, i.Target.Digest, humanSize(i.Size), platforms}
+			},
+		}.print(c, format, imgs)
 	})
 }
 

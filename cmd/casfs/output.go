@@ -93,3 +93,31 @@ func age(t time.Time) string {
 		return fmt.Sprintf("%d days", int(d.Hours()/24))
 	}
 }
+
+// listing prints a list the three ways every ls command offers: ids only
+// (-q), JSON (--format json, [] when empty), or a table.
+type listing[T any] struct {
+	header []string
+	id     func(T) string
+	row    func(T) []any
+}
+
+func (l listing[T]) print(c *cli.Context, format string, items []T) error {
+	switch {
+	case c.Bool("quiet"):
+		for _, it := range items {
+			fmt.Fprintln(c.App.Writer, l.id(it))
+		}
+		return nil
+	case format == "json":
+		if items == nil {
+			items = []T{}
+		}
+		return printJSON(c.App.Writer, items)
+	}
+	tw := newTable(c.App.Writer, l.header...)
+	for _, it := range items {
+		row(tw, l.row(it)...)
+	}
+	return tw.Flush()
+}

@@ -56,24 +56,11 @@ func snapshotList(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		switch {
-		case c.Bool("quiet"):
-			for _, sn := range snaps {
-				fmt.Fprintln(c.App.Writer, sn.Key)
-			}
-		case format == "json":
-			if snaps == nil {
-				snaps = []store.SnapshotInfo{}
-			}
-			return printJSON(c.App.Writer, snaps)
-		default:
-			tw := newTable(c.App.Writer, "KEY", "PARENT", "KIND")
-			for _, sn := range snaps {
-				row(tw, sn.Key, sn.Parent, sn.Kind)
-			}
-			return tw.Flush()
-		}
-		return nil
+		return listing[store.SnapshotInfo]{
+			header: []string{"KEY", "PARENT", "KIND"},
+			id:     func(sn store.SnapshotInfo) string { return sn.Key },
+			row:    func(sn store.SnapshotInfo) []any { return []any{sn.Key, sn.Parent, sn.Kind} },
+		}.print(c, format, snaps)
 	})
 }
 
