@@ -204,11 +204,14 @@ func (u *pullUnpacker) unpackAll(jobs []*layerJob) error {
 				u.progress(j, "unpacked", j.desc.Size)
 				continue
 			}
-			slog.Debug("layer stream broke, unpacking from the blob", "layer", j.desc.Digest, "err", err)
-			if sr.err == nil || u.ctx.Err() != nil {
+			if u.ctx.Err() != nil {
 				return fmt.Errorf("unpack layer %s: %w", j.desc.Digest, err)
 			}
-			// The download started over: unpack from the blob once it is in.
+			// Whether the stream broke (sr.err) or what it carried was wrong,
+			// the verified blob decides: bytes that fail their digest fail the
+			// pull with that reason (the fetch's error wins), and a verified
+			// blob is unpacked again, failing on its own if the layer is bad.
+			slog.Debug("layer stream failed, unpacking from the blob once it is verified", "layer", j.desc.Digest, "stream_broke", sr.err != nil, "err", err)
 		}
 		select {
 		case <-j.fetched:
