@@ -5,14 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -142,15 +140,11 @@ func fakeBackend() backend {
 	}
 }
 
-// localBackend is the embedded store, once its blob store and index have
-// landed: while they are still "TODO" stubs it is skipped with a reason.
+// localBackend is the embedded store.
 func localBackend() backend {
 	return backend{
 		name: "local",
 		open: func(t *testing.T) store.API {
-			if why := localMissing(t); why != "" {
-				t.Skipf("store.Local is not usable yet: %s", why)
-			}
 			s, err := store.Open(t.TempDir(), store.Options{Create: true})
 			if err != nil {
 				t.Fatal(err)
@@ -177,31 +171,6 @@ func localBackend() backend {
 
 // localMissing probes store.Local with one ingest; a panic that says TODO
 // means its parts are still stubs. Any other panic is a real failure.
-func localMissing(t *testing.T) (why string) {
-	t.Helper()
-	defer func() {
-		if v := recover(); v != nil {
-			if strings.Contains(fmt.Sprint(v), "TODO") {
-				why = fmt.Sprintf("a part still panics %q", fmt.Sprint(v))
-				return
-			}
-			panic(v)
-		}
-	}()
-	s, err := store.Open(t.TempDir(), store.Options{Create: true})
-	if err != nil {
-		t.Fatalf("probe store.Open: %v", err)
-	}
-	defer s.Close()
-	if _, err := s.Ingest(context.Background(), "probe", strings.NewReader("probe"), store.IngestOptions{}); err != nil {
-		t.Fatalf("probe ingest: %v", err)
-	}
-	if _, err := s.ListContent(context.Background()); err != nil {
-		t.Fatalf("probe list: %v", err)
-	}
-	return ""
-}
-
 func forEachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
 	for _, b := range []backend{fakeBackend(), localBackend()} {
 		t.Run(b.name, func(t *testing.T) { fn(t, b) })
