@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 
 	"github.com/casfs/casfs/store"
@@ -90,33 +91,22 @@ func pullOptions(c *cli.Context) (store.PullOptions, error) {
 }
 
 func imagePull(c *cli.Context) error {
-	if err := wantArgs(c, 1, 1); err != nil {
-		return err
-	}
-	opts, err := pullOptions(c)
-	if err != nil {
-		return err
-	}
-	ref := c.Args().First()
-	if err := checkRefs(ref); err != nil {
-		return err
-	}
-	return withStore(c, true, func(s store.API) error {
-		p := newProgress(c, "pull "+ref)
-		opts.Progress = p.Event
+	return fetchImage(c, "pull", func(s store.API, ref string, opts store.PullOptions) (string, digest.Digest, error) {
 		info, err := s.Pull(c.Context, ref, opts)
-		p.Finish(err)
-		if err != nil {
-			return fmt.Errorf("pull %s: %w", ref, err)
-		}
-		if !c.Bool("quiet") {
-			fmt.Fprintf(c.App.Writer, "%s: %s\n", info.Name, info.Target.Digest)
-		}
-		return nil
+		return info.Name, info.Target.Digest, err
 	})
 }
 
 func contentFetch(c *cli.Context) error {
+	return fetchImage(c, "fetch", func(s store.API, ref string, opts store.PullOptions) (string, digest.Digest, error) {
+		desc, err := s.FetchContent(c.Context, ref, opts)
+		return ref, desc.Digest, err
+	})
+}
+
+// fetchImage is what pull and content fetch share: parse, show progress,
+// call, print "NAME: DIGEST".
+func fetchImage(c *cli.Context, verb string, call func(store.API, string, store.PullOptions) (string, digest.Digest, error)) error {
 	if err := wantArgs(c, 1, 1); err != nil {
 		return err
 	}
@@ -129,15 +119,15 @@ func contentFetch(c *cli.Context) error {
 		return err
 	}
 	return withStore(c, true, func(s store.API) error {
-		p := newProgress(c, "fetch "+ref)
+		p := newProgress(c, verb+" "+ref)
 		opts.Progress = p.Event
-		desc, err := s.FetchContent(c.Context, ref, opts)
+		name, d, err := call(s, ref, opts)
 		p.Finish(err)
 		if err != nil {
-			return fmt.Errorf("fetch %s: %w", ref, err)
+			return fmt.Errorf("%s %s: %w", verb, ref, err)
 		}
 		if !c.Bool("quiet") {
-			fmt.Fprintf(c.App.Writer, "%s: %s\n", ref, desc.Digest)
+			fmt.Fprintf(c.App.Writer, "%s: %s\n", name, d)
 		}
 		return nil
 	})
