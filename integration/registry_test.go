@@ -119,3 +119,28 @@ func TestPullTLSAuth(t *testing.T) {
 		t.Fatalf("pull over TLS with auth:\n%s", out)
 	}
 }
+
+// TestContentFetch: all content of an image, no image record, no snapshots.
+func TestContentFetch(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := busyboxImage(t)
+	ref := pushTestImage(t, reg, "lab/fetch", "1", img)
+	c := newCLI(t)
+	out := c.OK(nil, "content", "fetch", "--plain-http", ref)
+	if !strings.Contains(out, ref+": "+img.Manifest.Digest.String()) {
+		t.Fatalf("content fetch printed:\n%s", out)
+	}
+	have := c.OK(nil, "content", "ls", "-q")
+	for d := range img.Blobs {
+		if !strings.Contains(have, d.String()) {
+			t.Errorf("blob %s not fetched", d)
+		}
+	}
+	if got := c.OK(nil, "image", "ls", "-q"); got != "" {
+		t.Fatalf("content fetch recorded an image: %q", got)
+	}
+	if got := c.OK(nil, "snapshot", "ls", "-q"); got != "" {
+		t.Fatalf("content fetch unpacked: %q", got)
+	}
+	c.OK(nil, "content", "verify")
+}
