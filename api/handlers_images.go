@@ -55,19 +55,20 @@ func (srv *Server) tagImage(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (srv *Server) pull(w http.ResponseWriter, r *http.Request) error {
-	var req PullRequest
-	if err := srv.decodeJSON(w, r, &req); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	ps := newProgressStream(w, cancel)
-	req.Options.Progress = ps.Event
-	info, err := srv.store.Pull(ctx, req.Ref, req.Options)
-	return ps.finish(info, err)
+	return srv.streamPull(w, r, func(ctx context.Context, req PullRequest) (any, error) {
+		return srv.store.Pull(ctx, req.Ref, req.Options)
+	})
 }
 
 func (srv *Server) fetchContent(w http.ResponseWriter, r *http.Request) error {
+	return srv.streamPull(w, r, func(ctx context.Context, req PullRequest) (any, error) {
+		return srv.store.FetchContent(ctx, req.Ref, req.Options)
+	})
+}
+
+// streamPull decodes a PullRequest and runs call with its progress going
+// out as an NDJSON stream, then the result.
+func (srv *Server) streamPull(w http.ResponseWriter, r *http.Request, call func(context.Context, PullRequest) (any, error)) error {
 	var req PullRequest
 	if err := srv.decodeJSON(w, r, &req); err != nil {
 		return err
@@ -76,8 +77,8 @@ func (srv *Server) fetchContent(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	ps := newProgressStream(w, cancel)
 	req.Options.Progress = ps.Event
-	desc, err := srv.store.FetchContent(ctx, req.Ref, req.Options)
-	return ps.finish(desc, err)
+	result, err := call(ctx, req)
+	return ps.finish(result, err)
 }
 
 func (srv *Server) push(w http.ResponseWriter, r *http.Request) error {
