@@ -79,10 +79,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 
 	src := newSource(st)
 	fsys := fusefs.New(src, fusefs.Options{Logger: log})
-	st.OnChange(func() {
-		src.forget()
-		fsys.Invalidate()
-	})
+	st.OnChange(fsys.Invalidate)
 
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()

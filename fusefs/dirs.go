@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/casfs/casfs/layers/merged"
 	gfs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	digest "github.com/opencontainers/go-digest"
@@ -264,7 +265,7 @@ func (r *rootfsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if errno != 0 {
 		return nil, errno
 	}
-	ch := r.fs.mergedChild(ctx, &r.Inode, rt, rt.t.Root, out)
+	ch := rt.child(ctx, &r.Inode, merged.RootIno, out)
 	// The name of a tree in rootfs/ may go away with its image.
 	out.SetEntryTimeout(r.fs.opts.ListingTimeout)
 	return ch, 0
@@ -278,10 +279,22 @@ func (r *rootfsDir) OpendirHandle(ctx context.Context, flags uint32) (gfs.FileHa
 	var ents []fuse.DirEntry
 	for _, id := range sortedKeys(v.rootfs) {
 		// Inode numbers of trees not built yet are unknown; 0 lets the
-		// kernel fill in "unknown", and readdirplus looks them up anyway.
+		// kernel fill in "unknown".
 		ents = append(ents, fuse.DirEntry{Name: id, Mode: syscall.S_IFDIR})
 	}
-	return newDirHandle(ents), dirFlags, 0
+	return &namesOnly{newDirHandle(ents)}, dirFlags, 0
+}
+
+// namesOnly is a listing whose READDIRPLUS replies carry names without
+// attributes: listing rootfs/ must not build every image's tree. A zero
+// node id in a readdirplus entry tells the kernel to skip it (it looks the
+// name up when someone stats it).
+type namesOnly struct{ *dirHandle }
+
+var _ gfs.FileLookuper = (*namesOnly)(nil)
+
+func (namesOnly) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gfs.Inode, syscall.Errno) {
+	return nil, syscall.EAGAIN
 }
 
 // imagesDir is images/ or any directory below it: repository elements,

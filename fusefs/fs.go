@@ -45,10 +45,12 @@ type FS struct {
 	server atomic.Pointer[fuse.Server]
 	root   *rootDir
 
-	treesMu sync.Mutex
-	trees   map[string]*rtree // rootfs id -> tree, built on first use
-	treeSeq uint64            // rootfs ids get inode bases in order of first use
-	treeIdx map[string]uint64 // kept across Refresh so inode numbers stay stable
+	treesMu    sync.Mutex
+	trees      map[string]*rtree     // rootfs id -> tree, built on first use
+	building   map[string]*treeBuild // rootfs id -> tree being built
+	treeBuilds atomic.Int64          // trees built so far (for tests and measurements)
+	treeSeq    uint64                // rootfs ids get inode bases in order of first use
+	treeIdx    map[string]uint64     // kept across Refresh so inode numbers stay stable
 
 	passMu   sync.Mutex
 	passMode atomic.Int32 // passUnknown, passActive, passOff
@@ -62,13 +64,19 @@ const (
 	passOff
 )
 
-// rtree is one rootfs tree with the inode number base of its nodes.
+// rtree is one rootfs tree with the inode number base of its nodes. It is
+// kept while the kernel holds any of its nodes (live > 0) and dropped when
+// the kernel forgets the last one, so that trees nobody walks cost nothing;
+// the next lookup builds it again, with the same inode numbers.
 type rtree struct {
+	fs   *FS
+	id   string
 	t    *merged.Tree
 	base uint64
 	// hasLabels and hasACLs say whether any node carries security.selinux
 	// or a POSIX ACL xattr (see mnode.Getxattr).
 	hasLabels, hasACLs bool
+	live               atomic.Int64 // mnodes the kernel holds
 }
 
 const (
@@ -77,26 +85,24 @@ const (
 	xattrACLDefault = "system.posix_acl_default"
 )
 
-func newRtree(t *merged.Tree, base uint64) *rtree {
-	rt := &rtree{t: t, base: base}
-	var walk func(n *merged.Node)
-	walk = func(n *merged.Node) {
-		for _, x := range n.Xattrs {
-			switch x.Name {
-			case xattrSELinux:
-				rt.hasLabels = true
-			case xattrACLAccess, xattrACLDefault:
-				rt.hasACLs = true
-			}
-		}
-		for _, c := range n.Children() {
-			if c.Node.IsDir() || len(c.Node.Xattrs) > 0 {
-				walk(c.Node)
-			}
-		}
-	}
-	walk(t.Root)
+func newRtree(f *FS, id string, t *merged.Tree, base uint64) *rtree {
+	rt := &rtree{fs: f, id: id, t: t, base: base}
+	rt.hasLabels = t.HasXattr(func(name string) bool { return name == xattrSELinux })
+	rt.hasACLs = t.HasXattr(func(name string) bool { return name == xattrACLAccess || name == xattrACLDefault })
 	return rt
+}
+
+// release gives back one node; the last one drops the tree from the cache.
+func (rt *rtree) release() {
+	if rt.live.Add(-1) > 0 {
+		return
+	}
+	f := rt.fs
+	f.treesMu.Lock()
+	if rt.live.Load() <= 0 && f.trees[rt.id] == rt {
+		delete(f.trees, rt.id)
+	}
+	f.treesMu.Unlock()
 }
 
 // missingXattr is the error for an xattr a node does not have.
@@ -123,7 +129,7 @@ func New(src Source, opts Options) *FS {
 	if opts.RefreshTimeout <= 0 {
 		opts.RefreshTimeout = 30 * time.Second
 	}
-	f := &FS{src: src, opts: opts, log: opts.Logger, trees: map[string]*rtree{}, treeIdx: map[string]uint64{}}
+	f := &FS{src: src, opts: opts, log: opts.Logger, trees: map[string]*rtree{}, building: map[string]*treeBuild{}, treeIdx: map[string]uint64{}}
 	f.root = &rootDir{fs: f}
 	return f
 }
@@ -200,32 +206,53 @@ func (f *FS) dropTrees(v *view) {
 	}
 }
 
-// tree returns the merged tree of one rootfs id, asking the Source once.
+// treeBuild is a tree being built; concurrent lookups wait for it.
+type treeBuild struct {
+	done chan struct{}
+	rt   *rtree
+	err  error
+}
+
+// tree returns the merged tree of one rootfs id, asking the Source once
+// however many lookups want it at the same time.
 func (f *FS) tree(ctx context.Context, id string) (*rtree, syscall.Errno) {
 	f.treesMu.Lock()
-	rt := f.trees[id]
-	f.treesMu.Unlock()
-	if rt != nil {
-		return rt, 0
-	}
-	t, err := f.src.Rootfs(ctx, id)
-	if err != nil {
-		return nil, f.errno("rootfs "+id, err)
-	}
-	f.treesMu.Lock()
-	defer f.treesMu.Unlock()
 	if rt := f.trees[id]; rt != nil {
+		f.treesMu.Unlock()
 		return rt, 0
 	}
-	idx, ok := f.treeIdx[id]
-	if !ok {
-		f.treeSeq++
-		idx = f.treeSeq
-		f.treeIdx[id] = idx
+	b := f.building[id]
+	if b == nil {
+		b = &treeBuild{done: make(chan struct{})}
+		f.building[id] = b
+		f.treesMu.Unlock()
+		t, err := f.src.Rootfs(ctx, id)
+		f.treesMu.Lock()
+		delete(f.building, id)
+		if err == nil {
+			idx, ok := f.treeIdx[id]
+			if !ok {
+				f.treeSeq++
+				idx = f.treeSeq
+				f.treeIdx[id] = idx
+			}
+			b.rt = newRtree(f, id, t, idx<<32)
+			f.trees[id] = b.rt
+			f.treeBuilds.Add(1)
+		}
+		b.err = err
+		close(b.done)
 	}
-	rt = newRtree(t, idx<<32)
-	f.trees[id] = rt
-	return rt, 0
+	f.treesMu.Unlock()
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return nil, syscall.EINTR
+	}
+	if b.err != nil {
+		return nil, f.errno("rootfs "+id, b.err)
+	}
+	return b.rt, 0
 }
 
 // errno maps a Source error to what the reading process sees, and logs
