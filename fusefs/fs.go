@@ -65,9 +65,9 @@ const (
 )
 
 // rtree is one rootfs tree with the inode number base of its nodes. It is
-// kept while the kernel holds any of its nodes (live > 0) and dropped when
-// the kernel forgets the last one, so that trees nobody walks cost nothing;
-// the next lookup builds it again, with the same inode numbers.
+// kept while the kernel holds any of its nodes and dropped when the kernel
+// forgets the last one, so that trees nobody walks cost nothing; the next
+// lookup builds it again, with the same inode numbers.
 type rtree struct {
 	fs   *FS
 	id   string
@@ -76,7 +76,6 @@ type rtree struct {
 	// hasLabels and hasACLs say whether any node carries security.selinux
 	// or a POSIX ACL xattr (see mnode.Getxattr).
 	hasLabels, hasACLs bool
-	live               atomic.Int64 // mnodes the kernel holds
 }
 
 const (
@@ -92,14 +91,11 @@ func newRtree(f *FS, id string, t *merged.Tree, base uint64) *rtree {
 	return rt
 }
 
-// release gives back one node; the last one drops the tree from the cache.
-func (rt *rtree) release() {
-	if rt.live.Add(-1) > 0 {
-		return
-	}
+// drop removes the tree from the cache.
+func (rt *rtree) drop() {
 	f := rt.fs
 	f.treesMu.Lock()
-	if rt.live.Load() <= 0 && f.trees[rt.id] == rt {
+	if f.trees[rt.id] == rt {
 		delete(f.trees, rt.id)
 	}
 	f.treesMu.Unlock()

@@ -16,8 +16,9 @@ import (
 // file data comes from the in-memory merged.Tree, so lookups, stat and
 // xattr queries never touch the disk; file data comes from the node's
 // layer. An mnode lives only while the kernel holds the inode: go-fuse
-// drops it on FORGET, and the tree is dropped when its last mnode goes
-// (see rtree.release).
+// drops it on FORGET. The kernel forgets a directory only after everything
+// below it, so the FORGET of a tree's root means it holds none of its
+// nodes: then the tree is dropped too.
 type mnode struct {
 	gfs.Inode
 	rt *rtree
@@ -67,18 +68,18 @@ func (m *mnode) Getattr(ctx context.Context, fh gfs.FileHandle, out *fuse.AttrOu
 // child returns the inode of node i of rt below parent. Hardlinked names
 // share an inode number, and go-fuse hands back the Inode it already has.
 func (rt *rtree) child(ctx context.Context, parent *gfs.Inode, i merged.Ino, out *fuse.EntryOut) *gfs.Inode {
-	mn := &mnode{rt: rt, i: i}
-	ch := rt.fs.newChild(ctx, parent, mn, rt.t.Mode(i), rt.base|uint64(i))
-	if ch.Operations() == mn {
-		rt.live.Add(1) // a new node: OnForget gives it back
-	}
+	ch := rt.fs.newChild(ctx, parent, &mnode{rt: rt, i: i}, rt.t.Mode(i), rt.base|uint64(i))
 	rt.attr(i, &out.Attr)
 	imm := rt.fs.opts.ImmutableTimeout
 	rt.fs.setTimeouts(out, imm, imm)
 	return ch
 }
 
-func (m *mnode) OnForget() { m.rt.release() }
+func (m *mnode) OnForget() {
+	if m.i == merged.RootIno {
+		m.rt.drop()
+	}
+}
 
 func (m *mnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gfs.Inode, syscall.Errno) {
 	c, ok := m.rt.t.Child(m.i, name)
