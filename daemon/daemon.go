@@ -83,7 +83,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()
-	apiSrv := api.NewServer(st, api.ServerOptions{Logger: log})
+	apiSrv := api.NewServer(st, api.ServerOptions{Logger: log, Debug: debugHandler(fsys)})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- apiSrv.Serve(srvCtx, SocketPath(st.Root())) }()
 	select {
