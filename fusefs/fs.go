@@ -47,6 +47,7 @@ type FS struct {
 
 	treesMu    sync.Mutex
 	trees      map[string]*rtree     // rootfs id -> tree, built on first use
+	byBase     map[uint64]*rtree     // inode base -> tree the kernel holds nodes of
 	building   map[string]*treeBuild // rootfs id -> tree being built
 	treeBuilds atomic.Int64          // trees built so far (for tests and measurements)
 	treeSeq    uint64                // rootfs ids get inode bases in order of first use
@@ -76,6 +77,9 @@ type rtree struct {
 	// hasLabels and hasACLs say whether any node carries security.selinux
 	// or a POSIX ACL xattr (see mnode.Getxattr).
 	hasLabels, hasACLs bool
+	// refs counts the kernel's references to the tree's nodes: one per
+	// node id in a LOOKUP or READDIRPLUS reply, given back by FORGET.
+	refs atomic.Int64
 }
 
 const (
@@ -91,14 +95,43 @@ func newRtree(f *FS, id string, t *merged.Tree, base uint64) *rtree {
 	return rt
 }
 
-// drop removes the tree from the cache.
-func (rt *rtree) drop() {
-	f := rt.fs
+// acquireLocked takes a reference on the tree registered for rt's inode
+// base, registering rt if none is, and returns the tree it took it on.
+// The caller holds treesMu.
+func (f *FS) acquireLocked(rt *rtree) *rtree {
+	if cur := f.byBase[rt.base]; cur != nil {
+		rt = cur
+	} else {
+		f.byBase[rt.base] = rt
+	}
+	rt.refs.Add(1)
+	return rt
+}
+
+// releaseTree gives back n references; the last one drops the tree: the
+// kernel holds none of its nodes, and the next lookup builds it again.
+func (f *FS) releaseTree(rt *rtree, n int64) {
+	if rt.refs.Add(-n) > 0 {
+		return
+	}
 	f.treesMu.Lock()
-	if f.trees[rt.id] == rt {
-		delete(f.trees, rt.id)
+	if rt.refs.Load() <= 0 {
+		if f.byBase[rt.base] == rt {
+			delete(f.byBase, rt.base)
+		}
+		if f.trees[rt.id] == rt {
+			delete(f.trees, rt.id)
+		}
 	}
 	f.treesMu.Unlock()
+}
+
+// treeByBase returns the tree whose nodes the kernel may know under an
+// inode base.
+func (f *FS) treeByBase(base uint64) *rtree {
+	f.treesMu.Lock()
+	defer f.treesMu.Unlock()
+	return f.byBase[base]
 }
 
 // missingXattr is the error for an xattr a node does not have.
@@ -125,7 +158,7 @@ func New(src Source, opts Options) *FS {
 	if opts.RefreshTimeout <= 0 {
 		opts.RefreshTimeout = 30 * time.Second
 	}
-	f := &FS{src: src, opts: opts, log: opts.Logger, trees: map[string]*rtree{}, building: map[string]*treeBuild{}, treeIdx: map[string]uint64{}}
+	f := &FS{src: src, opts: opts, log: opts.Logger, trees: map[string]*rtree{}, byBase: map[uint64]*rtree{}, building: map[string]*treeBuild{}, treeIdx: map[string]uint64{}}
 	f.root = &rootDir{fs: f}
 	return f
 }
@@ -195,9 +228,14 @@ func (f *FS) Refresh(ctx context.Context) error {
 func (f *FS) dropTrees(v *view) {
 	f.treesMu.Lock()
 	defer f.treesMu.Unlock()
-	for id := range f.trees {
+	for id, rt := range f.trees {
 		if !v.rootfs[id] {
+			// The kernel may still hold nodes (a process inside): they
+			// stay served until it forgets them.
 			delete(f.trees, id)
+			if rt.refs.Load() <= 0 && f.byBase[rt.base] == rt {
+				delete(f.byBase, rt.base)
+			}
 		}
 	}
 }
@@ -209,11 +247,13 @@ type treeBuild struct {
 	err  error
 }
 
-// tree returns the merged tree of one rootfs id, asking the Source once
-// however many lookups want it at the same time.
+// tree returns the merged tree of one rootfs id with a reference taken
+// (give it back with releaseTree), asking the Source once however many
+// lookups want it at the same time.
 func (f *FS) tree(ctx context.Context, id string) (*rtree, syscall.Errno) {
 	f.treesMu.Lock()
 	if rt := f.trees[id]; rt != nil {
+		rt = f.acquireLocked(rt)
 		f.treesMu.Unlock()
 		return rt, 0
 	}
@@ -248,7 +288,10 @@ func (f *FS) tree(ctx context.Context, id string) (*rtree, syscall.Errno) {
 	if b.err != nil {
 		return nil, f.errno("rootfs "+id, b.err)
 	}
-	return b.rt, 0
+	f.treesMu.Lock()
+	rt := f.acquireLocked(b.rt)
+	f.treesMu.Unlock()
+	return rt, 0
 }
 
 // errno maps a Source error to what the reading process sees, and logs

@@ -282,3 +282,12 @@ func (t *Tree) HasXattr(match func(name string) bool) bool {
 	}
 	return false
 }
+
+// Parent returns the directory holding a node's first name (the root's
+// parent is the root).
+func (t *Tree) Parent(i Ino) Ino {
+	if i == RootIno {
+		return RootIno
+	}
+	return t.node(i).parent
+}
