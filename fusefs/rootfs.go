@@ -28,4 +28,3 @@ func encodeDev(rdev uint64) uint32 {
 	major, minor := unix.Major(rdev), unix.Minor(rdev)
 	return (minor & 0xff) | (major&0xfff)<<8 | (minor&^0xff)<<12
 }
-
