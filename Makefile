@@ -16,14 +16,18 @@ build:
 prereqs:
 	@scripts/prereqs.sh
 
+# The distribution-spec conformance suite is a nested module (its own go.mod)
+# so that its dependencies stay out of casfs's.
 test: prereqs lint
 	$(GO) test $(GOFLAGS_TEST) -timeout $(TEST_TIMEOUT) ./...
+	cd integration/conformance && $(GO) test $(GOFLAGS_TEST) -timeout 5m ./...
 
 unit:
 	$(GO) test $(GOFLAGS_TEST) $$($(GO) list ./... | grep -v /integration)
 
 integration: prereqs
 	$(GO) test $(GOFLAGS_TEST) -timeout $(TEST_TIMEOUT) ./integration/...
+	cd integration/conformance && $(GO) test $(GOFLAGS_TEST) -timeout 5m ./...
 
 demo: prereqs build
 	@scripts/demo.sh
@@ -35,6 +39,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd integration/conformance && $(GO) vet ./...
 
 # Long runs, not part of make test: 200 crash trials, and each fuzz target for FUZZTIME.
 SOAK_TRIALS ?= 200
