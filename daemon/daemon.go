@@ -30,7 +30,7 @@ type Config struct {
 	Mountpoint string
 	// Serve, when set, serves the store as a read-only registry.
 	Serve *serve.ListenConfig
-	// Listening is told the registry's URL once it accepts connections.
+	// Listening is told the registry's URL once it and the mount answer.
 	Listening  func(url string)
 	AllowOther bool
 	Debug      bool
@@ -97,6 +97,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 
 	regErr := make(chan error, 1)
+	var regURL string
 	if cfg.Serve != nil {
 		ln, err := serve.Listen(*cfg.Serve)
 		if err != nil {
@@ -106,11 +107,8 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		regDone := make(chan struct{})
 		defer func() { stopServer(); <-regDone }()
 		go func() { defer close(regDone); regErr <- reg.Serve(srvCtx, ln) }()
-		url := registryURL(*cfg.Serve, ln.Addr())
-		log.Info("casfs serving the store as a registry", "root", st.Root(), "url", url)
-		if cfg.Listening != nil {
-			cfg.Listening(url)
-		}
+		regURL = registryURL(*cfg.Serve, ln.Addr())
+		log.Info("casfs serving the store as a registry", "root", st.Root(), "url", regURL)
 	}
 
 	var fsDone <-chan struct{}
@@ -119,6 +117,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		if fsSrv, fsDone, err = mountStore(ctx, st, mnt, cfg, log); err != nil {
 			return err
 		}
+	}
+	if regURL != "" && cfg.Listening != nil {
+		cfg.Listening(regURL)
 	}
 	if ready != nil {
 		ready()

@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,18 +33,26 @@ type served struct {
 	done      chan error
 }
 
-// startServe runs `casfs serve` on a free loopback port (plus args), waits
-// for the line saying where it listens, and stops it with SIGTERM when the
-// test ends, failing the test unless it then exits 0.
+// startServe runs `casfs serve` on a free loopback port (plus args).
 func startServe(t *testing.T, c *cli, args ...string) *served {
 	t.Helper()
 	host := "127.0.0.1:" + itoa(testenv.FreePort(t))
-	cmd := c.command(nil, append([]string{"--log-level", "debug", "serve", "--addr", host}, args...)...)
+	s := startServing(t, c, append([]string{"--log-level", "debug", "serve", "--addr", host}, args...)...)
+	s.Host = host
+	return s
+}
+
+// startServing runs a casfs daemon that serves a registry in the
+// foreground, waits for the line saying where it listens, and stops it
+// with SIGTERM when the test ends, failing the test unless it exits 0.
+func startServing(t *testing.T, c *cli, args ...string) *served {
+	t.Helper()
+	cmd := c.command(nil, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &served{Host: host, cmd: cmd, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	s := &served{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -112,14 +121,21 @@ func (l *lockedBuffer) String() string {
 // mirrors, in order, before the upstream server.
 func mirrorHosts(t *testing.T, upstream string, mirrors ...string) string {
 	t.Helper()
-	dir := t.TempDir()
 	var b strings.Builder
-	fmt.Fprintf(&b, "server = \"http://%s\"\n", upstream)
 	for _, m := range mirrors {
 		fmt.Fprintf(&b, "\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", m)
 	}
+	return writeHosts(t, upstream, b.String())
+}
+
+// writeHosts writes <dir>/<upstream>/hosts.toml: the upstream server, then
+// hostBlocks, and returns dir.
+func writeHosts(t *testing.T, upstream, hostBlocks string) string {
+	t.Helper()
+	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, upstream), 0o755)
-	if err := os.WriteFile(filepath.Join(dir, upstream, "hosts.toml"), []byte(b.String()), 0o644); err != nil {
+	body := fmt.Sprintf("server = \"http://%s\"\n%s", upstream, hostBlocks)
+	if err := os.WriteFile(filepath.Join(dir, upstream, "hosts.toml"), []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -250,18 +266,26 @@ func TestServeSkopeoMultiPlatform(t *testing.T) {
 	}
 }
 
+// seededPeer pulls a two-platform image repo:1 from a registry into a new
+// store and stops the registry: from then on only peers can serve it.
+func seededPeer(t *testing.T, repo string) (*testenv.Registry, *testimage.Index, string, *cli) {
+	t.Helper()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	idx := multiPlatformImage(t)
+	ref := pushIndex(t, reg, repo, "1", idx)
+	a := newCLI(t)
+	a.OK(nil, "image", "pull", "--plain-http", "--all-platforms", "--no-unpack", "-q", ref)
+	reg.Stop()
+	return reg, idx, ref, a
+}
+
 // TestServeMirrorForCtrAndCasfs: containerd (ctr) and a second casfs pull
 // through casfs serve as a hosts.toml mirror while the upstream registry of
 // that hosts.toml is down, so every byte came from the peer.
 func TestServeMirrorForCtrAndCasfs(t *testing.T) {
 	t.Parallel()
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	idx := multiPlatformImage(t)
-	ref := pushIndex(t, reg, "lab/app", "1", idx)
-	a := newCLI(t)
-	a.OK(nil, "image", "pull", "--plain-http", "--all-platforms", "--no-unpack", "-q", ref)
+	reg, idx, ref, a := seededPeer(t, "lab/app")
 	srv := startServe(t, a)
-	reg.Stop()
 	hosts := mirrorHosts(t, reg.Host, srv.URL)
 
 	b := newCLI(t)
@@ -289,4 +313,148 @@ func TestServeMirrorForCtrAndCasfs(t *testing.T) {
 	if !strings.Contains(srv.stderr.String(), "ns="+url.QueryEscape(reg.Host)) {
 		t.Errorf("the mirror was not asked with ns=%s:\n%s", reg.Host, srv.stderr)
 	}
+}
+
+// TestServeChain: A pulls from the registry; B pulls lazily through A
+// (manifests and configs only) and serves; C pulls through B, which fetches
+// the layers from A while serving them. Only A ever talked to the registry.
+func TestServeChain(t *testing.T) {
+	t.Parallel()
+	reg, idx, ref, a := seededPeer(t, "lab/chain")
+	srvA := startServe(t, a)
+	viaA := mirrorHosts(t, reg.Host, srvA.URL)
+
+	b := newCLI(t)
+	b.OK(nil, "image", "pull", "--hosts-dir", viaA, "--platform", "linux/amd64", "--lazy", "-q", ref)
+	layer := idx.Images[0].Layers[1].Digest.String()
+	layerFile := filepath.Join(b.Root, "blobs", "sha256", strings.TrimPrefix(layer, "sha256:"))
+	if _, err := os.Stat(layerFile); err == nil {
+		t.Fatal("a lazy pull stored a layer")
+	}
+	srvB := startServe(t, b, "--hosts-dir", viaA)
+
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "--hosts-dir", mirrorHosts(t, reg.Host, srvB.URL), "--platform", "linux/amd64", "-q", ref)
+	c.OK(nil, "content", "verify")
+	have := c.OK(nil, "content", "ls", "-q")
+	for _, l := range idx.Images[0].Layers {
+		if !strings.Contains(have, l.Digest.String()) {
+			t.Errorf("C lacks layer %s", l.Digest)
+		}
+	}
+	// B fetched the layers from A while serving them, and keeps them.
+	if !strings.Contains(srvA.stderr.String(), "blobs/"+layer) {
+		t.Errorf("A was not asked for layer %s:\n%s", layer, srvA.stderr)
+	}
+	if _, err := os.Stat(layerFile); err != nil {
+		t.Errorf("B did not keep the layer it fetched: %v", err)
+	}
+}
+
+// TestServeTLS: casfs serve with TLS and client certificates: a client
+// without a certificate is refused, one with a certificate the CA signed
+// reads, and a casfs pulls through it as an mTLS hosts.toml mirror. Plain
+// HTTP beyond loopback and half a TLS setup are misuse.
+func TestServeTLS(t *testing.T) {
+	t.Parallel()
+	ca, err := testenv.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files := map[string][]byte{"ca.crt": ca.CertPEM}
+	if files["server.crt"], files["server.key"], err = ca.ServerCert("127.0.0.1", "localhost"); err != nil {
+		t.Fatal(err)
+	}
+	if files["client.cert"], files["client.key"], err = ca.ClientCert("node-b"); err != nil {
+		t.Fatal(err)
+	}
+	path := func(name string) string { return filepath.Join(dir, name) }
+	for name, b := range files {
+		if err := os.WriteFile(path(name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := busyboxImage(t)
+	ref := pushTestImage(t, reg, "lab/tls", "1", img)
+	a := newCLI(t)
+	a.OK(nil, "image", "pull", "--plain-http", "--no-unpack", "-q", ref)
+	reg.Stop()
+	a.Fail(2, nil, []string{"serve", "--addr", "0.0.0.0:1"}, "needs --tls-cert and --tls-key, or --insecure")
+	a.Fail(2, nil, []string{"serve", "--tls-cert", path("server.crt")}, "--tls-cert and --tls-key go together")
+	a.Fail(2, nil, []string{"serve", "--tls-client-ca", path("ca.crt")}, "--tls-client-ca needs --tls-cert")
+	srv := startServe(t, a, "--tls-cert", path("server.crt"), "--tls-key", path("server.key"), "--tls-client-ca", path("ca.crt"))
+	if !strings.HasPrefix(srv.URL, "https://") {
+		t.Fatalf("served at %s, want https", srv.URL)
+	}
+
+	noCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
+	if resp, err := noCert.Get(srv.URL + "/v2/"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a client without a certificate got %s", resp.Status)
+	}
+	pair, err := tls.X509KeyPair(files["client.cert"], files["client.key"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	withCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}}}}
+	if code, _, b := httpGet(t, withCert, srv.URL+"/v2/lab/tls/manifests/1"); code != 200 || digest.FromBytes(b) != img.Manifest.Digest {
+		t.Fatalf("with a client certificate: %d, manifest %s", code, digest.FromBytes(b))
+	}
+
+	hosts := writeHosts(t, reg.Host, fmt.Sprintf("\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %q\n  client = [[%q, %q]]\n",
+		srv.URL, path("ca.crt"), path("client.cert"), path("client.key")))
+	b := newCLI(t)
+	b.OK(nil, "image", "pull", "--hosts-dir", hosts, "--no-unpack", "-q", ref)
+	b.OK(nil, "content", "verify")
+	if out := b.OK(nil, "image", "ls", "-q"); !strings.Contains(out, ref) {
+		t.Fatalf("pull through the mTLS mirror recorded %q", out)
+	}
+}
+
+// TestMountServe: casfs mount --serve mounts and serves from one process;
+// SIGTERM unmounts, stops serving and exits 0.
+func TestMountServe(t *testing.T) {
+	t.Parallel()
+	testenv.RequireFUSE(t)
+	c := newCLI(t)
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := busyboxImage(t)
+	ref := pushTestImage(t, reg, "lab/both", "1", img)
+	c.OK(nil, "image", "pull", "--plain-http", "--no-unpack", "-q", ref)
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	os.Mkdir(mnt, 0o755)
+	host := "127.0.0.1:" + itoa(testenv.FreePort(t))
+	srv := startServing(t, c, "mount", "--serve", host, mnt)
+	t.Cleanup(func() {
+		if mounted(mnt, "fuse.casfs") {
+			exec.Command("umount", "-l", mnt).Run()
+		}
+	})
+	if srv.URL != "http://"+host {
+		t.Fatalf("serving at %q, want http://%s", srv.URL, host)
+	}
+	if !mounted(mnt, "fuse.casfs") {
+		t.Fatal("not mounted while serving")
+	}
+	cfg := img.Config.Digest
+	got, err := os.ReadFile(filepath.Join(mnt, "blobs", "sha256", cfg.Encoded()))
+	if err != nil || digest.FromBytes(got) != cfg {
+		t.Fatalf("config through the mount: %v", err)
+	}
+	if code, _, b := httpGet(t, http.DefaultClient, srv.URL+"/v2/lab/both/blobs/"+cfg.String()); code != 200 || digest.FromBytes(b) != cfg {
+		t.Fatalf("config through the registry: %d", code)
+	}
+	if code := srv.stop(t); code != 0 {
+		t.Fatalf("exit %d after SIGTERM\n%s", code, srv.stderr)
+	}
+	if mounted(mnt, "fuse.casfs") {
+		t.Error("still mounted after SIGTERM")
+	}
+	if _, err := http.Get(srv.URL + "/v2/"); err == nil {
+		t.Error("still serving after SIGTERM")
+	}
+	c.OK(nil, "content", "ls", "-q") // the store is released
 }
