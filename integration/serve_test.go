@@ -343,6 +343,9 @@ func TestServeChain(t *testing.T) {
 		}
 	}
 	// B fetched the layers from A while serving them, and keeps them.
+	if !strings.Contains(srvB.stderr.String(), "pulling through from upstream") {
+		t.Errorf("B did not stream a layer while fetching it:\n%s", srvB.stderr)
+	}
 	if !strings.Contains(srvA.stderr.String(), "blobs/"+layer) {
 		t.Errorf("A was not asked for layer %s:\n%s", layer, srvA.stderr)
 	}

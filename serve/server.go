@@ -92,9 +92,11 @@ func parseRoute(p string) (route, bool) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	lw := &loggedWriter{ResponseWriter: w, status: http.StatusOK}
+	defer func() { // also when a broken transfer aborts the response
+		s.log.Debug("registry request", "method", r.Method, "uri", r.URL.RequestURI(), "remote", r.RemoteAddr,
+			"status", lw.status, "bytes", lw.n, "duration", time.Since(start).Round(time.Microsecond))
+	}()
 	s.serve(lw, r)
-	s.log.Debug("registry request", "method", r.Method, "uri", r.URL.RequestURI(), "remote", r.RemoteAddr,
-		"status", lw.status, "bytes", lw.n, "duration", time.Since(start).Round(time.Microsecond))
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
@@ -298,6 +300,15 @@ func (s *Server) blob(ctx context.Context, w http.ResponseWriter, r *http.Reques
 		return errTooMany // the client went away while waiting
 	}
 	defer s.release()
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("ETag", `"`+d.String()+`"`)
+	if r.Method == http.MethodGet && r.Header.Get("Range") == "" {
+		if done, rerr := s.pullThrough(ctx, w, d); done || rerr != nil {
+			return rerr
+		}
+	}
 	f, err := s.st.OpenBlob(ctx, d)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return errBlobUnknown
@@ -309,15 +320,37 @@ func (s *Server) blob(ctx context.Context, w http.ResponseWriter, r *http.Reques
 	if err != nil {
 		return s.internal("stat blob "+d.String(), err)
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", d.String())
-	h.Set("ETag", `"`+d.String()+`"`)
 	s.bound(w, fi.Size())
 	// ServeContent answers HEAD, Range (206) and bad ranges (416), and
 	// copies from the *os.File, which the kernel sends with sendfile.
 	http.ServeContent(w, r, "", time.Time{}, f)
 	return nil
+}
+
+// pullThrough sends a blob that is not local while the store fetches it
+// from upstream; done is false when the blob is local. A download that
+// fails midway aborts the response, so the client sees a short body
+// rather than wrong bytes.
+func (s *Server) pullThrough(ctx context.Context, w http.ResponseWriter, d digest.Digest) (done bool, rerr *regError) {
+	rc, size, err := s.st.StreamBlob(ctx, d)
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		return true, errBlobUnknown
+	case err != nil:
+		return true, s.internal("fetch blob "+d.String(), err)
+	case rc == nil:
+		return false, nil
+	}
+	defer rc.Close()
+	s.log.Debug("registry: pulling through from upstream", "digest", d, "size", size)
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	s.bound(w, size)
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.Copy(w, rc); err != nil {
+		s.log.Warn("registry: pull-through stopped", "digest", d, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	return true, nil
 }
 
 // referrers answers the referrers API from the repository's manifests whose

@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -20,11 +22,27 @@ import (
 	"github.com/casfs/casfs/errdefs"
 )
 
-// fakeStore keeps blobs as files and reaches what children says.
+// fakeStore keeps blobs as files and reaches what children says; remote
+// blobs are recorded but not local: StreamBlob sends their bytes, and
+// fails after them when broken says so.
 type fakeStore struct {
 	dir      string
 	images   []Image
 	children map[digest.Digest][]ocispec.Descriptor
+	remote   map[digest.Digest][]byte
+	broken   map[digest.Digest]bool
+}
+
+func (f *fakeStore) StreamBlob(_ context.Context, d digest.Digest) (io.ReadCloser, int64, error) {
+	b, ok := f.remote[d]
+	if !ok {
+		return nil, 0, nil
+	}
+	var r io.Reader = strings.NewReader(string(b))
+	if f.broken[d] {
+		r = io.MultiReader(strings.NewReader(string(b[:len(b)/2])), iotest.ErrReader(errors.New("upstream went away")))
+	}
+	return io.NopCloser(r), int64(len(b)), nil
 }
 
 func (f *fakeStore) add(t *testing.T, mt string, b []byte, children ...ocispec.Descriptor) ocispec.Descriptor {
@@ -77,10 +95,11 @@ type fixture struct {
 	layer, config, man, man2  ocispec.Descriptor
 	idx, oldMan, stray, refer ocispec.Descriptor
 	layerBytes                []byte
+	remote, broken            []byte
 }
 
 func newFixture(t *testing.T) *fixture {
-	f := &fakeStore{dir: t.TempDir(), children: map[digest.Digest][]ocispec.Descriptor{}}
+	f := &fakeStore{dir: t.TempDir(), children: map[digest.Digest][]ocispec.Descriptor{}, remote: map[digest.Digest][]byte{}, broken: map[digest.Digest]bool{}}
 	x := &fixture{layerBytes: []byte("0123456789 layer bytes")}
 	x.layer = f.add(t, ocispec.MediaTypeImageLayerGzip, x.layerBytes)
 	x.config = f.add(t, ocispec.MediaTypeImageConfig, []byte(`{"architecture":"amd64","os":"linux"}`))
@@ -98,6 +117,14 @@ func newFixture(t *testing.T) *fixture {
 	x.idx = f.add(t, ocispec.MediaTypeImageIndex, []byte(ib), x.man, x.man2, x.refer)
 	x.oldMan = manifest(f.add(t, ocispec.MediaTypeImageConfig, []byte(`{"os":"linux","old":1}`)), f.add(t, ocispec.MediaTypeImageLayer, []byte("old layer")), "")
 	x.stray = f.add(t, ocispec.MediaTypeImageLayer, []byte("no image reaches this"))
+	// Layers recorded but not local, reached by the pinned image's config.
+	x.remote = []byte(strings.Repeat("pulled through ", 1000))
+	x.broken = []byte(strings.Repeat("broken upstream ", 1000))
+	for _, b := range [][]byte{x.remote, x.broken} {
+		f.remote[digest.FromBytes(b)] = b
+		f.children[x.man2.Digest] = append(f.children[x.man2.Digest], ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromBytes(b), Size: int64(len(b))})
+	}
+	f.broken[digest.FromBytes(x.broken)] = true
 	now := time.Now()
 	f.images = []Image{
 		{Name: "old.example:5000/team/app:1", Target: x.oldMan, Updated: now.Add(-time.Hour)},
@@ -362,4 +389,25 @@ func TestListenConfigCheck(t *testing.T) {
 			t.Errorf("%+v: %v, want %q", tc.c, err, tc.want)
 		}
 	}
+}
+
+func TestPullThrough(t *testing.T) {
+	x := newFixture(t)
+	base := x.url + "/v2/team/pinned/blobs/"
+	r := do(t, "GET", base+digest.FromBytes(x.remote).String())
+	if r.status != 200 || r.body != string(x.remote) || r.header.Get("Content-Length") != fmt.Sprint(len(x.remote)) ||
+		r.header.Get("Docker-Content-Digest") != digest.FromBytes(x.remote).String() {
+		t.Fatalf("pull-through: %d %v, %d bytes", r.status, r.header, len(r.body))
+	}
+	resp, err := http.Get(base + digest.FromBytes(x.broken).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err == nil || len(got) == len(x.broken) {
+		t.Fatalf("a broken pull-through read as complete: %d bytes, %v", len(got), err)
+	}
+	// Not reached from this repository: refused before anything is fetched.
+	wantCode(t, do(t, "GET", x.url+"/v2/team/app/blobs/"+digest.FromBytes(x.remote).String()+"?ns=old.example:5000"), 404, "BLOB_UNKNOWN")
 }

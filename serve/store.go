@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"io"
 	"os"
 	"time"
 
@@ -31,4 +32,8 @@ type Store interface {
 	// OpenBlob opens a blob's file, fetching it first when it is recorded
 	// but not local. The file lets net/http send it with sendfile.
 	OpenBlob(ctx context.Context, d digest.Digest) (*os.File, error)
+	// StreamBlob reads a blob that is recorded but not local while it is
+	// fetched and stored, with its size; a nil reader when it is local.
+	// A read error means the bytes so far must not be trusted.
+	StreamBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, int64, error)
 }
