@@ -15,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/oci"
 )
 
 // Options tune a Server; zero values take the defaults.
@@ -273,12 +274,9 @@ func (s *Server) manifest(ctx context.Context, w http.ResponseWriter, r *http.Re
 		return s.internal("read manifest "+d.String(), err)
 	}
 	if mediaType == "" {
-		mediaType = documentMediaType(b)
+		mediaType = oci.Sniff(b)
 	}
-	if mediaType == "" {
-		return errManifestUnknown // reached, but not as a manifest
-	}
-	if !isManifestType(mediaType) {
+	if !isManifestType(mediaType) { // reached, but not as a manifest
 		return errManifestUnknown
 	}
 	h := w.Header()
