@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -385,7 +386,6 @@ func TestServeTLS(t *testing.T) {
 	a := newCLI(t)
 	a.OK(nil, "image", "pull", "--plain-http", "--no-unpack", "-q", ref)
 	reg.Stop()
-	a.Fail(2, nil, []string{"serve", "--addr", "0.0.0.0:1"}, "needs --tls-cert and --tls-key, or --insecure")
 	a.Fail(2, nil, []string{"serve", "--tls-cert", path("server.crt")}, "--tls-cert and --tls-key go together")
 	a.Fail(2, nil, []string{"serve", "--tls-client-ca", path("ca.crt")}, "--tls-client-ca needs --tls-cert")
 	srv := startServe(t, a, "--tls-cert", path("server.crt"), "--tls-key", path("server.key"), "--tls-client-ca", path("ca.crt"))
@@ -460,4 +460,22 @@ func TestMountServe(t *testing.T) {
 		t.Error("still serving after SIGTERM")
 	}
 	c.OK(nil, "content", "ls", "-q") // the store is released
+}
+
+// TestServeMisuse: a wrong command line is exit 2, an address in use exit 1,
+// each with one line that says why.
+func TestServeMisuse(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.Fail(2, nil, []string{"serve", "extra"}, "wrong number of arguments")
+	c.Fail(2, nil, []string{"serve", "--addr", "5050"}, "want HOST:PORT")
+	c.Fail(2, nil, []string{"serve", "--addr", "0.0.0.0:1"}, "needs --tls-cert and --tls-key, or --insecure")
+	c.Fail(2, nil, []string{"mount", "--serve", "0.0.0.0:1", t.TempDir()}, "needs --tls-cert and --tls-key, or --insecure")
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	c.Fail(1, nil, []string{"serve", "--addr", taken.Addr().String()}, "listen on "+taken.Addr().String(), "address already in use")
+	c.Fail(1, nil, []string{"serve", "--tls-cert", "/nonexistent.crt", "--tls-key", "/nonexistent.key"}, "load tls certificate /nonexistent.crt")
 }
