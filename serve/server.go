@@ -344,6 +344,9 @@ func (s *Server) pullThrough(ctx context.Context, w http.ResponseWriter, d diges
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	s.bound(w, size)
 	w.WriteHeader(http.StatusOK)
+	// Headers go out now, not with the first bytes: a slow upstream must
+	// not trip the client's response-header timeout.
+	_ = http.NewResponseController(w).Flush()
 	if _, err := io.Copy(w, rc); err != nil {
 		s.log.Warn("registry: pull-through stopped", "digest", d, "err", err)
 		panic(http.ErrAbortHandler)

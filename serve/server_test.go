@@ -31,6 +31,18 @@ type fakeStore struct {
 	children map[digest.Digest][]ocispec.Descriptor
 	remote   map[digest.Digest][]byte
 	broken   map[digest.Digest]bool
+	gate     chan struct{} // when set, remote bodies wait for it to close
+}
+
+// gated holds a body back until its gate closes.
+type gated struct {
+	io.Reader
+	gate chan struct{}
+}
+
+func (g gated) Read(b []byte) (int, error) {
+	<-g.gate
+	return g.Reader.Read(b)
 }
 
 func (f *fakeStore) StreamBlob(_ context.Context, d digest.Digest) (io.ReadCloser, int64, error) {
@@ -41,6 +53,9 @@ func (f *fakeStore) StreamBlob(_ context.Context, d digest.Digest) (io.ReadClose
 	var r io.Reader = strings.NewReader(string(b))
 	if f.broken[d] {
 		r = io.MultiReader(strings.NewReader(string(b[:len(b)/2])), iotest.ErrReader(errors.New("upstream went away")))
+	}
+	if f.gate != nil {
+		r = gated{r, f.gate}
 	}
 	return io.NopCloser(r), int64(len(b)), nil
 }
@@ -96,9 +111,10 @@ type fixture struct {
 	idx, oldMan, stray, refer ocispec.Descriptor
 	layerBytes                []byte
 	remote, broken            []byte
+	store                     *fakeStore
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, opts ...Options) *fixture {
 	f := &fakeStore{dir: t.TempDir(), children: map[digest.Digest][]ocispec.Descriptor{}, remote: map[digest.Digest][]byte{}, broken: map[digest.Digest]bool{}}
 	x := &fixture{layerBytes: []byte("0123456789 layer bytes")}
 	x.layer = f.add(t, ocispec.MediaTypeImageLayerGzip, x.layerBytes)
@@ -134,9 +150,13 @@ func newFixture(t *testing.T) *fixture {
 		{Name: "docker.io/library/nginx:alpine", Target: x.man, Updated: now},
 		{Name: "localhost:5000/team/pinned@" + x.man2.Digest.String(), Target: x.man2, Updated: now},
 	}
-	srv := httptest.NewServer(New(f, Options{}))
+	o := Options{}
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	srv := httptest.NewServer(New(f, o))
 	t.Cleanup(srv.Close)
-	x.url = srv.URL
+	x.url, x.store = srv.URL, f
 	return x
 }
 
@@ -410,4 +430,34 @@ func TestPullThrough(t *testing.T) {
 	}
 	// Not reached from this repository: refused before anything is fetched.
 	wantCode(t, do(t, "GET", x.url+"/v2/team/app/blobs/"+digest.FromBytes(x.remote).String()+"?ns=old.example:5000"), 404, "BLOB_UNKNOWN")
+}
+
+// TestTransferLimit: with one transfer slot, a second blob request waits
+// until the first body is sent.
+func TestTransferLimit(t *testing.T) {
+	x := newFixture(t, Options{MaxTransfers: 1})
+	x.store.gate = make(chan struct{})
+	first, err := http.Get(x.url + "/v2/team/pinned/blobs/" + digest.FromBytes(x.remote).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Body.Close()
+	// The first response's headers are out; its body waits at the gate,
+	// holding the only slot.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", x.url+"/v2/team/app/blobs/"+x.layer.Digest.String(), nil)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a second transfer started while the only slot was taken: %s", resp.Status)
+	} else if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second request: %v", err)
+	}
+	close(x.store.gate)
+	if b, err := io.ReadAll(first.Body); err != nil || string(b) != string(x.remote) {
+		t.Fatalf("first body: %d bytes, %v", len(b), err)
+	}
+	if r := do(t, "GET", x.url+"/v2/team/app/blobs/"+x.layer.Digest.String()); r.status != 200 || r.body != string(x.layerBytes) {
+		t.Fatalf("after the slot freed: %d %q", r.status, r.body)
+	}
 }
