@@ -74,7 +74,7 @@ func (f *Fetcher) PullContent(ctx context.Context, ref string) (PullResult, erro
 	}
 	res := PullResult{Name: pr.Name, Target: desc}
 	if err := f.walk(ctx, src, desc, &res); err != nil {
-		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+		return PullResult{}, err
 	}
 	// Configs first: with them and the manifests, a caller can prepare
 	// for the layers (OnManifests) before they arrive.
@@ -92,22 +92,22 @@ func (f *Fetcher) PullContent(ctx context.Context, ref string) (PullResult, erro
 	}
 	// One lease update for them all, before any is looked at or recorded.
 	if err := index.AddToLease(ctx, leased); err != nil {
-		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+		return PullResult{}, err
 	}
 	if err := f.fetchAll(ctx, src, configs); err != nil {
-		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+		return PullResult{}, err
 	}
 	if f.opts.OnManifests != nil {
 		f.opts.OnManifests(res)
 	}
 	if err := f.fetchAll(ctx, src, blobs); err != nil {
-		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+		return PullResult{}, err
 	}
 	if f.opts.Lazy {
 		for _, m := range res.Manifests {
 			for _, l := range m.Layers {
 				if err := f.recordBlob(ctx, src, l); err != nil {
-					return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+					return PullResult{}, err
 				}
 			}
 		}
