@@ -305,6 +305,9 @@ func (f *Fetcher) recordBlob(ctx context.Context, src source, desc ocispec.Descr
 			repos = append(repos, src.repo)
 		}
 		b.Labels[key] = strings.Trim(strings.Join(repos, ","), ",")
+		if b.CreatedAt.IsZero() {
+			b.CreatedAt = now // a record older versions wrote without times
+		}
 		b.UpdatedAt = now
 		return nil
 	}
