@@ -31,30 +31,6 @@ type PullResult struct {
 	ManifestDescs []ocispec.Descriptor
 }
 
-// Pull fetches the image and records it in the index under its normalised
-// name. It does not unpack layers.
-func (f *Fetcher) Pull(ctx context.Context, ref string) (index.Image, error) {
-	res, err := f.PullContent(ctx, ref)
-	if err != nil {
-		return index.Image{}, err
-	}
-	return f.recordImage(ctx, res.Name, res.Target)
-}
-
-func (f *Fetcher) recordImage(ctx context.Context, name string, target ocispec.Descriptor) (index.Image, error) {
-	now := time.Now().UTC()
-	img := index.Image{Name: name, Target: target, CreatedAt: now, UpdatedAt: now}
-	if old, err := f.db.Images().Get(ctx, name); err == nil {
-		img.CreatedAt, img.Labels = old.CreatedAt, old.Labels
-	} else if !errors.Is(err, errdefs.ErrNotFound) {
-		return index.Image{}, fmt.Errorf("image %s: %w", name, err)
-	}
-	if err := f.db.Images().Put(ctx, name, img); err != nil {
-		return index.Image{}, fmt.Errorf("record image %s: %w", name, err)
-	}
-	return img, nil
-}
-
 // PullContent resolves ref, walks index -> manifests of the selected
 // platform(s) -> config and layers, and fetches everything missing into the
 // store (MaxConcurrent at a time), recording each blob in the index with
