@@ -411,6 +411,11 @@ func (s *Snapshotter) Unpack(ctx context.Context, chainID, parentChainID string,
 	fail := func(err error) (index.Snapshot, error) {
 		return index.Snapshot{}, fmt.Errorf("unpack layer %s as %s: %w", diffID, chainID, err)
 	}
+	// A snapshot is derived data, rebuilt from its verified blob: like its
+	// files (written through the page cache, as containerd's overlay
+	// snapshotter does), its records are not synced one by one. The image
+	// record, synced, makes them durable along with it.
+	ctx = index.Unsynced(ctx)
 	// The snapshot and its parent go into ctx's lease (if any) before
 	// either is looked at, so a collection cannot take them from under us.
 	if err := index.AddToLease(ctx, nil, chainID, parentChainID); err != nil {
