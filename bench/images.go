@@ -272,7 +272,7 @@ func buildSmallLayers(dir string) (*image, error) {
 	var layers []blob
 	for l := 0; l < 20; l++ {
 		b, err := writeLayer(dir, gzip.DefaultCompression, func(tw *countingTar) error {
-			return addFiles(tw, fmt.Sprintf("layer%02d", l), 100, func(f int) []byte {
+			return addFiles(tw, fmt.Sprintf("layer%02d", l), "file-%03d", 100, func(f int) []byte {
 				return []byte(strings.Repeat(fmt.Sprintf("layer %d file %d\n", l, f), 64))
 			})
 		})
@@ -284,14 +284,15 @@ func buildSmallLayers(dir string) (*image, error) {
 	return finishImage(dir, layers)
 }
 
-// addFiles writes directory dir and n files in it, file-000 onwards.
-func addFiles(tw *countingTar, dir string, n int, data func(f int) []byte) error {
+// addFiles writes directory dir and n files in it, named by format from
+// their number.
+func addFiles(tw *countingTar, dir, format string, n int, data func(f int) []byte) error {
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: fixedTime}); err != nil {
 		return err
 	}
 	for f := 0; f < n; f++ {
 		b := data(f)
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("%s/file-%03d", dir, f), Mode: 0o644, Size: int64(len(b)), ModTime: fixedTime}); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: dir + "/" + fmt.Sprintf(format, f), Mode: 0o644, Size: int64(len(b)), ModTime: fixedTime}); err != nil {
 			return err
 		}
 		if _, err := tw.Write(b); err != nil {
@@ -308,7 +309,7 @@ func buildLarge(dir string, bigSize int64) (*image, error) {
 	small, err := writeLayer(dir, gzip.DefaultCompression, func(tw *countingTar) error {
 		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "small/", Mode: 0o755, ModTime: fixedTime})
 		for d := 0; d < 20; d++ {
-			err := addFiles(tw, fmt.Sprintf("small/%02d", d), 100, func(f int) []byte {
+			err := addFiles(tw, fmt.Sprintf("small/%02d", d), "file-%03d", 100, func(f int) []byte {
 				data := make([]byte, 512+(d*100+f)%7680)
 				rng.Read(data)
 				return data
@@ -343,6 +344,7 @@ type images struct {
 	large     *image
 	small     *image   // 20 layers of 100 files
 	variants  []string // refs of ten distinct small-topped realistic images
+	many      *image   // 100k small files (10k with -quick)
 }
 
 const (
@@ -350,6 +352,7 @@ const (
 	refLarge     = "bench/large"
 	refSmall     = "bench/small-layers"
 	refVariant   = "bench/variant"
+	refMany      = "bench/many"
 )
 
 // loadImages builds and pushes the bench images on first use.
@@ -393,6 +396,16 @@ func (e *env) loadImages() (*images, error) {
 	if err := reg.push(refSmall, "latest", set.small); err != nil {
 		return nil, err
 	}
+	manyFiles := 100_000
+	if e.quick {
+		manyFiles = 10_000
+	}
+	if set.many, err = buildMany(dir, manyFiles); err != nil {
+		return nil, err
+	}
+	if err := reg.push(refMany, "latest", set.many); err != nil {
+		return nil, err
+	}
 	for i := 0; i < 10; i++ {
 		top, err := variantLayer(dir, i)
 		if err != nil {
@@ -421,4 +434,26 @@ func flatten(ss [][]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// buildMany is one layer of n small files in directories of 100: the
+// shape of a large language runtime or node_modules tree.
+func buildMany(dir string, n int) (*image, error) {
+	l, err := writeLayer(dir, gzip.BestSpeed, func(tw *countingTar) error {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "usr/", Mode: 0o755, ModTime: fixedTime})
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "usr/lib/", Mode: 0o755, ModTime: fixedTime})
+		for d := 0; d < n/100; d++ {
+			err := addFiles(tw, fmt.Sprintf("usr/lib/pkg%04d", d), "mod_%02d.py", 100, func(f int) []byte {
+				return []byte(fmt.Sprintf("# package %d module %d\n", d, f))
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return finishImage(dir, []blob{l})
 }

@@ -79,14 +79,11 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 
 	src := newSource(st)
 	fsys := fusefs.New(src, fusefs.Options{Logger: log})
-	st.OnChange(func() {
-		src.forget()
-		fsys.Invalidate()
-	})
+	st.OnChange(fsys.Invalidate)
 
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()
-	apiSrv := api.NewServer(st, api.ServerOptions{Logger: log})
+	apiSrv := api.NewServer(st, api.ServerOptions{Logger: log, Debug: debugHandler(fsys)})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- apiSrv.Serve(srvCtx, SocketPath(st.Root())) }()
 	select {
