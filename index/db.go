@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -42,6 +43,10 @@ func Open(dir string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := dropEmptyValueLogs(dir); err != nil {
+		lock.release()
+		return nil, err
+	}
 	bdb, err := badger.Open(badgerOptions(dir))
 	if err != nil {
 		lock.release()
@@ -58,14 +63,35 @@ func Open(dir string) (*DB, error) {
 	return db, nil
 }
 
+// dropEmptyValueLogs removes value-log files of zero bytes. A process killed
+// between creating a new value log and writing its header leaves one, and
+// badger (v4.9) then refuses to open the database for good: it bootstraps
+// the empty file but reports that as an error ("Create a new file"). An
+// empty file holds no entries, so removing it loses nothing.
+func dropEmptyValueLogs(dir string) error {
+	logs, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if err != nil {
+		return fmt.Errorf("open index %s: %w", dir, err)
+	}
+	for _, p := range logs {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("open index %s: drop empty value log: %w", dir, err)
+			}
+		}
+	}
+	return nil
+}
+
 // badgerOptions tunes badger for a small metadata database on a small
 // machine: records are a few hundred bytes, so small memtables and value-log
-// files keep an empty store small and quick to open, and every commit is
-// synced because callers act on "recorded" (for example by deleting a file).
+// files keep an empty store small and quick to open. update syncs every
+// commit itself, because callers act on "recorded" (for example by deleting
+// a file), except those made with an Unsynced context.
 func badgerOptions(dir string) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(slogLogger{}).
-		WithSyncWrites(true).
+		WithSyncWrites(false).
 		WithBypassLockGuard(true). // lockDir holds the same flock
 		WithMetricsEnabled(false).
 		WithMemTableSize(8 << 20).
@@ -157,6 +183,11 @@ func (db *DB) update(ctx context.Context, fn func(*badger.Txn) error) error {
 			return err
 		}
 		err := db.bdb.Update(fn)
+		if err == nil && !unsynced(ctx) {
+			if err := db.bdb.Sync(); err != nil {
+				return fmt.Errorf("index %s: sync: %w", db.dir, err)
+			}
+		}
 		if !errors.Is(err, badger.ErrConflict) {
 			return err
 		}
