@@ -5,6 +5,9 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
 
 	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
@@ -25,8 +28,15 @@ const (
 // KeepOrder is set.
 type Layer struct {
 	Files []File
-	// Compression is "gzip" (the default when empty), "zstd" or "none".
+	// Compression is "gzip" (the default when empty), "zstd", "none" or
+	// "estargz" (gzip per file with a TOC, built by the upstream estargz
+	// builder; the descriptor carries the TOC digest annotation).
 	Compression string
+	// ChunkSize is the estargz chunk size (0: the builder's default).
+	ChunkSize int
+	// PrioritizedFiles are put first in an estargz layer, before its
+	// prefetch landmark.
+	PrioritizedFiles []string
 	// DockerMediaType uses the Docker layer media types. Docker has none for
 	// zstd, so zstd layers always get the OCI one.
 	DockerMediaType bool
@@ -139,6 +149,9 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 	}
 	diffID := digest.FromBytes(raw)
 	docker = docker || l.DockerMediaType
+	if l.Compression == "estargz" {
+		return buildEStargz(l, raw, docker)
+	}
 	var blob []byte
 	var mt string
 	switch l.Compression {
@@ -232,4 +245,32 @@ func BuildIndex(images []*Image, docker bool) (*Index, error) {
 	out.Blobs[d] = b
 	out.Desc = ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(b))}
 	return out, nil
+}
+
+// buildEStargz converts a tar stream to an eStargz blob. Its diff ID is the
+// builder's (the uncompressed stream includes the TOC as a tar member).
+func buildEStargz(l Layer, raw []byte, docker bool) (ocispec.Descriptor, digest.Digest, []byte, error) {
+	opts := []estargz.Option{estargz.WithChunkSize(l.ChunkSize)}
+	if len(l.PrioritizedFiles) > 0 {
+		opts = append(opts, estargz.WithPrioritizedFiles(l.PrioritizedFiles))
+	}
+	b, err := estargz.Build(io.NewSectionReader(bytes.NewReader(raw), 0, int64(len(raw))), opts...)
+	if err != nil {
+		return ocispec.Descriptor{}, "", nil, fmt.Errorf("estargz: %w", err)
+	}
+	defer b.Close()
+	blob, err := io.ReadAll(b)
+	if err != nil {
+		return ocispec.Descriptor{}, "", nil, fmt.Errorf("estargz: %w", err)
+	}
+	mt := ocispec.MediaTypeImageLayerGzip
+	if docker {
+		mt = MediaTypeDockerLayerGzip
+	}
+	if l.MediaType != "" {
+		mt = l.MediaType
+	}
+	desc := ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(blob), Size: int64(len(blob)),
+		Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: b.TOCDigest().String()}}
+	return desc, b.DiffID(), blob, nil
 }

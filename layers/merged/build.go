@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"sort"
 	"strings"
@@ -40,34 +39,33 @@ type linkKey struct {
 // replaces a lower directory and a directory replaces a lower non-directory.
 // Each layer directory is walked once.
 func Build(ctx context.Context, layerDirs []string) (*Tree, error) {
-	if len(layerDirs) == 0 {
-		return nil, fmt.Errorf("build merged tree: no layers")
+	ls := make([]Layer, len(layerDirs))
+	for i, d := range layerDirs {
+		ls[i] = Layer{Dir: d}
 	}
-	if len(layerDirs) > math.MaxUint16 {
-		return nil, fmt.Errorf("build merged tree: %d layers is too many", len(layerDirs))
+	return BuildLayers(ctx, ls)
+}
+
+// applyDirLayer applies one layer directory onto root (nil for the lowest
+// layer) and returns the new root.
+func applyDirLayer(ctx context.Context, root *bnode, dir string, layer uint16) (*bnode, error) {
+	n, err := statNode(dir, layer)
+	if err != nil {
+		return nil, err
 	}
-	t := &Tree{layers: append([]string(nil), layerDirs...)}
-	var root *bnode
-	for i, dir := range layerDirs {
-		n, err := statNode(dir, uint16(i))
-		if err != nil {
-			return nil, fmt.Errorf("build merged tree: layer %d: %w", i, err)
-		}
-		if !n.n.IsDir() {
-			return nil, fmt.Errorf("build merged tree: layer %d: %s is not a directory", i, dir)
-		}
-		n.n.Xattrs = dropOpaque(n.n.Xattrs)
-		if root == nil {
-			root = &bnode{n: n.n, kids: map[string]*bnode{}}
-		} else {
-			root.n = n.n // the topmost layer's root attributes show
-		}
-		if err := applyDir(ctx, root, dir, uint16(i)); err != nil {
-			return nil, fmt.Errorf("build merged tree: layer %d: %w", i, err)
-		}
+	if !n.n.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", dir)
 	}
-	t.Root = t.finish(root)
-	return t, nil
+	n.n.Xattrs = dropOpaque(n.n.Xattrs)
+	if root == nil {
+		root = &bnode{n: n.n, kids: map[string]*bnode{}}
+	} else {
+		root.n = n.n // the topmost layer's root attributes show
+	}
+	if err := applyDir(ctx, root, dir, layer); err != nil {
+		return nil, err
+	}
+	return root, nil
 }
 
 // applyDir applies the entries of one directory of one layer onto the merged

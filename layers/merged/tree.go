@@ -62,7 +62,8 @@ type Dirent struct {
 // Tree is the merged view of a stack of layers.
 type Tree struct {
 	Root   *Node
-	layers []string
+	layers []string // layer directories ("" for entry layers)
+	files  []Files  // content of entry layers (nil for layer directories)
 	nodes  int
 }
 
