@@ -85,10 +85,10 @@ func (s *source) Rootfs(ctx context.Context, id string) (*merged.Tree, error) {
 	}
 	s.mu.Unlock()
 	e.once.Do(func() {
-		var dirs []string
-		dirs, e.err = s.st.RootfsLayers(ctx, id)
+		var ls []merged.Layer
+		ls, e.err = s.st.RootfsSources(ctx, id)
 		if e.err == nil {
-			e.tree, e.err = merged.Build(ctx, dirs)
+			e.tree, e.err = merged.BuildLayers(ctx, ls)
 		}
 	})
 	if e.err != nil {

@@ -2,6 +2,8 @@ package fusefs
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 	"syscall"
 
@@ -101,6 +103,12 @@ func (m *mnode) Open(ctx context.Context, flags uint32) (gfs.FileHandle, uint32,
 	if !m.n.IsRegular() {
 		return nil, 0, syscall.EINVAL
 	}
+	if r, ok, err := m.rt.t.OpenLazy(m.n); ok {
+		if err != nil {
+			return nil, 0, m.fs.errno("open lazy rootfs file", err)
+		}
+		return &lazyHandle{r: r, fs: m.fs}, fuse.FOPEN_KEEP_CACHE, 0
+	}
 	p := m.rt.t.Backing(m.n)
 	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
@@ -151,4 +159,19 @@ func (m *mnode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Err
 		off++
 	}
 	return uint32(size), 0
+}
+
+// lazyHandle reads a file of a layer that is not local yet: each read
+// fetches and verifies the chunks it covers (see package lazy).
+type lazyHandle struct {
+	r  io.ReaderAt
+	fs *FS
+}
+
+func (h *lazyHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.r.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, h.fs.errno("lazy read", err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
 }

@@ -23,18 +23,6 @@ import (
 	"github.com/casfs/casfs/layers/merged"
 )
 
-// Metadata entries of the eStargz format at a layer's root: they are part
-// of the tar stream but not of the image's tree.
-var metadataNames = map[string]bool{
-	estargz.TOCTarName:         true,
-	estargz.PrefetchLandmark:   true,
-	estargz.NoPrefetchLandmark: true,
-}
-
-// IsMetadata reports whether a layer path (relative, cleaned) is one of the
-// eStargz metadata entries that no rootfs shows.
-func IsMetadata(p string) bool { return metadataNames[p] }
-
 // Options configure a lazy layer.
 type Options struct {
 	// Dir holds the layer's cached chunks (created when missing).
@@ -181,7 +169,7 @@ func (l *Layer) Entries() []merged.Entry {
 		for _, base := range kids {
 			c := byName[base]
 			p := join(dir, base)
-			if dir == "" && IsMetadata(p) {
+			if dir == "" && merged.IsEStargzMetadata(p) {
 				continue
 			}
 			var link uint64

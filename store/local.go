@@ -43,6 +43,9 @@ type Local struct {
 	// store has no registry access configured.
 	lazy      func(ctx context.Context, d digest.Digest) error
 	lazyGroup singleflight.Group
+	// lazyLayers serves eStargz layers chunk by chunk (lazy.go); nil
+	// without registry access.
+	lazyLayers *lazyLayers
 
 	// onChange is called after the catalogue or the blob set changed, so
 	// that a live mount can drop what it cached.

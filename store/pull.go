@@ -13,6 +13,7 @@ import (
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/lazy"
 )
 
 // labelPlainHTTP marks blobs pulled over plain HTTP, so that a lazy fetch
@@ -90,6 +91,11 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 	if opts.PlainHTTP {
 		s.markPlainHTTP(ctx, res)
 	}
+	if opts.Lazy {
+		if err := s.pullTOCs(ctx, f, res); err != nil {
+			return ImageInfo{}, err
+		}
+	}
 	rec, err := s.recordImage(ctx, res.Name, res.Target)
 	if err != nil {
 		return ImageInfo{}, err
@@ -160,6 +166,7 @@ func (s *Local) Push(ctx context.Context, ref, remote string, opts PushOptions) 
 // the registry their source label names (the mount daemon turns this on).
 // Concurrent readers of one blob share one download, bounded by timeout.
 func (s *Local) EnableLazyFetch(ro RegistryOptions, timeout time.Duration) {
+	s.lazyLayers = &lazyLayers{s: s, ro: ro, timeout: timeout, open: map[digest.Digest]*lazy.Layer{}}
 	s.lazy = func(ctx context.Context, d digest.Digest) error {
 		ch := s.lazyGroup.DoChan(d.String(), func() (any, error) {
 			// One download serves every waiter: it must not die with the

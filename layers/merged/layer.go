@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 
+	"github.com/containerd/stargz-snapshotter/estargz"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,6 +51,18 @@ const (
 	whiteoutPrefix = ".wh."
 	opaqueMarker   = ".wh..wh..opq"
 )
+
+// eStargz metadata entries at a layer's root: part of the tar stream, not
+// of the image's tree, whether the layer is read lazily or unpacked.
+var metadataNames = map[string]bool{
+	estargz.TOCTarName:         true,
+	estargz.PrefetchLandmark:   true,
+	estargz.NoPrefetchLandmark: true,
+}
+
+// IsEStargzMetadata reports whether a layer path (relative, cleaned) is one
+// of the eStargz metadata entries that no rootfs shows.
+func IsEStargzMetadata(p string) bool { return metadataNames[p] }
 
 // BuildLayers merges layers, lowest first, with the same rules as Build.
 func BuildLayers(ctx context.Context, ls []Layer) (*Tree, error) {
