@@ -194,6 +194,7 @@ func entryOf(p string, e *estargz.TOCEntry, link uint64) merged.Entry {
 	switch e.Type {
 	case "dir":
 		m.Mode |= unix.S_IFDIR
+		m.Size = merged.DirSize
 	case "reg":
 		m.Mode |= unix.S_IFREG
 		m.Size = e.Size

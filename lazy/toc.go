@@ -33,9 +33,12 @@ const (
 	MaxTOCJSON = 256 << 20
 	// MaxEntries bounds the TOC's entries.
 	MaxEntries = 4 << 20
-	// tailGuess is what the first request reads from the end of a blob:
-	// footer and, for most layers, the whole TOC in one round trip.
-	tailGuess = 256 << 10
+	// The first request reads a guess of the tail of a blob, footer and,
+	// for most layers, the whole TOC in one round trip: 1/64 of the blob
+	// within these bounds (a TOC is typically 1-2% of its layer); a larger
+	// TOC costs one more request for exactly the rest.
+	minTailGuess = 16 << 10
+	maxTailGuess = 256 << 10
 )
 
 // RangeReader reads n bytes at off of one layer blob from its registry.
@@ -66,7 +69,7 @@ func fetchTail(ctx context.Context, remote RangeReader, size int64) (tail, int64
 	if size < estargz.FooterSize && size < 47 {
 		return tail{}, 0, fmt.Errorf("layer of %d bytes is too small for an eStargz footer: %w", size, errdefs.ErrInvalidArgument)
 	}
-	n := min(size, tailGuess)
+	n := min(size, max(minTailGuess, min(maxTailGuess, size/64)))
 	b, err := remote(ctx, size-n, n)
 	if err != nil {
 		return tail{}, 0, fmt.Errorf("fetch eStargz footer: %w", err)

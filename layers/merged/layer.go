@@ -46,6 +46,11 @@ type Entry struct {
 	Link uint64
 }
 
+// DirSize is the size an entry layer's directories show: what a directory
+// of an unpacked layer shows on ext4, so that a tree looks the same
+// whichever way its layers arrived.
+const DirSize = 4096
+
 // OCI whiteout names inside a layer tar.
 const (
 	whiteoutPrefix = ".wh."
@@ -96,7 +101,7 @@ func BuildLayers(ctx context.Context, ls []Layer) (*Tree, error) {
 // applied first, then the entries, parents before children.
 func applyEntries(ctx context.Context, root *bnode, ents []Entry, layer uint16) (*bnode, error) {
 	if root == nil {
-		root = &bnode{n: &Node{Mode: unix.S_IFDIR | 0o755, layer: layer}, kids: map[string]*bnode{}}
+		root = &bnode{n: &Node{Mode: unix.S_IFDIR | 0o755, Size: DirSize, layer: layer}, kids: map[string]*bnode{}}
 	}
 	for _, e := range ents {
 		if err := checkEntryPath(e.Path); err != nil {
@@ -197,7 +202,7 @@ func makeDirs(root *bnode, dir string, layer uint16) *bnode {
 	for _, part := range strings.Split(dir, "/") {
 		c, ok := d.kids[part]
 		if !ok || c.kids == nil {
-			c = &bnode{n: &Node{Mode: unix.S_IFDIR | 0o755, layer: layer}, kids: map[string]*bnode{}}
+			c = &bnode{n: &Node{Mode: unix.S_IFDIR | 0o755, Size: DirSize, layer: layer}, kids: map[string]*bnode{}}
 			d.kids[part] = c
 		}
 		d = c

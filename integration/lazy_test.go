@@ -1,0 +1,237 @@
+package integration
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+
+	"github.com/casfs/casfs/internal/faultproxy"
+	"github.com/casfs/casfs/internal/testenv"
+	"github.com/casfs/casfs/internal/testimage"
+)
+
+// estargzImage is a runnable two-layer eStargz image: the busybox base, and
+// a top layer with the entry kinds a lazy tree must get right (whiteout,
+// opaque directory, hardlinks, xattrs, a setuid file), a large file that
+// spans many chunks and many small files.
+func estargzImage(t *testing.T) *testimage.Image {
+	t.Helper()
+	testenv.Require(t, "busybox")
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(7, 7))
+	big := make([]byte, 8<<20)
+	for i := range big {
+		big[i] = byte(rnd.Uint32())
+	}
+	base := []testimage.File{
+		testimage.Dir("bin", 0o755), testimage.Dir("etc", 0o755), testimage.Dir("tmp", os.ModeSticky|0o777),
+		testimage.Dir("proc", 0o555), testimage.Dir("dev", 0o755), testimage.Dir("sys", 0o555),
+		{Path: "bin/busybox", Mode: 0o755, Data: data},
+		testimage.Symlink("bin/sh", "busybox"), testimage.Symlink("bin/cat", "busybox"), testimage.Symlink("bin/ls", "busybox"),
+		testimage.Reg("etc/motd", 0o644, "base layer\n"),
+		testimage.Reg("etc/gone", 0o644, "deleted by layer 2\n"),
+		testimage.Dir("var", 0o755), testimage.Dir("var/cache", 0o755), testimage.Reg("var/cache/old", 0o644, "hidden by an opaque dir\n"),
+	}
+	top := []testimage.File{
+		testimage.Dir("etc", 0o755),
+		testimage.Reg("etc/motd", 0o644, "hello from casfs\n"),
+		{Path: "etc/motd.link", Hardlink: true, Linkname: "etc/motd"},
+		testimage.Whiteout("etc", "gone"),
+		testimage.Dir("var", 0o755), testimage.Dir("var/cache", 0o755), testimage.Opaque("var/cache"),
+		testimage.Reg("var/cache/new", 0o644, "new\n"),
+		{Path: "usr/bin/passwd-like", Mode: os.ModeSetuid | 0o755, Data: []byte("#!/bin/sh\n"), Xattrs: map[string]string{"user.casfs": "x"}},
+		{Path: "usr/share/big", Mode: 0o644, Data: big},
+	}
+	for i := range 300 {
+		top = append(top, testimage.Reg(fmt.Sprintf("usr/share/small/%03d", i), 0o644, strings.Repeat(strconv.Itoa(i), 50)))
+	}
+	img, err := testimage.Build(testimage.ImageSpec{
+		Layers: []testimage.Layer{{Files: base, Compression: "estargz"}, {Files: top, Compression: "estargz", ChunkSize: 1 << 20}},
+		Config: ocispec.ImageConfig{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/bin"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// layerBytes sums what the proxy served of the image's layer blobs, from the
+// Range headers (a GET without one counts the whole blob).
+func layerBytes(t *testing.T, p *faultproxy.Proxy, img *testimage.Image) int64 {
+	t.Helper()
+	var n int64
+	for _, r := range p.Requests() {
+		for _, l := range img.Layers {
+			if r.Method != "GET" || !strings.HasSuffix(r.Path, "/blobs/"+l.Digest.String()) {
+				continue
+			}
+			if r.Range == "" {
+				n += l.Size
+				continue
+			}
+			var a, b int64
+			if _, err := fmt.Sscanf(r.Range, "bytes=%d-%d", &a, &b); err != nil {
+				t.Fatalf("unexpected Range %q", r.Range)
+			}
+			n += b - a + 1
+		}
+	}
+	return n
+}
+
+// describeTree lists every path under dir (not dir itself) with type,
+// mode, owner, size, link count, symlink target, xattrs and, with content,
+// a hash of the file's bytes.
+func describeTree(t *testing.T, dir string, content bool) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == "." {
+			return nil
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		d := fmt.Sprintf("%o %d:%d size=%d nlink=%d", st.Mode, st.Uid, st.Gid, st.Size, st.Nlink)
+		if fi.Mode()&os.ModeSymlink != 0 {
+			target, _ := os.Readlink(p)
+			d += " -> " + target
+		}
+		buf := make([]byte, 1024)
+		if n, err := unix.Llistxattr(p, buf); err == nil && n > 0 {
+			names := strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00")
+			sort.Strings(names)
+			for _, x := range names {
+				v := make([]byte, 256)
+				m, _ := unix.Lgetxattr(p, x, v)
+				d += fmt.Sprintf(" %s=%q", x, v[:max(m, 0)])
+			}
+		}
+		if content && fi.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			d += fmt.Sprintf(" sha256=%x", sha256.Sum256(b))
+		}
+		out[rel] = d
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", dir, err)
+	}
+	return out
+}
+
+// TestLazyEStargzRunsBeforeDownload: a lazy pull of an eStargz image
+// fetches only footers and TOCs; the mount lists the whole rootfs with no
+// layer bytes fetched, a small file's read fetches about its chunk, runc
+// runs in the rootfs, and the tree and contents equal an eager pull's.
+func TestLazyEStargzRunsBeforeDownload(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := estargzImage(t)
+	pushTestImage(t, reg, "lab/estargz", "1", img)
+	proxy, err := faultproxy.Start(reg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	ref := proxy.Host + "/lab/estargz:1"
+	var total int64
+	for _, l := range img.Layers {
+		total += l.Size
+	}
+
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "--plain-http", "--lazy", "-q", ref)
+	for _, l := range img.Layers {
+		if _, err := os.Stat(filepath.Join(c.Root, "blobs", "sha256", l.Digest.Encoded())); !os.IsNotExist(err) {
+			t.Fatalf("lazy pull stored layer %s: %v", l.Digest, err)
+		}
+		toc := l.Annotations["containerd.io/snapshot/stargz/toc.digest"]
+		if !strings.Contains(c.OK(nil, "content", "ls", "-q"), toc) {
+			t.Fatalf("lazy pull did not keep the TOC %s of layer %s", toc, l.Digest)
+		}
+	}
+	pulled := layerBytes(t, proxy, img)
+	if pulled == 0 || pulled > total/20 {
+		t.Fatalf("lazy pull fetched %d of %d layer bytes, want under 5%%", pulled, total)
+	}
+
+	mnt := mountCASFS(t, c, "--fetch-timeout", "10s")
+	rootfs, err := filepath.EvalSymlinks(filepath.Join(mnt, "images", proxy.Host, "lab", "estargz", "1", "rootfs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lazyTree := describeTree(t, rootfs, false)
+	if got := layerBytes(t, proxy, img); got != pulled {
+		t.Fatalf("listing the lazy rootfs fetched %d layer bytes, want none", got-pulled)
+	}
+	for _, gone := range []string{"etc/gone", "var/cache/old", "stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"} {
+		if _, ok := lazyTree[gone]; ok {
+			t.Errorf("%s shows in the lazy rootfs", gone)
+		}
+	}
+	if len(lazyTree) < 300 {
+		t.Fatalf("lazy rootfs has %d entries", len(lazyTree))
+	}
+
+	b, err := os.ReadFile(filepath.Join(rootfs, "etc", "motd"))
+	if err != nil || string(b) != "hello from casfs\n" {
+		t.Fatalf("etc/motd of the lazy rootfs: %q %v", b, err)
+	}
+	if got := layerBytes(t, proxy, img) - pulled; got == 0 || got > 64<<10 {
+		t.Fatalf("reading a 17-byte file fetched %d layer bytes", got)
+	}
+
+	out := runcRun(t, rootfs, "/bin/sh", "-c", "cat /etc/motd /etc/motd.link; ls /var/cache")
+	if out != "hello from casfs\nhello from casfs\nnew\n" {
+		t.Fatalf("runc in the lazy rootfs: %q", out)
+	}
+	if got := layerBytes(t, proxy, img); got > total/2 {
+		t.Fatalf("starting a shell fetched %d of %d layer bytes", got, total)
+	}
+
+	// The same image pulled eagerly shows the same tree with the same bytes.
+	e := newCLI(t)
+	e.OK(nil, "image", "pull", "--plain-http", "-q", reg.Ref("lab/estargz", "1"))
+	emnt := mountCASFS(t, e)
+	eroot, err := filepath.EvalSymlinks(filepath.Join(emnt, "images", reg.Host, "lab", "estargz", "1", "rootfs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := describeTree(t, eroot, true)
+	got := describeTree(t, rootfs, true)
+	for p, w := range want {
+		if got[p] != w {
+			t.Errorf("%s: lazy %q, eager %q", p, got[p], w)
+		}
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			t.Errorf("%s: only in the lazy rootfs", p)
+		}
+	}
+}
