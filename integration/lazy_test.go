@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -27,29 +26,13 @@ import (
 // spans many chunks and many small files.
 func estargzImage(t *testing.T) *testimage.Image {
 	t.Helper()
-	testenv.Require(t, "busybox")
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(bb)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rnd := rand.New(rand.NewPCG(7, 7))
 	big := make([]byte, 8<<20)
 	for i := range big {
 		big[i] = byte(rnd.Uint32())
 	}
-	base := []testimage.File{
-		testimage.Dir("bin", 0o755), testimage.Dir("etc", 0o755), testimage.Dir("tmp", os.ModeSticky|0o777),
-		testimage.Dir("proc", 0o555), testimage.Dir("dev", 0o755), testimage.Dir("sys", 0o555),
-		{Path: "bin/busybox", Mode: 0o755, Data: data},
-		testimage.Symlink("bin/sh", "busybox"), testimage.Symlink("bin/cat", "busybox"), testimage.Symlink("bin/ls", "busybox"),
-		testimage.Reg("etc/motd", 0o644, "base layer\n"),
-		testimage.Reg("etc/gone", 0o644, "deleted by layer 2\n"),
-		testimage.Dir("var", 0o755), testimage.Dir("var/cache", 0o755), testimage.Reg("var/cache/old", 0o644, "hidden by an opaque dir\n"),
-	}
+	base := append(busyboxBase(t),
+		testimage.Dir("var", 0o755), testimage.Dir("var/cache", 0o755), testimage.Reg("var/cache/old", 0o644, "hidden by an opaque dir\n"))
 	top := []testimage.File{
 		testimage.Dir("etc", 0o755),
 		testimage.Reg("etc/motd", 0o644, "hello from casfs\n"),
