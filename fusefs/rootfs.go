@@ -107,6 +107,9 @@ func (m *mnode) Open(ctx context.Context, flags uint32) (gfs.FileHandle, uint32,
 		if err != nil {
 			return nil, 0, m.fs.errno("open lazy rootfs file", err)
 		}
+		if f, ok := r.(*os.File); ok {
+			return m.fs.openHandle(f) // the layer became local: passthrough
+		}
 		return &lazyHandle{r: r, fs: m.fs}, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	p := m.rt.t.Backing(m.n)

@@ -1,17 +1,22 @@
 package integration
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
@@ -127,7 +132,7 @@ func describeTree(t *testing.T, dir string, content bool) map[string]string {
 }
 
 // TestLazyEStargzRunsBeforeDownload: a lazy pull of an eStargz image
-// fetches only footers and TOCs; the mount lists the whole rootfs with no
+// (without background completion) fetches only footers and TOCs; the mount lists the whole rootfs with no
 // layer bytes fetched, a small file's read fetches about its chunk, runc
 // runs in the rootfs, and the tree and contents equal an eager pull's.
 func TestLazyEStargzRunsBeforeDownload(t *testing.T) {
@@ -148,7 +153,7 @@ func TestLazyEStargzRunsBeforeDownload(t *testing.T) {
 	}
 
 	c := newCLI(t)
-	c.OK(nil, "image", "pull", "--plain-http", "--lazy", "-q", ref)
+	c.OK(nil, "image", "pull", "--plain-http", "--lazy", "--lazy-complete=false", "-q", ref)
 	for _, l := range img.Layers {
 		if _, err := os.Stat(filepath.Join(c.Root, "blobs", "sha256", l.Digest.Encoded())); !os.IsNotExist(err) {
 			t.Fatalf("lazy pull stored layer %s: %v", l.Digest, err)
@@ -217,4 +222,94 @@ func TestLazyEStargzRunsBeforeDownload(t *testing.T) {
 			t.Errorf("%s: only in the lazy rootfs", p)
 		}
 	}
+}
+
+// waitFor polls cond until it holds, failing the test after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestLazyEStargzCompletes: the mount completes a lazily pulled eStargz
+// image in the background (retrying while the registry holds a layer back):
+// the layers become verified blobs and snapshots, image check passes, the
+// chunk caches go, and a file opened before the switch reads to its end.
+func TestLazyEStargzCompletes(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := estargzImage(t)
+	pushTestImage(t, reg, "lab/complete", "1", img)
+	proxy, err := faultproxy.Start(reg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	ref := proxy.Host + "/lab/complete:1"
+	base, top := img.Layers[0], img.Layers[1]
+
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "--plain-http", "--lazy", "-q", ref)
+	hold := faultproxy.Blob(top.Digest)
+	if err := proxy.Set(hold, faultproxy.Fault{Kind: faultproxy.Stall}); err != nil {
+		t.Fatal(err)
+	}
+	mnt := mountCASFS(t, c, "--fetch-timeout", "5s")
+	rootfs, err := filepath.EvalSymlinks(filepath.Join(mnt, "images", proxy.Host, "lab", "complete", "1", "rootfs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(rootfs, "bin", "busybox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	head := make([]byte, 4096)
+	if _, err := io.ReadFull(f, head); err != nil {
+		t.Fatalf("read busybox before completion: %v", err)
+	}
+	blobFile := func(d digest.Digest) string { return filepath.Join(c.Root, "blobs", "sha256", d.Encoded()) }
+	waitFor(t, 60*time.Second, "base layer committed while the top one is held", func() bool {
+		_, err := os.Stat(blobFile(base.Digest))
+		return err == nil
+	})
+	if _, err := os.Stat(blobFile(top.Digest)); !os.IsNotExist(err) {
+		t.Fatalf("held layer committed: %v", err)
+	}
+	if r := c.Run(nil, "image", "check", ref); r.Code != 1 {
+		t.Fatalf("image check before completion: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	proxy.Clear(hold)
+	waitFor(t, 90*time.Second, "image check passing after completion", func() bool {
+		return c.Run(nil, "image", "check", ref).Code == 0
+	})
+	for _, l := range img.Layers {
+		b, err := os.ReadFile(blobFile(l.Digest))
+		if err != nil || digest.FromBytes(b) != l.Digest {
+			t.Fatalf("layer %s after completion: %v", l.Digest, err)
+		}
+	}
+	waitFor(t, 30*time.Second, "chunk caches removed", func() bool {
+		ents, _ := os.ReadDir(filepath.Join(c.Root, "lazy", "sha256"))
+		return len(ents) == 0
+	})
+	rest, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatalf("read the rest of a file opened before the switch: %v", err)
+	}
+	bb, _ := exec.LookPath("busybox")
+	orig, _ := os.ReadFile(bb)
+	if got := append(head, rest...); !bytes.Equal(got, orig) {
+		t.Fatalf("busybox read across the switch: %d bytes, want %d equal ones", len(got), len(orig))
+	}
+	if b, err := os.ReadFile(filepath.Join(rootfs, "usr", "share", "small", "042")); err != nil || string(b) != strings.Repeat("42", 50) {
+		t.Fatalf("a file opened after the switch: %q %v", b, err)
+	}
+	c.OK(nil, "check")
 }

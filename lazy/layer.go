@@ -378,3 +378,38 @@ func (l *Layer) decode(ce *estargz.TOCEntry, raw []byte) ([]byte, error) {
 // RemoveCache deletes a layer's cache directory (after the layer became a
 // local blob).
 func RemoveCache(dir string) error { return os.RemoveAll(dir) }
+
+// completeRequest bounds one request of a completion.
+const completeRequest = 4 << 20
+
+// Complete fetches every byte of the layer blob that is not cached yet, in
+// blob order, so that the files an eStargz builder put before the prefetch
+// landmark arrive first. These bytes are not verified one by one: reads
+// still verify each chunk they use, and Blob's reader is checked as a whole
+// against the layer digest before anything else uses it.
+func (l *Layer) Complete(ctx context.Context) error {
+	for _, m := range l.sp.missing() {
+		for off := m.Off; off < m.end(); off += completeRequest {
+			n := min(completeRequest, m.end()-off)
+			fctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
+			b, err := l.remote(fctx, off, n)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("layer %s: complete at %d: %w", l.desc.Digest, off, err)
+			}
+			if err := l.sp.put(off, b); err != nil {
+				return fmt.Errorf("layer %s: chunk cache: %w", l.desc.Digest, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Blob reads the whole cached blob; it is complete after Complete.
+func (l *Layer) Blob() io.Reader { return io.NewSectionReader(l.sp.data, 0, l.desc.Size) }
+
+// Discard forgets every cached range (after a completed blob failed its
+// digest): the cache starts over, and the verified TOC stays in memory.
+func (l *Layer) Discard() error {
+	return l.sp.reset()
+}

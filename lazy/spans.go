@@ -161,3 +161,17 @@ func (s *spans) present() int64 {
 func (s *spans) close() error {
 	return errors.Join(s.data.Close(), s.log.Close())
 }
+
+// reset drops every range and its bytes.
+func (s *spans) reset() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.have = nil
+	if err := s.log.Truncate(0); err != nil {
+		return err
+	}
+	if err := s.data.Truncate(0); err != nil {
+		return err
+	}
+	return s.data.Truncate(s.size)
+}

@@ -5,14 +5,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/sys/unix"
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fetch"
@@ -24,6 +28,10 @@ import (
 // labelTOCRef on a layer's record names its eStargz TOC blob, so that
 // garbage collection keeps the TOC while the layer is kept.
 const labelTOCRef = "containerd.io/gc.ref.content.estargz.toc"
+
+// labelNoComplete on a layer's record keeps it lazy: no background
+// completion (image pull --lazy-complete=false).
+const labelNoComplete = "casfs.lazy/complete"
 
 // tocDigestOf returns the TOC digest annotation of an eStargz layer.
 func tocDigestOf(l ocispec.Descriptor) (digest.Digest, bool) {
@@ -44,7 +52,7 @@ func (s *Local) lazyCacheDir(d digest.Digest) string {
 // digest annotation it fetches footer and TOC (Range requests), verifies
 // and checks them, keeps the TOC as a blob referenced from the layer's
 // record, and keeps the fetched bytes in the layer's chunk cache.
-func (s *Local) pullTOCs(ctx context.Context, f *fetch.Fetcher, res fetch.PullResult) error {
+func (s *Local) pullTOCs(ctx context.Context, f *fetch.Fetcher, res fetch.PullResult, noComplete bool) error {
 	seen := map[digest.Digest]bool{}
 	for _, m := range res.Manifests {
 		for _, l := range m.Layers {
@@ -58,6 +66,13 @@ func (s *Local) pullTOCs(ctx context.Context, f *fetch.Fetcher, res fetch.PullRe
 			}
 			if err := s.pullTOC(ctx, f, l, toc); err != nil {
 				return fmt.Errorf("pull %s: layer %s: %w", res.Name, l.Digest, err)
+			}
+			set, del := map[string]string{}, []string{labelNoComplete}
+			if noComplete {
+				set, del = map[string]string{labelNoComplete: "false"}, nil
+			}
+			if _, err := s.LabelContent(ctx, l.Digest, set, del); err != nil {
+				return err
 			}
 		}
 	}
@@ -91,12 +106,46 @@ type lazyLayers struct {
 	ro      RegistryOptions
 	timeout time.Duration
 
-	mu     sync.Mutex
-	open   map[digest.Digest]*lazy.Layer
-	flight singleflight.Group
+	// ctx ends background completion when the store closes; complete
+	// turns it on (the mount daemon's default).
+	ctx      context.Context
+	complete bool
+
+	mu         sync.Mutex
+	open       map[digest.Digest]*layerFiles
+	completing map[string]bool // rootfs ids with a completion running
+	flight     singleflight.Group
 }
 
-func (ll *lazyLayers) get(ctx context.Context, l ocispec.Descriptor, toc digest.Digest) (*lazy.Layer, error) {
+// layerFiles serves the files of one eStargz layer: chunk by chunk until
+// the layer is unpacked, then from its snapshot directory (opened files,
+// which FUSE passes through). Files opened before the switch keep reading
+// from the chunk cache.
+type layerFiles struct {
+	*lazy.Layer
+	local atomic.Pointer[string] // the layer's snapshot directory, once unpacked
+}
+
+func (f *layerFiles) OpenFile(p string) (io.ReaderAt, error) {
+	if dir := f.local.Load(); dir != nil {
+		return openBeneath(*dir, p)
+	}
+	return f.Layer.OpenFile(p)
+}
+
+// openBeneath opens dir/p for reading without following any symlink.
+func openBeneath(dir, p string) (*os.File, error) {
+	fd, err := unix.Openat2(unix.AT_FDCWD, filepath.Join(dir, p), &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+		Resolve: unix.RESOLVE_NO_SYMLINKS,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s in %s: %w", p, dir, err)
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(dir, p)), nil
+}
+
+func (ll *lazyLayers) get(ctx context.Context, l ocispec.Descriptor, toc digest.Digest) (*layerFiles, error) {
 	ll.mu.Lock()
 	x, ok := ll.open[l.Digest]
 	ll.mu.Unlock()
@@ -114,10 +163,11 @@ func (ll *lazyLayers) get(ctx context.Context, l ocispec.Descriptor, toc digest.
 		if err != nil {
 			return nil, err
 		}
-		x, err = lazy.Open(ctx, l, toc, lazy.Options{Dir: ll.s.lazyCacheDir(l.Digest), Remote: remote, Timeout: ll.timeout})
+		y, err := lazy.Open(ctx, l, toc, lazy.Options{Dir: ll.s.lazyCacheDir(l.Digest), Remote: remote, Timeout: ll.timeout})
 		if err != nil {
 			return nil, err
 		}
+		x = &layerFiles{Layer: y}
 		ll.mu.Lock()
 		ll.open[l.Digest] = x
 		ll.mu.Unlock()
@@ -126,7 +176,7 @@ func (ll *lazyLayers) get(ctx context.Context, l ocispec.Descriptor, toc digest.
 	if err != nil {
 		return nil, err
 	}
-	return v.(*lazy.Layer), nil
+	return v.(*layerFiles), nil
 }
 
 // rangeReader reads byte ranges of a recorded layer blob from the registry
@@ -207,5 +257,6 @@ func (s *Local) RootfsSources(ctx context.Context, id string) ([]merged.Layer, e
 		}
 		out = append(out, merged.Layer{Entries: x.Entries(), Files: x})
 	}
+	s.lazyLayers.completeLater(id, il)
 	return out, nil
 }

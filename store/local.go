@@ -46,6 +46,9 @@ type Local struct {
 	// lazyLayers serves eStargz layers chunk by chunk (lazy.go); nil
 	// without registry access.
 	lazyLayers *lazyLayers
+	// closing ends background work (lazy completion) when the store closes.
+	closing     context.Context
+	stopClosing context.CancelFunc
 
 	// onChange is called after the catalogue or the blob set changed, so
 	// that a live mount can drop what it cached.
@@ -90,7 +93,8 @@ func Open(root string, opts Options) (*Local, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
-	return &Local{root: abs, blobs: blobs}, nil
+	closing, stop := context.WithCancel(context.Background())
+	return &Local{root: abs, blobs: blobs, closing: closing, stopClosing: stop}, nil
 }
 
 // Root is the absolute store root.
@@ -110,6 +114,7 @@ func (s *Local) Index() (*index.DB, error) {
 // Close releases the database.
 func (s *Local) Close() error {
 	var err error
+	s.stopClosing()
 	s.dbOnce.Do(func() { s.dbErr = errors.New("store closed") })
 	if s.idx != nil {
 		err = s.idx.Close()

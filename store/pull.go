@@ -13,7 +13,6 @@ import (
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/index"
-	"github.com/casfs/casfs/lazy"
 )
 
 // labelPlainHTTP marks blobs pulled over plain HTTP, so that a lazy fetch
@@ -92,7 +91,7 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 		s.markPlainHTTP(ctx, res)
 	}
 	if opts.Lazy {
-		if err := s.pullTOCs(ctx, f, res); err != nil {
+		if err := s.pullTOCs(ctx, f, res, opts.NoComplete); err != nil {
 			return ImageInfo{}, err
 		}
 	}
@@ -101,6 +100,9 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 		return ImageInfo{}, err
 	}
 	s.changed()
+	if opts.Lazy && s.lazyLayers != nil {
+		go s.lazyLayers.completeAll()
+	}
 	return s.imageInfo(ctx, rec), nil
 }
 
@@ -166,7 +168,9 @@ func (s *Local) Push(ctx context.Context, ref, remote string, opts PushOptions) 
 // the registry their source label names (the mount daemon turns this on).
 // Concurrent readers of one blob share one download, bounded by timeout.
 func (s *Local) EnableLazyFetch(ro RegistryOptions, timeout time.Duration) {
-	s.lazyLayers = &lazyLayers{s: s, ro: ro, timeout: timeout, open: map[digest.Digest]*lazy.Layer{}}
+	s.lazyLayers = &lazyLayers{s: s, ro: ro, timeout: timeout, ctx: s.closing, complete: true,
+		open: map[digest.Digest]*layerFiles{}, completing: map[string]bool{}}
+	go s.lazyLayers.completeAll()
 	s.lazy = func(ctx context.Context, d digest.Digest) error {
 		ch := s.lazyGroup.DoChan(d.String(), func() (any, error) {
 			// One download serves every waiter: it must not die with the

@@ -25,7 +25,8 @@ var platformFlags = []cli.Flag{
 func imageCommand() *cli.Command {
 	pullFlags := append(append(append([]cli.Flag{}, registryFlags...), platformFlags...),
 		&cli.BoolFlag{Name: "no-unpack", Usage: "fetch and record only; do not unpack layers"},
-		&cli.BoolFlag{Name: "lazy", Usage: "fetch manifests and configs only; layers are fetched on first read"},
+		&cli.BoolFlag{Name: "lazy", Usage: "fetch manifests and configs only; layers are fetched on first read (eStargz layers file by file)"},
+		&cli.BoolFlag{Name: "lazy-complete", Value: true, Usage: "with --lazy, let the mount fetch the rest of each eStargz layer in the background"},
 		quietFlag)
 	return &cli.Command{
 		Name:   "image",
@@ -80,6 +81,7 @@ func pullOptions(c *cli.Context) (store.PullOptions, error) {
 		MaxConcurrent:   c.Int("max-concurrent-downloads"),
 		NoUnpack:        c.Bool("no-unpack"),
 		Lazy:            c.Bool("lazy"),
+		NoComplete:      !c.Bool("lazy-complete"),
 	}
 	if o.Platform != "" && o.AllPlatforms {
 		return o, usagef("--platform and --all-platforms exclude each other")
