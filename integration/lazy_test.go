@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -59,6 +60,23 @@ func estargzImage(t *testing.T) *testimage.Image {
 		t.Fatal(err)
 	}
 	return img
+}
+
+// lazyFixture starts a registry with estargzImage pushed as repo:1 and a
+// counting proxy in front of it; ref names the image through the proxy.
+func lazyFixture(t *testing.T, repo string) (*testenv.Registry, *testimage.Image, *faultproxy.Proxy, string) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := estargzImage(t)
+	pushTestImage(t, reg, repo, "1", img)
+	proxy, err := faultproxy.Start(reg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	return reg, img, proxy, proxy.Host + "/" + repo + ":1"
 }
 
 // layerBytes sums what the proxy served of the image's layer blobs, from the
@@ -136,17 +154,7 @@ func describeTree(t *testing.T, dir string, content bool) map[string]string {
 // layer bytes fetched, a small file's read fetches about its chunk, runc
 // runs in the rootfs, and the tree and contents equal an eager pull's.
 func TestLazyEStargzRunsBeforeDownload(t *testing.T) {
-	testenv.RequireRoot(t)
-	t.Parallel()
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	img := estargzImage(t)
-	pushTestImage(t, reg, "lab/estargz", "1", img)
-	proxy, err := faultproxy.Start(reg.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxy.Close() })
-	ref := proxy.Host + "/lab/estargz:1"
+	reg, img, proxy, ref := lazyFixture(t, "lab/estargz")
 	var total int64
 	for _, l := range img.Layers {
 		total += l.Size
@@ -241,17 +249,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // the layers become verified blobs and snapshots, image check passes, the
 // chunk caches go, and a file opened before the switch reads to its end.
 func TestLazyEStargzCompletes(t *testing.T) {
-	testenv.RequireRoot(t)
-	t.Parallel()
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	img := estargzImage(t)
-	pushTestImage(t, reg, "lab/complete", "1", img)
-	proxy, err := faultproxy.Start(reg.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxy.Close() })
-	ref := proxy.Host + "/lab/complete:1"
+	_, img, proxy, ref := lazyFixture(t, "lab/complete")
 	base, top := img.Layers[0], img.Layers[1]
 
 	c := newCLI(t)
@@ -312,4 +310,60 @@ func TestLazyEStargzCompletes(t *testing.T) {
 		t.Fatalf("a file opened after the switch: %q %v", b, err)
 	}
 	c.OK(nil, "check")
+}
+
+// TestLazyEStargzFailures: a chunk corrupted on the way is EIO and is not
+// cached; with the registry stopped an uncached read is EIO within the
+// fetch bound while cached files still read; back again, reads work.
+func TestLazyEStargzFailures(t *testing.T) {
+	reg, img, proxy, ref := lazyFixture(t, "lab/faults")
+	top := img.Layers[1]
+
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "--plain-http", "--lazy", "--lazy-complete=false", "-q", ref)
+	mnt := mountCASFS(t, c, "--fetch-timeout", "3s")
+	rootfs, err := filepath.EvalSymlinks(filepath.Join(mnt, "images", proxy.Host, "lab", "faults", "1", "rootfs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(rootfs, "etc", "motd")); err != nil || string(b) != "hello from casfs\n" {
+		t.Fatalf("etc/motd: %q %v", b, err)
+	}
+	ranges := filepath.Join(c.Root, "lazy", "sha256", top.Digest.Encoded(), "ranges")
+	before, err := os.ReadFile(ranges)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	rule := faultproxy.Blob(top.Digest)
+	if err := proxy.Set(rule, faultproxy.Fault{Kind: faultproxy.Corrupt, After: 12}); err != nil {
+		t.Fatal(err)
+	}
+	small := filepath.Join(rootfs, "usr", "share", "small", "007")
+	if _, err := readWithin(small, 30*time.Second); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of a corrupted chunk: %v, want EIO", err)
+	}
+	if after, _ := os.ReadFile(ranges); !bytes.Equal(after, before) {
+		t.Fatalf("a corrupted chunk was cached: ranges %q -> %q", before, after)
+	}
+	proxy.Clear(rule)
+	if b, err := readWithin(small, 30*time.Second); err != nil || string(b) != strings.Repeat("7", 50) {
+		t.Fatalf("read after the corruption stopped: %q %v", b, err)
+	}
+
+	reg.Stop()
+	start := time.Now()
+	if _, err := readWithin(filepath.Join(rootfs, "usr", "share", "small", "123"), 60*time.Second); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("uncached read with the registry stopped: %v, want EIO", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("EIO came after %s, want it within the fetch bound", d)
+	}
+	if b, err := os.ReadFile(filepath.Join(rootfs, "etc", "motd")); err != nil || string(b) != "hello from casfs\n" {
+		t.Fatalf("cached etc/motd with the registry stopped: %q %v", b, err)
+	}
+	reg.Restart(t)
+	if b, err := readWithin(filepath.Join(rootfs, "usr", "share", "small", "123"), 30*time.Second); err != nil || string(b) != strings.Repeat("123", 50) {
+		t.Fatalf("read after the registry came back: %q %v", b, err)
+	}
 }
