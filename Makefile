@@ -4,6 +4,15 @@ BIN       := bin/casfs
 PREFIX    ?= /usr/local
 TEST_TIMEOUT ?= 18m
 GOFLAGS_TEST ?= -race -count=1
+# Integration tests mostly wait on processes, registries and the disk: run
+# more of them at once than there are cores.
+TEST_PARALLEL ?= 8
+# Tools the prereqs step installs with go install (staticcheck).
+GOTOOLS   := $(CURDIR)/bin/tools
+STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(GOTOOLS)/staticcheck)
+
+# Tests always run as CI would: a missing prerequisite fails, never skips.
+export CI := true
 
 .PHONY: all build test unit integration demo bench lint install prereqs soak fuzz clean
 
@@ -17,13 +26,13 @@ prereqs:
 	@scripts/prereqs.sh
 
 test: prereqs lint
-	$(GO) test $(GOFLAGS_TEST) -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test $(GOFLAGS_TEST) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./...
 
 unit:
 	$(GO) test $(GOFLAGS_TEST) $$($(GO) list ./... | grep -v /integration)
 
 integration: prereqs
-	$(GO) test $(GOFLAGS_TEST) -timeout $(TEST_TIMEOUT) ./integration/...
+	$(GO) test $(GOFLAGS_TEST) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./integration/...
 
 demo: prereqs build
 	@scripts/demo.sh
@@ -35,6 +44,9 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@test -x "$(STATICCHECK)" || GOTOOLS="$(GOTOOLS)" scripts/prereqs.sh tools
+	$(STATICCHECK) ./...
+	$(GO) mod tidy -diff
 
 # Long runs, not part of make test: 200 crash trials, and each fuzz target for FUZZTIME.
 SOAK_TRIALS ?= 200

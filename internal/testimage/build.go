@@ -13,15 +13,8 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-)
 
-// Docker schema2 media types (the OCI ones come from ocispec).
-const (
-	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
-	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
-	MediaTypeDockerConfig       = "application/vnd.docker.container.image.v1+json"
-	MediaTypeDockerLayerGzip    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-	MediaTypeDockerLayer        = "application/vnd.docker.image.rootfs.diff.tar"
+	"github.com/casfs/casfs/oci"
 )
 
 // Layer is one layer of an image. Its files are sorted by path unless
@@ -99,7 +92,7 @@ func Build(spec ImageSpec) (*Image, error) {
 
 	configType, manifestType := ocispec.MediaTypeImageConfig, ocispec.MediaTypeImageManifest
 	if spec.Docker {
-		configType, manifestType = MediaTypeDockerConfig, MediaTypeDockerManifest
+		configType, manifestType = oci.MediaTypeDockerConfig, oci.MediaTypeDockerManifest
 	}
 	cfgBytes, err := json.Marshal(cfg)
 	if err != nil {
@@ -149,17 +142,19 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 	}
 	diffID := digest.FromBytes(raw)
 	docker = docker || l.DockerMediaType
-	if l.Compression == "estargz" {
-		return buildEStargz(l, raw, docker)
-	}
 	var blob []byte
 	var mt string
+	var annotations map[string]string
 	switch l.Compression {
-	case "", "gzip":
-		blob, err = Gzip(raw)
+	case "", "gzip", "estargz":
+		if l.Compression == "estargz" {
+			blob, diffID, annotations, err = buildEStargz(l, raw)
+		} else {
+			blob, err = Gzip(raw)
+		}
 		mt = ocispec.MediaTypeImageLayerGzip
 		if docker {
-			mt = MediaTypeDockerLayerGzip
+			mt = oci.MediaTypeDockerLayerGzip
 		}
 	case "zstd":
 		blob, err = Zstd(raw)
@@ -168,10 +163,10 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 		blob = raw
 		mt = ocispec.MediaTypeImageLayer
 		if docker {
-			mt = MediaTypeDockerLayer
+			mt = oci.MediaTypeDockerLayer
 		}
 	default:
-		return ocispec.Descriptor{}, "", nil, fmt.Errorf("unknown compression %q (want gzip, zstd or none)", l.Compression)
+		return ocispec.Descriptor{}, "", nil, fmt.Errorf("unknown compression %q (want gzip, zstd, none or estargz)", l.Compression)
 	}
 	if err != nil {
 		return ocispec.Descriptor{}, "", nil, err
@@ -179,7 +174,7 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 	if l.MediaType != "" {
 		mt = l.MediaType
 	}
-	return ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(blob), Size: int64(len(blob))}, diffID, blob, nil
+	return ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(blob), Size: int64(len(blob)), Annotations: annotations}, diffID, blob, nil
 }
 
 // Gzip compresses b with a header that holds no name and no time, so the
@@ -220,7 +215,7 @@ type Index struct {
 func BuildIndex(images []*Image, docker bool) (*Index, error) {
 	mt := ocispec.MediaTypeImageIndex
 	if docker {
-		mt = MediaTypeDockerManifestList
+		mt = oci.MediaTypeDockerManifestList
 	}
 	ix := ocispec.Index{
 		Versioned: specs.Versioned{SchemaVersion: 2},
@@ -247,30 +242,45 @@ func BuildIndex(images []*Image, docker bool) (*Index, error) {
 	return out, nil
 }
 
-// buildEStargz converts a tar stream to an eStargz blob. Its diff ID is the
-// builder's (the uncompressed stream includes the TOC as a tar member).
-func buildEStargz(l Layer, raw []byte, docker bool) (ocispec.Descriptor, digest.Digest, []byte, error) {
+// buildEStargz converts a tar stream to an eStargz blob, returning the
+// builder's diff ID (the uncompressed stream includes the TOC as a tar
+// member) and the layer annotation that pins the TOC.
+func buildEStargz(l Layer, raw []byte) ([]byte, digest.Digest, map[string]string, error) {
 	opts := []estargz.Option{estargz.WithChunkSize(l.ChunkSize)}
 	if len(l.PrioritizedFiles) > 0 {
 		opts = append(opts, estargz.WithPrioritizedFiles(l.PrioritizedFiles))
 	}
 	b, err := estargz.Build(io.NewSectionReader(bytes.NewReader(raw), 0, int64(len(raw))), opts...)
 	if err != nil {
-		return ocispec.Descriptor{}, "", nil, fmt.Errorf("estargz: %w", err)
+		return nil, "", nil, fmt.Errorf("estargz: %w", err)
 	}
 	defer b.Close()
 	blob, err := io.ReadAll(b)
 	if err != nil {
-		return ocispec.Descriptor{}, "", nil, fmt.Errorf("estargz: %w", err)
+		return nil, "", nil, fmt.Errorf("estargz: %w", err)
 	}
-	mt := ocispec.MediaTypeImageLayerGzip
-	if docker {
-		mt = MediaTypeDockerLayerGzip
+	return blob, b.DiffID(), map[string]string{estargz.TOCJSONDigestAnnotation: b.TOCDigest().String()}, nil
+}
+
+// NestIndex makes an OCI index whose one entry is inner, as some registries
+// serve attestation or multi-variant images: the manifests sit one index
+// further down.
+func NestIndex(inner *Index) (*Index, error) {
+	ix := ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{inner.Desc},
 	}
-	if l.MediaType != "" {
-		mt = l.MediaType
+	b, err := json.Marshal(ix)
+	if err != nil {
+		return nil, fmt.Errorf("encode index: %w", err)
 	}
-	desc := ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(blob), Size: int64(len(blob)),
-		Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: b.TOCDigest().String()}}
-	return desc, b.DiffID(), blob, nil
+	out := &Index{Images: inner.Images, Blobs: map[digest.Digest][]byte{}}
+	for d, v := range inner.Blobs {
+		out.Blobs[d] = v
+	}
+	d := digest.FromBytes(b)
+	out.Blobs[d] = b
+	out.Desc = ocispec.Descriptor{MediaType: ix.MediaType, Digest: d, Size: int64(len(b))}
+	return out, nil
 }
