@@ -367,3 +367,56 @@ func TestLazyEStargzFailures(t *testing.T) {
 		t.Fatalf("read after the registry came back: %q %v", b, err)
 	}
 }
+
+// TestImageConvertEStargz: image convert --estargz makes a copy that, once
+// pushed, pulls lazily (served from its TOCs) with the source image's tree
+// and bytes and runs; --oci converts it back to the same tree.
+func TestImageConvertEStargz(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	src := pushTestImage(t, reg, "lab/conv", "src", busyboxImage(t))
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "--plain-http", "-q", src)
+	c.Fail(2, nil, []string{"image", "convert", src, "lab/conv:x"}, "one of --estargz and --oci")
+	lazyRef := reg.Ref("lab/conv", "estargz")
+	c.OK(nil, "image", "convert", "--estargz", src, lazyRef)
+	c.OK(nil, "image", "convert", "--oci", lazyRef, "lab/conv:oci")
+	c.OK(nil, "image", "push", "--plain-http", lazyRef)
+	c.OK(nil, "image", "check", lazyRef)
+
+	mnt := mountCASFS(t, c)
+	tree := func(mnt, host, repo, tag string) map[string]string {
+		root, err := filepath.EvalSymlinks(filepath.Join(mnt, "images", host, repo, tag, "rootfs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return describeTree(t, root, true)
+	}
+	want := tree(mnt, reg.Host, "lab/conv", "src")
+	same := func(what string, got map[string]string) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Errorf("%s: %d entries, source %d", what, len(got), len(want))
+		}
+		for p, w := range want {
+			if got[p] != w {
+				t.Errorf("%s: %s: %q, source %q", what, p, got[p], w)
+			}
+		}
+	}
+	same("converted to eStargz", tree(mnt, reg.Host, "lab/conv", "estargz"))
+	same("converted back", tree(mnt, "docker.io", "lab/conv", "oci"))
+
+	d := newCLI(t)
+	d.OK(nil, "image", "pull", "--plain-http", "--lazy", "--lazy-complete=false", "-q", lazyRef)
+	dmnt := mountCASFS(t, d)
+	same("pulled lazily", tree(dmnt, reg.Host, "lab/conv", "estargz"))
+	if ents, err := os.ReadDir(filepath.Join(d.Root, "lazy", "sha256")); err != nil || len(ents) != 2 {
+		t.Fatalf("lazy pull of the converted image has %d lazy layers (%v), want 2", len(ents), err)
+	}
+	root, _ := filepath.EvalSymlinks(filepath.Join(dmnt, "images", reg.Host, "lab/conv", "estargz", "rootfs"))
+	if out := runcRun(t, root, "/bin/cat", "/etc/motd"); out != "hello from casfs\n" {
+		t.Fatalf("runc in the converted image: %q", out)
+	}
+}

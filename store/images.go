@@ -84,4 +84,7 @@ type Images interface {
 	GetImage(ctx context.Context, ref string) (ImageDetail, error)
 	TagImage(ctx context.Context, src string, dsts []string) error
 	RemoveImage(ctx context.Context, ref string) error
+	// ConvertImage records dst as a copy of the local image src with its
+	// layers recompressed (eStargz, or plain gzip back).
+	ConvertImage(ctx context.Context, src, dst string, opts ConvertOptions) (ImageInfo, error)
 }

@@ -168,6 +168,7 @@ func (ll *lazyLayers) get(ctx context.Context, l ocispec.Descriptor, toc digest.
 			return nil, err
 		}
 		x = &layerFiles{Layer: y}
+		slog.Info("lazy layer: serving eStargz layer file by file from its TOC", "layer", l.Digest, "cached", y.Cached())
 		ll.mu.Lock()
 		ll.open[l.Digest] = x
 		ll.mu.Unlock()
