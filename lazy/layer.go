@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -150,14 +151,18 @@ func (l *Layer) Fetched() int64 { return l.fetched.Load() }
 // Cached is the number of bytes of the layer blob held in the chunk cache.
 func (l *Layer) Cached() int64 { return l.sp.present() }
 
-// Entries lists the layer's entries, parents before children, for the
-// merged tree, without the eStargz metadata entries.
-func (l *Layer) Entries() []merged.Entry {
+// Walk lists the layer's entries for the merged tree, each directory
+// before the entries inside it, in the merged tree's encoding: ".wh.<name>"
+// entries become whiteouts and a ".wh..wh..opq" marker makes its directory
+// opaque. The eStargz metadata entries are left out.
+func (l *Layer) Walk(ctx context.Context, fn func(*merged.Entry) error) error {
 	root, _ := l.r.Lookup("")
-	out := []merged.Entry{entryOf("", root, 0)}
 	links := map[*estargz.TOCEntry]uint64{}
-	var walk func(dir string, e *estargz.TOCEntry)
-	walk = func(dir string, e *estargz.TOCEntry) {
+	var walk func(dir string, e *estargz.TOCEntry, opaque bool) error
+	walk = func(dir string, e *estargz.TOCEntry, opaque bool) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		var kids []string
 		byName := map[string]*estargz.TOCEntry{}
 		e.ForeachChild(func(base string, c *estargz.TOCEntry) bool {
@@ -166,53 +171,83 @@ func (l *Layer) Entries() []merged.Entry {
 			return true
 		})
 		sort.Strings(kids)
+		me := entryOf(dir, e, 0)
+		me.Opaque = opaque
+		if err := fn(&me); err != nil {
+			return err
+		}
 		for _, base := range kids {
 			c := byName[base]
 			p := join(dir, base)
-			if dir == "" && merged.IsEStargzMetadata(p) {
+			switch {
+			case dir == "" && merged.IsEStargzMetadata(p), base == opaqueMarker:
+				continue
+			case strings.HasPrefix(base, whiteoutPrefix):
+				w := merged.Entry{Path: join(dir, base[len(whiteoutPrefix):]), Whiteout: true}
+				if err := fn(&w); err != nil {
+					return err
+				}
+				continue
+			case c.Type == "dir":
+				cOpaque := false
+				c.ForeachChild(func(b string, _ *estargz.TOCEntry) bool {
+					cOpaque = cOpaque || b == opaqueMarker
+					return !cOpaque
+				})
+				if err := walk(p, c, cOpaque); err != nil {
+					return err
+				}
 				continue
 			}
 			var link uint64
-			if c.Type != "dir" && c.NumLink > 1 {
+			if c.NumLink > 1 {
 				if link = links[c]; link == 0 {
 					link = uint64(len(links) + 1)
 					links[c] = link
 				}
 			}
-			out = append(out, entryOf(p, c, link))
-			if c.Type == "dir" {
-				walk(p, c)
+			en := entryOf(p, c, link)
+			if err := fn(&en); err != nil {
+				return err
 			}
 		}
+		return nil
 	}
-	walk("", root)
-	return out
+	return walk("", root, false)
 }
 
+// OCI whiteout names inside a layer tar.
+const (
+	whiteoutPrefix = ".wh."
+	opaqueMarker   = ".wh..wh..opq"
+)
+
 func entryOf(p string, e *estargz.TOCEntry, link uint64) merged.Entry {
-	m := merged.Entry{Path: p, Mode: uint32(e.Mode) & 0o7777, Uid: uint32(e.UID), Gid: uint32(e.GID), Link: link}
+	m := merged.Entry{Path: p, Link: link}
+	a := &m.Attr
+	a.Mode, a.Uid, a.Gid = uint32(e.Mode)&0o7777, uint32(e.UID), uint32(e.GID)
 	switch e.Type {
 	case "dir":
-		m.Mode |= unix.S_IFDIR
-		m.Size = merged.DirSize
+		a.Mode |= unix.S_IFDIR
+		a.Size = merged.DirSize
 	case "reg":
-		m.Mode |= unix.S_IFREG
-		m.Size = e.Size
+		a.Mode |= unix.S_IFREG
+		a.Size = e.Size
 	case "symlink":
-		m.Mode |= unix.S_IFLNK
+		a.Mode |= unix.S_IFLNK
 		m.Target = e.LinkName
-		m.Size = int64(len(e.LinkName))
+		a.Size = int64(len(e.LinkName))
 	case "char":
-		m.Mode |= unix.S_IFCHR
-		m.Rdev = unix.Mkdev(uint32(e.DevMajor), uint32(e.DevMinor))
+		a.Mode |= unix.S_IFCHR
+		a.Rdev = unix.Mkdev(uint32(e.DevMajor), uint32(e.DevMinor))
 	case "block":
-		m.Mode |= unix.S_IFBLK
-		m.Rdev = unix.Mkdev(uint32(e.DevMajor), uint32(e.DevMinor))
+		a.Mode |= unix.S_IFBLK
+		a.Rdev = unix.Mkdev(uint32(e.DevMajor), uint32(e.DevMinor))
 	case "fifo":
-		m.Mode |= unix.S_IFIFO
+		a.Mode |= unix.S_IFIFO
 	}
 	if t := e.ModTime(); !t.IsZero() {
-		m.Mtime = unix.NsecToTimespec(t.UnixNano())
+		a.Mtime = unix.NsecToTimespec(t.UnixNano())
 	}
 	if len(e.Xattrs) > 0 {
 		for k, v := range e.Xattrs {
@@ -223,9 +258,9 @@ func entryOf(p string, e *estargz.TOCEntry, link uint64) merged.Entry {
 	return m
 }
 
-// OpenFile returns a reader of one regular file of the layer: each read
+// Open returns a reader of one regular file of the layer: each read
 // fetches (or finds in the cache) and verifies the chunks it covers.
-func (l *Layer) OpenFile(p string) (io.ReaderAt, error) {
+func (l *Layer) Open(ctx context.Context, p string) (merged.Content, error) {
 	e, ok := l.r.Lookup(p)
 	if !ok || e.Type != "reg" {
 		return nil, fmt.Errorf("layer %s: no regular file %q: %w", l.desc.Digest, p, errdefs.ErrNotFound)
@@ -238,6 +273,8 @@ type file struct {
 	name string
 	size int64
 }
+
+func (f *file) Close() error { return nil }
 
 func (f *file) ReadAt(b []byte, off int64) (int, error) {
 	if off < 0 {

@@ -55,20 +55,23 @@ func FuzzOpenTOC(f *testing.F) {
 			}
 			return
 		}
-		ents := l.Entries()
-		if _, err := merged.BuildLayers(context.Background(), []merged.Layer{{Entries: ents, Files: l}}); err != nil {
+		var ents []merged.Entry
+		if err := l.Walk(context.Background(), func(e *merged.Entry) error { ents = append(ents, *e); return nil }); err != nil {
+			t.Fatalf("walk: %v", err)
+		}
+		if _, err := merged.BuildLayers(context.Background(), []merged.Layer{l}); err != nil {
 			return
 		}
 		buf := make([]byte, 64<<10)
 		for _, e := range ents {
-			if e.Mode&0o170000 != 0o100000 || e.Size > 1<<20 {
+			if !e.Attr.IsRegular() || e.Attr.Size > 1<<20 {
 				continue
 			}
-			ra, err := l.OpenFile(e.Path)
+			ra, err := l.Open(context.Background(), e.Path)
 			if err != nil {
 				continue
 			}
-			for off := int64(0); off < e.Size; off += int64(len(buf)) {
+			for off := int64(0); off < e.Attr.Size; off += int64(len(buf)) {
 				if _, err := ra.ReadAt(buf, off); err != nil {
 					break
 				}

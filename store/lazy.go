@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -16,7 +14,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
-	"golang.org/x/sys/unix"
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fetch"
@@ -126,23 +123,13 @@ type layerFiles struct {
 	local atomic.Pointer[string] // the layer's snapshot directory, once unpacked
 }
 
-func (f *layerFiles) OpenFile(p string) (io.ReaderAt, error) {
+// Open opens from the snapshot once the layer is local (an *os.File, which
+// the mount passes through), else chunk by chunk.
+func (f *layerFiles) Open(ctx context.Context, p string) (merged.Content, error) {
 	if dir := f.local.Load(); dir != nil {
-		return openBeneath(*dir, p)
+		return merged.Dir(*dir).Open(ctx, p)
 	}
-	return f.Layer.OpenFile(p)
-}
-
-// openBeneath opens dir/p for reading without following any symlink.
-func openBeneath(dir, p string) (*os.File, error) {
-	fd, err := unix.Openat2(unix.AT_FDCWD, filepath.Join(dir, p), &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW,
-		Resolve: unix.RESOLVE_NO_SYMLINKS,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open %s in %s: %w", p, dir, err)
-	}
-	return os.NewFile(uintptr(fd), filepath.Join(dir, p)), nil
+	return f.Layer.Open(ctx, p)
 }
 
 func (ll *lazyLayers) get(ctx context.Context, l ocispec.Descriptor, toc digest.Digest) (*layerFiles, error) {
@@ -208,7 +195,7 @@ func (s *Local) RootfsSources(ctx context.Context, id string) ([]merged.Layer, e
 		}
 		out := make([]merged.Layer, len(dirs))
 		for i, d := range dirs {
-			out[i] = merged.Layer{Dir: d}
+			out[i] = merged.Dir(d)
 		}
 		return out, nil
 	}
@@ -241,7 +228,7 @@ func (s *Local) RootfsSources(ctx context.Context, id string) ([]merged.Layer, e
 			return nil, err
 		}
 		for i := len(lowers) - 1; i >= 0; i-- {
-			out = append(out, merged.Layer{Dir: filepath.Clean(lowers[i])})
+			out = append(out, merged.Dir(filepath.Clean(lowers[i])))
 		}
 	}
 	for _, l := range il.Layers[top+1:] {
@@ -256,7 +243,7 @@ func (s *Local) RootfsSources(ctx context.Context, id string) ([]merged.Layer, e
 			}
 			return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
 		}
-		out = append(out, merged.Layer{Entries: x.Entries(), Files: x})
+		out = append(out, x)
 	}
 	s.lazyLayers.completeLater(id, il)
 	return out, nil

@@ -1,108 +1,135 @@
 package merged
 
 import (
-	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
-type memFiles map[string]string
-
-func (m memFiles) OpenFile(p string) (io.ReaderAt, error) {
-	s, ok := m[p]
-	if !ok {
-		return nil, os.ErrNotExist
-	}
-	return strings.NewReader(s), nil
+// memLayer is a layer that is not a directory, the way a table of contents
+// serves one: entries from a list, contents from memory.
+type memLayer struct {
+	ents  []Entry
+	files map[string]string
 }
 
-func ent(p string, mode uint32) Entry { return Entry{Path: p, Mode: mode} }
-
-// TestBuildEntryLayers: an entry layer over a layer directory follows the
-// overlay rules in their OCI encoding (whiteouts, opaque markers, hardlinks,
-// implicit parents), and its files read through Files while the lower
-// layer's files keep their backing path.
-func TestBuildEntryLayers(t *testing.T) {
-	lower := layerBuilder{t, t.TempDir()}
-	lower.file("etc/passwd", "root\n", 0o644)
-	lower.file("etc/gone", "x", 0o644)
-	lower.file("var/old/a", "a", 0o644)
-	lower.file("keep", "lower", 0o644)
-	lower.symlink("lnk", "etc")
-	files := memFiles{"etc/motd": "hi\n", "var/new": "n", "lnk/x": "through"}
-	upper := []Entry{
-		ent("", unix.S_IFDIR|0o700),
-		ent("etc", unix.S_IFDIR|0o750),
-		{Path: "etc/motd", Mode: unix.S_IFREG | 0o644, Size: 3, Link: 1},
-		{Path: "etc/motd2", Mode: unix.S_IFREG | 0o644, Size: 3, Link: 1},
-		ent("etc/.wh.gone", unix.S_IFREG),
-		ent("var/.wh..wh..opq", unix.S_IFREG),
-		{Path: "var/new", Mode: unix.S_IFREG | 0o600, Size: 1},
-		{Path: "lnk/x", Mode: unix.S_IFREG | 0o644, Size: 7}, // implicit dir replaces the symlink
+func (m memLayer) Walk(ctx context.Context, fn func(*Entry) error) error {
+	for i := range m.ents {
+		e := m.ents[i]
+		if err := fn(&e); err != nil {
+			return err
+		}
 	}
-	tr, err := BuildLayers(context.Background(), []Layer{{Dir: lower.dir}, {Entries: upper, Files: files}})
+	return nil
+}
+
+type memContent struct{ *strings.Reader }
+
+func (memContent) Close() error { return nil }
+
+func (m memLayer) Open(ctx context.Context, path string) (Content, error) {
+	s, ok := m.files[path]
+	if !ok {
+		return nil, errors.New("no such file")
+	}
+	return memContent{strings.NewReader(s)}, nil
+}
+
+func dirEntry(p string, mode uint32) Entry {
+	return Entry{Path: p, Attr: Attr{Mode: unix.S_IFDIR | mode}}
+}
+
+func fileEntry(p, content string, link uint64) Entry {
+	return Entry{Path: p, Attr: Attr{Mode: unix.S_IFREG | 0o644, Size: int64(len(content))}, Link: link}
+}
+
+func TestBuildLayersFromEntries(t *testing.T) {
+	lower := memLayer{
+		ents: []Entry{
+			dirEntry("", 0o755),
+			dirEntry("etc", 0o755),
+			fileEntry("etc/passwd", "root", 0),
+			fileEntry("etc/group", "wheel", 0),
+			dirEntry("opt", 0o755),
+			fileEntry("opt/old", "old", 0),
+			fileEntry("usr/bin/a", "same", 7), // parents not listed: made
+			fileEntry("usr/bin/b", "same", 7),
+		},
+		files: map[string]string{"etc/passwd": "root", "etc/group": "wheel", "opt/old": "old", "usr/bin/a": "same", "usr/bin/b": "same"},
+	}
+	upper := memLayer{
+		ents: []Entry{
+			dirEntry("", 0o700),
+			{Path: "etc/group", Whiteout: true},
+			{Path: "opt", Attr: Attr{Mode: unix.S_IFDIR | 0o750}, Opaque: true},
+			fileEntry("opt/new", "new", 0),
+			{Path: "link", Attr: Attr{Mode: unix.S_IFLNK | 0o777}, Target: "etc/passwd"},
+		},
+		files: map[string]string{"opt/new": "new"},
+	}
+	tr, err := BuildLayers(context.Background(), []Layer{lower, upper})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	var walk func(p string, n *Node)
-	walk = func(p string, n *Node) {
-		for _, c := range n.Children() {
-			q := strings.TrimPrefix(p+"/"+c.Name, "/")
-			got = append(got, q)
-			if c.Node.IsDir() {
-				walk(q, c.Node)
-			}
+	got := walkTree(t, tr)
+	want := map[string]string{
+		"/": "dir 700", "/etc": "dir 755", "/etc/passwd": "file root", "/opt": "dir 750", "/opt/new": "file new",
+		"/usr": "dir 755", "/usr/bin": "dir 755", "/usr/bin/a": "file same", "/usr/bin/b": "file same", "/link": "link etc/passwd",
+	}
+	for p, w := range want {
+		e, ok := got[p]
+		var g string
+		switch {
+		case !ok:
+			g = "missing"
+		case e.mode&unix.S_IFMT == unix.S_IFDIR:
+			g = fmt.Sprintf("dir %o", e.mode&0o7777)
+		case e.mode&unix.S_IFMT == unix.S_IFLNK:
+			g = "link " + e.target
+		default:
+			g = "file " + e.content
+		}
+		if g != w {
+			t.Errorf("%s: %s, want %s", p, g, w)
 		}
 	}
-	walk("", tr.Root)
-	want := "etc etc/motd etc/motd2 etc/passwd keep lnk lnk/x var var/new"
-	if s := strings.Join(got, " "); s != want {
-		t.Fatalf("tree %q, want %q", s, want)
+	if len(got) != len(want) {
+		t.Errorf("tree has %d entries, want %d: %v", len(got), len(want), got)
 	}
-	if tr.Root.Mode != unix.S_IFDIR|0o700 {
-		t.Errorf("root mode %o: the top layer's root attributes should show", tr.Root.Mode)
+	a, _ := tr.Lookup("usr/bin/a")
+	b, _ := tr.Lookup("usr/bin/b")
+	if a != b || tr.Attr(a).Nlink != 2 {
+		t.Errorf("usr/bin/a and b: inodes %d and %d nlink %d, want one inode with nlink 2", a, b, tr.Attr(a).Nlink)
 	}
-	etc, _ := tr.Lookup("/etc")
-	if etc.Mode != unix.S_IFDIR|0o750 {
-		t.Errorf("/etc mode %o", etc.Mode)
+	if _, ok := tr.Layer(a).(memLayer); !ok {
+		t.Errorf("layer of usr/bin/a is %T, want the memLayer", tr.Layer(a))
 	}
-	m1, _ := tr.Lookup("/etc/motd")
-	m2, _ := tr.Lookup("/etc/motd2")
-	if m1 != m2 || m1.Nlink != 2 {
-		t.Errorf("hardlinks: same node %v, nlink %d", m1 == m2, m1.Nlink)
+	c, err := tr.Layer(a).Open(context.Background(), tr.Path(a))
+	if err != nil {
+		t.Fatal(err)
 	}
-	r, ok, err := tr.OpenLazy(m1)
-	if !ok || err != nil {
-		t.Fatalf("OpenLazy(/etc/motd) = %v %v", ok, err)
+	if _, isFile := c.(interface{ Fd() uintptr }); isFile {
+		t.Error("memLayer content claims a file descriptor")
 	}
-	b := make([]byte, 3)
-	if _, err := r.ReadAt(b, 0); err != nil || !bytes.Equal(b, []byte("hi\n")) {
-		t.Fatalf("read /etc/motd: %q %v", b, err)
-	}
-	pw, _ := tr.Lookup("/etc/passwd")
-	if _, ok, _ := tr.OpenLazy(pw); ok {
-		t.Fatal("a file of a layer directory opened lazily")
-	}
-	if got := tr.Backing(pw); got != filepath.Join(lower.dir, "etc/passwd") {
-		t.Fatalf("backing of /etc/passwd = %s", got)
-	}
-	if !tr.Lazy() {
-		t.Fatal("tree with an entry layer does not say it is lazy")
+	buf := make([]byte, 4)
+	if n, err := c.ReadAt(buf, 0); (err != nil && err != io.EOF) || string(buf[:n]) != "same" {
+		t.Errorf("ReadAt = %q, %v", buf[:n], err)
 	}
 }
 
-func TestBuildEntryLayersRefusesUncleanNames(t *testing.T) {
-	for _, p := range []string{"../x", "/etc/x", "a/../../x", "a//b", "./a"} {
-		_, err := BuildLayers(context.Background(), []Layer{{Entries: []Entry{ent(p, unix.S_IFREG)}, Files: memFiles{}}})
-		if err == nil || !strings.Contains(err.Error(), "not a clean relative path") {
-			t.Errorf("entry %q: %v", p, err)
+func TestBuildLayersRejectsBadEntries(t *testing.T) {
+	for name, l := range map[string]memLayer{
+		"no root":        {ents: []Entry{fileEntry("a", "", 0)}},
+		"root is a file": {ents: []Entry{fileEntry("", "", 0)}},
+		"dot-dot name":   {ents: []Entry{dirEntry("", 0o755), fileEntry("a/..", "", 0)}},
+	} {
+		if _, err := BuildLayers(context.Background(), []Layer{l}); err == nil || !strings.Contains(err.Error(), "layer 0") {
+			t.Errorf("%s: err = %v, want an error naming layer 0", name, err)
 		}
 	}
 }
