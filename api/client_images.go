@@ -88,3 +88,9 @@ func (c *Client) progress(ctx context.Context, req request, fn store.ProgressFun
 		}
 	}
 }
+
+func (c *Client) ConvertImage(ctx context.Context, src, dst string, opts store.ConvertOptions) (store.ImageInfo, error) {
+	var out store.ImageInfo
+	err := c.call(ctx, request{method: http.MethodPost, path: "/v1/images/convert", json: ConvertRequest{Source: src, Target: dst, Options: opts}}, &out)
+	return out, err
+}

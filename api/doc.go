@@ -43,6 +43,7 @@
 //	POST   /v1/images/pull                  Pull; body {"ref":R,"options":PullOptions} -> progress stream, result ImageInfo
 //	POST   /v1/images/push                  Push; body {"ref":R,"remote":R2,"options":PushOptions} -> progress stream, result {}
 //	POST   /v1/images/tag                   TagImage; body {"source":R,"targets":[R]} -> 204
+//	POST   /v1/images/convert               ConvertImage; body {"source":R,"target":R,"options":ConvertOptions} -> ImageInfo
 //	POST   /v1/images/export                ExportImages; body {"refs":[R],"options":ExportOptions} -> application/x-tar
 //	POST   /v1/images/import?base-name=N&digests=true&no-unpack=true
 //	                                        ImportImages; body is the archive -> [ImageInfo]

@@ -376,6 +376,10 @@ func (f *fakeStore) TagImage(ctx context.Context, src string, dsts []string) err
 	return fmt.Errorf("image tag: %w", errdefs.ErrNotImplemented)
 }
 
+func (f *fakeStore) ConvertImage(ctx context.Context, src, dst string, opts store.ConvertOptions) (store.ImageInfo, error) {
+	return store.ImageInfo{}, fmt.Errorf("image convert: %w", errdefs.ErrNotImplemented)
+}
+
 func (f *fakeStore) RemoveImage(ctx context.Context, ref string) error {
 	return fmt.Errorf("image rm %s: %w", ref, errdefs.ErrNotImplemented)
 }

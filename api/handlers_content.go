@@ -42,6 +42,7 @@ func (srv *Server) contentRoutes() []route {
 		{http.MethodPost, "/v1/images/pull", srv.pull},
 		{http.MethodPost, "/v1/images/push", srv.push},
 		{http.MethodPost, "/v1/images/tag", srv.tagImage},
+		{http.MethodPost, "/v1/images/convert", srv.convertImage},
 	}
 }
 

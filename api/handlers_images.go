@@ -54,6 +54,19 @@ func (srv *Server) tagImage(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+func (srv *Server) convertImage(w http.ResponseWriter, r *http.Request) error {
+	var req ConvertRequest
+	if err := srv.decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	info, err := srv.store.ConvertImage(r.Context(), req.Source, req.Target, req.Options)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, info)
+	return nil
+}
+
 func (srv *Server) pull(w http.ResponseWriter, r *http.Request) error {
 	return srv.streamPull(w, r, func(ctx context.Context, req PullRequest) (any, error) {
 		return srv.store.Pull(ctx, req.Ref, req.Options)

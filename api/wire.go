@@ -59,6 +59,13 @@ type TagRequest struct {
 	Targets []string `json:"targets"`
 }
 
+// ConvertRequest is the body of POST /v1/images/convert.
+type ConvertRequest struct {
+	Source  string               `json:"source"`
+	Target  string               `json:"target"`
+	Options store.ConvertOptions `json:"options"`
+}
+
 // StreamLine is one line of a progress stream (application/x-ndjson):
 // any number of {"event":...} lines, then exactly one {"result":...} or
 // {"error":...,"kind":...} line.

@@ -48,6 +48,7 @@ var scenarios = []scenario{
 	{"archives", benchArchives},
 	{"gc", benchGC},
 	{"serve", benchServe},
+	{"lazy", benchLazy},
 }
 
 func main() {

@@ -68,9 +68,9 @@ func (s *source) Images(ctx context.Context) ([]fusefs.ImageInfo, error) {
 // Rootfs builds the merged tree of one rootfs id. The filesystem keeps it
 // while the kernel holds any of its nodes and asks again after that.
 func (s *source) Rootfs(ctx context.Context, id string) (*merged.Tree, error) {
-	dirs, err := s.st.RootfsLayers(ctx, id)
+	ls, err := s.st.RootfsSources(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	return merged.Build(ctx, dirs)
+	return merged.BuildLayers(ctx, ls)
 }

@@ -17,9 +17,8 @@ import (
 	"github.com/casfs/casfs/internal/testimage"
 )
 
-// busyboxImage builds a runnable image from the machine's static busybox:
-// a base layer with the shell, a second layer that adds and deletes files.
-func busyboxImage(t *testing.T) *testimage.Image {
+// busyboxBase is a base layer with the machine's static busybox as its shell.
+func busyboxBase(t *testing.T) []testimage.File {
 	t.Helper()
 	testenv.Require(t, "busybox")
 	bb, err := exec.LookPath("busybox")
@@ -30,7 +29,7 @@ func busyboxImage(t *testing.T) *testimage.Image {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := []testimage.File{
+	return []testimage.File{
 		testimage.Dir("bin", 0o755), testimage.Dir("etc", 0o755), testimage.Dir("tmp", os.ModeSticky|0o777),
 		testimage.Dir("proc", 0o555), testimage.Dir("dev", 0o755), testimage.Dir("sys", 0o555),
 		{Path: "bin/busybox", Mode: 0o755, Data: data},
@@ -38,6 +37,13 @@ func busyboxImage(t *testing.T) *testimage.Image {
 		testimage.Reg("etc/motd", 0o644, "base layer\n"),
 		testimage.Reg("etc/gone", 0o644, "deleted by layer 2\n"),
 	}
+}
+
+// busyboxImage builds a runnable image from the machine's static busybox:
+// a base layer with the shell, a second layer that adds and deletes files.
+func busyboxImage(t *testing.T) *testimage.Image {
+	t.Helper()
+	base := busyboxBase(t)
 	top := []testimage.File{
 		testimage.Dir("etc", 0o755),
 		testimage.Reg("etc/motd", 0o644, "hello from casfs\n"),

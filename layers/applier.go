@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/layers/merged"
 	"golang.org/x/sys/unix"
 )
 
@@ -150,6 +151,9 @@ func (a *applier) entry(hdr *tar.Header, tr io.Reader) error {
 	name, err := cleanName(hdr.Name)
 	if err != nil {
 		return fmt.Errorf("entry %q: %w", hdr.Name, err)
+	}
+	if hdr.Typeflag == tar.TypeReg && merged.IsEStargzMetadata(name) {
+		return nil // one tree for an image, lazy or unpacked
 	}
 	if err := a.apply(name, hdr, tr); err != nil {
 		return fmt.Errorf("entry %q: %w", hdr.Name, err)

@@ -281,3 +281,31 @@ func TestApplyDiffIDCoversTrailingBytes(t *testing.T) {
 		t.Fatalf("got %s size %d, want sha256 of all %d bytes", res.DiffID, res.Size, len(blob))
 	}
 }
+
+// TestApplySkipsEStargzMetadata: the eStargz metadata entries at a layer's
+// root (its TOC and prefetch landmarks) are not part of the image's tree, so
+// an unpacked layer lacks them as its lazily served tree does; the same
+// names deeper down are ordinary files.
+func TestApplySkipsEStargzMetadata(t *testing.T) {
+	t.Parallel()
+	dirs := applyStack(t, [][]tent{{
+		tFile("a", 0o644, "a"),
+		tFile(".prefetch.landmark", 0o644, "\x00"),
+		tFile(".no.prefetch.landmark", 0o644, "\x00"),
+		tDir("sub", 0o755),
+		tFile("sub/stargz.index.json", 0o644, "{}"),
+		tFile("stargz.index.json", 0o644, `{"version":1}`),
+	}})
+	var names []string
+	filepath.WalkDir(dirs[0], func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dirs[0], p)
+		names = append(names, rel)
+		return nil
+	})
+	if got, want := strings.Join(names, " "), ". a sub sub/stargz.index.json"; got != want {
+		t.Fatalf("unpacked tree %q, want %q", got, want)
+	}
+}

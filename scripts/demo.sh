@@ -13,6 +13,7 @@ cleanup() {
   set +e
   mountpoint -q "$work/overlay" 2>/dev/null && umount "$work/overlay"
   mountpoint -q "$mnt" && umount "$mnt"
+  mountpoint -q "$work/lazy-mnt" && umount "$work/lazy-mnt"
   [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null
   rm -rf "$work"
 }
@@ -46,6 +47,8 @@ mkdir -p "$bundle/rootfs/bin" "$bundle/rootfs/etc" "$bundle/rootfs/proc" "$bundl
 cp "$(command -v busybox)" "$bundle/rootfs/bin/busybox"
 for app in sh ls cat uname echo; do ln -s busybox "$bundle/rootfs/bin/$app"; done
 cp /etc/os-release "$bundle/rootfs/etc/os-release"
+# Data the container never reads: a lazy start (step 8) leaves it in the registry.
+mkdir -p "$bundle/rootfs/usr/share" && cp -r /usr/share/i18n "$bundle/rootfs/usr/share/i18n"
 echo "hello from an image served by casfs" > "$bundle/rootfs/etc/motd"
 umoci repack --image "$layout:demo" "$bundle"
 umoci config --image "$layout:demo" --config.cmd /bin/sh --config.env PATH=/bin
@@ -100,7 +103,26 @@ show runc --root "$work/runc" run --bundle "$cbundle" "casfs-demo-ovl-$$"
 show "$CASFS" image unmount "$ovl"
 show "$CASFS" snapshot ls
 
-step "8. unmount (the daemon exits and releases the store)"
+step "8. lazy start: convert to eStargz, push, pull lazily into a second store, run before the layers are here"
+lref=127.0.0.1:$port/demo/busybox:estargz
+show "$CASFS" image convert --estargz "$ref" "$lref"
+show "$CASFS" image push --plain-http "$lref"
+lroot=$work/lazy-store lmnt=$work/lazy-mnt
+mkdir -p "$lmnt"
+show "$CASFS" --root "$lroot" image pull --plain-http --lazy --lazy-complete=false "$lref"
+show "$CASFS" --root "$lroot" mount -d "$lmnt"
+lrootfs=$(readlink -f "$lmnt/images/127.0.0.1:$port/demo/busybox/estargz/rootfs")
+sed -i "s|\"path\": \"[^\"]*\"|\"path\": \"$lrootfs\"|" "$cbundle/config.json"
+show runc --root "$work/runc" run --bundle "$cbundle" "casfs-demo-lazy-$$"
+layers=$(ls "$lroot/lazy/sha256")
+echo "layer blobs stored: $(for l in $layers; do [ -e "$lroot/blobs/sha256/$l" ] && echo "$l"; done | wc -l) of $(echo "$layers" | wc -w)"
+for l in $layers; do
+  got=$(du -B1 "$lroot/lazy/sha256/$l/data" | cut -f1) all=$(stat -c %s "$lroot/lazy/sha256/$l/data")
+  echo "layer ${l:0:12}: $got of $all bytes fetched ($((100 * got / all))%), kept in $lroot/lazy/sha256/${l:0:12}.../data"
+done
+show umount "$lmnt"
+
+step "9. unmount (the daemon exits and releases the store)"
 show umount "$mnt"
 for _ in $(seq 100); do [ -S "$CASFS_ROOT/casfs.sock" ] && pgrep -f "notify-fd 3.*$mnt" >/dev/null || break; sleep 0.1; done
 show "$CASFS" content ls

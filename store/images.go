@@ -54,12 +54,15 @@ type ProgressFunc func(ProgressEvent)
 // PullOptions control pull and content fetch.
 type PullOptions struct {
 	RegistryOptions
-	Platform      string       `json:"platform,omitempty"` // os/arch[/variant]; default this machine's
-	AllPlatforms  bool         `json:"allPlatforms,omitempty"`
-	MaxConcurrent int          `json:"maxConcurrent,omitempty"`
-	NoUnpack      bool         `json:"noUnpack,omitempty"`
-	Lazy          bool         `json:"lazy,omitempty"` // manifests and configs only; layers on first read
-	Progress      ProgressFunc `json:"-"`
+	Platform      string `json:"platform,omitempty"` // os/arch[/variant]; default this machine's
+	AllPlatforms  bool   `json:"allPlatforms,omitempty"`
+	MaxConcurrent int    `json:"maxConcurrent,omitempty"`
+	NoUnpack      bool   `json:"noUnpack,omitempty"`
+	Lazy          bool   `json:"lazy,omitempty"` // manifests and configs only; layers on first read
+	// NoComplete keeps the eStargz layers of a lazy pull lazy: the mount
+	// fetches only what is read, never the rest in the background.
+	NoComplete bool         `json:"noComplete,omitempty"`
+	Progress   ProgressFunc `json:"-"`
 }
 
 // PushOptions control push.
@@ -81,4 +84,7 @@ type Images interface {
 	GetImage(ctx context.Context, ref string) (ImageDetail, error)
 	TagImage(ctx context.Context, src string, dsts []string) error
 	RemoveImage(ctx context.Context, ref string) error
+	// ConvertImage records dst as a copy of the local image src with its
+	// layers recompressed (eStargz, or plain gzip back).
+	ConvertImage(ctx context.Context, src, dst string, opts ConvertOptions) (ImageInfo, error)
 }

@@ -54,6 +54,12 @@ type Local struct {
 	// bytes as they download unless another fetch of the blob is under way.
 	lazy      func(ctx context.Context, d digest.Digest, tee fetch.TeeWriter) error
 	lazyGroup singleflight.Group
+	// lazyLayers serves eStargz layers chunk by chunk (lazy.go); nil
+	// without registry access.
+	lazyLayers *lazyLayers
+	// closing ends background work (lazy completion) when the store closes.
+	closing     context.Context
+	stopClosing context.CancelFunc
 
 	// onChange is called after the catalogue or the blob set changed, so
 	// that a live mount can drop what it cached.
@@ -102,7 +108,8 @@ func Open(root string, opts Options) (*Local, error) {
 	if host.OS == "" {
 		host = oci.HostPlatform()
 	}
-	return &Local{root: abs, blobs: blobs, host: oci.NewPlatform(host)}, nil
+	closing, stop := context.WithCancel(context.Background())
+	return &Local{root: abs, blobs: blobs, host: oci.NewPlatform(host), closing: closing, stopClosing: stop}, nil
 }
 
 // Root is the absolute store root.
@@ -122,6 +129,7 @@ func (s *Local) Index() (*index.DB, error) {
 // Close releases the database.
 func (s *Local) Close() error {
 	var err error
+	s.stopClosing()
 	s.dbOnce.Do(func() { s.dbErr = errors.New("store closed") })
 	if s.idx != nil {
 		err = s.idx.Close()

@@ -89,11 +89,19 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 	if opts.PlainHTTP {
 		s.markPlainHTTP(ctx, res)
 	}
+	if opts.Lazy {
+		if err := s.pullTOCs(ctx, f, res, opts.NoComplete); err != nil {
+			return ImageInfo{}, err
+		}
+	}
 	rec, err := s.recordImage(ctx, res.Name, res.Target)
 	if err != nil {
 		return ImageInfo{}, err
 	}
 	s.changed()
+	if opts.Lazy && s.lazyLayers != nil {
+		go s.lazyLayers.completeAll()
+	}
 	return s.imageInfo(ctx, rec), nil
 }
 
@@ -156,6 +164,9 @@ func (s *Local) Push(ctx context.Context, ref, remote string, opts PushOptions) 
 // the registry their source label names (the mount daemon turns this on).
 // Concurrent readers of one blob share one download, bounded by timeout.
 func (s *Local) EnableLazyFetch(ro RegistryOptions, timeout time.Duration) {
+	s.lazyLayers = &lazyLayers{s: s, ro: ro, timeout: timeout, ctx: s.closing, complete: true,
+		open: map[digest.Digest]*layerFiles{}, completing: map[string]bool{}}
+	go s.lazyLayers.completeAll()
 	s.lazy = func(ctx context.Context, d digest.Digest, tee fetch.TeeWriter) error {
 		ch := s.lazyGroup.DoChan(d.String(), func() (any, error) {
 			// One download serves every waiter: it must not die with the

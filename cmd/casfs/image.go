@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -25,7 +26,8 @@ var platformFlags = []cli.Flag{
 func imageCommand() *cli.Command {
 	pullFlags := append(append(append([]cli.Flag{}, registryFlags...), platformFlags...),
 		&cli.BoolFlag{Name: "no-unpack", Usage: "fetch and record only; do not unpack layers"},
-		&cli.BoolFlag{Name: "lazy", Usage: "fetch manifests and configs only; layers are fetched on first read"},
+		&cli.BoolFlag{Name: "lazy", Usage: "fetch manifests and configs only; layers are fetched on first read (eStargz layers file by file)"},
+		&cli.BoolFlag{Name: "lazy-complete", Value: true, Usage: "with --lazy, let the mount fetch the rest of each eStargz layer in the background"},
 		quietFlag)
 	return &cli.Command{
 		Name:   "image",
@@ -42,6 +44,16 @@ func imageCommand() *cli.Command {
 			{Name: "ls", Usage: "list images", Flags: []cli.Flag{quietFlag, formatFlag}, Action: imageList},
 			{Name: "info", Usage: "show an image's descriptor, manifest and config as JSON", ArgsUsage: "REF", Action: imageInfo},
 			{Name: "tag", Usage: "give an image more names", ArgsUsage: "SRC DST...", Action: imageTag},
+			{
+				Name: "convert", Usage: "make a copy of a local image with eStargz (lazily readable) or plain gzip layers", ArgsUsage: "SRC DST",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "estargz", Usage: "eStargz layers, read file by file by image pull --lazy"},
+					&cli.BoolFlag{Name: "oci", Usage: "plain gzip layers (converts an eStargz image back)"},
+					&cli.StringFlag{Name: "prioritized-files", Usage: "`FILE` listing paths (one a line) to put first in eStargz layers, fetched first by background completion"},
+					quietFlag,
+				},
+				Action: imageConvert,
+			},
 			{Name: "rm", Usage: "remove image names", ArgsUsage: "REF...", Action: imageRemove},
 		}, imageArchiveCommands(), gcImageCommands(), snapshotImageCommands()),
 	}
@@ -80,6 +92,7 @@ func pullOptions(c *cli.Context) (store.PullOptions, error) {
 		MaxConcurrent:   c.Int("max-concurrent-downloads"),
 		NoUnpack:        c.Bool("no-unpack"),
 		Lazy:            c.Bool("lazy"),
+		NoComplete:      !c.Bool("lazy-complete"),
 	}
 	if o.Platform != "" && o.AllPlatforms {
 		return o, usagef("--platform and --all-platforms exclude each other")
@@ -212,6 +225,42 @@ func imageTag(c *cli.Context) error {
 		for _, d := range c.Args().Slice()[1:] {
 			fmt.Fprintln(c.App.Writer, d)
 		}
+		return nil
+	})
+}
+
+func imageConvert(c *cli.Context) error {
+	if err := wantArgs(c, 2, 2); err != nil {
+		return err
+	}
+	if c.Bool("estargz") == c.Bool("oci") {
+		return usagef("image convert: give one of --estargz and --oci")
+	}
+	opts := store.ConvertOptions{EStargz: c.Bool("estargz")}
+	if p := c.String("prioritized-files"); p != "" {
+		if !opts.EStargz {
+			return usagef("image convert: --prioritized-files goes with --estargz")
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("image convert: prioritized files: %w", err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				opts.PrioritizedFiles = append(opts.PrioritizedFiles, l)
+			}
+		}
+	}
+	return withStore(c, true, func(s store.API) error {
+		info, err := s.ConvertImage(c.Context, c.Args().Get(0), c.Args().Get(1), opts)
+		if err != nil {
+			return argError(err)
+		}
+		if c.Bool("quiet") {
+			fmt.Fprintln(c.App.Writer, info.Name)
+			return nil
+		}
+		fmt.Fprintf(c.App.Writer, "%s %s\n", info.Name, info.Target.Digest)
 		return nil
 	})
 }

@@ -5,6 +5,9 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
 
 	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
@@ -18,8 +21,15 @@ import (
 // KeepOrder is set.
 type Layer struct {
 	Files []File
-	// Compression is "gzip" (the default when empty), "zstd" or "none".
+	// Compression is "gzip" (the default when empty), "zstd", "none" or
+	// "estargz" (gzip per file with a TOC, built by the upstream estargz
+	// builder; the descriptor carries the TOC digest annotation).
 	Compression string
+	// ChunkSize is the estargz chunk size (0: the builder's default).
+	ChunkSize int
+	// PrioritizedFiles are put first in an estargz layer, before its
+	// prefetch landmark.
+	PrioritizedFiles []string
 	// DockerMediaType uses the Docker layer media types. Docker has none for
 	// zstd, so zstd layers always get the OCI one.
 	DockerMediaType bool
@@ -134,9 +144,14 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 	docker = docker || l.DockerMediaType
 	var blob []byte
 	var mt string
+	var annotations map[string]string
 	switch l.Compression {
-	case "", "gzip":
-		blob, err = Gzip(raw)
+	case "", "gzip", "estargz":
+		if l.Compression == "estargz" {
+			blob, diffID, annotations, err = buildEStargz(l, raw)
+		} else {
+			blob, err = Gzip(raw)
+		}
 		mt = ocispec.MediaTypeImageLayerGzip
 		if docker {
 			mt = oci.MediaTypeDockerLayerGzip
@@ -151,7 +166,7 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 			mt = oci.MediaTypeDockerLayer
 		}
 	default:
-		return ocispec.Descriptor{}, "", nil, fmt.Errorf("unknown compression %q (want gzip, zstd or none)", l.Compression)
+		return ocispec.Descriptor{}, "", nil, fmt.Errorf("unknown compression %q (want gzip, zstd, none or estargz)", l.Compression)
 	}
 	if err != nil {
 		return ocispec.Descriptor{}, "", nil, err
@@ -159,7 +174,7 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 	if l.MediaType != "" {
 		mt = l.MediaType
 	}
-	return ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(blob), Size: int64(len(blob))}, diffID, blob, nil
+	return ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(blob), Size: int64(len(blob)), Annotations: annotations}, diffID, blob, nil
 }
 
 // Gzip compresses b with a header that holds no name and no time, so the
@@ -225,6 +240,26 @@ func BuildIndex(images []*Image, docker bool) (*Index, error) {
 	out.Blobs[d] = b
 	out.Desc = ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(b))}
 	return out, nil
+}
+
+// buildEStargz converts a tar stream to an eStargz blob, returning the
+// builder's diff ID (the uncompressed stream includes the TOC as a tar
+// member) and the layer annotation that pins the TOC.
+func buildEStargz(l Layer, raw []byte) ([]byte, digest.Digest, map[string]string, error) {
+	opts := []estargz.Option{estargz.WithChunkSize(l.ChunkSize)}
+	if len(l.PrioritizedFiles) > 0 {
+		opts = append(opts, estargz.WithPrioritizedFiles(l.PrioritizedFiles))
+	}
+	b, err := estargz.Build(io.NewSectionReader(bytes.NewReader(raw), 0, int64(len(raw))), opts...)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("estargz: %w", err)
+	}
+	defer b.Close()
+	blob, err := io.ReadAll(b)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("estargz: %w", err)
+	}
+	return blob, b.DiffID(), map[string]string{estargz.TOCJSONDigestAnnotation: b.TOCDigest().String()}, nil
 }
 
 // NestIndex makes an OCI index whose one entry is inner, as some registries

@@ -1,0 +1,452 @@
+package lazy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/sys/unix"
+
+	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/layers/merged"
+)
+
+// Options configure a lazy layer.
+type Options struct {
+	// Dir holds the layer's cached chunks (created when missing).
+	Dir string
+	// Remote reads byte ranges of the layer blob from its registry.
+	Remote RangeReader
+	// Timeout bounds each fetch from the registry; default 60 s.
+	Timeout time.Duration
+	// ReadAhead is how many compressed bytes one fetch may cover beyond the
+	// chunk asked for (the following chunks of the same file); default 1 MiB.
+	ReadAhead int64
+	// Logger receives chunk verification failures; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Layer is one eStargz layer blob served lazily.
+type Layer struct {
+	desc   ocispec.Descriptor
+	tocOff int64
+	toc    []byte
+	r      *estargz.Reader
+	v      estargz.TOCEntryVerifier
+	sp     *spans
+	opts   Options
+	dec    estargz.Decompressor
+	flight singleflight.Group
+	mem    *chunkLRU
+	// fetched counts the bytes read from the registry.
+	fetched atomic.Int64
+}
+
+// Open opens a lazy layer: it reads footer and TOC from the cache, else
+// fetches them (one or two Range requests), verifies the TOC against
+// tocDigest and checks its entries. A pull calls it to fail early on a bad
+// layer; a mount calls it to serve one.
+func Open(ctx context.Context, desc ocispec.Descriptor, tocDigest digest.Digest, opts Options) (*Layer, error) {
+	if err := tocDigest.Validate(); err != nil {
+		return nil, fmt.Errorf("layer %s: TOC digest annotation %q: %v: %w", desc.Digest, tocDigest, err, errdefs.ErrInvalidArgument)
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 60 * time.Second
+	}
+	if opts.ReadAhead <= 0 {
+		opts.ReadAhead = 1 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	sp, err := openSpans(opts.Dir, desc.Size)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: chunk cache: %w", desc.Digest, err)
+	}
+	l := &Layer{desc: desc, sp: sp, opts: opts, dec: new(estargz.GzipDecompressor), mem: newChunkLRU(32 << 20)}
+	if err := l.openTOC(ctx, tocDigest); err != nil {
+		sp.close()
+		return nil, fmt.Errorf("layer %s: %w", desc.Digest, err)
+	}
+	return l, nil
+}
+
+func (l *Layer) openTOC(ctx context.Context, want digest.Digest) error {
+	size := l.desc.Size
+	t, tocOff, ok := l.cachedTail()
+	if !ok {
+		var err error
+		t, tocOff, err = fetchTail(ctx, l.remote, size)
+		if err != nil {
+			return err
+		}
+	}
+	js, err := tocJSON(t, tocOff, size, want)
+	if err != nil {
+		return err
+	}
+	r, v, err := openTOC(t, tocOff, size, want)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		// Verified: keep it, so that a restart opens the layer offline.
+		if err := l.sp.put(tocOff, t.data[tocOff-t.off:]); err != nil {
+			return fmt.Errorf("chunk cache: %w", err)
+		}
+	}
+	l.tocOff, l.toc, l.r, l.v = tocOff, js, r, v
+	return nil
+}
+
+// cachedTail finds footer and TOC in the chunk cache.
+func (l *Layer) cachedTail() (tail, int64, bool) {
+	size := l.desc.Size
+	if size < estargz.FooterSize || !l.sp.has(size-estargz.FooterSize, estargz.FooterSize) {
+		return tail{}, 0, false
+	}
+	foot, err := l.sp.read(size-estargz.FooterSize, estargz.FooterSize)
+	if err != nil {
+		return tail{}, 0, false
+	}
+	tocOff, _, err := estargz.OpenFooter(io.NewSectionReader(tail{off: size - estargz.FooterSize, data: foot}, 0, size))
+	if err != nil || tocOff < 0 || tocOff >= size || size-tocOff > MaxTOCCompressed || !l.sp.has(tocOff, size-tocOff) {
+		return tail{}, 0, false
+	}
+	b, err := l.sp.read(tocOff, size-tocOff)
+	if err != nil {
+		return tail{}, 0, false
+	}
+	return tail{off: tocOff, data: b}, tocOff, true
+}
+
+func (l *Layer) remote(ctx context.Context, off, n int64) ([]byte, error) {
+	b, err := l.opts.Remote(ctx, off, n)
+	l.fetched.Add(int64(len(b)))
+	return b, err
+}
+
+// Close releases the cache files.
+func (l *Layer) Close() error { return l.sp.close() }
+
+// TOC returns the verified TOC JSON.
+func (l *Layer) TOC() []byte { return l.toc }
+
+// Fetched is the number of bytes this layer read from its registry.
+func (l *Layer) Fetched() int64 { return l.fetched.Load() }
+
+// Cached is the number of bytes of the layer blob held in the chunk cache.
+func (l *Layer) Cached() int64 { return l.sp.present() }
+
+// Walk lists the layer's entries for the merged tree, each directory
+// before the entries inside it, in the merged tree's encoding: ".wh.<name>"
+// entries become whiteouts and a ".wh..wh..opq" marker makes its directory
+// opaque. The eStargz metadata entries are left out.
+func (l *Layer) Walk(ctx context.Context, fn func(*merged.Entry) error) error {
+	root, _ := l.r.Lookup("")
+	links := map[*estargz.TOCEntry]uint64{}
+	var walk func(dir string, e *estargz.TOCEntry, opaque bool) error
+	walk = func(dir string, e *estargz.TOCEntry, opaque bool) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var kids []string
+		byName := map[string]*estargz.TOCEntry{}
+		e.ForeachChild(func(base string, c *estargz.TOCEntry) bool {
+			kids = append(kids, base)
+			byName[base] = c
+			return true
+		})
+		sort.Strings(kids)
+		me := entryOf(dir, e, 0)
+		me.Opaque = opaque
+		if err := fn(&me); err != nil {
+			return err
+		}
+		for _, base := range kids {
+			c := byName[base]
+			p := join(dir, base)
+			switch {
+			case dir == "" && merged.IsEStargzMetadata(p), base == opaqueMarker:
+				continue
+			case strings.HasPrefix(base, whiteoutPrefix):
+				w := merged.Entry{Path: join(dir, base[len(whiteoutPrefix):]), Whiteout: true}
+				if err := fn(&w); err != nil {
+					return err
+				}
+				continue
+			case c.Type == "dir":
+				cOpaque := false
+				c.ForeachChild(func(b string, _ *estargz.TOCEntry) bool {
+					cOpaque = cOpaque || b == opaqueMarker
+					return !cOpaque
+				})
+				if err := walk(p, c, cOpaque); err != nil {
+					return err
+				}
+				continue
+			}
+			var link uint64
+			if c.NumLink > 1 {
+				if link = links[c]; link == 0 {
+					link = uint64(len(links) + 1)
+					links[c] = link
+				}
+			}
+			en := entryOf(p, c, link)
+			if err := fn(&en); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return walk("", root, false)
+}
+
+// OCI whiteout names inside a layer tar.
+const (
+	whiteoutPrefix = ".wh."
+	opaqueMarker   = ".wh..wh..opq"
+)
+
+func entryOf(p string, e *estargz.TOCEntry, link uint64) merged.Entry {
+	m := merged.Entry{Path: p, Link: link}
+	a := &m.Attr
+	a.Mode, a.Uid, a.Gid = uint32(e.Mode)&0o7777, uint32(e.UID), uint32(e.GID)
+	switch e.Type {
+	case "dir":
+		a.Mode |= unix.S_IFDIR
+		a.Size = merged.DirSize
+	case "reg":
+		a.Mode |= unix.S_IFREG
+		a.Size = e.Size
+	case "symlink":
+		a.Mode |= unix.S_IFLNK
+		m.Target = e.LinkName
+		a.Size = int64(len(e.LinkName))
+	case "char":
+		a.Mode |= unix.S_IFCHR
+		a.Rdev = unix.Mkdev(uint32(e.DevMajor), uint32(e.DevMinor))
+	case "block":
+		a.Mode |= unix.S_IFBLK
+		a.Rdev = unix.Mkdev(uint32(e.DevMajor), uint32(e.DevMinor))
+	case "fifo":
+		a.Mode |= unix.S_IFIFO
+	}
+	if t := e.ModTime(); !t.IsZero() {
+		a.Mtime = unix.NsecToTimespec(t.UnixNano())
+	}
+	if len(e.Xattrs) > 0 {
+		for k, v := range e.Xattrs {
+			m.Xattrs = append(m.Xattrs, merged.Xattr{Name: k, Value: v})
+		}
+		sort.Slice(m.Xattrs, func(i, j int) bool { return m.Xattrs[i].Name < m.Xattrs[j].Name })
+	}
+	return m
+}
+
+// Open returns a reader of one regular file of the layer: each read
+// fetches (or finds in the cache) and verifies the chunks it covers.
+func (l *Layer) Open(ctx context.Context, p string) (merged.Content, error) {
+	e, ok := l.r.Lookup(p)
+	if !ok || e.Type != "reg" {
+		return nil, fmt.Errorf("layer %s: no regular file %q: %w", l.desc.Digest, p, errdefs.ErrNotFound)
+	}
+	return &file{l: l, name: p, size: e.Size}, nil
+}
+
+type file struct {
+	l    *Layer
+	name string
+	size int64
+}
+
+func (f *file) Close() error { return nil }
+
+func (f *file) ReadAt(b []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read at %d: %w", off, errdefs.ErrInvalidArgument)
+	}
+	n := 0
+	for n < len(b) && off < f.size {
+		ce, ok := f.l.r.ChunkEntryForOffset(f.name, off)
+		if !ok {
+			return n, fmt.Errorf("layer %s file %q: no chunk at offset %d: %w", f.l.desc.Digest, f.name, off, errdefs.ErrInvalidArgument)
+		}
+		data, err := f.l.chunk(f.name, ce)
+		if err != nil {
+			return n, err
+		}
+		c := copy(b[n:], data[off-ce.ChunkOffset:])
+		n += c
+		off += int64(c)
+	}
+	if n < len(b) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+type chunkKey struct{ off, inner int64 }
+
+// chunk returns one verified, decompressed chunk: from memory, else from
+// the cache on disk, else from the registry (with the following chunks of
+// the same file up to ReadAhead, in one request). Concurrent readers of a
+// chunk share one fetch, which is bounded by Timeout and not by any reader.
+func (l *Layer) chunk(name string, ce *estargz.TOCEntry) ([]byte, error) {
+	key := chunkKey{ce.Offset, ce.InnerOffset}
+	if d, ok := l.mem.get(key); ok {
+		return d, nil
+	}
+	v, err, _ := l.flight.Do(strconv.FormatInt(ce.Offset, 10)+"+"+strconv.FormatInt(ce.InnerOffset, 10), func() (any, error) {
+		if d, ok := l.mem.get(key); ok {
+			return d, nil
+		}
+		sp := span{ce.Offset, l.spanEnd(ce) - ce.Offset}
+		if l.sp.has(sp.Off, sp.Len) {
+			raw, err := l.sp.read(sp.Off, sp.Len)
+			if err == nil {
+				d, err := l.decode(ce, raw)
+				if err == nil {
+					l.mem.put(key, d)
+					return d, nil
+				}
+			}
+			l.opts.Logger.Warn("lazy: cached chunk fails verification, fetching it again", "layer", l.desc.Digest, "file", name, "offset", ce.ChunkOffset, "err", err)
+		}
+		return l.fetchChunks(name, ce)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.([]byte), nil
+}
+
+// fetchChunks fetches ce and the chunks after it in the same file that are
+// not cached, up to ReadAhead bytes, verifies each and caches the good ones.
+func (l *Layer) fetchChunks(name string, ce *estargz.TOCEntry) ([]byte, error) {
+	plan := []*estargz.TOCEntry{ce}
+	end := l.spanEnd(ce)
+	for next := ce.ChunkOffset + ce.ChunkSize; end-ce.Offset < l.opts.ReadAhead; {
+		c, ok := l.r.ChunkEntryForOffset(name, next)
+		if !ok || c.Offset != end || c.InnerOffset != 0 || l.sp.has(c.Offset, l.spanEnd(c)-c.Offset) {
+			break
+		}
+		plan = append(plan, c)
+		end = l.spanEnd(c)
+		next = c.ChunkOffset + c.ChunkSize
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.Timeout)
+	defer cancel()
+	raw, err := l.remote(ctx, ce.Offset, end-ce.Offset)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer from the registry within %s: %w", l.opts.Timeout, errdefs.ErrUnavailable)
+		}
+		return nil, fmt.Errorf("layer %s file %q offset %d: %w", l.desc.Digest, name, ce.ChunkOffset, err)
+	}
+	var first []byte
+	for i, c := range plan {
+		b := raw[c.Offset-ce.Offset : l.spanEnd(c)-ce.Offset]
+		d, err := l.decode(c, b)
+		if err != nil {
+			l.opts.Logger.Error("lazy: chunk from the registry fails verification", "layer", l.desc.Digest, "file", name, "offset", c.ChunkOffset, "err", err)
+			if i == 0 {
+				return nil, fmt.Errorf("layer %s file %q offset %d: %w", l.desc.Digest, name, c.ChunkOffset, err)
+			}
+			break
+		}
+		if err := l.sp.put(c.Offset, b); err != nil {
+			l.opts.Logger.Warn("lazy: cannot cache chunk", "layer", l.desc.Digest, "err", err)
+		}
+		if i == 0 {
+			first = d
+			l.mem.put(chunkKey{c.Offset, c.InnerOffset}, d)
+		}
+	}
+	return first, nil
+}
+
+// spanEnd is where the compressed bytes of a chunk end: at the next
+// chunk, or at the TOC for the last one.
+func (l *Layer) spanEnd(ce *estargz.TOCEntry) int64 { return min(ce.NextOffset(), l.tocOff) }
+
+// decode decompresses one chunk from its compressed span and verifies it
+// against the TOC.
+func (l *Layer) decode(ce *estargz.TOCEntry, raw []byte) ([]byte, error) {
+	zr, err := l.dec.Reader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("chunk is not a gzip member: %v: %w", err, errdefs.ErrDigestMismatch)
+	}
+	defer zr.Close()
+	if ce.InnerOffset > 0 {
+		if _, err := io.CopyN(io.Discard, zr, ce.InnerOffset); err != nil {
+			return nil, fmt.Errorf("chunk: %v: %w", err, errdefs.ErrDigestMismatch)
+		}
+	}
+	d := make([]byte, ce.ChunkSize)
+	if _, err := io.ReadFull(zr, d); err != nil {
+		return nil, fmt.Errorf("chunk: %v: %w", err, errdefs.ErrDigestMismatch)
+	}
+	ver, err := l.v.Verifier(ce)
+	if err != nil {
+		return nil, fmt.Errorf("chunk: %v: %w", err, errdefs.ErrDigestMismatch)
+	}
+	ver.Write(d)
+	if !ver.Verified() {
+		return nil, fmt.Errorf("chunk does not match its TOC digest: %w", errdefs.ErrDigestMismatch)
+	}
+	return d, nil
+}
+
+// RemoveCache deletes a layer's cache directory (after the layer became a
+// local blob).
+func RemoveCache(dir string) error { return os.RemoveAll(dir) }
+
+// completeRequest bounds one request of a completion.
+const completeRequest = 4 << 20
+
+// Complete fetches every byte of the layer blob that is not cached yet, in
+// blob order, so that the files an eStargz builder put before the prefetch
+// landmark arrive first. These bytes are not verified one by one: reads
+// still verify each chunk they use, and Blob's reader is checked as a whole
+// against the layer digest before anything else uses it.
+func (l *Layer) Complete(ctx context.Context) error {
+	for _, m := range l.sp.missing() {
+		for off := m.Off; off < m.end(); off += completeRequest {
+			n := min(completeRequest, m.end()-off)
+			fctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
+			b, err := l.remote(fctx, off, n)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("layer %s: complete at %d: %w", l.desc.Digest, off, err)
+			}
+			if err := l.sp.put(off, b); err != nil {
+				return fmt.Errorf("layer %s: chunk cache: %w", l.desc.Digest, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Blob reads the whole cached blob; it is complete after Complete.
+func (l *Layer) Blob() io.Reader { return io.NewSectionReader(l.sp.data, 0, l.desc.Size) }
+
+// Discard forgets every cached range (after a completed blob failed its
+// digest): the cache starts over, and the verified TOC stays in memory.
+func (l *Layer) Discard() error {
+	return l.sp.reset()
+}

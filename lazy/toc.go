@@ -1,0 +1,219 @@
+// Package lazy serves eStargz layers before they are downloaded: it fetches
+// a layer's footer and table of contents (TOC) with HTTP Range requests,
+// verifies the TOC against the digest its manifest pins, lists the layer's
+// entries for the merged rootfs tree, and reads files chunk by chunk, each
+// chunk verified against its TOC digest and kept on disk for later reads.
+//
+// The format itself is the upstream estargz package's; this package adds
+// bounds for untrusted input, the on-disk cache and the verification of
+// every byte served.
+package lazy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/casfs/casfs/errdefs"
+)
+
+// TOCDigestAnnotation on a layer descriptor pins the digest of the layer's
+// TOC JSON: a layer with it is served lazily.
+const TOCDigestAnnotation = estargz.TOCJSONDigestAnnotation
+
+// Bounds on untrusted TOCs.
+const (
+	// MaxTOCCompressed bounds the compressed TOC with its footer.
+	MaxTOCCompressed = 64 << 20
+	// MaxTOCJSON bounds the TOC JSON once decompressed.
+	MaxTOCJSON = 256 << 20
+	// MaxEntries bounds the TOC's entries.
+	MaxEntries = 4 << 20
+	// The first request reads a guess of the tail of a blob, footer and,
+	// for most layers, the whole TOC in one round trip: 1/64 of the blob
+	// within these bounds (a TOC is typically 1-2% of its layer); a larger
+	// TOC costs one more request for exactly the rest.
+	minTailGuess = 16 << 10
+	maxTailGuess = 256 << 10
+)
+
+// RangeReader reads n bytes at off of one layer blob from its registry.
+type RangeReader func(ctx context.Context, off, n int64) ([]byte, error)
+
+// tail is the end of a layer blob: the compressed TOC and the footer.
+type tail struct {
+	off  int64
+	data []byte
+}
+
+// ReadAt serves the tail alone: estargz.Open is pointed at it and only
+// reads the footer and the TOC.
+func (t tail) ReadAt(p []byte, off int64) (int, error) {
+	if off < t.off || off-t.off > int64(len(t.data)) {
+		return 0, fmt.Errorf("read at %d outside the fetched TOC: %w", off, errdefs.ErrInvalidArgument)
+	}
+	n := copy(p, t.data[off-t.off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// fetchTail reads footer and TOC of a blob of size bytes: one request
+// when the TOC fits in tailGuess, two otherwise.
+func fetchTail(ctx context.Context, remote RangeReader, size int64) (tail, int64, error) {
+	if size < estargz.FooterSize && size < 47 {
+		return tail{}, 0, fmt.Errorf("layer of %d bytes is too small for an eStargz footer: %w", size, errdefs.ErrInvalidArgument)
+	}
+	n := min(size, max(minTailGuess, min(maxTailGuess, size/64)))
+	b, err := remote(ctx, size-n, n)
+	if err != nil {
+		return tail{}, 0, fmt.Errorf("fetch eStargz footer: %w", err)
+	}
+	t := tail{off: size - n, data: b}
+	tocOff, footerSize, err := estargz.OpenFooter(io.NewSectionReader(t, 0, size))
+	if err != nil {
+		return tail{}, 0, fmt.Errorf("malformed eStargz footer: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if tocOff < 0 || tocOff >= size-footerSize {
+		return tail{}, 0, fmt.Errorf("eStargz footer puts the TOC at %d, outside the layer's %d bytes: %w", tocOff, size, errdefs.ErrInvalidArgument)
+	}
+	if size-tocOff > MaxTOCCompressed {
+		return tail{}, 0, fmt.Errorf("eStargz TOC of %d bytes is over the limit of %d: %w", size-tocOff, MaxTOCCompressed, errdefs.ErrInvalidArgument)
+	}
+	if tocOff < t.off {
+		rest, err := remote(ctx, tocOff, t.off-tocOff)
+		if err != nil {
+			return tail{}, 0, fmt.Errorf("fetch eStargz TOC: %w", err)
+		}
+		t = tail{off: tocOff, data: append(rest, t.data...)}
+	}
+	return t, tocOff, nil
+}
+
+// tocJSON decompresses the TOC in t (bounded) and checks it against want.
+func tocJSON(t tail, tocOff, size int64, want digest.Digest) ([]byte, error) {
+	var errs []error
+	type tocDecompressor interface {
+		estargz.Decompressor
+		DecompressTOC(io.Reader) (io.ReadCloser, error)
+	}
+	for _, d := range []tocDecompressor{new(estargz.GzipDecompressor), new(estargz.LegacyGzipDecompressor)} {
+		end := size - d.FooterSize()
+		if end <= tocOff || int64(len(t.data)) < d.FooterSize() {
+			continue
+		}
+		if _, _, _, err := d.ParseFooter(t.data[int64(len(t.data))-d.FooterSize():]); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rc, err := d.DecompressTOC(bytes.NewReader(t.data[tocOff-t.off : end-t.off]))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		js, err := io.ReadAll(io.LimitReader(rc, MaxTOCJSON+1))
+		rc.Close()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if len(js) > MaxTOCJSON {
+			return nil, fmt.Errorf("eStargz TOC JSON is over the limit of %d bytes: %w", MaxTOCJSON, errdefs.ErrInvalidArgument)
+		}
+		if got := digest.FromBytes(js); got != want {
+			return nil, fmt.Errorf("eStargz TOC is %s but the manifest pins %s: %w", got, want, errdefs.ErrDigestMismatch)
+		}
+		return js, nil
+	}
+	return nil, fmt.Errorf("malformed eStargz TOC: %v: %w", errs, errdefs.ErrInvalidArgument)
+}
+
+// openTOC parses a verified tail with the upstream reader and checks what
+// the reader leaves to its callers: offsets inside the blob, known entry
+// types, bounded entry counts and chunk sizes.
+func openTOC(t tail, tocOff, size int64, want digest.Digest) (*estargz.Reader, estargz.TOCEntryVerifier, error) {
+	r, err := estargz.Open(io.NewSectionReader(t, 0, size), estargz.WithTOCOffset(tocOff))
+	if err != nil {
+		return nil, nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	v, err := r.VerifyTOC(want)
+	if err != nil {
+		return nil, nil, fmt.Errorf("eStargz TOC: %v: %w", err, errdefs.ErrDigestMismatch)
+	}
+	root, ok := r.Lookup("")
+	if !ok {
+		return nil, nil, fmt.Errorf("eStargz TOC has no root: %w", errdefs.ErrInvalidArgument)
+	}
+	count := 0
+	seen := map[*estargz.TOCEntry]bool{root: true}
+	var walk func(dir string, e *estargz.TOCEntry) error
+	walk = func(dir string, e *estargz.TOCEntry) error {
+		var err error
+		e.ForeachChild(func(base string, c *estargz.TOCEntry) bool {
+			if count++; count > MaxEntries {
+				err = fmt.Errorf("eStargz TOC has over %d entries: %w", MaxEntries, errdefs.ErrInvalidArgument)
+				return false
+			}
+			p := join(dir, base)
+			if err = checkEntry(r, p, c, tocOff); err != nil {
+				return false
+			}
+			if c.Type == "dir" {
+				if seen[c] {
+					err = fmt.Errorf("eStargz TOC entry %q: a directory with two names: %w", p, errdefs.ErrInvalidArgument)
+					return false
+				}
+				seen[c] = true
+				err = walk(p, c)
+			}
+			return err == nil
+		})
+		return err
+	}
+	if err := walk("", root); err != nil {
+		return nil, nil, err
+	}
+	return r, v, nil
+}
+
+func join(dir, base string) string {
+	if dir == "" {
+		return base
+	}
+	return dir + "/" + base
+}
+
+func checkEntry(r *estargz.Reader, p string, e *estargz.TOCEntry, tocOff int64) error {
+	bad := func(why string) error {
+		return fmt.Errorf("eStargz TOC entry %q: %s: %w", p, why, errdefs.ErrInvalidArgument)
+	}
+	switch e.Type {
+	case "dir", "symlink", "char", "block", "fifo":
+		return nil
+	case "reg":
+	default:
+		return bad("unknown type " + e.Type)
+	}
+	if e.Size < 0 {
+		return bad("negative size")
+	}
+	for off := int64(0); off < e.Size; {
+		ce, ok := r.ChunkEntryForOffset(p, off)
+		if !ok || ce.ChunkSize <= 0 || ce.ChunkOffset != off {
+			return bad(fmt.Sprintf("no chunk at offset %d", off))
+		}
+		if ce.Offset <= 0 || ce.Offset >= tocOff || ce.Offset >= ce.NextOffset() || ce.InnerOffset < 0 {
+			return bad(fmt.Sprintf("chunk at %d lies outside the layer's data", off))
+		}
+		if ce.ChunkSize > 64<<20 {
+			return bad("chunk over 64 MiB")
+		}
+		off += ce.ChunkSize
+	}
+	return nil
+}

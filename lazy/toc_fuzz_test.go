@@ -1,0 +1,81 @@
+package lazy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/layers/merged"
+)
+
+// FuzzOpenTOC feeds hostile TOCs, correctly pinned by their digest, behind
+// real gzip data: opening the layer, listing it, building its tree and
+// reading every file must fail cleanly or succeed, never panic or hang.
+func FuzzOpenTOC(f *testing.F) {
+	_, blob := buildBlob(f, testFiles()[:5], 0)
+	tocOff, _, err := estargz.OpenFooter(io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob))))
+	if err != nil {
+		f.Fatal(err)
+	}
+	rc, err := new(estargz.GzipDecompressor).DecompressTOC(bytes.NewReader(blob[tocOff : int64(len(blob))-estargz.FooterSize]))
+	if err != nil {
+		f.Fatal(err)
+	}
+	js, _ := io.ReadAll(rc)
+	data := blob[:tocOff]
+	f.Add(js)
+	f.Add([]byte(`{"version":1,"entries":[{"name":"../../etc/passwd","type":"reg","size":5,"offset":10}]}`))
+	f.Add([]byte(`{"version":1,"entries":[{"name":"a","type":"dir"},{"name":"a/b","type":"hardlink","linkName":"a"}]}`))
+	f.Add([]byte(`{"version":1,"entries":[{"name":"x","type":"reg","size":1099511627776,"offset":1,"chunkSize":1099511627776}]}`))
+	f.Fuzz(func(t *testing.T, js []byte) {
+		var toc estargz.JTOC
+		if json.Unmarshal(js, &toc) != nil {
+			return
+		}
+		var b bytes.Buffer
+		b.Write(data)
+		dg, err := estargz.NewGzipCompressor().WriteTOCAndFooter(&b, int64(len(data)), &toc, nil)
+		if err != nil {
+			return
+		}
+		blob := b.Bytes()
+		desc := ocispec.Descriptor{Digest: digest.FromBytes(blob), Size: int64(len(blob)), Annotations: map[string]string{TOCDigestAnnotation: dg.String()}}
+		l, err := openLayer(t, desc, &remoteBlob{blob: blob}, t.TempDir())
+		if err != nil {
+			if !errors.Is(err, errdefs.ErrInvalidArgument) && !errors.Is(err, errdefs.ErrDigestMismatch) {
+				t.Fatalf("open: unclassified error %v", err)
+			}
+			return
+		}
+		var ents []merged.Entry
+		if err := l.Walk(context.Background(), func(e *merged.Entry) error { ents = append(ents, *e); return nil }); err != nil {
+			t.Fatalf("walk: %v", err)
+		}
+		if _, err := merged.BuildLayers(context.Background(), []merged.Layer{l}); err != nil {
+			return
+		}
+		buf := make([]byte, 64<<10)
+		for _, e := range ents {
+			if !e.Attr.IsRegular() || e.Attr.Size > 1<<20 {
+				continue
+			}
+			ra, err := l.Open(context.Background(), e.Path)
+			if err != nil {
+				continue
+			}
+			for off := int64(0); off < e.Attr.Size; off += int64(len(buf)) {
+				if _, err := ra.ReadAt(buf, off); err != nil {
+					break
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,250 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/fetch"
+	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/layers/merged"
+	"github.com/casfs/casfs/lazy"
+)
+
+// labelTOCRef on a layer's record names its eStargz TOC blob, so that
+// garbage collection keeps the TOC while the layer is kept.
+const labelTOCRef = "containerd.io/gc.ref.content.estargz.toc"
+
+// labelNoComplete on a layer's record keeps it lazy: no background
+// completion (image pull --lazy-complete=false).
+const labelNoComplete = "casfs.lazy/complete"
+
+// tocDigestOf returns the TOC digest annotation of an eStargz layer.
+func tocDigestOf(l ocispec.Descriptor) (digest.Digest, bool) {
+	v, ok := l.Annotations[lazy.TOCDigestAnnotation]
+	if !ok {
+		return "", false
+	}
+	return digest.Digest(v), true
+}
+
+// lazyCacheDir holds the chunks of one layer read lazily:
+// <root>/lazy/sha256/<hex>/{data,ranges}.
+func (s *Local) lazyCacheDir(d digest.Digest) string {
+	return filepath.Join(s.root, "lazy", d.Algorithm().String(), d.Encoded())
+}
+
+// pullTOCs is the eStargz part of a lazy pull: for each layer with a TOC
+// digest annotation it fetches footer and TOC (Range requests), verifies
+// and checks them, keeps the TOC as a blob referenced from the layer's
+// record, and keeps the fetched bytes in the layer's chunk cache.
+func (s *Local) pullTOCs(ctx context.Context, f *fetch.Fetcher, res fetch.PullResult, noComplete bool) error {
+	seen := map[digest.Digest]bool{}
+	for _, m := range res.Manifests {
+		for _, l := range m.Layers {
+			toc, ok := tocDigestOf(l)
+			if !ok || seen[l.Digest] {
+				continue
+			}
+			seen[l.Digest] = true
+			if _, err := s.blobs.Info(ctx, l.Digest); err == nil {
+				continue // local already: served from its snapshot
+			}
+			if err := s.pullTOC(ctx, f, l, toc); err != nil {
+				return fmt.Errorf("pull %s: layer %s: %w", res.Name, l.Digest, err)
+			}
+			set, del := map[string]string{}, []string{labelNoComplete}
+			if noComplete {
+				set, del = map[string]string{labelNoComplete: "false"}, nil
+			}
+			if _, err := s.LabelContent(ctx, l.Digest, set, del); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Local) pullTOC(ctx context.Context, f *fetch.Fetcher, l ocispec.Descriptor, toc digest.Digest) error {
+	remote := func(ctx context.Context, off, n int64) ([]byte, error) { return f.ReadBlobRange(ctx, l.Digest, off, n) }
+	ll, err := lazy.Open(ctx, l, toc, lazy.Options{Dir: s.lazyCacheDir(l.Digest), Remote: remote})
+	if err != nil {
+		return err
+	}
+	defer ll.Close()
+	if err := index.AddToLease(ctx, []digest.Digest{toc}); err != nil {
+		return err
+	}
+	js := ll.TOC()
+	if _, err := s.Ingest(ctx, "estargz-toc-"+toc.String(), bytes.NewReader(js), IngestOptions{Expected: toc, Size: int64(len(js))}); err != nil {
+		return fmt.Errorf("store TOC %s: %w", toc, err)
+	}
+	if _, err := s.LabelContent(ctx, l.Digest, map[string]string{labelTOCRef: toc.String()}, nil); err != nil {
+		return err
+	}
+	slog.Info("lazy layer: TOC fetched and verified", "layer", l.Digest, "toc", toc, "fetched", ll.Fetched())
+	return nil
+}
+
+// lazyLayers keeps the eStargz layers a mount serves, opened once each.
+type lazyLayers struct {
+	s       *Local
+	ro      RegistryOptions
+	timeout time.Duration
+
+	// ctx ends background completion when the store closes; complete
+	// turns it on (the mount daemon's default).
+	ctx      context.Context
+	complete bool
+
+	mu         sync.Mutex
+	open       map[digest.Digest]*layerFiles
+	completing map[string]bool // rootfs ids with a completion running
+	flight     singleflight.Group
+}
+
+// layerFiles serves the files of one eStargz layer: chunk by chunk until
+// the layer is unpacked, then from its snapshot directory (opened files,
+// which FUSE passes through). Files opened before the switch keep reading
+// from the chunk cache.
+type layerFiles struct {
+	*lazy.Layer
+	local atomic.Pointer[string] // the layer's snapshot directory, once unpacked
+}
+
+// Open opens from the snapshot once the layer is local (an *os.File, which
+// the mount passes through), else chunk by chunk.
+func (f *layerFiles) Open(ctx context.Context, p string) (merged.Content, error) {
+	if dir := f.local.Load(); dir != nil {
+		return merged.Dir(*dir).Open(ctx, p)
+	}
+	return f.Layer.Open(ctx, p)
+}
+
+func (ll *lazyLayers) get(ctx context.Context, l ocispec.Descriptor, toc digest.Digest) (*layerFiles, error) {
+	ll.mu.Lock()
+	x, ok := ll.open[l.Digest]
+	ll.mu.Unlock()
+	if ok {
+		return x, nil
+	}
+	v, err, _ := ll.flight.Do(l.Digest.String(), func() (any, error) {
+		ll.mu.Lock()
+		x, ok := ll.open[l.Digest]
+		ll.mu.Unlock()
+		if ok {
+			return x, nil
+		}
+		remote, err := ll.s.rangeReader(ctx, ll.ro, l.Digest)
+		if err != nil {
+			return nil, err
+		}
+		y, err := lazy.Open(ctx, l, toc, lazy.Options{Dir: ll.s.lazyCacheDir(l.Digest), Remote: remote, Timeout: ll.timeout})
+		if err != nil {
+			return nil, err
+		}
+		x = &layerFiles{Layer: y}
+		slog.Info("lazy layer: serving eStargz layer file by file from its TOC", "layer", l.Digest, "cached", y.Cached())
+		ll.mu.Lock()
+		ll.open[l.Digest] = x
+		ll.mu.Unlock()
+		return x, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*layerFiles), nil
+}
+
+// rangeReader reads byte ranges of a recorded layer blob from the registry
+// its source label names.
+func (s *Local) rangeReader(ctx context.Context, ro RegistryOptions, d digest.Digest) (lazy.RangeReader, error) {
+	b, err := s.ContentInfo(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	ro.PlainHTTP = ro.PlainHTTP || b.Labels[labelPlainHTTP] == "true"
+	f, err := s.fetcher(ro, "", false, false, 1, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, off, n int64) ([]byte, error) { return f.ReadBlobRange(ctx, d, off, n) }, nil
+}
+
+// RootfsSources returns the layers of a rootfs id, lowest first, for the
+// merged tree: snapshot directories for unpacked layers, and for eStargz
+// layers that are not local yet (when the mount can fetch) their TOC
+// listing with chunk reads. An image with other layers missing is
+// unpacked first, as RootfsLayers does.
+func (s *Local) RootfsSources(ctx context.Context, id string) ([]merged.Layer, error) {
+	dirsOnly := func() ([]merged.Layer, error) {
+		dirs, err := s.RootfsLayers(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]merged.Layer, len(dirs))
+		for i, d := range dirs {
+			out[i] = merged.Dir(d)
+		}
+		return out, nil
+	}
+	if s.lazyLayers == nil {
+		return dirsOnly()
+	}
+	sn, err := s.Snapshotter()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := sn.Stat(ctx, "sha256:"+id); err == nil {
+		return dirsOnly()
+	}
+	il, ok, err := s.findRootfs(ctx, id)
+	if err != nil || !ok {
+		return dirsOnly()
+	}
+	// The highest unpacked layer brings the ones below it.
+	top := -1
+	for i := len(il.Layers) - 1; i >= 0; i-- {
+		if _, err := sn.Stat(ctx, il.ChainIDs[i].String()); err == nil {
+			top = i
+			break
+		}
+	}
+	var out []merged.Layer
+	if top >= 0 {
+		lowers, err := sn.Lowers(ctx, il.ChainIDs[top].String())
+		if err != nil {
+			return nil, err
+		}
+		for i := len(lowers) - 1; i >= 0; i-- {
+			out = append(out, merged.Dir(filepath.Clean(lowers[i])))
+		}
+	}
+	for _, l := range il.Layers[top+1:] {
+		toc, ok := tocDigestOf(l)
+		if !ok {
+			return dirsOnly()
+		}
+		x, err := s.lazyLayers.get(ctx, l, toc)
+		if err != nil {
+			if errors.Is(err, errdefs.ErrNotFound) {
+				return nil, fmt.Errorf("layer %s: %w", l.Digest, errdefs.ErrUnavailable)
+			}
+			return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+		}
+		out = append(out, x)
+	}
+	s.lazyLayers.completeLater(id, il)
+	return out, nil
+}
