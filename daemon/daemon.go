@@ -83,9 +83,17 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 	st.EnableLazyFetch(cfg.Registry, cfg.FetchTimeout)
 
+	// The filesystem exists only when mounting; the socket's debug
+	// endpoint reports on it.
+	var fsys *fusefs.FS
+	if mnt != "" {
+		fsys = fusefs.New(newSource(st), fusefs.Options{Logger: log})
+		st.OnChange(fsys.Invalidate)
+	}
+
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()
-	apiSrv := api.NewServer(st, api.ServerOptions{Logger: log})
+	apiSrv := api.NewServer(st, api.ServerOptions{Logger: log, Debug: debugHandler(fsys)})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- apiSrv.Serve(srvCtx, SocketPath(st.Root())) }()
 	select {
@@ -114,7 +122,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	var fsDone <-chan struct{}
 	var fsSrv *fuse.Server
 	if mnt != "" {
-		if fsSrv, fsDone, err = mountStore(ctx, st, mnt, cfg, log); err != nil {
+		if fsSrv, fsDone, err = mountStore(ctx, st, fsys, mnt, cfg, log); err != nil {
 			return err
 		}
 	}
@@ -174,13 +182,7 @@ func checkMountpoint(mountpoint string, log *slog.Logger) (string, error) {
 }
 
 // mountStore shows st at mnt; the channel closes when the mount is gone.
-func mountStore(ctx context.Context, st *store.Local, mnt string, cfg Config, log *slog.Logger) (*fuse.Server, <-chan struct{}, error) {
-	src := newSource(st)
-	fsys := fusefs.New(src, fusefs.Options{Logger: log})
-	st.OnChange(func() {
-		src.forget()
-		fsys.Invalidate()
-	})
+func mountStore(ctx context.Context, st *store.Local, fsys *fusefs.FS, mnt string, cfg Config, log *slog.Logger) (*fuse.Server, <-chan struct{}, error) {
 	mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	srv, err := fusefs.Mount(mctx, mnt, fsys, fusefs.MountOptions{
 		AllowOther: cfg.AllowOther, Debug: cfg.Debug, FsName: st.Root(),
