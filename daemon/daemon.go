@@ -59,6 +59,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	} else if !fi.IsDir() {
 		return fmt.Errorf("mountpoint %s is not a directory", mnt)
 	}
+	if isFUSEMountRoot(mnt) {
+		return fmt.Errorf("mountpoint %s: a FUSE filesystem is already mounted there (umount it first): %w", mnt, errdefs.ErrExists)
+	}
 
 	st, err := store.Open(cfg.Root, store.Options{Create: true})
 	if err != nil {
@@ -152,6 +155,21 @@ func clearStaleMount(mnt string, log *slog.Logger) error {
 		return fmt.Errorf("clear stale mount on %s: %w", mnt, err)
 	}
 	return nil
+}
+
+// isFUSEMountRoot reports whether a live FUSE mount has its root at mnt:
+// mounting there again would stack a second mount over it.
+func isFUSEMountRoot(mnt string) bool {
+	const fuseSuperMagic = 0x65735546
+	var st unix.Statfs_t
+	if err := unix.Statfs(mnt, &st); err != nil || st.Type != fuseSuperMagic {
+		return false
+	}
+	var self, parent unix.Stat_t
+	if unix.Stat(mnt, &self) != nil || unix.Stat(filepath.Dir(mnt), &parent) != nil {
+		return false
+	}
+	return self.Dev != parent.Dev
 }
 
 func unwrapPath(err error) error {

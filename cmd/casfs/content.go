@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/casfs/casfs/store"
 )
@@ -278,6 +279,9 @@ func contentImport(c *cli.Context) error {
 // renamed into place only when fn succeeds, so a failed export leaves no
 // half-written archive behind.
 func writeFileAtomic(c *cli.Context, name string, fn func(io.Writer) error) error {
+	if err := refuseTerminal(c, name); err != nil {
+		return err
+	}
 	if name == "-" {
 		return fn(c.App.Writer)
 	}
@@ -309,4 +313,16 @@ func readFile(c *cli.Context, name string, fn func(io.Reader) error) error {
 	}
 	defer f.Close()
 	return fn(f)
+}
+
+// refuseTerminal refuses to write an archive to stdout when stdout is a
+// terminal, as docker and nerdctl do.
+func refuseTerminal(c *cli.Context, name string) error {
+	if name != "-" {
+		return nil
+	}
+	if f, ok := c.App.Writer.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return usagef("refusing to write a tar archive to a terminal: redirect stdout or name a FILE")
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 
+	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/store"
 )
 
@@ -41,7 +42,9 @@ func imageCommand() *cli.Command {
 				Action: imagePush},
 			{Name: "ls", Usage: "list images", Flags: []cli.Flag{quietFlag, formatFlag}, Action: imageList},
 			{Name: "info", Usage: "show an image's descriptor, manifest and config as JSON", ArgsUsage: "REF", Action: imageInfo},
-			{Name: "tag", Usage: "give an image more names", ArgsUsage: "SRC DST...", Action: imageTag},
+			{Name: "tag", Usage: "give an image more names (an existing name is moved only with --force)", ArgsUsage: "SRC DST...",
+				Flags:  []cli.Flag{&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "move names that already point at another image"}},
+				Action: imageTag},
 			{Name: "rm", Usage: "remove image names", ArgsUsage: "REF...", Action: imageRemove},
 		}, imageArchiveCommands(), gcImageCommands(), snapshotImageCommands()),
 	}
@@ -126,8 +129,13 @@ func fetchImage(c *cli.Context, verb string, call func(store.API, string, store.
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", verb, ref, err)
 		}
-		if !c.Bool("quiet") {
+		switch {
+		case !c.Bool("quiet"):
 			fmt.Fprintf(c.App.Writer, "%s: %s\n", name, d)
+		case verb == "pull":
+			fmt.Fprintln(c.App.Writer, name) // what image ls -q lists
+		default:
+			fmt.Fprintln(c.App.Writer, d) // what content ls -q lists
 		}
 		return nil
 	})
@@ -205,11 +213,33 @@ func imageTag(c *cli.Context) error {
 	if err := wantArgs(c, 2, -1); err != nil {
 		return err
 	}
+	if err := checkRefs(c.Args().Slice()...); err != nil {
+		return err
+	}
+	dsts := make([]string, 0, c.NArg()-1)
+	for _, d := range c.Args().Slice()[1:] {
+		name, _ := store.NormalizeName(d)
+		dsts = append(dsts, name)
+	}
 	return withStore(c, false, func(s store.API) error {
-		if err := s.TagImage(c.Context, c.Args().First(), c.Args().Slice()[1:]); err != nil {
+		src, err := s.GetImage(c.Context, c.Args().First())
+		if err != nil {
 			return argError(err)
 		}
-		for _, d := range c.Args().Slice()[1:] {
+		if !c.Bool("force") {
+			// Like ctr: a name that already points at another image is
+			// only moved on request.
+			for _, d := range dsts {
+				old, err := s.GetImage(c.Context, d)
+				if err == nil && old.Target.Digest != src.Target.Digest {
+					return fmt.Errorf("tag %s: %w: it names %s (use --force to move it)", d, errdefs.ErrExists, old.Target.Digest)
+				}
+			}
+		}
+		if err := s.TagImage(c.Context, src.Name, dsts); err != nil {
+			return argError(err)
+		}
+		for _, d := range dsts {
 			fmt.Fprintln(c.App.Writer, d)
 		}
 		return nil
@@ -220,7 +250,16 @@ func imageRemove(c *cli.Context) error {
 	if err := wantArgs(c, 1, -1); err != nil {
 		return err
 	}
+	// Every name is checked before any is removed.
+	if err := checkRefs(c.Args().Slice()...); err != nil {
+		return err
+	}
 	return withStore(c, false, func(s store.API) error {
+		for _, ref := range c.Args().Slice() {
+			if _, err := s.GetImage(c.Context, ref); err != nil {
+				return argError(err)
+			}
+		}
 		for _, ref := range c.Args().Slice() {
 			if err := s.RemoveImage(c.Context, ref); err != nil {
 				return argError(err)

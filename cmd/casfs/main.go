@@ -35,7 +35,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if isMountHelperCall(args, app.Commands) {
 		err = mountHelper(context.Background(), args, stdout, stderr)
 	} else {
-		err = app.Run(args)
+		err = app.Run(interleaveFlags(args, app))
 	}
 	if err == nil {
 		return exitOK
@@ -74,11 +74,13 @@ func argError(err error) error {
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
-		Name:      "casfs",
-		Usage:     "a content-addressed store for OCI images, shown as one FUSE filesystem",
-		Reader:    stdin,
-		Writer:    stdout,
-		ErrWriter: stderr,
+		Name:                 "casfs",
+		Usage:                "a content-addressed store for OCI images, shown as one FUSE filesystem",
+		Version:              version(),
+		EnableBashCompletion: true,
+		Reader:               stdin,
+		Writer:               stdout,
+		ErrWriter:            stderr,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "root", Value: "/var/lib/casfs", EnvVars: []string{"CASFS_ROOT"}, Usage: "store root directory"},
 			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error"},
@@ -92,7 +94,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			return nil
 		},
 		Commands: concat([]*cli.Command{contentCommand(), imageCommand(), mountCommand()},
-			snapshotTopCommands(), gcTopCommands(), checkTopCommands()),
+			snapshotTopCommands(), gcTopCommands(), checkTopCommands(), archiveTopCommands(),
+			[]*cli.Command{versionCommand(), completionCommand()}),
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			return usageError{err.Error()}
 		},
@@ -102,16 +105,19 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			}
 			return cli.ShowAppHelp(c)
 		},
-		HideHelpCommand: true,
 	}
 	markUsageErrors(app.Commands)
+	addAliases(app.Commands)
 	return app
 }
 
-// markUsageErrors makes flag errors of every subcommand usage errors (exit 2).
+// markUsageErrors makes flag errors of every subcommand usage errors (exit
+// 2). Only the top level has a help command (`casfs help image`): below it,
+// "help" and "h" stay arguments (an ingest ref, an image name).
 func markUsageErrors(cmds []*cli.Command) {
 	for _, c := range cmds {
 		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return usageError{err.Error()} }
+		c.HideHelpCommand = true
 		markUsageErrors(c.Subcommands)
 	}
 }

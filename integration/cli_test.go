@@ -1,0 +1,198 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/casfs/casfs/internal/testenv"
+)
+
+// runBare runs casfs without --root, in dir, with CASFS_ROOT set to root:
+// the shape in which a mistyped command used to become a mount.
+func runBare(t *testing.T, dir, root string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(casfsBin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CASFS_ROOT="+root)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("casfs %v: %v", args, err)
+	}
+	return result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+}
+
+// TestCLIUnknownCommandsCreateNothing: only the mount-helper call shape
+// mounts; a mistyped or unknown two-word command is "unknown command",
+// exit 2, and leaves nothing behind.
+func TestCLIUnknownCommandsCreateNothing(t *testing.T) {
+	t.Parallel()
+	work := t.TempDir()
+	cwd := filepath.Join(work, "cwd")
+	root := filepath.Join(work, "root")
+	mnt := filepath.Join(work, "mnt")
+	for _, d := range []string{cwd, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{
+		{"pull", "busybox"},
+		{"imgae", mnt},
+		{"foo", "bar"},
+		{"imgae", "ls"},
+	} {
+		r := runBare(t, cwd, root, args...)
+		if r.Code != 2 || !strings.Contains(r.Stderr, `unknown command "`+args[0]+`"`) {
+			t.Errorf("casfs %v: exit %d, stderr %q; want exit 2, unknown command", args, r.Code, r.Stderr)
+		}
+	}
+	// Commands that exist never mount either, whatever they print.
+	for _, args := range [][]string{{"images", "ls"}, {"completion", "bash"}, {"help", "image"}} {
+		runBare(t, cwd, root, args...)
+	}
+	if ents, _ := os.ReadDir(cwd); len(ents) != 0 {
+		t.Errorf("commands created %v in the working directory", ents)
+	}
+	if ents, _ := os.ReadDir(mnt); len(ents) != 0 || mounted(mnt, "fuse.casfs") {
+		t.Errorf("the mountpoint was mounted or written: %v", ents)
+	}
+	if _, err := os.Stat(root); !os.IsNotExist(err) {
+		t.Errorf("store root created: %v", err)
+	}
+}
+
+// TestCLIMountHelperStoreRoot: SOURCE MOUNTPOINT without -o mounts when
+// SOURCE is an existing store, and a relative mountpoint is taken from the
+// working directory.
+func TestCLIMountHelperStoreRoot(t *testing.T) {
+	testenv.RequireFUSE(t)
+	t.Parallel()
+	c := newCLI(t)
+	d := strings.TrimSpace(c.OK(strings.NewReader("helper"), "content", "ingest", "-q", "h"))
+	work := t.TempDir()
+	mnt := filepath.Join(work, "mnt")
+	os.Mkdir(mnt, 0o755)
+	r := runBare(t, work, "/nonexistent", c.Root, "mnt")
+	t.Cleanup(func() { unmount(t, mnt) })
+	if r.Code != 0 {
+		ents, _ := os.ReadDir(c.Root)
+		t.Fatalf("casfs ROOT mnt: exit %d: %s %v", r.Code, r.Stderr, ents)
+	}
+	b, err := os.ReadFile(filepath.Join(mnt, "blobs", "sha256", strings.TrimPrefix(d, "sha256:")))
+	if err != nil || string(b) != "helper" {
+		t.Fatalf("read through the mount: %q %v", b, err)
+	}
+}
+
+// TestCLIMountRefusals: a relative mountpoint is the working directory's;
+// a mountpoint already holding a casfs mount and a root that does not
+// exist are refused with a clear message, creating nothing.
+func TestCLIMountRefusals(t *testing.T) {
+	testenv.RequireFUSE(t)
+	t.Parallel()
+	c := newCLI(t)
+	c.OK(strings.NewReader("x"), "content", "ingest", "-q", "x")
+	work := t.TempDir()
+	mnt := filepath.Join(work, "mnt")
+	os.Mkdir(mnt, 0o755)
+	cmd := c.command(nil, "mount", "-d", "mnt")
+	cmd.Dir = work
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mount -d mnt (relative): %v: %s", err, out)
+	}
+	t.Cleanup(func() { unmount(t, mnt) })
+	if !mounted(mnt, "fuse.casfs") {
+		t.Fatalf("relative mountpoint not mounted at %s", mnt)
+	}
+
+	other := newCLI(t)
+	other.OK(strings.NewReader("y"), "content", "ingest", "-q", "y")
+	other.Fail(1, nil, []string{"mount", "-d", mnt}, mnt, "already mounted there")
+
+	missing := filepath.Join(work, "typo")
+	free := filepath.Join(work, "free")
+	os.Mkdir(free, 0o755)
+	bad := &cli{t: t, Root: missing}
+	bad.Fail(1, nil, []string{"mount", "-d", free}, missing, "does not exist")
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("a mistyped --root was created: %v", err)
+	}
+}
+
+// TestCLIArgumentsAndStreams: flags may follow arguments; pull -q prints
+// the name and nothing else; progress goes to stderr, results to stdout;
+// image rm checks every argument before removing any; image tag prints
+// normalised names and moves an existing one only with --force.
+func TestCLIArgumentsAndStreams(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := gcTestImage(t, "a", "b")
+	ref := pushTestImage(t, reg, "lab/cli", "1", img)
+	other := pushTestImage(t, reg, "lab/other", "1", gcTestImage(t, "c"))
+	c := newCLI(t)
+
+	// Flags after the reference; -q prints the name only, nothing on stderr.
+	r := c.Run(nil, "image", "pull", ref, "--plain-http", "-q")
+	if r.Code != 0 || r.Stdout != ref+"\n" || r.Stderr != "" {
+		t.Fatalf("pull REF --plain-http -q: exit %d, stdout %q, stderr %q; want only %q on stdout", r.Code, r.Stdout, r.Stderr, ref)
+	}
+	// Without -q: the result on stdout, progress on stderr.
+	r = c.Run(nil, "image", "pull", other, "--plain-http")
+	if r.Code != 0 || r.Stdout != other+": "+imageDigest(t, c, other)+"\n" || !strings.Contains(r.Stderr, "total:") {
+		t.Fatalf("pull: want one result line on stdout and progress on stderr:\nstdout: %s\nstderr: %s", r.Stdout, r.Stderr)
+	}
+	tar := filepath.Join(t.TempDir(), "x.tar")
+	c.OK(nil, "image", "export", tar, ref, "--all-platforms")
+	if fi, err := os.Stat(tar); err != nil || fi.Size() == 0 {
+		t.Fatalf("export FILE REF --all-platforms wrote nothing: %v", err)
+	}
+
+	// Tags: normalised on output; an existing name is not moved silently.
+	if out := c.OK(nil, "image", "tag", ref, "short:1"); out != "docker.io/library/short:1\n" {
+		t.Fatalf("tag printed %q, want the normalised name", out)
+	}
+	c.Fail(1, nil, []string{"image", "tag", other, "short:1"}, "docker.io/library/short:1", "already exists", "--force")
+	if got := imageDigest(t, c, "short:1"); got != img.Manifest.Digest.String() {
+		t.Fatalf("refused tag moved the name to %s", got)
+	}
+	c.OK(nil, "image", "tag", "--force", other, "short:1")
+	if got := imageDigest(t, c, "short:1"); got == img.Manifest.Digest.String() {
+		t.Fatal("tag --force did not move the name")
+	}
+
+	// rm checks every argument first: a bad flag or an unknown name
+	// removes nothing.
+	c.Fail(2, nil, []string{"image", "rm", ref, "short:1", "-f"}, "flag provided but not defined: -f")
+	c.Fail(1, nil, []string{"image", "rm", ref, "nope:1"}, "docker.io/library/nope:1", "not found")
+	if got := lines(c.OK(nil, "image", "ls", "-q")); len(got) != 3 {
+		t.Fatalf("a refused rm removed names: %q", got)
+	}
+	c.OK(nil, "image", "rm", ref, "short:1")
+	if got := lines(c.OK(nil, "images", "list", "-q")); len(got) != 1 || got[0] != other {
+		t.Fatalf("after rm: %q, want only %s", got, other)
+	}
+}
+
+func imageDigest(t *testing.T, c *cli, ref string) string {
+	t.Helper()
+	var d struct {
+		Target struct{ Digest string } `json:"target"`
+	}
+	if err := json.Unmarshal([]byte(c.OK(nil, "image", "info", ref)), &d); err != nil {
+		t.Fatal(err)
+	}
+	return d.Target.Digest
+}
