@@ -212,7 +212,7 @@ func (f *Fetcher) walk(ctx context.Context, src source, desc ocispec.Descriptor,
 		children = firstPlatformMatch(children)
 	}
 	if len(children) == 0 {
-		return fmt.Errorf("index %s has no manifest for platform %s: %w", desc.Digest, platformString(f.platform), errdefs.ErrNotFound)
+		return fmt.Errorf("index %s has no manifest for platform %s (it has %s): %w", desc.Digest, platformString(f.platform), indexPlatforms(idx), errdefs.ErrNotFound)
 	}
 	for _, c := range children {
 		if err := f.walk(ctx, src, c, stack, res); err != nil {
@@ -220,6 +220,21 @@ func (f *Fetcher) walk(ctx context.Context, src source, desc ocispec.Descriptor,
 		}
 	}
 	return nil
+}
+
+// indexPlatforms lists the platforms an index offers, for an error that
+// says what to pick instead.
+func indexPlatforms(idx ocispec.Index) string {
+	var ps []string
+	for _, c := range idx.Manifests {
+		if c.Platform != nil && !slices.Contains(ps, platformString(*c.Platform)) {
+			ps = append(ps, platformString(*c.Platform))
+		}
+	}
+	if len(ps) == 0 {
+		return "no platforms"
+	}
+	return strings.Join(ps, ", ")
 }
 
 // firstPlatformMatch keeps nested indexes and the first matching manifest,

@@ -154,6 +154,13 @@ func TestCLIArgumentsAndStreams(t *testing.T) {
 	if r.Code != 0 || r.Stdout != other+": "+imageDigest(t, c, other)+"\n" || !strings.Contains(r.Stderr, "total:") {
 		t.Fatalf("pull: want one result line on stdout and progress on stderr:\nstdout: %s\nstderr: %s", r.Stdout, r.Stderr)
 	}
+	// A failed push says so once.
+	authed := testenv.StartRegistry(t, testenv.RegistryOptions{Auth: true})
+	r = c.Run(nil, "image", "push", "--plain-http", ref, authed.Ref("lab/denied", "1"))
+	if r.Code != 1 || len(lines(r.Stderr)) != 1 || !strings.HasPrefix(r.Stderr, "casfs: push ") {
+		t.Fatalf("failed push: exit %d, want 1 and one error line:\n%s", r.Code, r.Stderr)
+	}
+
 	tar := filepath.Join(t.TempDir(), "x.tar")
 	c.OK(nil, "image", "export", tar, ref, "--all-platforms")
 	if fi, err := os.Stat(tar); err != nil || fi.Size() == 0 {

@@ -127,7 +127,7 @@ func fetchImage(c *cli.Context, verb string, call func(store.API, string, store.
 		name, d, err := call(s, ref, opts)
 		p.Finish(err)
 		if err != nil {
-			return fmt.Errorf("%s %s: %w", verb, ref, err)
+			return opError(verb, ref, err)
 		}
 		switch {
 		case !c.Bool("quiet"):
@@ -163,7 +163,7 @@ func imagePush(c *cli.Context) error {
 		err := s.Push(c.Context, ref, remote, opts)
 		p.Finish(err)
 		if err != nil {
-			return fmt.Errorf("push %s: %w", ref, err)
+			return opError("push", ref, err)
 		}
 		return nil
 	})
@@ -279,4 +279,18 @@ func checkRefs(refs ...string) error {
 		}
 	}
 	return nil
+}
+
+// opError names the operation and the reference once: the layers below
+// often name the reference already (as typed or normalised).
+func opError(verb, ref string, err error) error {
+	msg := err.Error()
+	name, _ := store.NormalizeName(ref)
+	if !strings.Contains(msg, ref) && (name == "" || !strings.Contains(msg, name)) {
+		return fmt.Errorf("%s %s: %w", verb, ref, err)
+	}
+	if strings.HasPrefix(msg, verb+" ") {
+		return err
+	}
+	return fmt.Errorf("%s: %w", verb, err)
 }

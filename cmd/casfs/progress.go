@@ -90,12 +90,9 @@ func (p *progress) Event(ev store.ProgressEvent) {
 		if final && !b.final {
 			b.bar.SetTotal(-1, true)
 		}
-	} else if final && !b.final {
-		line := fmt.Sprintf("%s %s %s", shortDigest(ev.Digest), ev.Status, humanSize(ev.Total))
-		if ev.Error != "" {
-			line += ": " + ev.Error
-		}
-		fmt.Fprintln(p.out, line)
+	} else if final && !b.final && ev.Status != "error" {
+		// A failed blob fails the command, whose one error line says why.
+		fmt.Fprintf(p.out, "%s %s %s\n", shortDigest(ev.Digest), ev.Status, humanSize(ev.Total))
 	}
 	b.final = b.final || final
 }
