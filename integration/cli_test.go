@@ -180,6 +180,29 @@ func TestCLIArgumentsAndStreams(t *testing.T) {
 		t.Fatal("tag --force did not move the name")
 	}
 
+	// info takes several names (image ls -q | xargs casfs image info) and
+	// --format json, and prints one object per name with .manifest.layers.
+	names := lines(c.OK(nil, "image", "ls", "-q"))
+	dec := json.NewDecoder(strings.NewReader(c.OK(nil, append([]string{"image", "info", "--format", "json"}, names...)...)))
+	var layers []int
+	for dec.More() {
+		var d struct {
+			Name     string `json:"name"`
+			Manifest struct {
+				Layers []json.RawMessage `json:"layers"`
+			} `json:"manifest"`
+		}
+		if err := dec.Decode(&d); err != nil {
+			t.Fatal(err)
+		}
+		layers = append(layers, len(d.Manifest.Layers))
+	}
+	if len(layers) != 3 || layers[0] != 2 || layers[1] != 1 {
+		t.Fatalf("image info of %q: layer counts %v, want 2 1 1", names, layers)
+	}
+	c.Fail(2, nil, []string{"image", "info", "--format", "table", ref}, "json only")
+	c.OK(nil, "content", "info", "--format", "json", img.Layers[0].Digest.String(), img.Layers[1].Digest.String())
+
 	// rm checks every argument first: a bad flag or an unknown name
 	// removes nothing.
 	c.Fail(2, nil, []string{"image", "rm", ref, "short:1", "-f"}, "flag provided but not defined: -f")

@@ -29,7 +29,7 @@ func contentCommand() *cli.Command {
 				Action: contentIngest,
 			},
 			{Name: "ls", Usage: "list blobs", Flags: []cli.Flag{quietFlag, formatFlag}, Action: contentList},
-			{Name: "info", Usage: "show a blob's record as JSON", ArgsUsage: "DIGEST", Action: contentInfo},
+			{Name: "info", Usage: "show blobs' records as JSON, one object per DIGEST", ArgsUsage: "DIGEST...", Flags: []cli.Flag{jsonFormatFlag}, Action: contentInfo},
 			{Name: "get", Usage: "write a blob to stdout", ArgsUsage: "DIGEST", Action: contentGet},
 			{
 				Name: "rm", Usage: "remove blobs (refused for a blob an image or lease needs, unless --force)", ArgsUsage: "DIGEST...",
@@ -112,7 +112,10 @@ func digestArgs(c *cli.Context, s store.API, args []string) ([]digest.Digest, er
 }
 
 func contentInfo(c *cli.Context) error {
-	if err := wantArgs(c, 1, 1); err != nil {
+	if err := wantArgs(c, 1, -1); err != nil {
+		return err
+	}
+	if err := jsonFormat(c); err != nil {
 		return err
 	}
 	return withStore(c, false, func(s store.API) error {
@@ -120,11 +123,16 @@ func contentInfo(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		info, err := s.ContentInfo(c.Context, ds[0])
-		if err != nil {
-			return err
+		for _, d := range ds {
+			info, err := s.ContentInfo(c.Context, d)
+			if err != nil {
+				return err
+			}
+			if err := printJSON(c.App.Writer, info); err != nil {
+				return err
+			}
 		}
-		return printJSON(c.App.Writer, info)
+		return nil
 	})
 }
 

@@ -41,7 +41,8 @@ func imageCommand() *cli.Command {
 					quietFlag),
 				Action: imagePush},
 			{Name: "ls", Usage: "list images", Flags: []cli.Flag{quietFlag, formatFlag}, Action: imageList},
-			{Name: "info", Usage: "show an image's descriptor, manifest and config as JSON", ArgsUsage: "REF", Action: imageInfo},
+			{Name: "info", Usage: "show images' records, manifests and configs as JSON, one object per REF", ArgsUsage: "REF...",
+				Flags: []cli.Flag{jsonFormatFlag}, Action: imageInfo},
 			{Name: "tag", Usage: "give an image more names (an existing name is moved only with --force)", ArgsUsage: "SRC DST...",
 				Flags:  []cli.Flag{&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "move names that already point at another image"}},
 				Action: imageTag},
@@ -197,15 +198,23 @@ func imageList(c *cli.Context) error {
 }
 
 func imageInfo(c *cli.Context) error {
-	if err := wantArgs(c, 1, 1); err != nil {
+	if err := wantArgs(c, 1, -1); err != nil {
+		return err
+	}
+	if err := jsonFormat(c); err != nil {
 		return err
 	}
 	return withStore(c, false, func(s store.API) error {
-		d, err := s.GetImage(c.Context, c.Args().First())
-		if err != nil {
-			return argError(err)
+		for _, ref := range c.Args().Slice() {
+			d, err := s.GetImage(c.Context, ref)
+			if err != nil {
+				return argError(err)
+			}
+			if err := printJSON(c.App.Writer, d); err != nil {
+				return err
+			}
 		}
-		return printJSON(c.App.Writer, d)
+		return nil
 	})
 }
 
