@@ -154,6 +154,18 @@ func TestCLIArgumentsAndStreams(t *testing.T) {
 	if r.Code != 0 || r.Stdout != other+": "+imageDigest(t, c, other)+"\n" || !strings.Contains(r.Stderr, "total:") {
 		t.Fatalf("pull: want one result line on stdout and progress on stderr:\nstdout: %s\nstderr: %s", r.Stdout, r.Stderr)
 	}
+	// content fetch of one layer by digest goes to the blob endpoint.
+	fresh := newCLI(t)
+	layer := img.Layers[1].Digest
+	out := fresh.OK(nil, "content", "fetch", "--plain-http", "-q", reg.Host+"/lab/cli@"+layer.String())
+	if out != layer.String()+"\n" {
+		t.Fatalf("content fetch REF@layer printed %q, want %s", out, layer)
+	}
+	if got := fresh.OK(nil, "content", "get", layer.String()); got != string(img.Blobs[layer]) {
+		t.Fatalf("fetched layer has the wrong bytes")
+	}
+	fresh.Fail(1, nil, []string{"content", "fetch", "--plain-http", reg.Host + "/lab/cli@sha256:" + strings.Repeat("1", 64)}, "not found")
+
 	// A failed push says so once.
 	authed := testenv.StartRegistry(t, testenv.RegistryOptions{Auth: true})
 	r = c.Run(nil, "image", "push", "--plain-http", ref, authed.Ref("lab/denied", "1"))
