@@ -3,7 +3,6 @@ package fetch
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/oci"
 )
 
 // pushPlan is an image's content in upload order: blobs first, then
@@ -40,10 +40,10 @@ func (f *Fetcher) Push(ctx context.Context, localName, remoteRef string) error {
 		return err
 	}
 	target := img.Target
-	if f.opts.Platform != "" && isIndexType(target.MediaType) {
+	if f.opts.Platform != "" && oci.IsIndex(target.MediaType) {
 		// Like ctr: one platform's manifest goes, the index stays behind,
 		// and nothing of the other platforms is read or fetched.
-		if target, err = f.platformManifest(ctx, target, nil); err != nil {
+		if target, err = f.platformManifest(ctx, target); err != nil {
 			return fmt.Errorf("push %s: %w", pr.Name, err)
 		}
 	}
@@ -90,29 +90,19 @@ func (f *Fetcher) Push(ctx context.Context, localName, remoteRef string) error {
 
 // platformManifest finds the manifest of the fetcher's platform under a
 // local index, descending into nested indexes.
-func (f *Fetcher) platformManifest(ctx context.Context, desc ocispec.Descriptor, stack []digest.Digest) (ocispec.Descriptor, error) {
-	if slices.Contains(stack, desc.Digest) || len(stack) >= maxIndexDepth {
-		return desc, fmt.Errorf("index %s references itself: %w", desc.Digest, errdefs.ErrInvalidArgument)
-	}
-	data, err := f.readLocal(ctx, desc)
+func (f *Fetcher) platformManifest(ctx context.Context, root ocispec.Descriptor) (ocispec.Descriptor, error) {
+	var seen []ocispec.Descriptor
+	mans, err := oci.Manifests(ctx, f.readLocal, root, func(entries []ocispec.Descriptor) []ocispec.Descriptor {
+		seen = append(seen, entries...)
+		return f.platform.Select(entries)
+	})
 	if err != nil {
-		return desc, fmt.Errorf("index %s: %w", desc.Digest, err)
+		return root, err
 	}
-	var idx ocispec.Index
-	if err := json.Unmarshal(data, &idx); err != nil {
-		return desc, fmt.Errorf("index %s is not valid JSON: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
+	if len(mans) == 0 {
+		return root, fmt.Errorf("index %s has no manifest for platform %s (it has %s): %w", root.Digest, f.platform, indexPlatforms(seen), errdefs.ErrNotFound)
 	}
-	for _, c := range idx.Manifests {
-		switch {
-		case isIndexType(c.MediaType):
-			if m, err := f.platformManifest(ctx, c, append(stack, desc.Digest)); err == nil {
-				return m, nil
-			}
-		case platformMatches(f.platform, c.Platform):
-			return c, nil
-		}
-	}
-	return desc, fmt.Errorf("index %s has no manifest for platform %s (it has %s): %w", desc.Digest, platformString(f.platform), indexPlatforms(idx), errdefs.ErrNotFound)
+	return mans[0], nil
 }
 
 func (f *Fetcher) localImage(ctx context.Context, name string) (index.Image, error) {
@@ -132,13 +122,13 @@ func (f *Fetcher) localImage(ctx context.Context, name string) (index.Image, err
 // only the registry has, such as other platforms of a pulled index) and
 // lists what to upload.
 func (f *Fetcher) planPush(ctx context.Context, desc ocispec.Descriptor, parent index.Blob, stack []digest.Digest, plan *pushPlan) error {
-	if slices.Contains(stack, desc.Digest) || len(stack) >= maxIndexDepth {
+	if slices.Contains(stack, desc.Digest) || len(stack) >= oci.MaxDepth {
 		return fmt.Errorf("index %s references itself: %w", desc.Digest, errdefs.ErrInvalidArgument)
 	}
 	if _, ok := plan.data[desc.Digest]; ok {
 		return nil
 	}
-	if err := checkManifestType(desc); err != nil {
+	if err := oci.CheckDocumentType(desc); err != nil {
 		return err
 	}
 	rec, err := f.ensureLocal(ctx, desc, parent)
@@ -150,22 +140,18 @@ func (f *Fetcher) planPush(ctx context.Context, desc ocispec.Descriptor, parent 
 		return fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
 	plan.data[desc.Digest] = data
-	if isIndexType(desc.MediaType) {
-		var idx ocispec.Index
-		if err := json.Unmarshal(data, &idx); err != nil {
-			return fmt.Errorf("index %s is not valid JSON: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
-		}
-		for _, c := range idx.Manifests {
+	doc, err := oci.Parse(desc, data)
+	if err != nil {
+		return err
+	}
+	if doc.Index != nil {
+		for _, c := range doc.Index.Manifests {
 			if err := f.planPush(ctx, c, rec, append(stack, desc.Digest), plan); err != nil {
 				return err
 			}
 		}
 	} else {
-		var m ocispec.Manifest
-		if err := json.Unmarshal(data, &m); err != nil {
-			return fmt.Errorf("manifest %s is not valid JSON: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
-		}
-		for _, b := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
+		for _, b := range doc.Parts() {
 			if !slices.ContainsFunc(plan.blobs, func(x ocispec.Descriptor) bool { return x.Digest == b.Digest }) {
 				plan.blobs = append(plan.blobs, b)
 			}
