@@ -268,6 +268,7 @@ func legacyCertFiles(dir string) (hostConfig, error) {
 }
 
 func newEndpoint(namespace, rawURL string, cfg hostConfig, mirror bool, baseDir string, opts HostsOptions) (Endpoint, error) {
+	implicitScheme := !strings.Contains(rawURL, "://") || rawURL == defaultServer(namespace, false)
 	if !strings.Contains(rawURL, "://") {
 		scheme := "https://"
 		if opts.PlainHTTP {
@@ -334,6 +335,7 @@ func newEndpoint(namespace, rawURL string, cfg hostConfig, mirror bool, baseDir 
 		dial = d
 	}
 	ep.Client = newHTTPClient(tlsConfig, dial, opts.Timeout)
+	wrapHTTPFallback(&ep, implicitScheme)
 	wrapEndpointTransport(&ep)
 	return ep, nil
 }
