@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	st.EnableLazyFetch(cfg.Registry, cfg.FetchTimeout)
 
 	src := newSource(st)
-	fsys := fusefs.New(src, fusefs.Options{Logger: log})
+	fsys := fusefs.New(src, fusefs.Options{Logger: log, StatfsPath: st.Root()})
 	st.OnChange(func() {
 		src.forget()
 		fsys.Invalidate()

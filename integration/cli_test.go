@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/casfs/casfs/internal/testenv"
@@ -115,6 +116,19 @@ func TestCLIMountRefusals(t *testing.T) {
 	t.Cleanup(func() { unmount(t, mnt) })
 	if !mounted(mnt, "fuse.casfs") {
 		t.Fatalf("relative mountpoint not mounted at %s", mnt)
+	}
+
+	// statfs of the mount is the store filesystem's (df, getconf NAME_MAX).
+	var got, want syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Statfs(c.Root, &want); err != nil {
+		t.Fatal(err)
+	}
+	if got.Blocks == 0 || got.Blocks != want.Blocks || got.Namelen != want.Namelen || got.Files != want.Files {
+		t.Errorf("statfs of the mount: blocks %d namelen %d files %d; the store's filesystem: %d %d %d",
+			got.Blocks, got.Namelen, got.Files, want.Blocks, want.Namelen, want.Files)
 	}
 
 	other := newCLI(t)
