@@ -337,6 +337,7 @@ func newEndpoint(namespace, rawURL string, cfg hostConfig, mirror bool, baseDir 
 	ep.Client = newHTTPClient(tlsConfig, dial, opts.Timeout)
 	wrapHTTPFallback(&ep, implicitScheme)
 	wrapEndpointTransport(&ep)
+	wrapRequestLog(&ep)
 	return ep, nil
 }
 

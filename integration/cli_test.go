@@ -186,6 +186,18 @@ func TestCLIArgumentsAndStreams(t *testing.T) {
 	if r.Code != 1 || len(lines(r.Stderr)) != 1 || !strings.HasPrefix(r.Stderr, "casfs: push ") {
 		t.Fatalf("failed push: exit %d, want 1 and one error line:\n%s", r.Code, r.Stderr)
 	}
+	// --debug shows each registry request, never credentials, and no
+	// badger chatter.
+	r = c.Run(nil, "image", "push", "--plain-http", "--debug", "--user", authed.Username+":"+authed.Password, ref, authed.Ref("lab/allowed", "1"))
+	if r.Code != 0 || !strings.Contains(r.Stderr, "registry request") || !strings.Contains(r.Stderr, "method=PUT") ||
+		!strings.Contains(r.Stderr, "status=201") || !strings.Contains(r.Stderr, "/v2/lab/allowed/manifests/1") {
+		t.Fatalf("push --debug: exit %d, want request lines:\n%s", r.Code, r.Stderr)
+	}
+	for _, secret := range []string{authed.Password, "Authorization", "Basic ", "badger"} {
+		if strings.Contains(r.Stderr, secret) {
+			t.Fatalf("push --debug logged %q:\n%s", secret, r.Stderr)
+		}
+	}
 
 	tar := filepath.Join(t.TempDir(), "x.tar")
 	c.OK(nil, "image", "export", tar, ref, "--all-platforms")

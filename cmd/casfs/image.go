@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -15,6 +16,7 @@ var registryFlags = []cli.Flag{
 	&cli.StringFlag{Name: "hosts-dir", Value: "/etc/casfs/certs.d", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration (containerd's hosts.toml layout)"},
 	&cli.BoolFlag{Name: "plain-http", Usage: "talk plain HTTP to the registry (loopback registries)"},
 	&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "registry credentials as user[:password]; the password is prompted when omitted and stdin is a terminal"},
+	&cli.BoolFlag{Name: "debug", Usage: "log each registry request (--log-level debug)"},
 }
 
 var platformFlags = []cli.Flag{
@@ -61,6 +63,9 @@ func contentFetchCommand() *cli.Command {
 }
 
 func registryOptions(c *cli.Context) (store.RegistryOptions, error) {
+	if c.Bool("debug") && !slog.Default().Enabled(c.Context, slog.LevelDebug) {
+		setLogLevel(c, slog.LevelDebug)
+	}
 	o := store.RegistryOptions{HostsDir: c.String("hosts-dir"), PlainHTTP: c.Bool("plain-http")}
 	if u := c.String("user"); u != "" {
 		user, pass, err := credentials(c, u)

@@ -15,6 +15,7 @@ import (
 	"github.com/casfs/casfs/api"
 	"github.com/casfs/casfs/daemon"
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/store"
 )
 
@@ -83,14 +84,19 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		ErrWriter:            stderr,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "root", Value: "/var/lib/casfs", EnvVars: []string{"CASFS_ROOT"}, Usage: "store root directory"},
-			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "trace, debug (each registry request), info, warn or error"},
 		},
 		Before: func(c *cli.Context) error {
 			var lvl slog.Level
-			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-				return usagef("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+			switch s := c.String("log-level"); s {
+			case "trace":
+				lvl = index.LevelTrace
+			default:
+				if err := lvl.UnmarshalText([]byte(s)); err != nil {
+					return usagef("--log-level %q: want trace, debug, info, warn or error", s)
+				}
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})))
+			setLogLevel(c, lvl)
 			return nil
 		},
 		Commands: concat([]*cli.Command{contentCommand(), imageCommand(), mountCommand()},
@@ -109,6 +115,11 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	markUsageErrors(app.Commands)
 	addAliases(app.Commands)
 	return app
+}
+
+// setLogLevel sends logs at lvl and above to stderr.
+func setLogLevel(c *cli.Context, lvl slog.Level) {
+	slog.SetDefault(slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: lvl})))
 }
 
 // markUsageErrors makes flag errors of every subcommand usage errors (exit
