@@ -264,3 +264,40 @@ func imageDigest(t *testing.T, c *cli, ref string) string {
 	}
 	return d.Target.Digest
 }
+
+// TestCLIHelpVersionCompletionTerminal: help, version and completion
+// scripts work; an archive is never written to a terminal.
+func TestCLIHelpVersionCompletionTerminal(t *testing.T) {
+	testenv.Require(t, "script")
+	t.Parallel()
+	c := newCLI(t)
+	c.OK(strings.NewReader("x"), "content", "ingest", "-q", "x")
+	if out := c.OK(nil, "version"); !strings.HasPrefix(out, "casfs ") {
+		t.Errorf("version printed %q", out)
+	}
+	if out := c.OK(nil, "--version"); !strings.HasPrefix(out, "casfs version ") {
+		t.Errorf("--version printed %q", out)
+	}
+	if out := c.OK(nil, "help", "image"); !strings.Contains(out, "pull") || !strings.Contains(out, "export") {
+		t.Errorf("help image lacks the subcommands:\n%s", out)
+	}
+	for sh, want := range map[string]string{"bash": "complete -o bashdefault -o default -F _casfs casfs", "zsh": "compdef _casfs casfs", "fish": "complete -c casfs"} {
+		if out := c.OK(nil, "completion", sh); !strings.Contains(out, want) {
+			t.Errorf("completion %s lacks %q", sh, want)
+		}
+	}
+	c.Fail(2, nil, []string{"completion", "tcsh"}, `unknown shell "tcsh"`)
+	if out := c.OK(nil, "image", "--generate-bash-completion"); !strings.Contains(out, "pull\n") {
+		t.Errorf("completion candidates for image lack pull:\n%s", out)
+	}
+
+	// A terminal on stdout: refused (exit 2), nothing written.
+	for _, args := range []string{"content export -", "image export - x:1", "save x:1"} {
+		cmd := exec.Command("script", "-qec", casfsBin+" --root "+c.Root+" "+args, "/dev/null")
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "refusing to write a tar archive to a terminal") {
+			t.Errorf("%s on a terminal: %v\n%s", args, err, out)
+		}
+	}
+}

@@ -101,3 +101,17 @@ func findCommand(cmds []*cli.Command, name string) *cli.Command {
 func isCompletionCall(args []string) bool {
 	return len(args) > 0 && args[len(args)-1] == "--generate-bash-completion"
 }
+
+// helpAsFlag turns `casfs [global flags] help CMD...` into `casfs [global
+// flags] CMD... --help`, which shows a group's subcommands (urfave/cli's
+// help command shows a group only once it has run).
+func helpAsFlag(args []string, app *cli.App) []string {
+	i := 1
+	for i < len(args) && isFlagToken(args[i]) {
+		i += flagTokens(args[i], args[i+1:], app.Flags)
+	}
+	if i+1 >= len(args) || args[i] != "help" {
+		return args
+	}
+	return append(append(append([]string{}, args[:i]...), args[i+1:]...), "--help")
+}

@@ -30,6 +30,21 @@ func TestInterleaveFlags(t *testing.T) {
 	}
 }
 
+func TestHelpAsFlag(t *testing.T) {
+	app := newApp(nil, &bytes.Buffer{}, &bytes.Buffer{})
+	for in, want := range map[string]string{
+		"casfs help image":                "casfs image --help",
+		"casfs --root /r help image pull": "casfs --root /r image pull --help",
+		"casfs help":                      "casfs help",
+		"casfs image pull help":           "casfs image pull help",
+		"casfs --log-level debug help gc": "casfs --log-level debug gc --help",
+	} {
+		if got := strings.Join(helpAsFlag(strings.Fields(in), app), " "); got != want {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestMountHelperShape(t *testing.T) {
 	app := newApp(nil, &bytes.Buffer{}, &bytes.Buffer{})
 	storeRoot := t.TempDir()

@@ -36,7 +36,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if isMountHelperCall(args, app.Commands) {
 		err = mountHelper(context.Background(), args, stdout, stderr)
 	} else {
-		err = app.Run(interleaveFlags(args, app))
+		err = app.Run(interleaveFlags(helpAsFlag(args, app), app))
 	}
 	if err == nil {
 		return exitOK
