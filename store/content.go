@@ -78,6 +78,15 @@ func (s *Local) Ingest(ctx context.Context, ref string, r io.Reader, opts Ingest
 	// Take the ref's lock before the index, so that a ref held by another
 	// ingest is reported as locked, not as a busy store.
 	w, err := s.blobs.Writer(ctx, ref, cas.WriterOpts{Expected: opts.Expected, Total: opts.Size})
+	if errors.Is(err, errdefs.ErrExists) {
+		// Stored already (the expected digest names it): record only.
+		db, err := s.Index()
+		if err != nil {
+			return ContentInfo{}, err
+		}
+		defer s.changed()
+		return s.record(ctx, db, opts.Expected, "")
+	}
 	if err != nil {
 		return ContentInfo{}, err
 	}
