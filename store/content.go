@@ -301,3 +301,34 @@ func (s *Local) ActiveIngests(ctx context.Context) ([]IngestStatus, error) {
 	}
 	return out, nil
 }
+
+// CommitContent commits w and records the blob in the index in one step,
+// with labels set on its record: containerd's Writer.Commit with
+// WithLabels. Content that was stored already (ErrExists) is recorded all
+// the same and the error returned, as containerd does.
+func (s *Local) CommitContent(ctx context.Context, w cas.Writer, size int64, expected digest.Digest, labels map[string]string) (ContentInfo, error) {
+	db, err := s.Index()
+	if err != nil {
+		w.Close()
+		return ContentInfo{}, err
+	}
+	d := expected
+	if d == "" {
+		d = w.Digest()
+	}
+	cerr := w.Commit(ctx, size, expected)
+	if cerr != nil && !errors.Is(cerr, errdefs.ErrExists) {
+		return ContentInfo{}, cerr
+	}
+	defer s.changed()
+	info, err := s.record(ctx, db, d, "")
+	if err != nil {
+		return ContentInfo{}, err
+	}
+	if len(labels) > 0 {
+		if info, err = s.LabelContent(ctx, d, labels, nil); err != nil {
+			return ContentInfo{}, err
+		}
+	}
+	return info, cerr
+}
