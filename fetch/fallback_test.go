@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -49,4 +50,30 @@ func TestHTTPAnswerNamesTheFlag(t *testing.T) {
 		t.Fatalf("with the fallback: %v", err)
 	}
 	resp.Body.Close()
+}
+
+// TestDefaultHostsDirs: with no directory named, the first of casfs's,
+// containerd's and docker's certs.d that exists is used.
+func TestDefaultHostsDirs(t *testing.T) {
+	base := t.TempDir()
+	missing, containerd, docker := base+"/casfs", base+"/containerd", base+"/docker"
+	for dir, server := range map[string]string{containerd: "https://from-containerd:5000", docker: "https://from-docker:5000"} {
+		if err := os.MkdirAll(dir+"/reg.example", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dir+"/reg.example/hosts.toml", []byte("server = \""+server+"\"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := DefaultHostsDirs
+	defer func() { DefaultHostsDirs = old }()
+	DefaultHostsDirs = []string{missing, containerd, docker}
+	eps, err := LoadEndpoints("", "reg.example", HostsOptions{})
+	if err != nil || len(eps) != 1 || eps[0].URL.Host != "from-containerd:5000" {
+		t.Fatalf("endpoints %v, %v; want containerd's server", eps, err)
+	}
+	DefaultHostsDirs = []string{missing}
+	if eps, err = LoadEndpoints("", "reg.example", HostsOptions{}); err != nil || eps[0].URL.Host != "reg.example" {
+		t.Fatalf("no directory: %v, %v; want the default server", eps, err)
+	}
 }

@@ -13,7 +13,7 @@ import (
 )
 
 var registryFlags = []cli.Flag{
-	&cli.StringFlag{Name: "hosts-dir", Value: "/etc/casfs/certs.d", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration (containerd's hosts.toml layout)"},
+	&cli.StringFlag{Name: "hosts-dir", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration, containerd's hosts.toml layout (default: the first of /etc/casfs/certs.d, /etc/containerd/certs.d, /etc/docker/certs.d that exists)"},
 	&cli.BoolFlag{Name: "plain-http", Usage: "talk plain HTTP to the registry (loopback registries)"},
 	&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "registry credentials as user[:password]; the password is prompted when omitted and stdin is a terminal"},
 	&cli.BoolFlag{Name: "debug", Usage: "log each registry request (--log-level debug)"},

@@ -36,7 +36,7 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users use the mount (same as -o allow_other)"},
 			&cli.IntFlag{Name: "notify-fd", Hidden: true, Usage: "write readiness to this fd (used by -d)"},
 			&cli.DurationFlag{Name: "fetch-timeout", Value: 60 * time.Second, Usage: "bound on a lazy fetch; a read that waits longer gets EIO"},
-			&cli.StringFlag{Name: "hosts-dir", Value: "/etc/casfs/certs.d", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration for lazy fetches"},
+			&cli.StringFlag{Name: "hosts-dir", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration for lazy fetches (default: the first of /etc/casfs/certs.d, /etc/containerd/certs.d, /etc/docker/certs.d that exists)"},
 		},
 		Action: mountAction,
 	}
