@@ -25,8 +25,11 @@ build:
 prereqs:
 	@scripts/prereqs.sh
 
+# The distribution-spec conformance suite is a nested module (its own go.mod)
+# so that its dependencies stay out of casfs's.
 test: prereqs lint
 	$(GO) test $(GOFLAGS_TEST) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./...
+	cd integration/conformance && $(GO) test $(GOFLAGS_TEST) -timeout 5m ./...
 	$(MAKE) containerd-content
 
 # containerd's content-store test suite against casfs's store: a nested
@@ -39,6 +42,7 @@ unit:
 
 integration: prereqs
 	$(GO) test $(GOFLAGS_TEST) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./integration/...
+	cd integration/conformance && $(GO) test $(GOFLAGS_TEST) -timeout 5m ./...
 
 demo: prereqs build
 	@scripts/demo.sh
@@ -53,6 +57,7 @@ lint:
 	@test -x "$(STATICCHECK)" || GOTOOLS="$(GOTOOLS)" scripts/prereqs.sh tools
 	$(STATICCHECK) ./...
 	$(GO) mod tidy -diff
+	cd integration/conformance && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) mod tidy -diff
 
 # Long runs, not part of make test: 200 crash trials, and each fuzz target for FUZZTIME.
 SOAK_TRIALS ?= 200

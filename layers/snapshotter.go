@@ -107,6 +107,10 @@ func (s *Snapshotter) cleanup(ctx context.Context) error {
 func (s *Snapshotter) fsDir(id string) string   { return filepath.Join(s.dir, id, "fs") }
 func (s *Snapshotter) workDir(id string) string { return filepath.Join(s.dir, id, "work") }
 
+// WorkDir is overlayfs' work directory for the active snapshot whose fs
+// directory (what Prepare returned) is fsDir.
+func (s *Snapshotter) WorkDir(fsDir string) string { return filepath.Join(filepath.Dir(fsDir), "work") }
+
 func newID() (string, error) {
 	b := make([]byte, 12)
 	if _, err := rand.Read(b); err != nil {
@@ -346,33 +350,6 @@ func (s *Snapshotter) Lowers(ctx context.Context, key string) ([]string, error) 
 		k = rec.Parent
 	}
 	return out, nil
-}
-
-// Mount mounts snapshot key at target: a committed one read-only (its
-// layers stacked), an active one writable on top of its parent's layers.
-func (s *Snapshotter) Mount(ctx context.Context, key, target string) error {
-	rec, err := s.Stat(ctx, key)
-	if err != nil {
-		return fmt.Errorf("mount: %w", err)
-	}
-	if rec.Kind == index.SnapshotCommitted {
-		lowers, err := s.Lowers(ctx, key)
-		if err != nil {
-			return err
-		}
-		return MountOverlay(lowers, "", "", target, true)
-	}
-	if rec.Parent == "" {
-		if err := unix.Mount(s.fsDir(rec.ID), target, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("mount snapshot %s at %s: %w", key, target, err)
-		}
-		return nil
-	}
-	lowers, err := s.Lowers(ctx, rec.Parent)
-	if err != nil {
-		return err
-	}
-	return MountOverlay(lowers, s.fsDir(rec.ID), s.workDir(rec.ID), target, false)
 }
 
 // lockKey waits (as long as ctx allows) for the right to unpack chainID.

@@ -131,7 +131,11 @@ func TestSnapshotterLifecycle(t *testing.T) {
 
 	// A writable mount of the active snapshot writes into its own dir.
 	mnt := t.TempDir()
-	if err := s.Mount(ctx, "b", mnt); err != nil {
+	parentLowers, err := s.Lowers(ctx, "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mountPath(mnt, parentLowers, fsB, s.WorkDir(fsB), false); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || len(b) != 10000 {
@@ -217,7 +221,11 @@ func TestSnapshotterUnpack(t *testing.T) {
 		ids = append(ids, rec.ID)
 	}
 	mnt := t.TempDir()
-	if err := s.Mount(ctx, chain[2].String(), mnt); err != nil {
+	top, err := s.Lowers(ctx, chain[2].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mountPath(mnt, top, "", "", true); err != nil {
 		t.Fatal(err)
 	}
 	got := listTree(t, mnt, listOpts{})

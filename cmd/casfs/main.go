@@ -99,7 +99,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			setLogLevel(c, lvl)
 			return nil
 		},
-		Commands: concat([]*cli.Command{contentCommand(), imageCommand(), mountCommand()},
+		Commands: concat([]*cli.Command{contentCommand(), imageCommand(), mountCommand(), serveCommand()},
 			snapshotTopCommands(), gcTopCommands(), checkTopCommands(), archiveTopCommands(),
 			[]*cli.Command{versionCommand(), completionCommand()}),
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
