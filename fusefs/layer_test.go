@@ -1,7 +1,9 @@
 package fusefs
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -69,6 +71,31 @@ func TestRootfsFromOtherLayers(t *testing.T) {
 		b, err := os.ReadFile(m.p("rootfs/t/" + p))
 		if err != nil || string(b) != want {
 			t.Errorf("%s: %d bytes (%q...), %v; want %d bytes", p, len(b), b[:min(len(b), 20)], err, len(want))
+		}
+	}
+}
+
+// TestRootfsFileOpenTwice: a second open of a file that is still open
+// reads it too. With passthrough the kernel takes one backing file per
+// inode, so both opens must share it (running a binary while it is
+// already running is the common case).
+func TestRootfsFileOpenTwice(t *testing.T) {
+	fx := newFixture(t)
+	m := mount(t, fx.src)
+	p := m.p("rootfs/r1/bin/busybox")
+	first, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	want, err := io.ReadAll(first)
+	if err != nil || len(want) == 0 {
+		t.Fatalf("first open: %d bytes, %v", len(want), err)
+	}
+	for i := 0; i < 3; i++ {
+		got, err := os.ReadFile(m.p("rootfs/r1/bin/cat")) // a hardlink: the same inode
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("open %d while the first is open: %d bytes, %v; want %d bytes", i+2, len(got), err, len(want))
 		}
 	}
 }

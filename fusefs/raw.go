@@ -38,6 +38,16 @@ type rawFS struct {
 	mu     sync.Mutex
 	files  map[uint64]*treeFile // open tree files by handle
 	nextFh uint64
+	// backings are the passthrough backing ids by node id: the kernel
+	// takes one backing file per inode, so every open of a node shares
+	// the id registered by its first open (a second one fails with EIO,
+	// e.g. exec of a binary that is already running).
+	backings map[uint64]*backing
+}
+
+type backing struct {
+	id   int32
+	refs int
 }
 
 // treeNodeFlag marks node ids of tree nodes. The bridge numbers its nodes
@@ -45,7 +55,7 @@ type rawFS struct {
 const treeNodeFlag = 1 << 63
 
 func newRawFS(bridge fuse.RawFileSystem, f *FS) *rawFS {
-	return &rawFS{RawFileSystem: bridge, f: f, files: map[uint64]*treeFile{}}
+	return &rawFS{RawFileSystem: bridge, f: f, files: map[uint64]*treeFile{}, backings: map[uint64]*backing{}}
 }
 
 func nodeID(rt *rtree, i merged.Ino) uint64 { return treeNodeFlag | rt.base | uint64(i) }
@@ -338,16 +348,24 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	}
 	tf := &treeFile{content: c}
 	out.OpenFlags = fileFlags
+	r.mu.Lock()
 	if f, isFile := c.(*os.File); isFile {
 		tf.file = f
-		if id := r.f.backingFd(f); id != 0 {
-			tf.backing = id
-			out.BackingID = id
+		b := r.backings[in.NodeId]
+		if b == nil {
+			if id := r.f.backingFd(f); id != 0 {
+				b = &backing{id: id}
+				r.backings[in.NodeId] = b
+			}
+		}
+		if b != nil {
+			b.refs++
+			tf.backing = b.id
+			out.BackingID = b.id
 			out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
 			out.OpenFlags &^= fuse.FOPEN_KEEP_CACHE // the kernel reads the backing file's cache
 		}
 	}
-	r.mu.Lock()
 	r.nextFh++
 	out.Fh = r.nextFh
 	r.files[out.Fh] = tf
@@ -385,13 +403,22 @@ func (r *rawFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	r.mu.Lock()
 	tf := r.files[in.Fh]
 	delete(r.files, in.Fh)
+	var unregister int32
+	if tf != nil && tf.backing != 0 {
+		if b := r.backings[in.NodeId]; b != nil {
+			if b.refs--; b.refs == 0 {
+				delete(r.backings, in.NodeId)
+				unregister = b.id
+			}
+		}
+	}
 	r.mu.Unlock()
 	if tf == nil {
 		return
 	}
-	if tf.backing != 0 {
+	if unregister != 0 {
 		if srv := r.f.server.Load(); srv != nil {
-			srv.UnregisterBackingFd(tf.backing)
+			srv.UnregisterBackingFd(unregister)
 		}
 	}
 	tf.content.Close()
