@@ -14,7 +14,7 @@ STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(GOTOOLS)/sta
 # Tests always run as CI would: a missing prerequisite fails, never skips.
 export CI := true
 
-.PHONY: all build test unit integration demo bench lint install prereqs soak fuzz clean
+.PHONY: all build test containerd-content unit integration demo bench lint install prereqs soak fuzz clean
 
 all: build
 
@@ -30,6 +30,12 @@ prereqs:
 test: prereqs lint
 	$(GO) test $(GOFLAGS_TEST) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./...
 	cd integration/conformance && $(GO) test $(GOFLAGS_TEST) -timeout 5m ./...
+	$(MAKE) containerd-content
+
+# containerd's content-store test suite against casfs's store: a nested
+# module, so containerd's dependencies stay out of casfs's go.mod.
+containerd-content:
+	cd integration/containerd-content && $(GO) test $(GOFLAGS_TEST) ./...
 
 unit:
 	$(GO) test $(GOFLAGS_TEST) $$($(GO) list ./... | grep -v /integration)

@@ -43,6 +43,8 @@ type WriterOpts struct {
 }
 
 // Writer is an open ingest. It holds the ref's lock until Close or Commit.
+// Opening one with an expected digest that is already stored fails with
+// errdefs.ErrExists (containerd's ErrAlreadyExists).
 type Writer interface {
 	io.WriteCloser
 	// Digest is the digest of everything written so far.
@@ -53,9 +55,10 @@ type Writer interface {
 	// offset are required to be supported cheaply; others re-hash).
 	Truncate(size int64) error
 	// Commit checks size (when > 0) and expected digest (when != ""),
-	// then fsyncs and renames into blobs/. A mismatch returns an error
-	// wrapping errdefs.ErrFailedPrecondition and leaves the ingest intact
-	// and the writer usable. Content that exists already returns
+	// then fsyncs and renames into blobs/. It always ends the writer, as
+	// containerd's does: a mismatch returns an error wrapping
+	// errdefs.ErrFailedPrecondition and leaves the ingest on disk for a new
+	// writer (or Abort). Content that exists already returns
 	// errdefs.ErrExists and removes the ingest.
 	Commit(ctx context.Context, size int64, expected digest.Digest) error
 }

@@ -220,11 +220,19 @@ func TestCommitMismatchKeepsIngest(t *testing.T) {
 	defer w.Close()
 	writeIn(t, w, wrong)
 
+	// Every failed commit ends its writer (containerd's contract) and
+	// releases the ref: the next writer resumes the same bytes.
 	err := w.Commit(ctx, int64(len(data)), d)
 	wantErr(t, err, errdefs.ErrFailedPrecondition, fmt.Sprint(len(wrong)), fmt.Sprint(len(data)), "mismatch")
+	wantErr(t, w.Commit(ctx, 0, d), errdefs.ErrFailedPrecondition, "closed")
+	if _, err := w.Write([]byte("x")); err == nil {
+		t.Fatal("write after a failed commit succeeded")
+	}
+	w = mustWriter(t, s, "mismatch", WriterOpts{})
 	err = w.Commit(ctx, 0, d)
 	wantErr(t, err, errdefs.ErrDigestMismatch, d.String(), digest.FromBytes(wrong).String())
 	wantErr(t, err, errdefs.ErrFailedPrecondition)
+	w = mustWriter(t, s, "mismatch", WriterOpts{})
 	wantErr(t, w.Commit(ctx, 0, "sha256:nothex"), errdefs.ErrInvalidArgument)
 
 	st, err := s.Status(ctx, "mismatch")
@@ -234,7 +242,9 @@ func TestCommitMismatchKeepsIngest(t *testing.T) {
 	if files := blobFiles(t, s); len(files) != 0 {
 		t.Fatalf("failed commit left blobs: %v", files)
 	}
-	// Still usable: start over and commit the right content.
+	// A new writer starts over and commits the right content.
+	w = mustWriter(t, s, "mismatch", WriterOpts{})
+	defer w.Close()
 	if err := w.Truncate(0); err != nil {
 		t.Fatal(err)
 	}
@@ -244,6 +254,40 @@ func TestCommitMismatchKeepsIngest(t *testing.T) {
 	}
 	if !bytes.Equal(readBlob(t, s, d), data) {
 		t.Fatal("blob differs")
+	}
+	// Content known by digest and stored: ErrExists at open, no ingest.
+	_, err = s.Writer(ctx, "again", WriterOpts{Expected: d})
+	wantErr(t, err, errdefs.ErrExists, d.String())
+	if _, err := s.Status(ctx, "again"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("refused writer left an ingest: %v", err)
+	}
+}
+
+// TestResumeKeepsUpdatedAt: a writer reopened on an ingest reports the time
+// of the last write, not of the reopening (containerd's Resume test).
+func TestResumeKeepsUpdatedAt(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	w := mustWriter(t, s, "resume", WriterOpts{})
+	writeIn(t, w, []byte("first part"))
+	before, err := w.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w = mustWriter(t, s, "resume", WriterOpts{})
+	defer w.Close()
+	after, err := w.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.UpdatedAt.Equal(before.UpdatedAt) || after.Offset != before.Offset {
+		t.Fatalf("resumed writer: updated %v offset %d; before: %v %d", after.UpdatedAt, after.Offset, before.UpdatedAt, before.Offset)
+	}
+	if st, err := s.Status(ctx, "resume"); err != nil || !st.UpdatedAt.Equal(before.UpdatedAt) {
+		t.Fatalf("store status: %+v %v", st, err)
 	}
 }
 

@@ -68,6 +68,13 @@ func (s *Store) Writer(ctx context.Context, ref string, opts WriterOpts) (Writer
 	if opts.Total < 0 {
 		return nil, fmt.Errorf("ingest %q: total %d is negative: %w", ref, opts.Total, errdefs.ErrInvalidArgument)
 	}
+	if opts.Expected != "" {
+		// As containerd: content known by digest and stored is not
+		// written again; the caller takes ErrExists as done.
+		if _, err := os.Lstat(s.blobPath(opts.Expected)); err == nil {
+			return nil, fmt.Errorf("ingest %q: blob %s: %w", ref, opts.Expected, errdefs.ErrExists)
+		}
+	}
 	dir, lock, err := s.lockIngest(ref, true)
 	if err != nil {
 		return nil, err
@@ -125,7 +132,12 @@ func (s *Store) openIngest(ctx context.Context, ref, dir string, lock *os.File, 
 		return nil, fmt.Errorf("resume ingest %q: %w", ref, err)
 	}
 	w.offset.Store(n)
-	w.updatedAt.Store(time.Now().UnixNano())
+	// A resumed ingest was last updated by its last write, not now.
+	updated := time.Now()
+	if !fresh && !m.updatedAt.IsZero() {
+		updated = m.updatedAt
+	}
+	w.updatedAt.Store(updated.UnixNano())
 	w.pipe = newPipeline(h, w.data)
 	return w, nil
 }
@@ -353,6 +365,13 @@ func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest)
 	if err := w.usable(); err != nil {
 		return err
 	}
+	// As containerd: Commit ends the writer whatever happens; a failed
+	// commit keeps the ingest on disk for a new writer to resume or abort.
+	defer func() {
+		if w.state.Load() == stateOpen {
+			_ = w.closeLocked()
+		}
+	}()
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("commit ingest %q: %w", w.ref, err)
 	}
@@ -428,6 +447,11 @@ func (w *writer) Close() error {
 	if w.state.Load() != stateOpen {
 		return nil
 	}
+	return w.closeLocked()
+}
+
+// closeLocked is Close with w.mu held.
+func (w *writer) closeLocked() error {
 	err := w.flush()
 	w.finish(stateClosed)
 	_ = writeMetaFile(w.dir, fileUpdatedAt, formatTime(time.Unix(0, w.updatedAt.Load())))

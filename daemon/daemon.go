@@ -64,6 +64,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		if mnt, err = checkMountpoint(cfg.Mountpoint, log); err != nil {
 			return err
 		}
+		if isFUSEMountRoot(mnt) {
+			return fmt.Errorf("mountpoint %s: a FUSE filesystem is already mounted there (umount it first): %w", mnt, errdefs.ErrExists)
+		}
 	}
 
 	st, err := store.Open(cfg.Root, store.Options{Create: true})
@@ -87,7 +90,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	// endpoint reports on it.
 	var fsys *fusefs.FS
 	if mnt != "" {
-		fsys = fusefs.New(newSource(st), fusefs.Options{Logger: log})
+		fsys = fusefs.New(newSource(st), fusefs.Options{Logger: log, StatfsPath: st.Root()})
 		st.OnChange(fsys.Invalidate)
 	}
 
@@ -212,6 +215,21 @@ func clearStaleMount(mnt string, log *slog.Logger) error {
 		return fmt.Errorf("clear stale mount on %s: %w", mnt, err)
 	}
 	return nil
+}
+
+// isFUSEMountRoot reports whether a live FUSE mount has its root at mnt:
+// mounting there again would stack a second mount over it.
+func isFUSEMountRoot(mnt string) bool {
+	const fuseSuperMagic = 0x65735546
+	var st unix.Statfs_t
+	if err := unix.Statfs(mnt, &st); err != nil || st.Type != fuseSuperMagic {
+		return false
+	}
+	var self, parent unix.Stat_t
+	if unix.Stat(mnt, &self) != nil || unix.Stat(filepath.Dir(mnt), &parent) != nil {
+		return false
+	}
+	return self.Dev != parent.Dev
 }
 
 func unwrapPath(err error) error {

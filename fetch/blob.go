@@ -90,7 +90,16 @@ func (f *Fetcher) fetchBlobOnce(ctx context.Context, src source, desc ocispec.De
 		}
 	}()
 	var errs []error
+	ended := false // a failed commit ended w
 	for _, ep := range src.eps {
+		if ended {
+			var done bool
+			if w, done, err = f.lockIngest(ctx, desc); err != nil || done {
+				committed = true // nothing of ours left to close
+				return done, err
+			}
+			ended = false
+		}
 		err := f.fetchFromEndpoint(ctx, w, ep, src.repo, desc, tee)
 		if err == nil || errors.Is(err, errdefs.ErrExists) {
 			committed = true
@@ -101,9 +110,17 @@ func (f *Fetcher) fetchBlobOnce(ctx context.Context, src source, desc ocispec.De
 		}
 		slog.Debug("blob fetch failed", "digest", desc.Digest, "endpoint", ep.String(), "err", err)
 		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+		// A commit that found the wrong bytes ended the writer (and
+		// dropped its ingest): the next endpoint gets a fresh one.
+		ended = errors.As(err, new(writerEnded))
 	}
 	return false, fmt.Errorf("blob %s: %w", desc.Digest, joinErrors(errs))
 }
+
+// writerEnded marks an error after which the ingest's writer is closed.
+type writerEnded struct{ error }
+
+func (e writerEnded) Unwrap() error { return e.error }
 
 // lockIngest opens the ingest of desc. While another pull (of this process
 // or another) downloads the same blob, it waits for that one to finish
@@ -114,6 +131,9 @@ func (f *Fetcher) lockIngest(ctx context.Context, desc ocispec.Descriptor) (w ca
 		w, err := f.store.Writer(ctx, ingestRef(desc.Digest), cas.WriterOpts{Expected: desc.Digest, Total: desc.Size})
 		if err == nil {
 			return w, false, nil
+		}
+		if errors.Is(err, errdefs.ErrExists) {
+			return nil, true, nil // stored meanwhile
 		}
 		if !errors.Is(err, errdefs.ErrLocked) {
 			return nil, false, fmt.Errorf("blob %s: %w", desc.Digest, err)
@@ -161,9 +181,10 @@ func (f *Fetcher) fetchFromEndpoint(ctx context.Context, w cas.Writer, ep Endpoi
 				return err
 			}
 			if errors.Is(err, errdefs.ErrFailedPrecondition) {
-				// Unverified bytes never stay: start over next time.
-				_ = w.Truncate(0)
-				return fmt.Errorf("registry served content that does not match %s: %w", desc.Digest, errdefs.ErrDigestMismatch)
+				// Unverified bytes never stay: the failed commit ended the
+				// writer; drop its ingest so that the next try starts over.
+				_ = f.store.Abort(context.WithoutCancel(ctx), ingestRef(desc.Digest))
+				return writerEnded{fmt.Errorf("registry served content that does not match %s: %w", desc.Digest, errdefs.ErrDigestMismatch)}
 			}
 			return err
 		}

@@ -36,7 +36,7 @@ type Progress interface {
 
 // Options configure a Fetcher.
 type Options struct {
-	HostsDir  string // default DefaultHostsDir
+	HostsDir  string // default: the first of DefaultHostsDirs that exists
 	PlainHTTP bool
 	// Username and Password override docker's config.json for every registry.
 	Username, Password string

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -21,9 +22,23 @@ import (
 	"github.com/casfs/casfs/errdefs"
 )
 
-// DefaultHostsDir is where hosts.toml directories are looked up when
-// Options.HostsDir is empty.
-const DefaultHostsDir = "/etc/casfs/certs.d"
+// DefaultHostsDirs are where hosts.toml directories are looked up when no
+// directory is named: casfs's own, then containerd's, then docker's
+// (whose <host>/ca.crt, client.cert and client.key layout is read too);
+// the first that exists is used.
+var DefaultHostsDirs = []string{"/etc/casfs/certs.d", "/etc/containerd/certs.d", "/etc/docker/certs.d"}
+
+// defaultHostsDir is the first of DefaultHostsDirs that exists ("" when
+// none does: every registry gets the defaults).
+func defaultHostsDir() string {
+	for _, d := range DefaultHostsDirs {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			slog.Debug("registry host configuration", "dir", d)
+			return d
+		}
+	}
+	return ""
+}
 
 // Capabilities say which operations an endpoint is trusted with.
 type Capabilities uint8
@@ -106,10 +121,11 @@ type hostsFile struct {
 
 // LoadEndpoints returns the endpoints for the registry namespace host, in
 // the order to try them: hosts.toml mirrors in file order, then the server.
-// dir "" means DefaultHostsDir; a missing directory means defaults.
+// dir "" means the first of DefaultHostsDirs that exists; a missing
+// directory means defaults.
 func LoadEndpoints(dir, host string, opts HostsOptions) ([]Endpoint, error) {
 	if dir == "" {
-		dir = DefaultHostsDir
+		dir = defaultHostsDir()
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = defaultTimeout
@@ -268,6 +284,7 @@ func legacyCertFiles(dir string) (hostConfig, error) {
 }
 
 func newEndpoint(namespace, rawURL string, cfg hostConfig, mirror bool, baseDir string, opts HostsOptions) (Endpoint, error) {
+	implicitScheme := !strings.Contains(rawURL, "://") || rawURL == defaultServer(namespace, false)
 	if !strings.Contains(rawURL, "://") {
 		scheme := "https://"
 		if opts.PlainHTTP {
@@ -334,7 +351,9 @@ func newEndpoint(namespace, rawURL string, cfg hostConfig, mirror bool, baseDir 
 		dial = d
 	}
 	ep.Client = newHTTPClient(tlsConfig, dial, opts.Timeout)
+	wrapHTTPFallback(&ep, implicitScheme)
 	wrapEndpointTransport(&ep)
+	wrapRequestLog(&ep)
 	return ep, nil
 }
 

@@ -74,3 +74,42 @@ func sourcesOf(rec index.Blob) [][2]string {
 	slices.SortFunc(out, func(a, b [2]string) int { return strings.Compare(a[0]+"/"+a[1], b[0]+"/"+b[1]) })
 	return out
 }
+
+// FetchBlobByRef fetches the one blob REF@digest names through the
+// registry's blob endpoint: what `content fetch` falls back to, as ctr
+// does, when the digest is a layer or config rather than a manifest.
+func (f *Fetcher) FetchBlobByRef(ctx context.Context, ref string) (ocispec.Descriptor, error) {
+	pr, err := ParseReference(ref)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if pr.Digest == "" {
+		return ocispec.Descriptor{}, fmt.Errorf("%s names no digest: %w", ref, errdefs.ErrInvalidArgument)
+	}
+	src, err := f.source(pr.Host, pr.Repo)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	var errs []error
+	for _, ep := range src.eps {
+		desc, err := f.resolver.Repository(ep, pr.Repo).Blobs().Resolve(ctx, pr.Digest.String())
+		if err == nil && desc.Digest != pr.Digest {
+			err = fmt.Errorf("%s answered digest %s for %s: %w", ep, desc.Digest, pr.Digest, errdefs.ErrDigestMismatch)
+		}
+		if err == nil {
+			desc.MediaType = "application/octet-stream"
+			one := source{host: src.host, repo: src.repo, eps: []Endpoint{ep}}
+			if _, err = f.fetchBlob(ctx, one, desc); err == nil {
+				err = f.recordBlob(ctx, one, desc)
+			}
+			if err == nil {
+				return desc, nil
+			}
+		}
+		if ctx.Err() != nil {
+			return ocispec.Descriptor{}, err
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", ep, classify(err)))
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("blob %s: %w", pr.Name, joinErrors(errs))
+}

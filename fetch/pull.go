@@ -139,7 +139,7 @@ func (f *Fetcher) walk(ctx context.Context, src source, root ocispec.Descriptor,
 			children = f.platform.Select(children)
 		}
 		if len(children) == 0 {
-			return nil, fmt.Errorf("index %s has no manifest for platform %s: %w", desc.Digest, f.platform, errdefs.ErrNotFound)
+			return nil, fmt.Errorf("index %s has no manifest for platform %s (it has %s): %w", desc.Digest, f.platform, indexPlatforms(doc.Index.Manifests), errdefs.ErrNotFound)
 		}
 		return children, nil
 	}), root)
@@ -307,4 +307,19 @@ func (f *Fetcher) recordBlob(ctx context.Context, src source, desc ocispec.Descr
 		}
 	}
 	return fmt.Errorf("record blob %s: concurrent updates kept racing: %w", desc.Digest, errdefs.ErrLocked)
+}
+
+// indexPlatforms lists the platforms an index offers, for an error that
+// says what to pick instead.
+func indexPlatforms(descs []ocispec.Descriptor) string {
+	var ps []string
+	for _, c := range descs {
+		if p := oci.FormatPlatform(c.Platform); p != "" && !slices.Contains(ps, p) {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) == 0 {
+		return "no platforms"
+	}
+	return strings.Join(ps, ", ")
 }

@@ -39,8 +39,16 @@ func (f *Fetcher) Push(ctx context.Context, localName, remoteRef string) error {
 	if err != nil {
 		return err
 	}
-	if pr.Digest != "" && pr.Digest != img.Target.Digest {
-		return fmt.Errorf("push %s: image %s is %s, not the digest named: %w", pr.Name, localName, img.Target.Digest, errdefs.ErrInvalidArgument)
+	target := img.Target
+	if f.opts.Platform != "" && oci.IsIndex(target.MediaType) {
+		// Like ctr: one platform's manifest goes, the index stays behind,
+		// and nothing of the other platforms is read or fetched.
+		if target, err = f.platformManifest(ctx, target); err != nil {
+			return fmt.Errorf("push %s: %w", pr.Name, err)
+		}
+	}
+	if pr.Digest != "" && pr.Digest != target.Digest {
+		return fmt.Errorf("push %s: image %s is %s, not the digest named: %w", pr.Name, localName, target.Digest, errdefs.ErrInvalidArgument)
 	}
 	eps, err := f.resolver.endpointsWith(pr.Host, CapPush)
 	if err != nil {
@@ -50,7 +58,7 @@ func (f *Fetcher) Push(ctx context.Context, localName, remoteRef string) error {
 	repo := f.resolver.Repository(ep, pr.Repo)
 	plan := &pushPlan{data: map[digest.Digest][]byte{}}
 	rootRec, _ := f.db.Blobs().Get(ctx, img.Target.Digest.String())
-	if err := f.planPush(ctx, img.Target, rootRec, nil, plan); err != nil {
+	if err := f.planPush(ctx, target, rootRec, nil, plan); err != nil {
 		return fmt.Errorf("push %s: %w", pr.Name, err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -78,6 +86,23 @@ func (f *Fetcher) Push(ctx context.Context, localName, remoteRef string) error {
 		}
 	}
 	return nil
+}
+
+// platformManifest finds the manifest of the fetcher's platform under a
+// local index, descending into nested indexes.
+func (f *Fetcher) platformManifest(ctx context.Context, root ocispec.Descriptor) (ocispec.Descriptor, error) {
+	var seen []ocispec.Descriptor
+	mans, err := oci.Manifests(ctx, f.readLocal, root, func(entries []ocispec.Descriptor) []ocispec.Descriptor {
+		seen = append(seen, entries...)
+		return f.platform.Select(entries)
+	})
+	if err != nil {
+		return root, err
+	}
+	if len(mans) == 0 {
+		return root, fmt.Errorf("index %s has no manifest for platform %s (it has %s): %w", root.Digest, f.platform, indexPlatforms(seen), errdefs.ErrNotFound)
+	}
+	return mans[0], nil
 }
 
 func (f *Fetcher) localImage(ctx context.Context, name string) (index.Image, error) {

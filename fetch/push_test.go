@@ -3,6 +3,7 @@ package fetch
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -18,6 +19,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/internal/testenv"
 	"github.com/casfs/casfs/internal/testimage"
 )
@@ -139,13 +141,35 @@ func TestPushIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A push for one platform sends that platform's manifest as the tag,
+	// leaves the index out and reads nothing of the other platforms.
+	one := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	if err := f.Push(ctx, pulled.Name, one.Ref("idx/amd64", "1")); err != nil {
+		t.Fatal(err)
+	}
+	have := registryBlobs(t, one.StorageDir)
+	if !have[a.Manifest.Digest] || have[idx.Desc.Digest] || have[b.Manifest.Digest] {
+		t.Fatalf("platform push: amd64 manifest %v, index %v, arm64 manifest %v; want only amd64's",
+			have[a.Manifest.Digest], have[idx.Desc.Digest], have[b.Manifest.Digest])
+	}
+	for _, l := range b.Layers {
+		if have[l.Digest] || ts.has(t, l.Digest) {
+			t.Fatalf("platform push touched the arm64 layer %s", l.Digest)
+		}
+	}
+	if err := ts.fetcher(t, Options{PlainHTTP: true, Platform: "windows/amd64"}).Push(ctx, pulled.Name, one.Ref("idx/win", "1")); !errors.Is(err, errdefs.ErrNotFound) ||
+		!strings.Contains(err.Error(), "it has linux/amd64, linux/arm64/v8") {
+		t.Fatalf("push of a platform the index lacks: %v", err)
+	}
+
 	// Only amd64 is local; pushing the index to another registry fetches
 	// the arm64 manifest and blobs from where the index came from.
 	other := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	f = ts.fetcher(t, Options{PlainHTTP: true})
 	if err := f.Push(ctx, pulled.Name, other.Ref("idx/copy", "1")); err != nil {
 		t.Fatal(err)
 	}
-	have := registryBlobs(t, other.StorageDir)
+	have = registryBlobs(t, other.StorageDir)
 	for d := range idx.Blobs {
 		if !have[d] {
 			t.Fatalf("other registry lacks %s", d)

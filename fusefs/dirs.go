@@ -87,7 +87,23 @@ var (
 	_ gfs.NodeLookuper       = (*rootDir)(nil)
 	_ gfs.NodeOpendirHandler = (*rootDir)(nil)
 	_ gfs.NodeGetattrer      = (*rootDir)(nil)
+	_ gfs.NodeStatfser       = (*rootDir)(nil)
 )
+
+// Statfs reports the figures of the filesystem that holds the store (its
+// blocks, free space, inodes and name length), so that df lists the mount
+// and getconf NAME_MAX answers; without a StatfsPath they stay zero.
+func (r *rootDir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	if r.fs.opts.StatfsPath == "" {
+		return 0
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(r.fs.opts.StatfsPath, &st); err != nil {
+		return gfs.ToErrno(err)
+	}
+	out.FromStatfsT(&st)
+	return 0
+}
 
 func (r *rootDir) Getattr(ctx context.Context, fh gfs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	v, errno := r.fs.view(ctx)

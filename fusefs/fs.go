@@ -31,6 +31,9 @@ type Options struct {
 	ListingTimeout time.Duration
 	// RefreshTimeout bounds the Source calls Invalidate makes. Default 30s.
 	RefreshTimeout time.Duration
+	// StatfsPath is a directory on the filesystem that holds the store:
+	// statfs of the mount reports its figures (df, getconf NAME_MAX).
+	StatfsPath string
 }
 
 // FS is the casfs filesystem. Create it with New, serve it with Mount.

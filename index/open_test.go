@@ -246,24 +246,30 @@ func TestEmptyStoreIsSmall(t *testing.T) {
 	t.Logf("empty store: %d KiB on disk", used>>10)
 }
 
-func TestBadgerLogsGoToSlogDebug(t *testing.T) {
-	var buf bytes.Buffer
+// TestBadgerLogsBelowDebug: badger's routine logs show at the trace level
+// only, so that --log-level debug shows casfs's own lines.
+func TestBadgerLogsBelowDebug(t *testing.T) {
 	old := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	defer slog.SetDefault(old)
-
-	db, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	out := buf.String()
-	if !strings.Contains(out, "component=badger") {
-		t.Fatalf("no badger lines in the slog output:\n%s", out)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		if !strings.Contains(line, "level=DEBUG") {
-			t.Fatalf("badger logged above debug: %s", line)
+	for _, tc := range []struct {
+		level slog.Level
+		want  bool
+	}{{slog.LevelDebug, false}, {LevelTrace, true}} {
+		var buf bytes.Buffer
+		slog.SetDefault(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level})))
+		db, err := Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		out := buf.String()
+		if got := strings.Contains(out, "component=badger"); got != tc.want {
+			t.Fatalf("at level %v: badger lines %v, want %v:\n%s", tc.level, got, tc.want, out)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if line != "" && !strings.Contains(line, "level=DEBUG-4") {
+				t.Fatalf("badger logged above trace: %s", line)
+			}
 		}
 	}
 }

@@ -27,9 +27,9 @@ func TestPushPullRoundTrip(t *testing.T) {
 	c.OK(nil, "image", "pull", "--plain-http", "--no-unpack", "-q", ref)
 
 	dst := reg.Ref("lab/copy", "2")
-	out := c.OK(nil, "image", "push", "--plain-http", ref, dst)
-	if !strings.Contains(out, "total:") {
-		t.Errorf("push printed no total line:\n%s", out)
+	push := c.Run(nil, "image", "push", "--plain-http", ref, dst)
+	if push.Code != 0 || push.Stdout != "" || !strings.Contains(push.Stderr, "total:") {
+		t.Errorf("push: exit %d, want 0, nothing on stdout and progress with a total line on stderr:\nstdout: %s\nstderr: %s", push.Code, push.Stdout, push.Stderr)
 	}
 	raw, err := exec.Command("skopeo", "inspect", "--tls-verify=false", "--raw", "docker://"+dst).Output()
 	if err != nil || string(raw) != string(img.ManifestBytes()) {
@@ -53,7 +53,7 @@ func TestPushPullRoundTrip(t *testing.T) {
 		t.Fatalf("skopeo copy to registry: %v: %s", err, out)
 	}
 	c2 := newCLI(t)
-	out = c2.OK(nil, "image", "pull", "--plain-http", back)
+	out := c2.OK(nil, "image", "pull", "--plain-http", back)
 	if !strings.Contains(out, back+": "+img.Manifest.Digest.String()) {
 		t.Fatalf("pull of skopeo's push:\n%s", out)
 	}

@@ -30,6 +30,19 @@ type archiveStager struct {
 	refs   []string // every ingest started, for abort
 }
 
+// verifyMember reads a member that needs no staging and checks its bytes
+// all the same: an archive is refused whole if any member lies.
+func verifyMember(member string, r io.Reader, expected digest.Digest) (digest.Digest, error) {
+	v := expected.Verifier()
+	if _, err := io.Copy(v, r); err != nil {
+		return "", fmt.Errorf("archive member %q: %w", member, err)
+	}
+	if !v.Verified() {
+		return "", mismatch(member, "")
+	}
+	return expected, nil
+}
+
 type stagedBlob struct {
 	w    cas.Writer
 	size int64
@@ -37,19 +50,14 @@ type stagedBlob struct {
 
 func (a *archiveStager) Stage(ctx context.Context, member string, r io.Reader, size int64, expected digest.Digest) (digest.Digest, error) {
 	if expected != "" && a.staged[expected] != nil {
-		// The same blob again: verify it all the same, keep the first.
-		v := expected.Verifier()
-		if _, err := io.Copy(v, r); err != nil {
-			return "", fmt.Errorf("archive member %q: %w", member, err)
-		}
-		if !v.Verified() {
-			return "", mismatch(member, "")
-		}
-		return expected, nil
+		return verifyMember(member, r, expected) // the same blob again: keep the first
 	}
 	a.n++
 	ref := fmt.Sprintf("%s-%d", a.prefix, a.n)
 	w, err := a.s.blobs.Writer(ctx, ref, cas.WriterOpts{Expected: expected, Total: size})
+	if errors.Is(err, errdefs.ErrExists) {
+		return verifyMember(member, r, expected) // stored already
+	}
 	if err != nil {
 		return "", fmt.Errorf("stage archive member %q: %w", member, err)
 	}
@@ -191,6 +199,9 @@ func (s *Local) ImportImages(ctx context.Context, r io.Reader, opts ImportOption
 
 func (s *Local) commitBytes(ctx context.Context, d digest.Digest, b []byte) error {
 	w, err := s.blobs.Writer(ctx, "archive-import-"+d.String(), cas.WriterOpts{Expected: d, Total: int64(len(b))})
+	if errors.Is(err, errdefs.ErrExists) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

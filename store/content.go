@@ -78,6 +78,15 @@ func (s *Local) Ingest(ctx context.Context, ref string, r io.Reader, opts Ingest
 	// Take the ref's lock before the index, so that a ref held by another
 	// ingest is reported as locked, not as a busy store.
 	w, err := s.blobs.Writer(ctx, ref, cas.WriterOpts{Expected: opts.Expected, Total: opts.Size})
+	if errors.Is(err, errdefs.ErrExists) {
+		// Stored already (the expected digest names it): record only.
+		db, err := s.Index()
+		if err != nil {
+			return ContentInfo{}, err
+		}
+		defer s.changed()
+		return s.record(ctx, db, opts.Expected, "")
+	}
 	if err != nil {
 		return ContentInfo{}, err
 	}
@@ -291,4 +300,35 @@ func (s *Local) ActiveIngests(ctx context.Context) ([]IngestStatus, error) {
 		out = append(out, IngestStatus{Ref: st.Ref, Offset: st.Offset, Total: st.Total, Expected: st.Expected, StartedAt: st.StartedAt, UpdatedAt: st.UpdatedAt})
 	}
 	return out, nil
+}
+
+// CommitContent commits w and records the blob in the index in one step,
+// with labels set on its record: containerd's Writer.Commit with
+// WithLabels. Content that was stored already (ErrExists) is recorded all
+// the same and the error returned, as containerd does.
+func (s *Local) CommitContent(ctx context.Context, w cas.Writer, size int64, expected digest.Digest, labels map[string]string) (ContentInfo, error) {
+	db, err := s.Index()
+	if err != nil {
+		w.Close()
+		return ContentInfo{}, err
+	}
+	d := expected
+	if d == "" {
+		d = w.Digest()
+	}
+	cerr := w.Commit(ctx, size, expected)
+	if cerr != nil && !errors.Is(cerr, errdefs.ErrExists) {
+		return ContentInfo{}, cerr
+	}
+	defer s.changed()
+	info, err := s.record(ctx, db, d, "")
+	if err != nil {
+		return ContentInfo{}, err
+	}
+	if len(labels) > 0 {
+		if info, err = s.LabelContent(ctx, d, labels, nil); err != nil {
+			return ContentInfo{}, err
+		}
+	}
+	return info, cerr
 }

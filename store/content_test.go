@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
 )
@@ -98,5 +99,37 @@ func TestIngestRecordsAndAdoptsOrphans(t *testing.T) {
 	all, _ := s.ListContent(ctx)
 	if len(all) != 1 {
 		t.Fatalf("%d records after re-ingest", len(all))
+	}
+}
+
+// TestCommitContentRecordsWithLabels: one call commits and records, with
+// labels; committing the same content again says ErrExists and keeps the
+// record.
+func TestCommitContentRecordsWithLabels(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t)
+	data := []byte("committed and recorded at once")
+	w, err := s.Blobs().Writer(ctx, "one-step", cas.WriterOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.CommitContent(ctx, w, int64(len(data)), "", map[string]string{"k": "v"})
+	if err != nil || info.Digest != digest.FromBytes(data) || info.Size != int64(len(data)) || info.Labels["k"] != "v" {
+		t.Fatalf("CommitContent: %+v %v", info, err)
+	}
+	got, err := s.ContentInfo(ctx, info.Digest)
+	if err != nil || got.Labels["k"] != "v" || got.CreatedAt.IsZero() {
+		t.Fatalf("record after CommitContent: %+v %v", got, err)
+	}
+	w, err = s.Blobs().Writer(ctx, "again", cas.WriterOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(data)
+	if _, err := s.CommitContent(ctx, w, 0, info.Digest, nil); !errors.Is(err, errdefs.ErrExists) {
+		t.Fatalf("second commit: %v, want ErrExists", err)
 	}
 }

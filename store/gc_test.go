@@ -204,9 +204,10 @@ func TestCollectKeepsWhatRootsReach(t *testing.T) {
 			}
 		}},
 		{"half-finished ingests", func(t *testing.T, s *Local) want {
+			// An ingest started before another writer stored the same
+			// content (once stored, a writer for it is refused).
 			data := []byte("a blob being ingested, and also already here")
-			d := putBlob(t, s, data)
-			w, err := s.blobs.Writer(ctx, "half", cas.WriterOpts{Expected: d, Total: int64(len(data))})
+			w, err := s.blobs.Writer(ctx, "half", cas.WriterOpts{Expected: digest.FromBytes(data), Total: int64(len(data))})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -214,6 +215,7 @@ func TestCollectKeepsWhatRootsReach(t *testing.T) {
 				t.Fatal(err)
 			}
 			w.Close()
+			d := putBlob(t, s, data)
 			return want{kept: []digest.Digest{d}}
 		}},
 		{"gc.root and gc.ref labels", func(t *testing.T, s *Local) want {

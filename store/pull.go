@@ -131,6 +131,15 @@ func (s *Local) FetchContent(ctx context.Context, ref string, opts PullOptions) 
 	}
 	res, err := f.PullContent(ctx, ref)
 	if err != nil {
+		// REF@digest may name a layer or config: registries answer a
+		// manifest request for it with an error (some with 500), so try
+		// the blob endpoint before giving up.
+		if pr, perr := fetch.ParseReference(ref); perr == nil && pr.Digest != "" && ctx.Err() == nil {
+			if desc, berr := f.FetchBlobByRef(ctx, ref); berr == nil {
+				s.changed()
+				return desc, nil
+			}
+		}
 		return ocispec.Descriptor{}, err
 	}
 	s.changed()

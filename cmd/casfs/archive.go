@@ -11,6 +11,23 @@ import (
 	"github.com/casfs/casfs/store"
 )
 
+func exportFlags() []cli.Flag {
+	return append(append([]cli.Flag{}, registryFlags...),
+		&cli.StringFlag{Name: "platform", Usage: "export only this os/arch[/variant] (default: this machine's)"},
+		&cli.BoolFlag{Name: "all-platforms", Usage: "export every platform of multi-platform images"},
+		&cli.BoolFlag{Name: "skip-docker-manifest", Usage: "leave out docker's manifest.json"},
+		&cli.BoolFlag{Name: "local-only", Usage: "refuse images with blobs that are not local instead of fetching them"},
+	)
+}
+
+func importFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "base-name", Usage: "image name for entries named only by a tag"},
+		&cli.BoolFlag{Name: "digests", Usage: "also record <repository>@<digest> names"},
+		&cli.BoolFlag{Name: "no-unpack", Usage: "store and record only; do not unpack layers"},
+	}
+}
+
 // imageArchiveCommands are `image export` and `image import`.
 func imageArchiveCommands() []*cli.Command {
 	return []*cli.Command{
@@ -18,30 +35,66 @@ func imageArchiveCommands() []*cli.Command {
 			Name:      "export",
 			Usage:     "write images to an OCI image layout tar with docker's manifest.json (- for stdout)",
 			ArgsUsage: "FILE REF...",
-			Flags: append(append([]cli.Flag{}, registryFlags...),
-				&cli.StringFlag{Name: "platform", Usage: "export only this os/arch[/variant] (default: this machine's)"},
-				&cli.BoolFlag{Name: "all-platforms", Usage: "export every platform of multi-platform images"},
-				&cli.BoolFlag{Name: "skip-docker-manifest", Usage: "leave out docker's manifest.json"},
-				&cli.BoolFlag{Name: "local-only", Usage: "refuse images with blobs that are not local instead of fetching them"},
-			),
-			Action: imageExport,
+			Flags:     exportFlags(),
+			Action: func(c *cli.Context) error {
+				if err := wantArgs(c, 2, -1); err != nil {
+					return err
+				}
+				return imageExport(c, c.Args().First(), c.Args().Slice()[1:])
+			},
 		},
 		{
 			Name:      "import",
 			Usage:     "read images from an OCI layout or docker-archive tar, or an OCI layout directory (- for stdin)",
 			ArgsUsage: "FILE",
-			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "base-name", Usage: "image name for entries named only by a tag"},
-				&cli.BoolFlag{Name: "digests", Usage: "also record <repository>@<digest> names"},
-				&cli.BoolFlag{Name: "no-unpack", Usage: "store and record only; do not unpack layers"},
+			Flags:     importFlags(),
+			Action: func(c *cli.Context) error {
+				if err := wantArgs(c, 1, 1); err != nil {
+					return err
+				}
+				return imageImport(c, c.Args().First())
 			},
-			Action: imageImport,
 		},
 	}
 }
 
-func imageExport(c *cli.Context) error {
-	if err := wantArgs(c, 2, -1); err != nil {
+// archiveTopCommands are nerdctl's `save -o FILE REF...` and `load -i FILE`:
+// image export and import under the names docker users type.
+func archiveTopCommands() []*cli.Command {
+	return []*cli.Command{
+		{
+			Name:      "save",
+			Usage:     "image export with nerdctl's arguments: save [-o FILE] REF... (stdout without -o)",
+			ArgsUsage: "REF...",
+			Flags: append(exportFlags(),
+				&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "-", Usage: "the archive to write"}),
+			Action: func(c *cli.Context) error {
+				if err := wantArgs(c, 1, -1); err != nil {
+					return err
+				}
+				return imageExport(c, c.String("output"), c.Args().Slice())
+			},
+		},
+		{
+			Name:  "load",
+			Usage: "image import with nerdctl's arguments: load [-i FILE] (stdin without -i)",
+			Flags: append(importFlags(),
+				&cli.StringFlag{Name: "input", Aliases: []string{"i"}, Value: "-", Usage: "the archive to read"}),
+			Action: func(c *cli.Context) error {
+				if err := wantArgs(c, 0, 0); err != nil {
+					return err
+				}
+				return imageImport(c, c.String("input"))
+			},
+		},
+	}
+}
+
+func imageExport(c *cli.Context, file string, refs []string) error {
+	if err := checkRefs(refs...); err != nil {
+		return err
+	}
+	if err := refuseTerminal(c, file); err != nil {
 		return err
 	}
 	ro, err := registryOptions(c)
@@ -58,7 +111,6 @@ func imageExport(c *cli.Context) error {
 	if opts.Platform != "" && opts.AllPlatforms {
 		return usagef("--platform and --all-platforms exclude each other")
 	}
-	file, refs := c.Args().First(), c.Args().Slice()[1:]
 	return withStore(c, false, func(s store.API) error {
 		return writeFileAtomic(c, file, func(w io.Writer) error {
 			return argError(s.ExportImages(c.Context, w, refs, opts))
@@ -66,17 +118,13 @@ func imageExport(c *cli.Context) error {
 	})
 }
 
-func imageImport(c *cli.Context) error {
-	if err := wantArgs(c, 1, 1); err != nil {
-		return err
-	}
+func imageImport(c *cli.Context, name string) error {
 	opts := store.ImportOptions{BaseName: c.String("base-name"), Digests: c.Bool("digests"), NoUnpack: c.Bool("no-unpack")}
 	if opts.BaseName != "" {
 		if _, err := store.NormalizeName(opts.BaseName); err != nil {
 			return usagef("--base-name: %v", err)
 		}
 	}
-	name := c.Args().First()
 	return withStore(c, true, func(s store.API) error {
 		do := func(r io.Reader) error {
 			// A bad archive is a failed operation (exit 1), not misuse,

@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/casfs/casfs/store"
 )
@@ -28,7 +29,7 @@ func contentCommand() *cli.Command {
 				Action: contentIngest,
 			},
 			{Name: "ls", Usage: "list blobs", Flags: []cli.Flag{quietFlag, formatFlag}, Action: contentList},
-			{Name: "info", Usage: "show a blob's record as JSON", ArgsUsage: "DIGEST", Action: contentInfo},
+			{Name: "info", Usage: "show blobs' records as JSON, one object per DIGEST", ArgsUsage: "DIGEST...", Flags: []cli.Flag{jsonFormatFlag}, Action: contentInfo},
 			{Name: "get", Usage: "write a blob to stdout", ArgsUsage: "DIGEST", Action: contentGet},
 			{
 				Name: "rm", Usage: "remove blobs (refused for a blob an image or lease needs, unless --force)", ArgsUsage: "DIGEST...",
@@ -111,7 +112,10 @@ func digestArgs(c *cli.Context, s store.API, args []string) ([]digest.Digest, er
 }
 
 func contentInfo(c *cli.Context) error {
-	if err := wantArgs(c, 1, 1); err != nil {
+	if err := wantArgs(c, 1, -1); err != nil {
+		return err
+	}
+	if err := jsonFormat(c); err != nil {
 		return err
 	}
 	return withStore(c, false, func(s store.API) error {
@@ -119,11 +123,16 @@ func contentInfo(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		info, err := s.ContentInfo(c.Context, ds[0])
-		if err != nil {
-			return err
+		for _, d := range ds {
+			info, err := s.ContentInfo(c.Context, d)
+			if err != nil {
+				return err
+			}
+			if err := printJSON(c.App.Writer, info); err != nil {
+				return err
+			}
 		}
-		return printJSON(c.App.Writer, info)
+		return nil
 	})
 }
 
@@ -278,6 +287,9 @@ func contentImport(c *cli.Context) error {
 // renamed into place only when fn succeeds, so a failed export leaves no
 // half-written archive behind.
 func writeFileAtomic(c *cli.Context, name string, fn func(io.Writer) error) error {
+	if err := refuseTerminal(c, name); err != nil {
+		return err
+	}
 	if name == "-" {
 		return fn(c.App.Writer)
 	}
@@ -309,4 +321,16 @@ func readFile(c *cli.Context, name string, fn func(io.Reader) error) error {
 	}
 	defer f.Close()
 	return fn(f)
+}
+
+// refuseTerminal refuses to write an archive to stdout when stdout is a
+// terminal, as docker and nerdctl do.
+func refuseTerminal(c *cli.Context, name string) error {
+	if name != "-" {
+		return nil
+	}
+	if f, ok := c.App.Writer.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return usagef("refusing to write a tar archive to a terminal: redirect stdout or name a FILE")
+	}
+	return nil
 }

@@ -2,19 +2,22 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 
+	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/store"
 )
 
 var registryFlags = []cli.Flag{
-	&cli.StringFlag{Name: "hosts-dir", Value: "/etc/casfs/certs.d", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration (containerd's hosts.toml layout)"},
+	&cli.StringFlag{Name: "hosts-dir", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration, containerd's hosts.toml layout (default: the first of /etc/casfs/certs.d, /etc/containerd/certs.d, /etc/docker/certs.d that exists)"},
 	&cli.BoolFlag{Name: "plain-http", Usage: "talk plain HTTP to the registry (loopback registries)"},
 	&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "registry credentials as user[:password]; the password is prompted when omitted and stdin is a terminal"},
+	&cli.BoolFlag{Name: "debug", Usage: "log each registry request (--log-level debug)"},
 }
 
 var platformFlags = []cli.Flag{
@@ -42,8 +45,11 @@ func imageCommand() *cli.Command {
 					quietFlag),
 				Action: imagePush},
 			{Name: "ls", Usage: "list images", Flags: []cli.Flag{quietFlag, formatFlag}, Action: imageList},
-			{Name: "info", Usage: "show an image's descriptor, manifest and config as JSON", ArgsUsage: "REF", Action: imageInfo},
-			{Name: "tag", Usage: "give an image more names", ArgsUsage: "SRC DST...", Action: imageTag},
+			{Name: "info", Usage: "show images' records, manifests and configs as JSON, one object per REF", ArgsUsage: "REF...",
+				Flags: []cli.Flag{jsonFormatFlag}, Action: imageInfo},
+			{Name: "tag", Usage: "give an image more names (an existing name is moved only with --force)", ArgsUsage: "SRC DST...",
+				Flags:  []cli.Flag{&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "move names that already point at another image"}},
+				Action: imageTag},
 			{
 				Name: "convert", Usage: "make a copy of a local image with eStargz (lazily readable) or plain gzip layers", ArgsUsage: "SRC DST",
 				Flags: []cli.Flag{
@@ -69,6 +75,9 @@ func contentFetchCommand() *cli.Command {
 }
 
 func registryOptions(c *cli.Context) (store.RegistryOptions, error) {
+	if c.Bool("debug") && !slog.Default().Enabled(c.Context, slog.LevelDebug) {
+		setLogLevel(c, slog.LevelDebug)
+	}
 	o := store.RegistryOptions{HostsDir: c.String("hosts-dir"), PlainHTTP: c.Bool("plain-http")}
 	if u := c.String("user"); u != "" {
 		user, pass, err := credentials(c, u)
@@ -137,10 +146,15 @@ func fetchImage(c *cli.Context, verb string, call func(store.API, string, store.
 		name, d, err := call(s, ref, opts)
 		p.Finish(err)
 		if err != nil {
-			return fmt.Errorf("%s %s: %w", verb, ref, err)
+			return opError(verb, ref, err)
 		}
-		if !c.Bool("quiet") {
+		switch {
+		case !c.Bool("quiet"):
 			fmt.Fprintf(c.App.Writer, "%s: %s\n", name, d)
+		case verb == "pull":
+			fmt.Fprintln(c.App.Writer, name) // what image ls -q lists
+		default:
+			fmt.Fprintln(c.App.Writer, d) // what content ls -q lists
 		}
 		return nil
 	})
@@ -168,7 +182,7 @@ func imagePush(c *cli.Context) error {
 		err := s.Push(c.Context, ref, remote, opts)
 		p.Finish(err)
 		if err != nil {
-			return fmt.Errorf("push %s: %w", ref, err)
+			return opError("push", ref, err)
 		}
 		return nil
 	})
@@ -202,15 +216,23 @@ func imageList(c *cli.Context) error {
 }
 
 func imageInfo(c *cli.Context) error {
-	if err := wantArgs(c, 1, 1); err != nil {
+	if err := wantArgs(c, 1, -1); err != nil {
+		return err
+	}
+	if err := jsonFormat(c); err != nil {
 		return err
 	}
 	return withStore(c, false, func(s store.API) error {
-		d, err := s.GetImage(c.Context, c.Args().First())
-		if err != nil {
-			return argError(err)
+		for _, ref := range c.Args().Slice() {
+			d, err := s.GetImage(c.Context, ref)
+			if err != nil {
+				return argError(err)
+			}
+			if err := printJSON(c.App.Writer, d); err != nil {
+				return err
+			}
 		}
-		return printJSON(c.App.Writer, d)
+		return nil
 	})
 }
 
@@ -218,11 +240,33 @@ func imageTag(c *cli.Context) error {
 	if err := wantArgs(c, 2, -1); err != nil {
 		return err
 	}
+	if err := checkRefs(c.Args().Slice()...); err != nil {
+		return err
+	}
+	dsts := make([]string, 0, c.NArg()-1)
+	for _, d := range c.Args().Slice()[1:] {
+		name, _ := store.NormalizeName(d)
+		dsts = append(dsts, name)
+	}
 	return withStore(c, false, func(s store.API) error {
-		if err := s.TagImage(c.Context, c.Args().First(), c.Args().Slice()[1:]); err != nil {
+		src, err := s.GetImage(c.Context, c.Args().First())
+		if err != nil {
 			return argError(err)
 		}
-		for _, d := range c.Args().Slice()[1:] {
+		if !c.Bool("force") {
+			// Like ctr: a name that already points at another image is
+			// only moved on request.
+			for _, d := range dsts {
+				old, err := s.GetImage(c.Context, d)
+				if err == nil && old.Target.Digest != src.Target.Digest {
+					return fmt.Errorf("tag %s: %w: it names %s (use --force to move it)", d, errdefs.ErrExists, old.Target.Digest)
+				}
+			}
+		}
+		if err := s.TagImage(c.Context, src.Name, dsts); err != nil {
+			return argError(err)
+		}
+		for _, d := range dsts {
 			fmt.Fprintln(c.App.Writer, d)
 		}
 		return nil
@@ -269,7 +313,16 @@ func imageRemove(c *cli.Context) error {
 	if err := wantArgs(c, 1, -1); err != nil {
 		return err
 	}
+	// Every name is checked before any is removed.
+	if err := checkRefs(c.Args().Slice()...); err != nil {
+		return err
+	}
 	return withStore(c, false, func(s store.API) error {
+		for _, ref := range c.Args().Slice() {
+			if _, err := s.GetImage(c.Context, ref); err != nil {
+				return argError(err)
+			}
+		}
 		for _, ref := range c.Args().Slice() {
 			if err := s.RemoveImage(c.Context, ref); err != nil {
 				return argError(err)
@@ -289,4 +342,18 @@ func checkRefs(refs ...string) error {
 		}
 	}
 	return nil
+}
+
+// opError names the operation and the reference once: the layers below
+// often name the reference already (as typed or normalised).
+func opError(verb, ref string, err error) error {
+	msg := err.Error()
+	name, _ := store.NormalizeName(ref)
+	if !strings.Contains(msg, ref) && (name == "" || !strings.Contains(msg, name)) {
+		return fmt.Errorf("%s %s: %w", verb, ref, err)
+	}
+	if strings.HasPrefix(msg, verb+" ") {
+		return err
+	}
+	return fmt.Errorf("%s: %w", verb, err)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/casfs/casfs/api"
 	"github.com/casfs/casfs/daemon"
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/store"
 )
 
@@ -35,7 +36,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if isMountHelperCall(args, app.Commands) {
 		err = mountHelper(context.Background(), args, stdout, stderr)
 	} else {
-		err = app.Run(args)
+		err = app.Run(interleaveFlags(helpAsFlag(args, app), app))
 	}
 	if err == nil {
 		return exitOK
@@ -74,25 +75,33 @@ func argError(err error) error {
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
-		Name:      "casfs",
-		Usage:     "a content-addressed store for OCI images, shown as one FUSE filesystem",
-		Reader:    stdin,
-		Writer:    stdout,
-		ErrWriter: stderr,
+		Name:                 "casfs",
+		Usage:                "a content-addressed store for OCI images, shown as one FUSE filesystem",
+		Version:              version(),
+		EnableBashCompletion: true,
+		Reader:               stdin,
+		Writer:               stdout,
+		ErrWriter:            stderr,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "root", Value: "/var/lib/casfs", EnvVars: []string{"CASFS_ROOT"}, Usage: "store root directory"},
-			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "trace, debug (each registry request), info, warn or error"},
 		},
 		Before: func(c *cli.Context) error {
 			var lvl slog.Level
-			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-				return usagef("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+			switch s := c.String("log-level"); s {
+			case "trace":
+				lvl = index.LevelTrace
+			default:
+				if err := lvl.UnmarshalText([]byte(s)); err != nil {
+					return usagef("--log-level %q: want trace, debug, info, warn or error", s)
+				}
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})))
+			setLogLevel(c, lvl)
 			return nil
 		},
 		Commands: concat([]*cli.Command{contentCommand(), imageCommand(), mountCommand(), serveCommand()},
-			snapshotTopCommands(), gcTopCommands(), checkTopCommands()),
+			snapshotTopCommands(), gcTopCommands(), checkTopCommands(), archiveTopCommands(),
+			[]*cli.Command{versionCommand(), completionCommand()}),
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			return usageError{err.Error()}
 		},
@@ -102,16 +111,24 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			}
 			return cli.ShowAppHelp(c)
 		},
-		HideHelpCommand: true,
 	}
 	markUsageErrors(app.Commands)
+	addAliases(app.Commands)
 	return app
 }
 
-// markUsageErrors makes flag errors of every subcommand usage errors (exit 2).
+// setLogLevel sends logs at lvl and above to stderr.
+func setLogLevel(c *cli.Context, lvl slog.Level) {
+	slog.SetDefault(slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: lvl})))
+}
+
+// markUsageErrors makes flag errors of every subcommand usage errors (exit
+// 2). Only the top level has a help command (`casfs help image`): below it,
+// "help" and "h" stay arguments (an ingest ref, an image name).
 func markUsageErrors(cmds []*cli.Command) {
 	for _, c := range cmds {
 		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return usageError{err.Error()} }
+		c.HideHelpCommand = true
 		markUsageErrors(c.Subcommands)
 	}
 }

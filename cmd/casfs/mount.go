@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -34,7 +36,7 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users use the mount (same as -o allow_other)"},
 			&cli.IntFlag{Name: "notify-fd", Hidden: true, Usage: "write readiness to this fd (used by -d)"},
 			&cli.DurationFlag{Name: "fetch-timeout", Value: 60 * time.Second, Usage: "bound on a lazy fetch; a read that waits longer gets EIO"},
-			&cli.StringFlag{Name: "hosts-dir", Value: "/etc/casfs/certs.d", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration for lazy fetches"},
+			&cli.StringFlag{Name: "hosts-dir", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration for lazy fetches (default: the first of /etc/casfs/certs.d, /etc/containerd/certs.d, /etc/docker/certs.d that exists)"},
 			&cli.StringFlag{Name: "serve", Usage: "also serve the store as a read-only registry on HOST:PORT (see casfs serve)"},
 		}, serveTLSFlags()...),
 		Action: mountAction,
@@ -45,7 +47,12 @@ func mountAction(c *cli.Context) error {
 	if err := wantArgs(c, 1, 1); err != nil {
 		return err
 	}
-	cfg, err := mountConfig(c.String("root"), c.Args().First(), c.String("options"))
+	root := c.String("root")
+	if _, err := os.Stat(root); errors.Is(err, fs.ErrNotExist) && c.IsSet("root") {
+		// A mistyped --root must not silently start an empty store.
+		return fmt.Errorf("store root %s does not exist (create the directory first to start a new store)", root)
+	}
+	cfg, err := mountConfig(root, c.Args().First(), c.String("options"))
 	if err != nil {
 		return err
 	}
@@ -65,9 +72,14 @@ func mountAction(c *cli.Context) error {
 	return runForeground(c, cfg, c.Int("notify-fd"))
 }
 
-// mountConfig reads mount(8)-style options.
+// mountConfig reads mount(8)-style options. A relative mountpoint is taken
+// from the current directory (the background daemon runs in /).
 func mountConfig(root, mountpoint, options string) (daemon.Config, error) {
-	cfg := daemon.Config{Root: root, Mountpoint: mountpoint}
+	mnt, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return daemon.Config{}, err
+	}
+	cfg := daemon.Config{Root: root, Mountpoint: mnt}
 	for _, o := range strings.Split(options, ",") {
 		switch {
 		case o == "" || o == "defaults" || o == "rw" || o == "ro" || o == "auto" || o == "noauto" ||
@@ -213,17 +225,28 @@ func lastLine(path string) string {
 }
 
 // isMountHelperCall recognises the form mount(8) uses through mount.fuse3:
-// casfs SOURCE MOUNTPOINT [-o OPTIONS].
+// casfs SOURCE MOUNTPOINT -o OPTIONS. Without -o, only a SOURCE that is an
+// existing store root makes the call a mount: anything else (a mistyped
+// command, `casfs pull busybox`) is an unknown command that creates nothing.
 func isMountHelperCall(args []string, commands []*cli.Command) bool {
-	if len(args) < 3 || strings.HasPrefix(args[1], "-") || strings.HasPrefix(args[2], "-") {
+	if len(args) < 3 || strings.HasPrefix(args[1], "-") || strings.HasPrefix(args[2], "-") || isCompletionCall(args) {
 		return false
 	}
-	for _, c := range commands {
-		if c.HasName(args[1]) {
-			return false
+	if findCommand(commands, args[1]) != nil {
+		return false
+	}
+	for _, a := range args[3:] {
+		if strings.HasPrefix(a, "-o") {
+			return true
 		}
 	}
-	return true
+	return isStoreRoot(args[1])
+}
+
+// isStoreRoot reports whether dir holds a casfs store (its metadata database).
+func isStoreRoot(dir string) bool {
+	fi, err := os.Stat(filepath.Join(dir, "meta"))
+	return err == nil && fi.IsDir()
 }
 
 // mountHelper runs `casfs SOURCE MOUNTPOINT -o OPTS`: start the daemon in
@@ -247,6 +270,9 @@ func mountHelper(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	cfg, err := mountConfig(source, mountpoint, options)
 	if err != nil {
 		return err
+	}
+	if fi, err := os.Stat(cfg.Mountpoint); err != nil || !fi.IsDir() {
+		return usagef("mount helper: mountpoint %s is not a directory (usage: casfs SOURCE MOUNTPOINT [-o OPTIONS])", mountpoint)
 	}
 	app := newApp(nil, stdout, stderr)
 	app.Action = func(c *cli.Context) error { return startBackground(c, cfg) }

@@ -17,6 +17,17 @@ var (
 	formatFlag = &cli.StringFlag{Name: "format", Value: "table", Usage: "output format: table or json"}
 )
 
+// jsonFormatFlag is --format on commands that print JSON only (info), so
+// that the flag scripts pass to every command is accepted there too.
+var jsonFormatFlag = &cli.StringFlag{Name: "format", Value: "json", Usage: "output format: json (the only one)"}
+
+func jsonFormat(c *cli.Context) error {
+	if f := c.String("format"); f != "json" {
+		return usagef("--format %q: this command prints json only", f)
+	}
+	return nil
+}
+
 // outputFormat validates --format.
 func outputFormat(c *cli.Context) (string, error) {
 	f := c.String("format")

@@ -40,8 +40,10 @@ type blobBar struct {
 }
 
 func newProgress(c *cli.Context, title string) *progress {
-	p := &progress{out: c.App.Writer, quiet: c.Bool("quiet"), start: time.Now(), blobs: map[digest.Digest]*blobBar{}}
-	if f, ok := c.App.Writer.(*os.File); ok && !p.quiet && term.IsTerminal(int(f.Fd())) {
+	// Progress is a diagnostic: it goes to stderr, so that $(casfs image
+	// pull ...) captures only the result.
+	p := &progress{out: c.App.ErrWriter, quiet: c.Bool("quiet"), start: time.Now(), blobs: map[digest.Digest]*blobBar{}}
+	if f, ok := c.App.ErrWriter.(*os.File); ok && !p.quiet && term.IsTerminal(int(f.Fd())) {
 		p.bars = mpb.New(mpb.WithOutput(f), mpb.WithWidth(32), mpb.WithRefreshRate(150*time.Millisecond))
 		p.total = p.bars.New(0, mpb.BarStyle(),
 			mpb.PrependDecorators(decor.Name(title, decor.WCSyncSpaceR)),
@@ -88,12 +90,9 @@ func (p *progress) Event(ev store.ProgressEvent) {
 		if final && !b.final {
 			b.bar.SetTotal(-1, true)
 		}
-	} else if final && !b.final {
-		line := fmt.Sprintf("%s %s %s", shortDigest(ev.Digest), ev.Status, humanSize(ev.Total))
-		if ev.Error != "" {
-			line += ": " + ev.Error
-		}
-		fmt.Fprintln(p.out, line)
+	} else if final && !b.final && ev.Status != "error" {
+		// A failed blob fails the command, whose one error line says why.
+		fmt.Fprintf(p.out, "%s %s %s\n", shortDigest(ev.Digest), ev.Status, humanSize(ev.Total))
 	}
 	b.final = b.final || final
 }
