@@ -53,7 +53,7 @@ func TestFullFilesystem(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantSpare(true)
-	filler := testenv.FillFS(t, root, "filler")
+	filler := testenv.FillFS(t, root, "filler", 0)
 	db = openTest(t, dir)
 	wantSpare(false)
 	wantRead(db, "lab/before:1")
@@ -80,7 +80,7 @@ func TestFullFilesystem(t *testing.T) {
 
 	// Filled while open with unflushed writes: writes fail, reads work, and
 	// closing frees the spare file to flush.
-	filler = testenv.FillFS(t, root, "filler")
+	filler = testenv.FillFS(t, root, "filler", 0)
 	wantNoSpace(put(db, "lab/full:3"))
 	wantRead(db, "lab/before:1", "lab/after:1")
 	if err := db.Close(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/internal/diskspace"
 	"golang.org/x/sys/unix"
 )
 
@@ -183,7 +184,7 @@ func (a *applier) apply(name string, hdr *tar.Header, tr io.Reader) error {
 		if err := a.removeAt(pfd, base, name); err != nil {
 			return err
 		}
-		if err := writeFile(pfd, base, tr); err != nil {
+		if err := writeFile(pfd, base, tr, hdr.Size); err != nil {
 			return err
 		}
 		return a.setMeta(pfd, base, hdr)
@@ -220,7 +221,12 @@ func (a *applier) apply(name string, hdr *tar.Header, tr io.Reader) error {
 	}
 }
 
-func writeFile(pfd int, base string, r io.Reader) error {
+// writeFile creates pfd/base with size bytes from r, unless they would eat
+// into the space kept free for the metadata database.
+func writeFile(pfd int, base string, r io.Reader, size int64) error {
+	if err := diskspace.CheckFd(pfd, size); err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
 	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return fmt.Errorf("create: %w", err)

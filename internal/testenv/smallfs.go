@@ -52,29 +52,41 @@ func SmallFS(t testing.TB, size int64) string {
 	return dir
 }
 
-// FillFS writes a file named name under dir until the filesystem has no
-// space left, and returns its path: removing it frees the space again.
-func FillFS(t testing.TB, dir, name string) string {
+// FillFS writes a file named name under dir until the filesystem has at
+// most leave bytes free (none left at all when leave is 0), and returns its
+// path: removing it frees the space again.
+func FillFS(t testing.TB, dir, name string, leave int64) string {
 	t.Helper()
-	path := dir + "/" + name
+	path := filepath.Join(dir, name)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	buf := make([]byte, 1<<20)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !isNoSpace(err) {
-				t.Fatalf("fill %s: %v", dir, err)
-			}
-			break
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if free := int64(st.Bfree) * st.Bsize; free > leave {
+		fi, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Fallocate(int(f.Fd()), 0, fi.Size(), free-leave); err != nil && !isNoSpace(err) {
+			t.Fatalf("fill %s: %v", dir, err)
 		}
 	}
-	// Take the last partial blocks too.
-	for _, n := range []int{64 << 10, 4 << 10, 512, 1} {
+	if leave > 0 {
+		return path
+	}
+	// Take the last blocks too, whatever the filesystem keeps back.
+	buf := make([]byte, 1<<20)
+	for _, n := range []int{1 << 20, 64 << 10, 4 << 10, 512, 1} {
 		for {
 			if _, err := f.Write(buf[:n]); err != nil {
+				if !isNoSpace(err) {
+					t.Fatalf("fill %s: %v", dir, err)
+				}
 				break
 			}
 		}

@@ -1,0 +1,110 @@
+package integration
+
+import (
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/casfs/casfs/internal/diskspace"
+	"github.com/casfs/casfs/internal/testenv"
+	"github.com/casfs/casfs/internal/testimage"
+)
+
+// bulkyImage is one layer of size random (incompressible) bytes.
+func bulkyImage(t *testing.T, size int) *testimage.Image {
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	img, err := testimage.Build(testimage.ImageSpec{
+		Layers: []testimage.Layer{{Files: []testimage.File{
+			testimage.Dir("etc", 0o755), testimage.Reg("etc/motd", 0o644, "bulky\n"),
+			{Path: "data/bulk", Mode: 0o644, Data: data},
+		}, Compression: "none"}},
+		Config: ocispec.ImageConfig{Cmd: []string{"/bin/sh"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// wantNoIngests fails when an ingest folder holds data.
+func wantNoIngests(t *testing.T, c *cli) {
+	t.Helper()
+	if got := c.OK(nil, "content", "active", "-q"); strings.TrimSpace(got) != "" {
+		t.Fatalf("partial downloads kept after ENOSPC: %q", got)
+	}
+	matches, _ := filepath.Glob(filepath.Join(c.Root, "ingest", "*", "data"))
+	if len(matches) != 0 {
+		t.Fatalf("ingest data left: %v", matches)
+	}
+}
+
+// A full filesystem under a running daemon: commands fail with one line
+// naming ENOSPC, a pull leaves no partial download, the mount keeps
+// serving, and once space is freed everything works and check is clean.
+func TestFullDisk(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	small := busyboxImage(t)
+	smallRef := pushTestImage(t, reg, "lab/small", "1", small)
+	bulky := bulkyImage(t, 24<<20)
+	bulkyRef := pushTestImage(t, reg, "lab/bulky", "1", bulky)
+
+	fs := testenv.SmallFS(t, 192<<20)
+	c := &cli{t: t, Root: filepath.Join(fs, "store")}
+	c.OK(nil, "image", "pull", "-q", "--plain-http", smallRef)
+	mnt := mountCASFS(t, c)
+
+	// Space for the manifest and part of the layer, not all of it: the pull
+	// fails while downloading and removes what it had.
+	filler := testenv.FillFS(t, fs, "filler", diskspace.Reserve+12<<20)
+	c.Fail(1, nil, []string{"image", "pull", "--plain-http", bulkyRef}, "pull", "no space left on device (ENOSPC)", bulky.Layers[0].Digest.Encoded())
+	wantNoIngests(t, c)
+
+	// No space at all: writes fail cleanly, reads go on.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	filler = testenv.FillFS(t, fs, "filler", 0)
+	c.Fail(1, strings.NewReader("some bytes"), []string{"content", "ingest", "r"}, "ingest", "no space left on device")
+	c.Fail(1, nil, []string{"image", "tag", smallRef, reg.Ref("lab/small", "2")}, "no space left on device")
+	c.Fail(1, nil, []string{"image", "pull", "--plain-http", bulkyRef}, "pull", "no space left on device")
+	wantNoIngests(t, c)
+	motd := filepath.Join(mnt, "images", reg.Host, "lab", "small", "1", "rootfs", "etc", "motd")
+	if b, err := os.ReadFile(motd); err != nil || string(b) != "hello from casfs\n" {
+		t.Fatalf("read through the mount on a full disk: %q %v", b, err)
+	}
+	if out := c.OK(nil, "image", "ls", "-q"); strings.TrimSpace(out) != smallRef {
+		t.Fatalf("image ls on a full disk: %q", out)
+	}
+	c.OK(nil, "check")
+
+	// Space again: the same daemon pulls, and the store checks clean.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	c.OK(nil, "image", "pull", "-q", "--plain-http", bulkyRef)
+	bulk := filepath.Join(mnt, "images", reg.Host, "lab", "bulky", "1", "rootfs", "etc", "motd")
+	if b, err := os.ReadFile(bulk); err != nil || string(b) != "bulky\n" {
+		t.Fatalf("read of the image pulled after space was freed: %q %v", b, err)
+	}
+	c.OK(nil, "check")
+	unmount(t, mnt)
+
+	// Without a daemon, on a full disk: reads work, writes fail in one line.
+	filler = testenv.FillFS(t, fs, "filler", 0)
+	if out := c.OK(nil, "image", "ls", "-q"); !strings.Contains(out, bulkyRef) {
+		t.Fatalf("image ls on a full disk without a daemon: %q", out)
+	}
+	c.Fail(1, strings.NewReader("some bytes"), []string{"content", "ingest", "r"}, "no space left on device")
+	c.OK(nil, "check")
+	c.OK(nil, "check", "--repair")
+	os.Remove(filler)
+	c.OK(nil, "check")
+}
