@@ -30,6 +30,8 @@ type DB struct {
 	active   int
 	readOnly bool
 	spared   bool // the spare space file was in place when last looked at
+
+	allocated map[string]bool // memtable logs allocateLogs has done (under mu)
 }
 
 // Open opens or creates the database in dir. When another process holds
@@ -57,6 +59,7 @@ func Open(dir string) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{dir: dir, bdb: bdb, lock: lock, readOnly: readOnly, spared: spared}
+	db.allocateLogs()
 	if err := db.checkSchema(); err != nil {
 		db.Close()
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/casfs/casfs/internal/diskspace"
 	"golang.org/x/sys/unix"
@@ -25,7 +26,11 @@ import (
 //     removed (its blocks freed for badger) when the database is opened or
 //     closed on a filesystem short of the reserve: opening replays and
 //     closing flushes the memtable, and both need a little real space;
-//   - with neither, the database is opened read-only: reads keep working.
+//   - with neither, the database is opened read-only: reads keep working;
+//   - the memtable logs, which every write touches a new page of, get their
+//     blocks allocated (fallocate) when they appear, so that a filesystem
+//     filled by someone else between our check and badger's write still
+//     has the page badger touches.
 const (
 	spareFile = "casfs-space-reserve"
 	spareSize = 16 << 20
@@ -93,7 +98,52 @@ func (db *DB) enterWrite() (func(), error) {
 	if err := db.reopenWritable(); err != nil {
 		return nil, err
 	}
+	db.allocateLogs()
 	return db.enter()
+}
+
+// allocateLogs allocates the blocks of memtable logs not yet allocated. A
+// look at the directory costs little next to the fsync of every commit.
+func (db *DB) allocateLogs() {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.readOnly || db.closed {
+		return
+	}
+	logs, _ := filepath.Glob(filepath.Join(db.dir, "*.mem"))
+	for _, path := range logs {
+		if db.allocated[path] {
+			continue
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			continue // flushed and removed meanwhile
+		}
+		fi, err := f.Stat()
+		if err == nil {
+			// Never into the reserve: on a filesystem that short of space
+			// writes are refused anyway.
+			if free, ferr := diskspace.Free(db.dir); ferr != nil || free < diskspace.MetaReserve+fi.Size() {
+				f.Close()
+				return
+			}
+			err = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, fi.Size())
+		}
+		f.Close()
+		if err != nil {
+			slog.Debug("cannot allocate a memtable log", "path", path, "err", err)
+			continue
+		}
+		if db.allocated == nil {
+			db.allocated = map[string]bool{}
+		}
+		db.allocated[path] = true
+	}
+	for path := range db.allocated {
+		if !slices.Contains(logs, path) {
+			delete(db.allocated, path)
+		}
+	}
 }
 
 func (db *DB) reopenWritable() error {
@@ -122,6 +172,7 @@ func (db *DB) reopenWritable() error {
 		return err
 	}
 	db.bdb, db.readOnly = bdb, false
+	db.allocated = nil
 	slog.Info("the store's filesystem has space again: metadata is writable", "dir", db.dir)
 	return nil
 }

@@ -49,6 +49,20 @@ func TestFullFilesystem(t *testing.T) {
 	if err := put(db, "lab/before:1"); err != nil {
 		t.Fatal(err)
 	}
+	// The memtable log badger writes through a mapping has its blocks.
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if len(logs) == 0 {
+		t.Fatal("no memtable log")
+	}
+	for _, p := range logs {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Sys().(*syscall.Stat_t).Blocks * 512; got < fi.Size() {
+			t.Fatalf("%s: %d of %d bytes allocated", p, got, fi.Size())
+		}
+	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}

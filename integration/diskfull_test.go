@@ -1,11 +1,18 @@
 package integration
 
 import (
+	"bytes"
 	"crypto/rand"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -107,4 +114,98 @@ func TestFullDisk(t *testing.T) {
 	c.OK(nil, "check", "--repair")
 	os.Remove(filler)
 	c.OK(nil, "check")
+}
+
+// diskFullTrials is how many pulls TestDiskFullTrials runs into a full
+// disk: CASFS_DISKFULL_TRIALS (make soak sets it), else 2.
+func diskFullTrials(t *testing.T) int {
+	s := os.Getenv("CASFS_DISKFULL_TRIALS")
+	if s == "" {
+		return 2
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("CASFS_DISKFULL_TRIALS=%q: want a positive number", s)
+	}
+	return n
+}
+
+// Each trial fills the disk at a random moment of a pull: the pull either
+// completes or fails in one line naming ENOSPC (never a crash), and once
+// space is freed the store checks clean and the pull completes.
+//
+// The filler leaves between 48 and 64 MiB free: full for content (which
+// stops at diskspace.Reserve) but not below what badger's own writes need.
+// Filling the last bytes at the very moment badger flushes a table is the
+// one case casfs cannot guard (badger maps the new table's file without
+// allocating it); TestFullDisk fills a disk to its last byte under an idle
+// daemon and before commands.
+func TestDiskFullTrials(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Parallel()
+	trials := diskFullTrials(t)
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := crashImage(t, "full")
+	ref := pushTestImage(t, reg, "lab/full", "1", img)
+
+	// How long a pull takes bounds the random moment.
+	probe := newCLI(t)
+	start := time.Now()
+	probe.OK(nil, "image", "pull", "-q", "--plain-http", ref)
+	took := time.Since(start)
+
+	failed := 0
+	for i := 0; i < trials; i++ {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			fs := testenv.SmallFS(t, 160<<20)
+			c := &cli{t: t, Root: filepath.Join(fs, "store")}
+			cmd := c.command(nil, "image", "pull", "-q", "--plain-http", ref)
+			var errb bytes.Buffer
+			cmd.Stderr = &errb
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			delay := time.Duration(mrand.Int64N(int64(took) + 1))
+			var filler string
+			select {
+			case err := <-done:
+				done <- err
+			case <-time.After(delay):
+			}
+			leave := diskspace.MetaReserve + 16<<20 + mrand.Int64N(diskspace.Reserve-diskspace.MetaReserve-16<<20)
+			filler = testenv.FillFS(t, fs, "filler", leave)
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(cmdTimeout):
+				cmd.Process.Kill()
+				t.Fatalf("pull on a disk filled after %v did not finish", delay)
+			}
+			if err != nil {
+				var ee *exec.ExitError
+				msgs := lines(errb.String())
+				if !errors.As(err, &ee) || ee.ExitCode() != 1 || len(msgs) == 0 ||
+					!strings.HasPrefix(msgs[len(msgs)-1], "casfs: ") || !strings.Contains(msgs[len(msgs)-1], "no space left on device") {
+					t.Fatalf("pull on a disk filled after %v: %v\n%s", delay, err, errb.String())
+				}
+				failed++
+			}
+			if err := os.Remove(filler); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(c.Root); err != nil {
+				t.Logf("disk filled before the store existed: %v", err)
+			} else if r := c.Run(nil, "check"); r.Code != 0 {
+				t.Errorf("check after the disk was freed: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+			}
+			c.OK(nil, "image", "pull", "-q", "--plain-http", ref)
+			verifyImage(t, c, ref, img, "top of full\n")
+			if r := c.Run(nil, "check", "-q"); r.Code != 0 {
+				t.Errorf("check after the pull: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+			}
+		})
+	}
+	fmt.Printf("disk-full trials: %d, pulls failed with ENOSPC: %d\n", trials, failed)
 }
