@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -118,17 +117,7 @@ func TestFullDisk(t *testing.T) {
 
 // diskFullTrials is how many pulls TestDiskFullTrials runs into a full
 // disk: CASFS_DISKFULL_TRIALS (make soak sets it), else 2.
-func diskFullTrials(t *testing.T) int {
-	s := os.Getenv("CASFS_DISKFULL_TRIALS")
-	if s == "" {
-		return 2
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 {
-		t.Fatalf("CASFS_DISKFULL_TRIALS=%q: want a positive number", s)
-	}
-	return n
-}
+func diskFullTrials(t *testing.T) int { return trialCount(t, "CASFS_DISKFULL_TRIALS", 2) }
 
 // Each trial fills the disk at a random moment of a pull: the pull either
 // completes or fails in one line naming ENOSPC (never a crash), and once
