@@ -17,6 +17,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/oci"
 )
 
 // memStager keeps staged blobs in memory and checks expected digests, as
@@ -301,8 +302,8 @@ func TestResolveDockerArchive(t *testing.T) {
 	if err := json.Unmarshal(p.Generated[p.Images[0].Target.Digest], &m); err != nil {
 		t.Fatal(err)
 	}
-	if m.MediaType != MediaTypeDockerManifest || m.Config.MediaType != MediaTypeDockerConfig || m.Layers[0].MediaType != MediaTypeDockerLayer ||
-		m.Layers[1].MediaType != MediaTypeDockerLayerGzip || m.Layers[1].Digest != digest.FromBytes(gz) {
+	if m.MediaType != oci.MediaTypeDockerManifest || m.Config.MediaType != oci.MediaTypeDockerConfig || m.Layers[0].MediaType != oci.MediaTypeDockerLayer ||
+		m.Layers[1].MediaType != oci.MediaTypeDockerLayerGzip || m.Layers[1].Digest != digest.FromBytes(gz) {
 		t.Fatalf("generated manifest %s", p.Generated[p.Images[0].Target.Digest])
 	}
 	for _, tc := range []struct {

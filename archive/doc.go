@@ -21,16 +21,6 @@ const (
 	AnnotationRefName   = "org.opencontainers.image.ref.name"
 )
 
-// Docker media types the package generates or recognizes.
-const (
-	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
-	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
-	MediaTypeDockerConfig       = "application/vnd.docker.container.image.v1+json"
-	MediaTypeDockerLayer        = "application/vnd.docker.image.rootfs.diff.tar"
-	MediaTypeDockerLayerGzip    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-	MediaTypeOCILayerZstd       = "application/vnd.oci.image.layer.v1.tar+zstd"
-)
-
 // Names of the metadata members.
 const (
 	LayoutFile         = "oci-layout"

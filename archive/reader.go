@@ -92,7 +92,7 @@ func Read(ctx context.Context, r io.Reader, st Stager) (*Contents, error) {
 			}
 			c.Links[name] = target
 			continue
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg: // the reader reports the old TypeRegA as TypeReg
 		default:
 			return nil, fmt.Errorf("archive member %q is not a regular file, directory or symlink: %w", name, errdefs.ErrInvalidArgument)
 		}

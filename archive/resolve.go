@@ -8,6 +8,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/oci"
 )
 
 // Image is one image an archive names.
@@ -114,16 +115,10 @@ func (c *Contents) walk(p *Plan, desc ocispec.Descriptor, depth int) ([]ocispec.
 	if !ok {
 		return nil, fmt.Errorf("%s (%s) is not a JSON document: %w", desc.Digest, desc.MediaType, errdefs.ErrInvalidArgument)
 	}
-	var probe struct {
-		MediaType string          `json:"mediaType"`
-		Manifests json.RawMessage `json:"manifests"`
-		Config    json.RawMessage `json:"config"`
+	if !json.Valid(b) {
+		return nil, fmt.Errorf("%s is not valid JSON: %w", desc.Digest, errdefs.ErrInvalidArgument)
 	}
-	if err := json.Unmarshal(b, &probe); err != nil {
-		return nil, fmt.Errorf("%s is not valid JSON: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
-	}
-	isIndex := desc.MediaType == ocispec.MediaTypeImageIndex || desc.MediaType == MediaTypeDockerManifestList ||
-		(desc.MediaType == "" && probe.Manifests != nil)
+	isIndex := oci.IsIndex(desc.MediaType) || (desc.MediaType == "" && oci.IsIndex(oci.Sniff(b)))
 	if !isIndex {
 		if err := c.walkManifest(p, desc); err != nil {
 			return nil, err
@@ -257,20 +252,20 @@ func (c *Contents) resolveDocker(p *Plan) error {
 		if len(cfg.RootFS.DiffIDs) != len(e.Layers) {
 			return fmt.Errorf("config %q lists %d diff IDs but manifest.json %d layers: %w", e.Config, len(cfg.RootFS.DiffIDs), len(e.Layers), errdefs.ErrInvalidArgument)
 		}
-		m := ocispec.Manifest{MediaType: MediaTypeDockerManifest,
-			Config: ocispec.Descriptor{MediaType: MediaTypeDockerConfig, Digest: cd, Size: c.Sizes[cd]}}
+		m := ocispec.Manifest{MediaType: oci.MediaTypeDockerManifest,
+			Config: ocispec.Descriptor{MediaType: oci.MediaTypeDockerConfig, Digest: cd, Size: c.Sizes[cd]}}
 		m.SchemaVersion = 2
 		for i, lp := range e.Layers {
 			ld, err := c.file(lp)
 			if err != nil {
 				return err
 			}
-			mt := MediaTypeDockerLayer
+			mt := oci.MediaTypeDockerLayer
 			switch c.Kinds[ld] {
 			case KindGzip:
-				mt = MediaTypeDockerLayerGzip
+				mt = oci.MediaTypeDockerLayerGzip
 			case KindZstd:
-				mt = MediaTypeOCILayerZstd
+				mt = ocispec.MediaTypeImageLayerZstd
 			default:
 				if ld != cfg.RootFS.DiffIDs[i] {
 					return fmt.Errorf("layer %q is %s but the config's diff ID %d is %s: %w", lp, ld, i, cfg.RootFS.DiffIDs[i], errdefs.ErrDigestMismatch)
@@ -282,7 +277,7 @@ func (c *Contents) resolveDocker(p *Plan) error {
 		if err != nil {
 			return err
 		}
-		md := ocispec.Descriptor{MediaType: MediaTypeDockerManifest, Digest: digest.FromBytes(b), Size: int64(len(b))}
+		md := ocispec.Descriptor{MediaType: oci.MediaTypeDockerManifest, Digest: digest.FromBytes(b), Size: int64(len(b))}
 		p.Generated[md.Digest] = b
 		p.Blobs[md.Digest] = md
 		p.Blobs[cd] = m.Config

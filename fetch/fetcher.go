@@ -9,17 +9,14 @@
 package fetch
 
 import (
-	"fmt"
-	"runtime"
-	"strings"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/casfs/casfs/cas"
-	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/oci"
 )
 
 // SourceLabelPrefix + registry host labels a blob with the repository it
@@ -43,11 +40,13 @@ type Options struct {
 	PlainHTTP bool
 	// Username and Password override docker's config.json for every registry.
 	Username, Password string
-	Platform           string // os/arch[/variant]; default this machine's
-	AllPlatforms       bool
-	MaxConcurrent      int // blobs moved at once; default 3
-	Progress           Progress
-	MaxManifestSize    int64 // default 4 MiB
+	Platform           string // os/arch[/variant]; default HostPlatform
+	// HostPlatform is what an empty Platform means; zero: this machine's.
+	HostPlatform    ocispec.Platform
+	AllPlatforms    bool
+	MaxConcurrent   int // blobs moved at once; default 3
+	Progress        Progress
+	MaxManifestSize int64 // default 4 MiB
 	// Timeout bounds dialing, TLS handshakes, response headers and idle
 	// body reads; default 30 s.
 	Timeout time.Duration
@@ -74,7 +73,7 @@ type Fetcher struct {
 	store    *cas.Store
 	db       *index.DB
 	opts     Options
-	platform ocispec.Platform
+	platform oci.Platform
 	resolver *Resolver
 	flight   singleflight.Group
 }
@@ -90,7 +89,11 @@ func New(store *cas.Store, db *index.DB, opts Options) (*Fetcher, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = defaultTimeout
 	}
-	p, err := ParsePlatform(opts.Platform)
+	host := opts.HostPlatform
+	if host.OS == "" {
+		host = oci.HostPlatform()
+	}
+	p, err := oci.ParsePlatform(opts.Platform, host)
 	if err != nil {
 		return nil, err
 	}
@@ -101,59 +104,11 @@ func New(store *cas.Store, db *index.DB, opts Options) (*Fetcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Fetcher{store: store, db: db, opts: opts, platform: p, resolver: r}, nil
+	return &Fetcher{store: store, db: db, opts: opts, platform: oci.NewPlatform(p), resolver: r}, nil
 }
 
 // Resolver is the fetcher's resolver (same hosts, credentials, timeouts).
 func (f *Fetcher) Resolver() *Resolver { return f.resolver }
-
-// ParsePlatform reads "os/arch[/variant]"; "" means this machine.
-func ParsePlatform(s string) (ocispec.Platform, error) {
-	if s == "" {
-		p := ocispec.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH}
-		if p.Architecture == "arm" {
-			p.Variant = "v7"
-		}
-		return p, nil
-	}
-	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-		return ocispec.Platform{}, fmt.Errorf("platform %q: want os/arch[/variant]: %w", s, errdefs.ErrInvalidArgument)
-	}
-	p := ocispec.Platform{OS: strings.ToLower(parts[0]), Architecture: strings.ToLower(parts[1])}
-	if len(parts) == 3 {
-		p.Variant = strings.ToLower(parts[2])
-	}
-	return p, nil
-}
-
-// platformMatches reports whether an index entry's platform is want.
-// arm64 without a variant is v8, as containerd's matcher treats it.
-func platformMatches(want ocispec.Platform, have *ocispec.Platform) bool {
-	if have == nil || have.OS != want.OS || have.Architecture != want.Architecture {
-		return false
-	}
-	if want.Variant == "" {
-		return true
-	}
-	hv := have.Variant
-	if have.Architecture == "arm64" && hv == "" {
-		hv = "v8"
-	}
-	wv := want.Variant
-	if want.Architecture == "arm64" && wv == "" {
-		wv = "v8"
-	}
-	return hv == wv
-}
-
-func platformString(p ocispec.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
-}
 
 type nopProgress struct{}
 

@@ -182,22 +182,3 @@ func writeDockerConfig(t *testing.T, host, user, pass string) {
 	}
 	t.Setenv("DOCKER_CONFIG", dir)
 }
-
-// countingProxy forwards to a registry and counts requests by a key.
-type countingProxy struct {
-	mu     sync.Mutex
-	counts map[string]int
-	ranges []string
-}
-
-func (c *countingProxy) add(k string) {
-	c.mu.Lock()
-	c.counts[k]++
-	c.mu.Unlock()
-}
-
-func (c *countingProxy) count(k string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.counts[k]
-}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/oci"
 )
 
 // FetchBlob fetches a blob that the index knows but the store lacks, from
@@ -37,7 +38,7 @@ func (f *Fetcher) FetchBlob(ctx context.Context, dgst digest.Digest) error {
 	for _, s := range srcs {
 		src, err := f.source(s[0], s[1])
 		if err == nil {
-			if isIndexType(desc.MediaType) || isManifestType(desc.MediaType) {
+			if oci.IsIndex(desc.MediaType) || oci.IsManifest(desc.MediaType) {
 				// Registries serve manifests from /manifests/, not /blobs/.
 				_, _, err = f.fetchManifest(ctx, src, desc)
 			} else {

@@ -12,6 +12,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/oci"
 )
 
 // serveManifest runs a registry stand-in whose tag "1" is body with
@@ -44,8 +45,8 @@ func TestPullRefusesBadManifests(t *testing.T) {
 		want     error
 		text     string
 	}{
-		{"schema1 signed", mediaTypeDockerSchema1Signed, schema1, 0, errdefs.ErrNotImplemented, "schema1 manifests are not supported"},
-		{"schema1", mediaTypeDockerSchema1, schema1, 0, errdefs.ErrNotImplemented, "repush the image"},
+		{"schema1 signed", oci.MediaTypeDockerSchema1Signed, schema1, 0, errdefs.ErrNotImplemented, "schema1 manifests are not supported"},
+		{"schema1", oci.MediaTypeDockerSchema1, schema1, 0, errdefs.ErrNotImplemented, "repush the image"},
 		{"unknown type", "application/vnd.example.thing+json", []byte(`{}`), 0, errdefs.ErrNotImplemented, "application/vnd.example.thing+json"},
 		{"malformed json", ocispec.MediaTypeImageManifest, garbage, 0, errdefs.ErrInvalidArgument, digest.FromBytes(garbage).String()},
 		{"malformed index", ocispec.MediaTypeImageIndex, garbage, 0, errdefs.ErrInvalidArgument, digest.FromBytes(garbage).String()},

@@ -3,7 +3,6 @@ package fetch
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,10 +18,8 @@ import (
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/oci"
 )
-
-// maxIndexDepth bounds nested indexes; real images nest at most once.
-const maxIndexDepth = 8
 
 // PullResult is what PullContent fetched.
 type PullResult struct {
@@ -76,7 +73,7 @@ func (f *Fetcher) PullContent(ctx context.Context, ref string) (PullResult, erro
 		return PullResult{}, err
 	}
 	res := PullResult{Name: pr.Name, Target: desc}
-	if err := f.walk(ctx, src, desc, nil, &res); err != nil {
+	if err := f.walk(ctx, src, desc, &res); err != nil {
 		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
 	}
 	// Configs first: with them and the manifests, a caller can prepare
@@ -144,109 +141,32 @@ func (f *Fetcher) fetchAll(ctx context.Context, src source, blobs []ocispec.Desc
 	return g.Wait()
 }
 
-func isIndexType(mt string) bool {
-	return mt == ocispec.MediaTypeImageIndex || mt == mediaTypeDockerManifestList
-}
-
-func isManifestType(mt string) bool {
-	return mt == ocispec.MediaTypeImageManifest || mt == mediaTypeDockerManifest
-}
-
-// checkManifestType refuses what we cannot walk, saying why.
-func checkManifestType(desc ocispec.Descriptor) error {
-	switch {
-	case isIndexType(desc.MediaType), isManifestType(desc.MediaType):
-		return nil
-	case desc.MediaType == mediaTypeDockerSchema1 || desc.MediaType == mediaTypeDockerSchema1Signed:
-		return fmt.Errorf("%s: schema1 manifests are not supported (deprecated); repush the image with a current client: %w", desc.Digest, errdefs.ErrNotImplemented)
-	}
-	return fmt.Errorf("%s: unsupported manifest media type %q: %w", desc.Digest, desc.MediaType, errdefs.ErrNotImplemented)
-}
-
-// walk fetches the manifest or index desc and descends into the selected
-// platform(s); stack holds the indexes above it to catch cycles.
-func (f *Fetcher) walk(ctx context.Context, src source, desc ocispec.Descriptor, stack []digest.Digest, res *PullResult) error {
-	if slices.Contains(stack, desc.Digest) {
-		return fmt.Errorf("index %s references itself: %w", stack[len(stack)-1], errdefs.ErrInvalidArgument)
-	}
-	if len(stack) >= maxIndexDepth {
-		return fmt.Errorf("indexes nested deeper than %d at %s: %w", maxIndexDepth, desc.Digest, errdefs.ErrInvalidArgument)
-	}
-	data, desc, err := f.fetchManifest(ctx, src, desc)
-	if err != nil {
-		return err
-	}
-	if isManifestType(desc.MediaType) {
-		var m ocispec.Manifest
-		if err := json.Unmarshal(data, &m); err != nil {
-			return fmt.Errorf("manifest %s is not valid JSON: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
+// walk fetches the manifest or index root and, through nested indexes,
+// the manifests of the selected platform(s), collecting them in res.
+func (f *Fetcher) walk(ctx context.Context, src source, root ocispec.Descriptor, res *PullResult) error {
+	return oci.Walk(ctx, oci.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		data, desc, err := f.fetchManifest(ctx, src, desc)
+		if err != nil {
+			return nil, err
 		}
-		if err := checkBlobDescriptors(desc.Digest, append([]ocispec.Descriptor{m.Config}, m.Layers...)); err != nil {
-			return err
+		doc, err := oci.Parse(desc, data)
+		if err != nil {
+			return nil, err
 		}
-		res.Manifests = append(res.Manifests, m)
-		res.ManifestDescs = append(res.ManifestDescs, desc)
-		return nil
-	}
-	var idx ocispec.Index
-	if err := json.Unmarshal(data, &idx); err != nil {
-		return fmt.Errorf("index %s is not valid JSON: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
-	}
-	stack = append(stack, desc.Digest)
-	var children []ocispec.Descriptor
-	for _, c := range idx.Manifests {
-		if slices.Contains(stack, c.Digest) {
-			return fmt.Errorf("index %s references itself: %w", desc.Digest, errdefs.ErrInvalidArgument)
+		if doc.Manifest != nil {
+			res.Manifests = append(res.Manifests, *doc.Manifest)
+			res.ManifestDescs = append(res.ManifestDescs, desc)
+			return nil, nil
 		}
-		if err := c.Digest.Validate(); err != nil {
-			return fmt.Errorf("index %s: entry %q: %v: %w", desc.Digest, c.Digest, err, errdefs.ErrInvalidArgument)
+		children := doc.Index.Manifests
+		if !f.opts.AllPlatforms {
+			children = f.platform.Select(children)
 		}
-		switch {
-		case f.opts.AllPlatforms:
-			children = append(children, c)
-		case isIndexType(c.MediaType) || platformMatches(f.platform, c.Platform):
-			children = append(children, c)
+		if len(children) == 0 {
+			return nil, fmt.Errorf("index %s has no manifest for platform %s: %w", desc.Digest, f.platform, errdefs.ErrNotFound)
 		}
-	}
-	if !f.opts.AllPlatforms {
-		children = firstPlatformMatch(children)
-	}
-	if len(children) == 0 {
-		return fmt.Errorf("index %s has no manifest for platform %s: %w", desc.Digest, platformString(f.platform), errdefs.ErrNotFound)
-	}
-	for _, c := range children {
-		if err := f.walk(ctx, src, c, stack, res); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// firstPlatformMatch keeps nested indexes and the first matching manifest,
-// as docker picks one image per platform.
-func firstPlatformMatch(children []ocispec.Descriptor) []ocispec.Descriptor {
-	var out []ocispec.Descriptor
-	found := false
-	for _, c := range children {
-		if isIndexType(c.MediaType) {
-			out = append(out, c)
-			continue
-		}
-		if !found {
-			out = append(out, c)
-			found = true
-		}
-	}
-	return out
-}
-
-func checkBlobDescriptors(manifest digest.Digest, descs []ocispec.Descriptor) error {
-	for _, d := range descs {
-		if err := d.Digest.Validate(); err != nil || d.Size < 0 {
-			return fmt.Errorf("manifest %s: bad descriptor %q size %d: %w", manifest, d.Digest, d.Size, errdefs.ErrInvalidArgument)
-		}
-	}
-	return nil
+		return children, nil
+	}), root)
 }
 
 // fetchManifest returns the bytes of a manifest or index, from the store
@@ -255,7 +175,7 @@ func checkBlobDescriptors(manifest digest.Digest, descs []ocispec.Descriptor) er
 // its media type filled in when the parent did not say.
 func (f *Fetcher) fetchManifest(ctx context.Context, src source, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
 	if desc.MediaType != "" {
-		if err := checkManifestType(desc); err != nil {
+		if err := oci.CheckDocumentType(desc); err != nil {
 			return nil, desc, err
 		}
 	}
@@ -274,8 +194,8 @@ func (f *Fetcher) fetchManifest(ctx context.Context, src source, desc ocispec.De
 		data, desc, err = f.downloadManifest(ctx, src, desc)
 	}
 	if err == nil && desc.MediaType == "" {
-		desc.MediaType = sniffMediaType(data)
-		err = checkManifestType(desc)
+		desc.MediaType = oci.Sniff(data)
+		err = oci.CheckDocumentType(desc)
 	}
 	if err == nil {
 		err = f.recordBlob(ctx, src, desc)
@@ -348,7 +268,7 @@ func (f *Fetcher) downloadManifestFrom(ctx context.Context, ep Endpoint, repo st
 		return nil, desc, fmt.Errorf("manifest %s: registry served %d bytes that do not match it: %w", desc.Digest, len(data), errdefs.ErrDigestMismatch)
 	}
 	if desc.MediaType != "" {
-		if err := checkManifestType(desc); err != nil {
+		if err := oci.CheckDocumentType(desc); err != nil {
 			return nil, desc, err
 		}
 	}
@@ -366,31 +286,6 @@ func (f *Fetcher) downloadManifestFrom(ctx context.Context, ep Endpoint, repo st
 		return nil, desc, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
 	return data, desc, nil
-}
-
-// sniffMediaType guesses a manifest's type when no descriptor said it.
-func sniffMediaType(data []byte) string {
-	var probe struct {
-		SchemaVersion int               `json:"schemaVersion"`
-		MediaType     string            `json:"mediaType"`
-		Manifests     []json.RawMessage `json:"manifests"`
-		Config        json.RawMessage   `json:"config"`
-		FSLayers      json.RawMessage   `json:"fsLayers"`
-	}
-	if json.Unmarshal(data, &probe) != nil {
-		return ""
-	}
-	switch {
-	case probe.MediaType != "":
-		return probe.MediaType
-	case probe.SchemaVersion == 1 || probe.FSLayers != nil:
-		return mediaTypeDockerSchema1
-	case probe.Manifests != nil:
-		return ocispec.MediaTypeImageIndex
-	case probe.Config != nil:
-		return ocispec.MediaTypeImageManifest
-	}
-	return ""
 }
 
 // recordBlob writes or updates the index record of desc, adding the

@@ -20,6 +20,7 @@ import (
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/internal/testenv"
 	"github.com/casfs/casfs/internal/testimage"
+	"github.com/casfs/casfs/oci"
 )
 
 var linuxAMD64 = ocispec.Platform{OS: "linux", Architecture: "amd64"}
@@ -96,7 +97,7 @@ func TestPullMultiPlatform(t *testing.T) {
 				t.Fatal(err)
 			}
 			if res.Target.Digest != idx.Desc.Digest || len(res.ManifestDescs) != 1 || res.ManifestDescs[0].Digest != b.Manifest.Digest {
-				t.Fatalf("default platform should pick %s: %+v", platformString(here), res.ManifestDescs)
+				t.Fatalf("default platform should pick %s: %+v", oci.FormatPlatform(&here), res.ManifestDescs)
 			}
 			for d, blob := range b.Blobs {
 				ts.requireBlob(t, blob)
@@ -136,7 +137,7 @@ func TestPullDockerSchema2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Target.MediaType != mediaTypeDockerManifest || got.Name != reg.Host+"/d/img:latest" {
+	if got.Target.MediaType != oci.MediaTypeDockerManifest || got.Name != reg.Host+"/d/img:latest" {
 		t.Fatalf("%+v", got)
 	}
 	for _, b := range img.Blobs {

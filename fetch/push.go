@@ -3,7 +3,6 @@ package fetch
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/oci"
 )
 
 // pushPlan is an image's content in upload order: blobs first, then
@@ -97,13 +97,13 @@ func (f *Fetcher) localImage(ctx context.Context, name string) (index.Image, err
 // only the registry has, such as other platforms of a pulled index) and
 // lists what to upload.
 func (f *Fetcher) planPush(ctx context.Context, desc ocispec.Descriptor, parent index.Blob, stack []digest.Digest, plan *pushPlan) error {
-	if slices.Contains(stack, desc.Digest) || len(stack) >= maxIndexDepth {
+	if slices.Contains(stack, desc.Digest) || len(stack) >= oci.MaxDepth {
 		return fmt.Errorf("index %s references itself: %w", desc.Digest, errdefs.ErrInvalidArgument)
 	}
 	if _, ok := plan.data[desc.Digest]; ok {
 		return nil
 	}
-	if err := checkManifestType(desc); err != nil {
+	if err := oci.CheckDocumentType(desc); err != nil {
 		return err
 	}
 	rec, err := f.ensureLocal(ctx, desc, parent)
@@ -115,22 +115,18 @@ func (f *Fetcher) planPush(ctx context.Context, desc ocispec.Descriptor, parent 
 		return fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
 	plan.data[desc.Digest] = data
-	if isIndexType(desc.MediaType) {
-		var idx ocispec.Index
-		if err := json.Unmarshal(data, &idx); err != nil {
-			return fmt.Errorf("index %s is not valid JSON: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
-		}
-		for _, c := range idx.Manifests {
+	doc, err := oci.Parse(desc, data)
+	if err != nil {
+		return err
+	}
+	if doc.Index != nil {
+		for _, c := range doc.Index.Manifests {
 			if err := f.planPush(ctx, c, rec, append(stack, desc.Digest), plan); err != nil {
 				return err
 			}
 		}
 	} else {
-		var m ocispec.Manifest
-		if err := json.Unmarshal(data, &m); err != nil {
-			return fmt.Errorf("manifest %s is not valid JSON: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
-		}
-		for _, b := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
+		for _, b := range doc.Parts() {
 			if !slices.ContainsFunc(plan.blobs, func(x ocispec.Descriptor) bool { return x.Digest == b.Digest }) {
 				plan.blobs = append(plan.blobs, b)
 			}

@@ -19,26 +19,8 @@ import (
 	"oras.land/oras-go/v2/registry/remote/credentials"
 
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/oci"
 )
-
-// Schema 1 media types: recognised only to be refused clearly.
-const (
-	mediaTypeDockerSchema1       = "application/vnd.docker.distribution.manifest.v1+json"
-	mediaTypeDockerSchema1Signed = "application/vnd.docker.distribution.manifest.v1+prettyjws"
-	mediaTypeDockerManifest      = "application/vnd.docker.distribution.manifest.v2+json"
-	mediaTypeDockerManifestList  = "application/vnd.docker.distribution.manifest.list.v2+json"
-)
-
-// manifestMediaTypes is our Accept list: schema 1 is asked for so that a
-// registry holding only schema 1 answers with it and we can say why we stop.
-var manifestMediaTypes = []string{
-	ocispec.MediaTypeImageIndex,
-	ocispec.MediaTypeImageManifest,
-	mediaTypeDockerManifestList,
-	mediaTypeDockerManifest,
-	mediaTypeDockerSchema1Signed,
-	mediaTypeDockerSchema1,
-}
 
 // Reference is a parsed, docker-normalised image reference.
 type Reference struct {
@@ -182,7 +164,7 @@ func (r *Resolver) Repository(ep Endpoint, repo string) *remote.Repository {
 		Client:             r.AuthClient(ep),
 		Reference:          registry.Reference{Registry: ep.URL.Host, Repository: repo},
 		PlainHTTP:          ep.PlainHTTP(),
-		ManifestMediaTypes: manifestMediaTypes,
+		ManifestMediaTypes: oci.ManifestAccept(),
 	}
 }
 

@@ -180,7 +180,7 @@ func (a *applier) apply(name string, hdr *tar.Header, tr io.Reader) error {
 		delete(a.implicit, name)
 		a.dirTimes[name] = entryTimes(hdr)
 		return a.setMeta(pfd, base, hdr)
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+	case tar.TypeReg, tar.TypeGNUSparse: // the reader reports TypeRegA as TypeReg
 		if err := a.removeAt(pfd, base, name); err != nil {
 			return err
 		}

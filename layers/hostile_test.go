@@ -11,8 +11,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/casfs/casfs/errdefs"
 	"github.com/klauspost/compress/zstd"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/oci"
 )
 
 func fileSum(t *testing.T, p string) string {
@@ -177,15 +180,15 @@ func TestApplyRefusesTruncatedAndBombs(t *testing.T) {
 		want            error
 		text            string
 	}{
-		{"gzip cut in half", MediaTypeLayerGzip, gz(t, tarBlob)[:len(gz(t, tarBlob))/2], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
-		{"gzip without its trailer", MediaTypeLayerGzip, gz(t, tarBlob)[:len(gz(t, tarBlob))-4], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
-		{"zstd cut in half", MediaTypeLayerZstd, zst(t, tarBlob)[:len(zst(t, tarBlob))/2], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
-		{"tar cut inside a file", MediaTypeLayer, tarBlob[:50_000], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
-		{"tar cut at a block boundary", MediaTypeLayer, tarBlob[:len(tarBlob)-1024], ApplyOptions{}, io.ErrUnexpectedEOF, "end-of-archive"},
-		{"empty blob", MediaTypeLayer, nil, ApplyOptions{}, io.ErrUnexpectedEOF, ""},
-		{"gzip bomb", MediaTypeLayerGzip, gz(t, zeros), ApplyOptions{MaxBytes: 1 << 20}, errdefs.ErrFailedPrecondition, "layer exceeds 1048576 bytes (decompression bomb?)"},
-		{"zstd bomb", MediaTypeLayerZstd, zst(t, zeros), ApplyOptions{MaxBytes: 1 << 20}, errdefs.ErrFailedPrecondition, "layer exceeds 1048576 bytes (decompression bomb?)"},
-		{"too many entries", MediaTypeLayer, mkTar(t, many...), ApplyOptions{MaxEntries: 10}, errdefs.ErrFailedPrecondition, "layer exceeds 10 entries"},
+		{"gzip cut in half", ocispec.MediaTypeImageLayerGzip, gz(t, tarBlob)[:len(gz(t, tarBlob))/2], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
+		{"gzip without its trailer", ocispec.MediaTypeImageLayerGzip, gz(t, tarBlob)[:len(gz(t, tarBlob))-4], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
+		{"zstd cut in half", ocispec.MediaTypeImageLayerZstd, zst(t, tarBlob)[:len(zst(t, tarBlob))/2], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
+		{"tar cut inside a file", ocispec.MediaTypeImageLayer, tarBlob[:50_000], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
+		{"tar cut at a block boundary", ocispec.MediaTypeImageLayer, tarBlob[:len(tarBlob)-1024], ApplyOptions{}, io.ErrUnexpectedEOF, "end-of-archive"},
+		{"empty blob", ocispec.MediaTypeImageLayer, nil, ApplyOptions{}, io.ErrUnexpectedEOF, ""},
+		{"gzip bomb", ocispec.MediaTypeImageLayerGzip, gz(t, zeros), ApplyOptions{MaxBytes: 1 << 20}, errdefs.ErrFailedPrecondition, "layer exceeds 1048576 bytes (decompression bomb?)"},
+		{"zstd bomb", ocispec.MediaTypeImageLayerZstd, zst(t, zeros), ApplyOptions{MaxBytes: 1 << 20}, errdefs.ErrFailedPrecondition, "layer exceeds 1048576 bytes (decompression bomb?)"},
+		{"too many entries", ocispec.MediaTypeImageLayer, mkTar(t, many...), ApplyOptions{MaxEntries: 10}, errdefs.ErrFailedPrecondition, "layer exceeds 10 entries"},
 		{"unknown media type", "application/vnd.oci.image.layer.v1.tar+lz4", tarBlob, ApplyOptions{}, errdefs.ErrNotImplemented, "application/vnd.oci.image.layer.v1.tar+lz4"},
 		{"config is not a layer", "application/vnd.oci.image.config.v1+json", tarBlob, ApplyOptions{}, errdefs.ErrNotImplemented, "config"},
 	}
@@ -208,11 +211,11 @@ func TestApplyRefusesTruncatedAndBombs(t *testing.T) {
 func TestDecompressMediaTypes(t *testing.T) {
 	requireRoot(t)
 	tarBlob := mkTar(t, tFile("a", 0o644, "hello"))
-	plain := []string{MediaTypeLayer, MediaTypeLayerNonDistributable, MediaTypeDockerLayer}
-	gzipped := []string{MediaTypeLayerGzip, MediaTypeLayerNonDistributableGzip, MediaTypeDockerLayerGzip, MediaTypeDockerForeignLayerGzip}
-	zstded := []string{MediaTypeLayerZstd, MediaTypeLayerNonDistributableZstd}
+	plain := []string{ocispec.MediaTypeImageLayer, oci.MediaTypeLayerNonDistributable, oci.MediaTypeDockerLayer}
+	gzipped := []string{ocispec.MediaTypeImageLayerGzip, oci.MediaTypeLayerNonDistributableGzip, oci.MediaTypeDockerLayerGzip, oci.MediaTypeDockerForeignLayerGzip}
+	zstded := []string{ocispec.MediaTypeImageLayerZstd, oci.MediaTypeLayerNonDistributableZstd}
 	check := func(mt string, blob []byte) {
-		if !IsLayer(mt) {
+		if !oci.IsLayer(mt) {
 			t.Errorf("IsLayer(%s) = false", mt)
 		}
 		res, err := unpack(t, mt, blob, ApplyOptions{})
@@ -233,7 +236,7 @@ func TestDecompressMediaTypes(t *testing.T) {
 		check(mt, zst(t, tarBlob))
 	}
 	for _, mt := range []string{"", "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.layer.v1.tar+bzip2"} {
-		if IsLayer(mt) {
+		if oci.IsLayer(mt) {
 			t.Errorf("IsLayer(%q) = true", mt)
 		}
 	}

@@ -1,5 +1,5 @@
 // Package layers turns OCI layer blobs into overlay snapshots: it knows the
-// layer media types and their compressions, applies a tar diff onto a
+// layer compressions (the media types are package oci's), applies a tar diff onto a
 // snapshot directory in overlayfs' own encoding (whiteouts as 0:0 character
 // devices, opaque directories as an xattr), keeps the snapshots keyed by
 // chain ID, and mounts stacks of them with the kernel's overlayfs.
@@ -9,67 +9,30 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/casfs/casfs/errdefs"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/oci"
 )
-
-// Layer media types this package unpacks.
-const (
-	MediaTypeLayer                     = "application/vnd.oci.image.layer.v1.tar"
-	MediaTypeLayerGzip                 = "application/vnd.oci.image.layer.v1.tar+gzip"
-	MediaTypeLayerZstd                 = "application/vnd.oci.image.layer.v1.tar+zstd"
-	MediaTypeLayerNonDistributable     = "application/vnd.oci.image.layer.nondistributable.v1.tar"
-	MediaTypeLayerNonDistributableGzip = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-	MediaTypeLayerNonDistributableZstd = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
-	MediaTypeDockerLayer               = "application/vnd.docker.image.rootfs.diff.tar"
-	MediaTypeDockerLayerGzip           = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-	MediaTypeDockerForeignLayerGzip    = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-)
-
-type compression int
-
-const (
-	uncompressed compression = iota
-	compressedGzip
-	compressedZstd
-)
-
-var layerTypes = map[string]compression{
-	MediaTypeLayer:                     uncompressed,
-	MediaTypeLayerGzip:                 compressedGzip,
-	MediaTypeLayerZstd:                 compressedZstd,
-	MediaTypeLayerNonDistributable:     uncompressed,
-	MediaTypeLayerNonDistributableGzip: compressedGzip,
-	MediaTypeLayerNonDistributableZstd: compressedZstd,
-	MediaTypeDockerLayer:               uncompressed,
-	MediaTypeDockerLayerGzip:           compressedGzip,
-	MediaTypeDockerForeignLayerGzip:    compressedGzip,
-}
-
-// IsLayer reports whether mediaType names a layer this package can unpack.
-func IsLayer(mediaType string) bool {
-	_, ok := layerTypes[mediaType]
-	return ok
-}
 
 // Decompress returns the uncompressed tar stream of a layer blob of the
 // given media type. A truncated stream surfaces as an error wrapping
 // io.ErrUnexpectedEOF when it is read; an unknown media type is an error
 // wrapping errdefs.ErrNotImplemented.
 func Decompress(mediaType string, r io.Reader) (io.ReadCloser, error) {
-	c, ok := layerTypes[mediaType]
+	c, ok := oci.LayerCompression(mediaType)
 	if !ok {
 		return nil, fmt.Errorf("decompress layer: media type %q is not a supported layer type: %w", mediaType, errdefs.ErrNotImplemented)
 	}
 	switch c {
-	case compressedGzip:
+	case oci.Gzip:
 		zr, err := gzip.NewReader(r)
 		if err != nil {
 			return nil, fmt.Errorf("decompress layer: gzip header: %w", eofIsUnexpected(err))
 		}
 		return &gzipReader{zr}, nil
-	case compressedZstd:
+	case oci.Zstd:
 		// One goroutine: layers are unpacked a few at a time. The
 		// decoder's default window limit bounds what a hostile frame can
 		// make us allocate.

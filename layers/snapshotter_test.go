@@ -1,6 +1,8 @@
 package layers
 
 import (
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -13,9 +15,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
-	"github.com/opencontainers/go-digest"
 )
 
 func openStore(t *testing.T, root string) (*Snapshotter, *index.DB) {
@@ -204,7 +207,7 @@ func TestSnapshotterUnpack(t *testing.T) {
 		if i > 0 {
 			parent = chain[i-1].String()
 		}
-		rec, err := s.Unpack(ctx, chain[i].String(), parent, bytes.NewReader(l.blob), MediaTypeLayerGzip, l.diffID)
+		rec, err := s.Unpack(ctx, chain[i].String(), parent, bytes.NewReader(l.blob), ocispec.MediaTypeImageLayerGzip, l.diffID)
 		if err != nil {
 			t.Fatalf("layer %d: %v", i, err)
 		}
@@ -226,7 +229,7 @@ func TestSnapshotterUnpack(t *testing.T) {
 	}, []string{"bin", "sbin/bin"}))
 
 	// Idempotent: the same snapshot, nothing read, nothing new on disk.
-	rec, err := s.Unpack(ctx, chain[1].String(), chain[0].String(), strings.NewReader("not even gzip"), MediaTypeLayerGzip, layers[1].diffID)
+	rec, err := s.Unpack(ctx, chain[1].String(), chain[0].String(), strings.NewReader("not even gzip"), ocispec.MediaTypeImageLayerGzip, layers[1].diffID)
 	if err != nil || rec.ID != ids[1] {
 		t.Fatalf("second unpack: %+v %v", rec, err)
 	}
@@ -238,7 +241,7 @@ func TestSnapshotterUnpack(t *testing.T) {
 	other := gzLayers(t, [][]tent{{tFile("x", 0o644, "x")}})[0]
 	wrong := digest.FromString("something else")
 	otherChain := ChainIDs([]digest.Digest{chain[2], other.diffID})[1].String()
-	_, err = s.Unpack(ctx, otherChain, chain[2].String(), bytes.NewReader(other.blob), MediaTypeLayerGzip, wrong)
+	_, err = s.Unpack(ctx, otherChain, chain[2].String(), bytes.NewReader(other.blob), ocispec.MediaTypeImageLayerGzip, wrong)
 	if !errors.Is(err, errdefs.ErrDigestMismatch) || !strings.Contains(err.Error(), other.diffID.String()) || !strings.Contains(err.Error(), wrong.String()) {
 		t.Fatalf("wrong diff id: %v", err)
 	}
@@ -246,16 +249,16 @@ func TestSnapshotterUnpack(t *testing.T) {
 	if !errors.Is(err, errdefs.ErrNotImplemented) {
 		t.Fatalf("wrong media type: %v", err)
 	}
-	_, err = s.Unpack(ctx, otherChain, chain[2].String(), bytes.NewReader(other.blob[:len(other.blob)-10]), MediaTypeLayerGzip, other.diffID)
+	_, err = s.Unpack(ctx, otherChain, chain[2].String(), bytes.NewReader(other.blob[:len(other.blob)-10]), ocispec.MediaTypeImageLayerGzip, other.diffID)
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("truncated: %v", err)
 	}
 	hostile := gzLayers(t, [][]tent{{tHard("h", "../../../../etc/passwd")}})[0]
-	_, err = s.Unpack(ctx, otherChain, chain[2].String(), bytes.NewReader(hostile.blob), MediaTypeLayerGzip, hostile.diffID)
+	_, err = s.Unpack(ctx, otherChain, chain[2].String(), bytes.NewReader(hostile.blob), ocispec.MediaTypeImageLayerGzip, hostile.diffID)
 	if !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("hostile layer: %v", err)
 	}
-	_, err = s.Unpack(ctx, otherChain, "sha256:nope", bytes.NewReader(other.blob), MediaTypeLayerGzip, other.diffID)
+	_, err = s.Unpack(ctx, otherChain, "sha256:nope", bytes.NewReader(other.blob), ocispec.MediaTypeImageLayerGzip, other.diffID)
 	if !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("missing parent: %v", err)
 	}
@@ -280,7 +283,7 @@ func TestSnapshotterConcurrentUnpack(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			recs[i], errs[i] = s.Unpack(ctx, l.diffID.String(), "", bytes.NewReader(l.blob), MediaTypeLayerGzip, l.diffID)
+			recs[i], errs[i] = s.Unpack(ctx, l.diffID.String(), "", bytes.NewReader(l.blob), ocispec.MediaTypeImageLayerGzip, l.diffID)
 		}()
 	}
 	wg.Wait()
@@ -303,7 +306,7 @@ func TestSnapshotterCleansUpAfterCrash(t *testing.T) {
 	root := t.TempDir()
 	s, db := openStore(t, root)
 	l := gzLayers(t, [][]tent{{tFile("a", 0o644, "a")}})[0]
-	committed, err := s.Unpack(ctx, l.diffID.String(), "", bytes.NewReader(l.blob), MediaTypeLayer+"+gzip", l.diffID)
+	committed, err := s.Unpack(ctx, l.diffID.String(), "", bytes.NewReader(l.blob), ocispec.MediaTypeImageLayer+"+gzip", l.diffID)
 	if err != nil {
 		t.Fatal(err)
 	}

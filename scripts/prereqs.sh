@@ -3,6 +3,18 @@
 # they are missing. Needs root on Debian; elsewhere it says what is missing.
 set -euo pipefail
 
+# Go tools the lint step runs, installed into $GOTOOLS (bin/tools by
+# default) when missing. "prereqs.sh tools" installs only these.
+install_tools() {
+  local dir="${GOTOOLS:-$(cd "$(dirname "$0")/.." && pwd)/bin/tools}"
+  if ! command -v staticcheck >/dev/null 2>&1 && [ ! -x "$dir/staticcheck" ]; then
+    echo "prereqs: installing staticcheck into $dir"
+    GOBIN="$dir" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+  fi
+}
+install_tools
+[ "${1:-}" = tools ] && exit 0
+
 # command -> package
 declare -A need=(
   [fusermount3]=fuse3

@@ -11,8 +11,8 @@ import (
 
 	"github.com/casfs/casfs/archive"
 	"github.com/casfs/casfs/errdefs"
-	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/oci"
 )
 
 // exportImage is one image of an export: its record, the manifests chosen
@@ -33,13 +33,14 @@ func (s *Local) ExportImages(ctx context.Context, w io.Writer, refs []string, op
 	if opts.Platform != "" && opts.AllPlatforms {
 		return fmt.Errorf("export: a platform and all platforms exclude each other: %w", errdefs.ErrInvalidArgument)
 	}
-	want := ""
+	var want *oci.Platform
 	if opts.Platform != "" {
-		p, err := fetch.ParsePlatform(opts.Platform)
+		p, err := oci.ParsePlatform(opts.Platform, s.host.Spec())
 		if err != nil {
 			return err
 		}
-		want = platformString(&p)
+		pl := oci.NewPlatform(p)
+		want = &pl
 	}
 	// A lease keeps every blob the export checks from a concurrent
 	// collection until the archive is written.
@@ -67,7 +68,7 @@ func (s *Local) ExportImages(ctx context.Context, w io.Writer, refs []string, op
 	}
 	var docker []archive.DockerManifest
 	if !opts.SkipDockerManifest {
-		docker = dockerManifests(imgs)
+		docker = dockerManifests(imgs, s.host)
 	}
 	if err := aw.WriteMetadata(idx, docker); err != nil {
 		return err
@@ -106,7 +107,7 @@ func (s *Local) exportArchiveBlob(ctx context.Context, aw *archive.Writer, desc 
 
 // planExport picks the manifests of one image and makes sure every blob
 // they reach is local.
-func (s *Local) planExport(ctx context.Context, ref, want string, opts ExportOptions) (exportImage, error) {
+func (s *Local) planExport(ctx context.Context, ref string, want *oci.Platform, opts ExportOptions) (exportImage, error) {
 	rec, err := s.image(ctx, ref)
 	if err != nil {
 		return exportImage{}, err
@@ -115,38 +116,47 @@ func (s *Local) planExport(ctx context.Context, ref, want string, opts ExportOpt
 	if err := s.exportReady(ctx, rec.Target.Digest, opts); err != nil {
 		return img, err
 	}
-	if !isIndex(rec.Target.MediaType) {
+	if !oci.IsIndex(rec.Target.MediaType) {
 		img.manifests = []ocispec.Descriptor{rec.Target}
 	} else {
-		var idx ocispec.Index
-		if _, err := s.readDocument(ctx, rec.Target.Digest, &idx); err != nil {
+		mans, err := s.indexManifests(ctx, rec.Target)
+		if err != nil {
 			return img, err
 		}
-		var local []ocispec.Descriptor
-		for _, m := range idx.Manifests {
-			if isIndex(m.MediaType) {
-				continue
+		recorded := func(m ocispec.Descriptor) error {
+			if _, err := s.ContentInfo(ctx, m.Digest); err != nil {
+				return fmt.Errorf("platform %s (%s) is not in the store; pull the image with --all-platforms first: %w", oci.FormatPlatform(m.Platform), m.Digest, errdefs.ErrNotFound)
 			}
-			ps := platformString(m.Platform)
-			_, recErr := s.ContentInfo(ctx, m.Digest)
-			switch {
-			case (opts.AllPlatforms || want != "" && ps == want) && recErr != nil:
-				return img, fmt.Errorf("platform %s (%s) is not in the store; pull the image with --all-platforms first: %w", ps, m.Digest, errdefs.ErrNotFound)
-			case opts.AllPlatforms, want != "" && ps == want:
-				img.manifests = append(img.manifests, m)
-			case want == "" && recErr == nil:
-				local = append(local, m)
-			}
+			return nil
 		}
-		if want == "" && !opts.AllPlatforms && len(local) > 0 {
+		switch {
+		case opts.AllPlatforms:
+			for _, m := range mans {
+				if err := recorded(m); err != nil {
+					return img, err
+				}
+			}
+			img.manifests = mans
+		case want != nil:
+			i := want.Best(mans)
+			if i < 0 {
+				return img, fmt.Errorf("image has no %s manifest in the store: %w", want, errdefs.ErrNotFound)
+			}
+			if err := recorded(mans[i]); err != nil {
+				return img, err
+			}
+			img.manifests = mans[i : i+1]
+		default:
+			var local []ocispec.Descriptor
+			for _, m := range mans {
+				if recorded(m) == nil {
+					local = append(local, m)
+				}
+			}
+			if len(local) == 0 {
+				return img, fmt.Errorf("image has no %s manifest in the store: %w", s.host, errdefs.ErrNotFound)
+			}
 			img.manifests = []ocispec.Descriptor{s.pickManifest(local)}
-		}
-		if len(img.manifests) == 0 {
-			p := want
-			if p == "" {
-				p = defaultPlatform()
-			}
-			return img, fmt.Errorf("image has no %s manifest in the store: %w", p, errdefs.ErrNotFound)
 		}
 	}
 	for _, md := range img.manifests {
@@ -203,7 +213,7 @@ func refName(name string) string {
 // manifest per image, so an image contributes only when one manifest was
 // chosen for it (or one of this machine's platform); names are tags only,
 // in docker's familiar form.
-func dockerManifests(imgs []exportImage) []archive.DockerManifest {
+func dockerManifests(imgs []exportImage, host oci.Platform) []archive.DockerManifest {
 	out := []archive.DockerManifest{}
 	byManifest := map[digest.Digest]int{}
 	for _, img := range imgs {
@@ -211,12 +221,7 @@ func dockerManifests(imgs []exportImage) []archive.DockerManifest {
 		if len(img.manifests) == 1 {
 			i = 0
 		} else {
-			for j, md := range img.manifests {
-				if platformString(md.Platform) == defaultPlatform() {
-					i = j
-					break
-				}
-			}
+			i = host.Best(img.manifests)
 		}
 		if i < 0 {
 			continue

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
-	"runtime"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -166,7 +165,7 @@ func (s *Local) ImportImages(ctx context.Context, r io.Reader, opts ImportOption
 	if !opts.NoUnpack {
 		for _, img := range plan.Images {
 			for _, md := range img.Manifests {
-				if md.Platform != nil && (md.Platform.OS != runtime.GOOS || md.Platform.Architecture != runtime.GOARCH) {
+				if md.Platform != nil && !s.host.Match(md.Platform) {
 					continue
 				}
 				il, err := s.imageLayers(ctx, md)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/oci"
 )
 
 // maxDocument bounds the manifests, indexes and configs the store parses.
@@ -54,42 +55,38 @@ func (s *Local) readDocument(ctx context.Context, d digest.Digest, v any) ([]byt
 	return b, nil
 }
 
-// isIndex tells an OCI index or Docker manifest list from a manifest.
-func isIndex(mediaType string) bool {
-	return mediaType == ocispec.MediaTypeImageIndex || mediaType == "application/vnd.docker.distribution.manifest.list.v2+json"
-}
-
-func platformString(p *ocispec.Platform) string {
-	if p == nil {
-		return ""
-	}
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
-}
-
-// imageManifests returns the manifests an image record reaches that are
-// present locally (an index may name platforms that were not pulled).
+// imageManifests returns the manifests an image record reaches through
+// its index and any nested ones that are present locally (an index may
+// name platforms that were not pulled).
 func (s *Local) imageManifests(ctx context.Context, target ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-	if !isIndex(target.MediaType) {
+	return s.manifestsUnder(ctx, target, true)
+}
+
+// indexManifests returns every manifest entry that target and its local
+// nested indexes name, whether its blob is local or not.
+func (s *Local) indexManifests(ctx context.Context, target ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	return s.manifestsUnder(ctx, target, false)
+}
+
+func (s *Local) manifestsUnder(ctx context.Context, target ocispec.Descriptor, localOnly bool) ([]ocispec.Descriptor, error) {
+	if !oci.IsIndex(target.MediaType) {
 		return []ocispec.Descriptor{target}, nil
 	}
-	var idx ocispec.Index
-	if _, err := s.readDocument(ctx, target.Digest, &idx); err != nil {
-		return nil, err
+	read := func(ctx context.Context, d ocispec.Descriptor) ([]byte, error) {
+		return s.readDocument(ctx, d.Digest, nil)
 	}
-	var out []ocispec.Descriptor
-	for _, m := range idx.Manifests {
-		if isIndex(m.MediaType) {
-			continue // nested indexes are not images of this node
+	keep := func(entries []ocispec.Descriptor) []ocispec.Descriptor {
+		var out []ocispec.Descriptor
+		for _, e := range entries {
+			if !localOnly && !oci.IsIndex(e.MediaType) {
+				out = append(out, e)
+			} else if _, err := s.blobs.Info(ctx, e.Digest); err == nil {
+				out = append(out, e)
+			}
 		}
-		if _, err := s.blobs.Info(ctx, m.Digest); err == nil {
-			out = append(out, m)
-		}
+		return out
 	}
-	return out, nil
+	return oci.Manifests(ctx, read, target, keep)
 }
 
 func (s *Local) imageInfo(ctx context.Context, rec index.Image) ImageInfo {
@@ -98,7 +95,7 @@ func (s *Local) imageInfo(ctx context.Context, rec index.Image) ImageInfo {
 	if err != nil {
 		return info
 	}
-	if isIndex(rec.Target.MediaType) {
+	if oci.IsIndex(rec.Target.MediaType) {
 		info.Size += rec.Target.Size
 	}
 	for _, md := range mans {
@@ -117,7 +114,7 @@ func (s *Local) imageInfo(ctx context.Context, rec index.Image) ImageInfo {
 				p = &cfg.Platform
 			}
 		}
-		if ps := platformString(p); ps != "" {
+		if ps := oci.FormatPlatform(p); ps != "" {
 			info.Platforms = append(info.Platforms, ps)
 		}
 	}
@@ -164,7 +161,7 @@ func (s *Local) GetImage(ctx context.Context, ref string) (ImageDetail, error) {
 	if err != nil {
 		return d, err
 	}
-	if isIndex(rec.Target.MediaType) {
+	if oci.IsIndex(rec.Target.MediaType) {
 		if d.Index, err = s.readDocument(ctx, rec.Target.Digest, nil); err != nil {
 			return d, err
 		}
@@ -183,10 +180,8 @@ func (s *Local) GetImage(ctx context.Context, ref string) (ImageDetail, error) {
 
 // pickManifest prefers this machine's platform among local manifests.
 func (s *Local) pickManifest(mans []ocispec.Descriptor) ocispec.Descriptor {
-	for _, m := range mans {
-		if platformString(m.Platform) == defaultPlatform() {
-			return m
-		}
+	if i := s.host.Best(mans); i >= 0 {
+		return mans[i]
 	}
 	return mans[0]
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/layers"
+	"github.com/casfs/casfs/oci"
 )
 
 // StoreCheckOptions control Check (casfs check); CheckOptions are image check's.
@@ -165,29 +166,22 @@ func (c *checker) walkImage(ctx context.Context, name string, d ocispec.Descript
 		c.problem("image", name, "needs blob %s, which is neither stored nor recorded", d.Digest)
 		return
 	}
-	switch {
-	case isIndex(d.MediaType):
-		var idx ocispec.Index
-		if _, err := c.s.readDocument(ctx, d.Digest, &idx); err != nil {
-			return // not local (lazy) or corrupt: the blob pass says which
-		}
-		for _, m := range idx.Manifests {
-			c.walkImage(ctx, name, m, false)
-		}
-	case isManifestType(d.MediaType):
-		var m ocispec.Manifest
-		if _, err := c.s.readDocument(ctx, d.Digest, &m); err != nil {
-			return
-		}
-		c.walkImage(ctx, name, m.Config, true)
-		for _, l := range m.Layers {
-			c.walkImage(ctx, name, l, true)
-		}
+	if !oci.IsIndex(d.MediaType) && !oci.IsManifest(d.MediaType) {
+		return
 	}
-}
-
-func isManifestType(mt string) bool {
-	return mt == ocispec.MediaTypeImageManifest || mt == "application/vnd.docker.distribution.manifest.v2+json"
+	data, err := c.s.readDocument(ctx, d.Digest, nil)
+	if err != nil {
+		return // not local (lazy) or corrupt: the blob pass says which
+	}
+	doc, err := oci.Parse(d, data)
+	if err != nil {
+		return
+	}
+	// A manifest needs all its parts; an index may name platforms that
+	// were never pulled.
+	for _, p := range doc.Parts() {
+		c.walkImage(ctx, name, p, doc.Manifest != nil)
+	}
 }
 
 // known: the blob has a record or a file.

@@ -14,6 +14,7 @@ import (
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/layers"
+	"github.com/casfs/casfs/oci"
 )
 
 // Labels of image-mount leases (see snapshots_mount.go) that name the
@@ -202,48 +203,48 @@ func (m *marker) run(ctx context.Context) error {
 // not on disk reaches nothing local (a platform not pulled); one that is
 // there but cannot be read stops the collection rather than guess.
 func (m *marker) children(ctx context.Context, d digest.Digest, mediaType string) error {
-	switch {
-	case isIndex(mediaType):
-		var idx ocispec.Index
-		if ok, err := m.read(ctx, d, &idx); !ok {
-			return err
-		}
-		for _, c := range idx.Manifests {
-			m.blob(c.Digest, c.MediaType)
-		}
-	case isManifest(mediaType):
-		var man ocispec.Manifest
-		if ok, err := m.read(ctx, d, &man); !ok {
-			return err
-		}
-		m.blob(man.Config.Digest, man.Config.MediaType)
-		for _, l := range man.Layers {
-			m.blob(l.Digest, l.MediaType)
-		}
-		if man.Subject != nil {
-			m.blob(man.Subject.Digest, man.Subject.MediaType)
-		}
-		if !isImageConfig(man.Config.MediaType) {
-			return nil // an artifact: no layers to unpack
-		}
-		var cfg ocispec.Image
-		if ok, err := m.read(ctx, man.Config.Digest, &cfg); !ok {
-			return err
-		}
-		for _, c := range layers.ChainIDs(cfg.RootFS.DiffIDs) {
-			m.snapshot(c.String())
-		}
+	if !oci.IsIndex(mediaType) && !oci.IsManifest(mediaType) {
+		return nil
+	}
+	var data []byte
+	if ok, err := m.read(ctx, d, &data); !ok {
+		return err
+	}
+	doc, err := oci.Parse(ocispec.Descriptor{MediaType: mediaType, Digest: d}, data)
+	if err != nil {
+		return fmt.Errorf("garbage collection: cannot read %s, so cannot tell what it keeps (remove it, or the image that needs it, first): %w", d, err)
+	}
+	for _, c := range doc.Children() {
+		m.blob(c.Digest, c.MediaType)
+	}
+	if doc.Manifest == nil || !oci.IsConfig(doc.Manifest.Config.MediaType) {
+		return nil // an index, or an artifact: no layers to unpack
+	}
+	var cfg ocispec.Image
+	if ok, err := m.read(ctx, doc.Manifest.Config.Digest, &cfg); !ok {
+		return err
+	}
+	for _, c := range layers.ChainIDs(cfg.RootFS.DiffIDs) {
+		m.snapshot(c.String())
 	}
 	return nil
 }
 
+// read reads document d into v (a *[]byte takes the bytes as they are).
 func (m *marker) read(ctx context.Context, d digest.Digest, v any) (bool, error) {
 	if m.g.files != nil {
 		if _, ok := m.g.files[d]; !ok {
 			return false, nil
 		}
 	}
-	_, err := m.s.readDocument(ctx, d, v)
+	raw, isRaw := v.(*[]byte)
+	if isRaw {
+		v = nil
+	}
+	b, err := m.s.readDocument(ctx, d, v)
+	if isRaw {
+		*raw = b
+	}
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return false, nil
 	}
@@ -251,12 +252,4 @@ func (m *marker) read(ctx context.Context, d digest.Digest, v any) (bool, error)
 		return false, fmt.Errorf("garbage collection: cannot read %s, so cannot tell what it keeps (remove it, or the image that needs it, first): %w", d, err)
 	}
 	return true, nil
-}
-
-func isManifest(mediaType string) bool {
-	return mediaType == ocispec.MediaTypeImageManifest || mediaType == "application/vnd.docker.distribution.manifest.v2+json"
-}
-
-func isImageConfig(mediaType string) bool {
-	return mediaType == ocispec.MediaTypeImageConfig || mediaType == "application/vnd.docker.container.image.v1+json"
 }

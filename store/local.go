@@ -8,12 +8,15 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
+
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/layers"
-	"github.com/opencontainers/go-digest"
-	"golang.org/x/sync/singleflight"
+	"github.com/casfs/casfs/oci"
 )
 
 // Options control how a store root is opened.
@@ -21,12 +24,18 @@ type Options struct {
 	// Create makes the root when it does not exist; commands that only
 	// read leave it false so that a typo in --root is an error, not a new store.
 	Create bool
+	// Platform is the platform this machine runs, which chooses the
+	// manifest of a multi-platform image to pull, show, export and
+	// unpack; zero means this machine's (a test may act as another).
+	Platform ocispec.Platform
 }
 
 // Local is the embedded store: this process owns the root.
 type Local struct {
 	root  string
 	blobs *cas.Store
+	// host is the platform this machine runs (Options.Platform).
+	host oci.Platform
 
 	// The index is opened on first use: badger lets one process hold it,
 	// and operations such as ingest take their per-ref lock first so that
@@ -87,7 +96,11 @@ func Open(root string, opts Options) (*Local, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
-	return &Local{root: abs, blobs: blobs}, nil
+	host := opts.Platform
+	if host.OS == "" {
+		host = oci.HostPlatform()
+	}
+	return &Local{root: abs, blobs: blobs, host: oci.NewPlatform(host)}, nil
 }
 
 // Root is the absolute store root.

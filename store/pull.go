@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -51,7 +50,7 @@ func (s *Local) fetcher(ro RegistryOptions, platform string, all, lazy bool, max
 	}
 	opts := fetch.Options{
 		HostsDir: ro.HostsDir, PlainHTTP: ro.PlainHTTP, Username: ro.Username, Password: ro.Password,
-		Platform: platform, AllPlatforms: all, MaxConcurrent: maxConc, Lazy: lazy,
+		Platform: platform, HostPlatform: s.host.Spec(), AllPlatforms: all, MaxConcurrent: maxConc, Lazy: lazy,
 	}
 	if progress != nil {
 		opts.Progress = progressAdapter{fn: progress, status: status}
@@ -100,11 +99,8 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 
 // unpackable: only manifests this machine can run are unpacked when all
 // platforms are pulled (their content is stored either way).
-func unpackable(md ocispec.Descriptor, opts PullOptions) bool {
-	if !opts.AllPlatforms || md.Platform == nil {
-		return true
-	}
-	return md.Platform.OS == runtime.GOOS && md.Platform.Architecture == runtime.GOARCH
+func (s *Local) unpackable(md ocispec.Descriptor, opts PullOptions) bool {
+	return !opts.AllPlatforms || md.Platform == nil || s.host.Match(md.Platform)
 }
 
 func (s *Local) markPlainHTTP(ctx context.Context, res fetch.PullResult) {

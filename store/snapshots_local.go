@@ -12,6 +12,7 @@ import (
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/layers"
+	"github.com/casfs/casfs/oci"
 )
 
 func snapshotInfo(r index.Snapshot) SnapshotInfo {
@@ -137,7 +138,7 @@ func (s *Local) CheckImage(ctx context.Context, ref string, opts CheckOptions) (
 	}
 	target := rec.Target
 	md := target
-	if isIndex(target.MediaType) {
+	if oci.IsIndex(target.MediaType) {
 		if !present(target) {
 			return rep, nil
 		}

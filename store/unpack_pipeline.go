@@ -101,7 +101,7 @@ func (u *pullUnpacker) start(res fetch.PullResult) {
 		return
 	}
 	for _, md := range res.ManifestDescs {
-		if !unpackable(md, u.opts) {
+		if !u.s.unpackable(md, u.opts) {
 			continue
 		}
 		il, err := u.s.imageLayers(u.ctx, md)

@@ -26,8 +26,9 @@ func LookPath(cmd string) (string, error) {
 	return "", fmt.Errorf("%s not found in PATH, /usr/sbin or /sbin", cmd)
 }
 
-// Require skips the test when any of cmds cannot be found, or fails it when
-// the environment variable CI is non-empty: CI must run every test.
+// Require fails the test when any of cmds cannot be found. It never skips:
+// make test installs every prerequisite, so a missing one is a broken
+// machine, and a skipped test would hide it.
 func Require(t testing.TB, cmds ...string) {
 	t.Helper()
 	for _, c := range cmds {
@@ -37,7 +38,7 @@ func Require(t testing.TB, cmds ...string) {
 	}
 }
 
-// RequireRoot skips (or fails under CI) unless the test runs as root.
+// RequireRoot fails the test unless it runs as root.
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -45,8 +46,7 @@ func RequireRoot(t testing.TB) {
 	}
 }
 
-// RequireFUSE skips (or fails under CI) unless /dev/fuse and fusermount3
-// are present.
+// RequireFUSE fails the test unless /dev/fuse and fusermount3 are present.
 func RequireFUSE(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
@@ -57,8 +57,5 @@ func RequireFUSE(t testing.TB) {
 
 func missing(t testing.TB, what string) {
 	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("prerequisite %s missing (CI is set, so this fails instead of skipping)", what)
-	}
-	t.Skipf("prerequisite %s missing", what)
+	t.Fatalf("prerequisite %s missing (make prereqs installs it)", what)
 }

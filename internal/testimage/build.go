@@ -10,15 +10,8 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-)
 
-// Docker schema2 media types (the OCI ones come from ocispec).
-const (
-	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
-	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
-	MediaTypeDockerConfig       = "application/vnd.docker.container.image.v1+json"
-	MediaTypeDockerLayerGzip    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-	MediaTypeDockerLayer        = "application/vnd.docker.image.rootfs.diff.tar"
+	"github.com/casfs/casfs/oci"
 )
 
 // Layer is one layer of an image. Its files are sorted by path unless
@@ -89,7 +82,7 @@ func Build(spec ImageSpec) (*Image, error) {
 
 	configType, manifestType := ocispec.MediaTypeImageConfig, ocispec.MediaTypeImageManifest
 	if spec.Docker {
-		configType, manifestType = MediaTypeDockerConfig, MediaTypeDockerManifest
+		configType, manifestType = oci.MediaTypeDockerConfig, oci.MediaTypeDockerManifest
 	}
 	cfgBytes, err := json.Marshal(cfg)
 	if err != nil {
@@ -146,7 +139,7 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 		blob, err = Gzip(raw)
 		mt = ocispec.MediaTypeImageLayerGzip
 		if docker {
-			mt = MediaTypeDockerLayerGzip
+			mt = oci.MediaTypeDockerLayerGzip
 		}
 	case "zstd":
 		blob, err = Zstd(raw)
@@ -155,7 +148,7 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 		blob = raw
 		mt = ocispec.MediaTypeImageLayer
 		if docker {
-			mt = MediaTypeDockerLayer
+			mt = oci.MediaTypeDockerLayer
 		}
 	default:
 		return ocispec.Descriptor{}, "", nil, fmt.Errorf("unknown compression %q (want gzip, zstd or none)", l.Compression)
@@ -207,7 +200,7 @@ type Index struct {
 func BuildIndex(images []*Image, docker bool) (*Index, error) {
 	mt := ocispec.MediaTypeImageIndex
 	if docker {
-		mt = MediaTypeDockerManifestList
+		mt = oci.MediaTypeDockerManifestList
 	}
 	ix := ocispec.Index{
 		Versioned: specs.Versioned{SchemaVersion: 2},
@@ -231,5 +224,28 @@ func BuildIndex(images []*Image, docker bool) (*Index, error) {
 	d := digest.FromBytes(b)
 	out.Blobs[d] = b
 	out.Desc = ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(b))}
+	return out, nil
+}
+
+// NestIndex makes an OCI index whose one entry is inner, as some registries
+// serve attestation or multi-variant images: the manifests sit one index
+// further down.
+func NestIndex(inner *Index) (*Index, error) {
+	ix := ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{inner.Desc},
+	}
+	b, err := json.Marshal(ix)
+	if err != nil {
+		return nil, fmt.Errorf("encode index: %w", err)
+	}
+	out := &Index{Images: inner.Images, Blobs: map[digest.Digest][]byte{}}
+	for d, v := range inner.Blobs {
+		out.Blobs[d] = v
+	}
+	d := digest.FromBytes(b)
+	out.Blobs[d] = b
+	out.Desc = ocispec.Descriptor{MediaType: ix.MediaType, Digest: d, Size: int64(len(b))}
 	return out, nil
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/casfs/casfs/oci"
 )
 
 func threeLayers() ImageSpec {
@@ -152,13 +154,13 @@ func TestBuildDocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{MediaTypeDockerLayerGzip, ocispec.MediaTypeImageLayerZstd, MediaTypeDockerLayer}
+	want := []string{oci.MediaTypeDockerLayerGzip, ocispec.MediaTypeImageLayerZstd, oci.MediaTypeDockerLayer}
 	for i, l := range img.Layers {
 		if l.MediaType != want[i] {
 			t.Errorf("layer %d: %s, want %s", i, l.MediaType, want[i])
 		}
 	}
-	if img.Manifest.MediaType != MediaTypeDockerManifest || img.Config.MediaType != MediaTypeDockerConfig {
+	if img.Manifest.MediaType != oci.MediaTypeDockerManifest || img.Config.MediaType != oci.MediaTypeDockerConfig {
 		t.Errorf("manifest %s config %s", img.Manifest.MediaType, img.Config.MediaType)
 	}
 	if _, err := Build(ImageSpec{Layers: []Layer{{Compression: "lz4"}}}); err == nil {

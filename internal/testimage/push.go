@@ -3,7 +3,6 @@ package testimage
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +11,8 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/casfs/casfs/oci"
 )
 
 // PushOptions carries what Push needs beyond the client.
@@ -72,29 +73,21 @@ func (p *pusher) push(ctx context.Context, d ocispec.Descriptor, depth int) erro
 	if err != nil {
 		return err
 	}
-	switch d.MediaType {
-	case ocispec.MediaTypeImageIndex, MediaTypeDockerManifestList:
-		var ix ocispec.Index
-		if err := json.Unmarshal(b, &ix); err != nil {
-			return fmt.Errorf("decode index %s: %w", d.Digest, err)
+	doc, err := oci.Parse(d, b)
+	if err != nil {
+		return err
+	}
+	// Children first, so the registry never sees a document whose parts
+	// it lacks; a manifest's parts are blobs, an index's are documents.
+	for _, c := range doc.Parts() {
+		if doc.Index != nil {
+			err = p.push(ctx, c, depth+1)
+		} else {
+			err = p.pushBlob(ctx, c)
 		}
-		for _, m := range ix.Manifests {
-			if err := p.push(ctx, m, depth+1); err != nil {
-				return err
-			}
+		if err != nil {
+			return err
 		}
-	case ocispec.MediaTypeImageManifest, MediaTypeDockerManifest:
-		var m ocispec.Manifest
-		if err := json.Unmarshal(b, &m); err != nil {
-			return fmt.Errorf("decode manifest %s: %w", d.Digest, err)
-		}
-		for _, l := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
-			if err := p.pushBlob(ctx, l); err != nil {
-				return err
-			}
-		}
-	default:
-		return fmt.Errorf("%s: media type %q is not a manifest or index", d.Digest, d.MediaType)
 	}
 	return p.putManifest(ctx, d, d.Digest.String())
 }

@@ -13,17 +13,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// need fails under CI and skips elsewhere when the machine cannot run a
-// test (same behaviour as internal/testenv.Require, which does not exist yet).
+// need fails the test when the machine cannot run it: make test installs
+// every prerequisite, so nothing is skipped.
 func need(t *testing.T, what string, err error) {
 	t.Helper()
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") != "" {
+	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
-	t.Skipf("%s: %v", what, err)
 }
 
 type layerBuilder struct {
@@ -81,7 +77,7 @@ func (l layerBuilder) mknod(name string, mode uint32, major, minor uint32) {
 	}
 }
 
-func (l layerBuilder) whiteout(name string) { l.mknod(name, unix.S_IFCHR|0o000, 0, 0) }
+func (l layerBuilder) whiteout(name string) { l.mknod(name, unix.S_IFCHR, 0, 0) }
 
 func (l layerBuilder) opaque(name string) {
 	l.t.Helper()

@@ -1,5 +1,0 @@
-package store
-
-import "runtime"
-
-func defaultPlatform() string { return runtime.GOOS + "/" + runtime.GOARCH }
