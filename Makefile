@@ -4,6 +4,9 @@ BIN       := bin/casfs
 PREFIX    ?= /usr/local
 TEST_TIMEOUT ?= 18m
 GOFLAGS_TEST ?= -race -count=1
+# Integration tests mostly wait on processes, registries and the disk: run
+# more of them at once than there are cores.
+TEST_PARALLEL ?= 8
 # Tools the prereqs step installs with go install (staticcheck).
 GOTOOLS   := $(CURDIR)/bin/tools
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(GOTOOLS)/staticcheck)
@@ -23,13 +26,13 @@ prereqs:
 	@scripts/prereqs.sh
 
 test: prereqs lint
-	$(GO) test $(GOFLAGS_TEST) -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test $(GOFLAGS_TEST) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./...
 
 unit:
 	$(GO) test $(GOFLAGS_TEST) $$($(GO) list ./... | grep -v /integration)
 
 integration: prereqs
-	$(GO) test $(GOFLAGS_TEST) -timeout $(TEST_TIMEOUT) ./integration/...
+	$(GO) test $(GOFLAGS_TEST) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./integration/...
 
 demo: prereqs build
 	@scripts/demo.sh

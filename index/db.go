@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -52,6 +53,10 @@ func Open(dir string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := dropEmptyValueLogs(dir); err != nil {
+		lock.release()
+		return nil, err
+	}
 	readOnly, spared := prepareSpace(dir)
 	bdb, err := openBadger(dir, readOnly)
 	if err != nil {
@@ -79,6 +84,26 @@ func openBadger(dir string, readOnly bool) (*badger.DB, error) {
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
 	return bdb, nil
+}
+
+// dropEmptyValueLogs removes value-log files of zero bytes. A process killed
+// between creating a new value log and writing its header leaves one, and
+// badger (v4.9) then refuses to open the database for good: it bootstraps
+// the empty file but reports that as an error ("Create a new file"). An
+// empty file holds no entries, so removing it loses nothing.
+func dropEmptyValueLogs(dir string) error {
+	logs, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if err != nil {
+		return fmt.Errorf("open index %s: %w", dir, err)
+	}
+	for _, p := range logs {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("open index %s: drop empty value log: %w", dir, err)
+			}
+		}
+	}
+	return nil
 }
 
 // badgerOptions tunes badger for a small metadata database on a small

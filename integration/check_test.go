@@ -19,6 +19,7 @@ import (
 // A corrupt layer is found, and --repair fetches it again from the registry
 // it came from; a record whose file is gone and that no image needs is dropped.
 func TestCheckRepairsCorruptBlobFromRegistry(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	img := crashImage(t, "check")
@@ -65,6 +66,7 @@ func TestCheckRepairsCorruptBlobFromRegistry(t *testing.T) {
 // A mount whose daemon was killed answers ENOTCONN: check reports it and
 // --repair detaches it. Through a live daemon, check runs over the socket.
 func TestCheckStaleMount(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	c := newCLI(t)
 	c.OK(strings.NewReader("some content"), "content", "ingest", "-q", "r1")
@@ -84,7 +86,7 @@ func TestCheckStaleMount(t *testing.T) {
 	}
 	// The kernel answers ENOTCONN once the daemon's /dev/fuse is closed
 	// (statfs always reaches the server; stat may come from the cache).
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(cmdTimeout)
 	var st unix.Statfs_t
 	for unix.Statfs(mnt, &st) != unix.ENOTCONN {
 		if time.Now().After(deadline) {

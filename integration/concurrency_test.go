@@ -97,6 +97,7 @@ func sha256File(p string) (digest.Digest, int64, error) {
 // stable image's rootfs and blobs, and a prune (or verify) loop. No command
 // may fail or hang, and afterwards every image's blobs must verify.
 func TestConcurrentPullsReadsAndPrune(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	imgs := stressImages(t, 9)

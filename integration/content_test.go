@@ -19,6 +19,7 @@ import (
 func sha(b []byte) string { return fmt.Sprintf("sha256:%x", sha256.Sum256(b)) }
 
 func TestContentLifecycle(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	data := []byte("hello, casfs\n")
 	d := sha(data)
@@ -149,6 +150,7 @@ func assertTarNames(t *testing.T, file string, want ...string) {
 }
 
 func TestContentIngestExpectations(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	data := bytes.Repeat([]byte("x"), 100)
 
@@ -208,6 +210,7 @@ func countFiles(t *testing.T, dir string) int {
 }
 
 func TestContentBadDigests(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	c.OK(strings.NewReader("a"), "content", "ingest", "a")
 	unknown := sha([]byte("never stored"))
@@ -223,6 +226,7 @@ func TestContentBadDigests(t *testing.T) {
 }
 
 func TestContentStoreRoots(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	c.Fail(1, nil, []string{"content", "ls"}, "no store at", c.Root)
 	if _, err := os.Stat(c.Root); !os.IsNotExist(err) {
@@ -237,6 +241,7 @@ func TestContentStoreRoots(t *testing.T) {
 }
 
 func TestContentLockedRefAndBusyStore(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	c.OK(strings.NewReader("init"), "content", "ingest", "init")
 
@@ -269,7 +274,7 @@ func TestContentLockedRefAndBusyStore(t *testing.T) {
 // waitForIngest waits (bounded) until an ingest data file under root has n bytes.
 func waitForIngest(t *testing.T, root string, n int64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(cmdTimeout)
 	for time.Now().Before(deadline) {
 		files, _ := filepath.Glob(filepath.Join(root, "ingest", "*", "data"))
 		for _, f := range files {
@@ -279,10 +284,11 @@ func waitForIngest(t *testing.T, root string, n int64) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("no ingest reached %d bytes within 30s", n)
+	t.Fatalf("no ingest reached %d bytes within %v", n, cmdTimeout)
 }
 
 func TestContentCorruptBlob(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	data := []byte("precious bytes")
 	d := sha(data)
@@ -311,6 +317,7 @@ func TestContentCorruptBlob(t *testing.T) {
 }
 
 func TestContentImportBadArchives(t *testing.T) {
+	t.Parallel()
 	good := []byte("good blob")
 	goodName := "blobs/sha256/" + strings.TrimPrefix(sha(good), "sha256:")
 	cases := []struct {
@@ -384,6 +391,7 @@ func writeTar(t *testing.T, members []tarMember) string {
 // TestContentCrash kills ingests with SIGKILL at random points: no partial
 // blob may become visible, verify must pass, and the same ref must resume.
 func TestContentCrash(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	const size = 96 << 20
 	stream := make([]byte, size)

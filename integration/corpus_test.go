@@ -86,6 +86,7 @@ func m(s ...string) []string { return s }
 var specsV2 = specs.Versioned{SchemaVersion: 2}
 
 func TestHostileCorpus(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	e := newCorpusEnv(t)
 	zero := "sha256:" + strings.Repeat("0", 64)
@@ -169,7 +170,7 @@ func TestHostileCorpus(t *testing.T) {
 				for i, a := range tc.args {
 					args[i] = e.expand(a)
 				}
-				c := &cli{t: t, Root: e.c.Root}
+				c := &cli{t: t, Root: e.c.Root, Bin: plainBin}
 				c.Fail(tc.code, nil, args, tc.msgs...)
 			}
 			after := e.state(t, tc.code != 2)
@@ -215,7 +216,7 @@ func (e *corpusEnv) state(t *testing.T, list bool) storeState {
 		}
 	}
 	if list {
-		c := &cli{t: t, Root: e.c.Root}
+		c := &cli{t: t, Root: e.c.Root, Bin: plainBin}
 		st.blobs, st.images, st.listed = lines(c.OK(nil, "content", "ls", "-q")), lines(c.OK(nil, "image", "ls", "-q")), true
 		slices.Sort(st.blobs)
 		slices.Sort(st.images)
@@ -227,7 +228,7 @@ func (e *corpusEnv) state(t *testing.T, list bool) storeState {
 // has it, else from content verify.
 func (e *corpusEnv) check(t *testing.T) {
 	t.Helper()
-	c := &cli{t: t, Root: e.c.Root}
+	c := &cli{t: t, Root: e.c.Root, Bin: plainBin}
 	if c.Run(nil, "check", "--help").Code == 0 {
 		c.OK(nil, "check")
 	} else {
@@ -272,7 +273,7 @@ func (e *corpusEnv) compare(t *testing.T, tc corpusCase, before, after storeStat
 }
 
 func newCorpusEnv(t *testing.T) *corpusEnv {
-	e := &corpusEnv{t: t, c: newCLI(t), dir: t.TempDir(), vars: map[string]string{}, fetchable: map[string][]string{}}
+	e := &corpusEnv{t: t, c: newPlainCLI(t), dir: t.TempDir(), vars: map[string]string{}, fetchable: map[string][]string{}}
 	e.vars["dir"] = e.dir
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	e.vars["reg"] = reg.Host

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -119,6 +120,7 @@ type crashOp struct {
 }
 
 func TestCrashTrials(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	trials := crashTrials(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
@@ -140,7 +142,7 @@ func TestCrashTrials(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	probe := newCLI(t)
+	probe := newPlainCLI(t)
 	ops := []crashOp{
 		{name: "pull", args: []string{"image", "pull", "--plain-http", refA},
 			verify: func(t *testing.T, c *cli) { verifyImage(t, c, refA, imgA, "top of a\n") }},
@@ -188,7 +190,7 @@ func TestCrashTrials(t *testing.T) {
 	// How long each operation takes uninterrupted bounds the random kill moment.
 	durations, startups := map[string]time.Duration{}, map[string]time.Duration{}
 	for _, op := range ops {
-		c := newCLI(t)
+		c := newPlainCLI(t)
 		if op.setup != nil {
 			op.setup(t, c)
 		}
@@ -204,51 +206,66 @@ func TestCrashTrials(t *testing.T) {
 		startups[op.name] = min(time.Since(start)*3/4, durations[op.name]/2)
 	}
 
-	problems, kills := 0, 0
-	for i := 0; i < trials; i++ {
-		op := ops[i%len(ops)]
-		ok := t.Run(fmt.Sprintf("%d-%s", i, op.name), func(t *testing.T) {
-			c := newCLI(t)
-			if op.setup != nil {
-				op.setup(t, c)
-			}
-			delay := startups[op.name] + time.Duration(mrand.Int64N(int64(durations[op.name]-startups[op.name])+1))
-			wasKilled := killed(t, c, op.stdin, delay, op.args...)
-			if wasKilled {
-				kills++
-			}
-			// After the crash the store must check clean: leftovers are
-			// either fine by design (resumable ingests) or cleaned when
-			// the store is opened. (Killed before it made the store, there
-			// is nothing to check.)
-			if _, err := os.Stat(c.Root); err != nil {
-				t.Logf("killed before the store existed: %v", err)
-			} else if r := c.Run(nil, "check"); r.Code == 0 {
-				if strings.Contains(r.Stdout, "note:") || strings.Contains(r.Stdout, "repaired:") {
-					t.Logf("check after killing %s at %v:\n%s", op.name, delay, r.Stdout)
-				}
-			} else {
-				t.Errorf("check after killing %s at %v: exit %d\n%s%s", op.name, delay, r.Code, r.Stdout, r.Stderr)
-				if r := c.Run(nil, "check", "--repair"); r.Code != 0 {
-					t.Errorf("check --repair could not fix it: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
-				}
-			}
-			// Done again, the operation completes and its result is whole.
-			if wasKilled {
-				c.OK(openOrNil(t, op.stdin), op.args...)
-			}
-			op.verify(t, c)
-			// check re-hashes every blob, so it is also content verify.
-			if r := c.Run(nil, "check", "-q"); r.Code != 0 {
-				t.Errorf("check after %s completed: exit %d\n%s%s", op.name, r.Code, r.Stdout, r.Stderr)
-			}
-		})
-		if !ok {
-			problems++ // a dirty check, a failed repeat or a wrong result
+	// Trials share nothing (each has its own store) and mostly wait on
+	// processes and the disk, so they run side by side (go test -parallel).
+	var problems, kills atomic.Int32
+	t.Run("trials", func(t *testing.T) {
+		for i := 0; i < trials; i++ {
+			op := ops[i%len(ops)]
+			t.Run(fmt.Sprintf("%d-%s", i, op.name), func(t *testing.T) {
+				t.Parallel()
+				// A dirty check, a failed repeat or a wrong result.
+				defer func() {
+					if t.Failed() {
+						problems.Add(1)
+					}
+				}()
+				crashTrial(t, op, durations[op.name], startups[op.name], &kills)
+			})
+		}
+	})
+	fmt.Printf("crash trials: %d, problems: %d\n", trials, problems.Load())
+	t.Logf("crash trials: %d (%d killed mid-way), problems: %d", trials, kills.Load(), problems.Load())
+}
+
+// crashTrial runs op once on a fresh store, kills it at a random moment
+// between startup and duration, and wants a clean check, a repeat that
+// completes, and a whole result.
+func crashTrial(t *testing.T, op crashOp, duration, startup time.Duration, kills *atomic.Int32) {
+	c := newPlainCLI(t)
+	if op.setup != nil {
+		op.setup(t, c)
+	}
+	delay := startup + time.Duration(mrand.Int64N(int64(duration-startup)+1))
+	wasKilled := killed(t, c, op.stdin, delay, op.args...)
+	if wasKilled {
+		kills.Add(1)
+	}
+	// After the crash the store must check clean: leftovers are
+	// either fine by design (resumable ingests) or cleaned when
+	// the store is opened. (Killed before it made the store, there
+	// is nothing to check.)
+	if _, err := os.Stat(c.Root); err != nil {
+		t.Logf("killed before the store existed: %v", err)
+	} else if r := c.Run(nil, "check"); r.Code == 0 {
+		if strings.Contains(r.Stdout, "note:") || strings.Contains(r.Stdout, "repaired:") {
+			t.Logf("check after killing %s at %v:\n%s", op.name, delay, r.Stdout)
+		}
+	} else {
+		t.Errorf("check after killing %s at %v: exit %d\n%s%s", op.name, delay, r.Code, r.Stdout, r.Stderr)
+		if r := c.Run(nil, "check", "--repair"); r.Code != 0 {
+			t.Errorf("check --repair could not fix it: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 		}
 	}
-	fmt.Printf("crash trials: %d, problems: %d\n", trials, problems)
-	t.Logf("crash trials: %d (%d killed mid-way), problems: %d", trials, kills, problems)
+	// Done again, the operation completes and its result is whole.
+	if wasKilled {
+		c.OK(openOrNil(t, op.stdin), op.args...)
+	}
+	op.verify(t, c)
+	// check re-hashes every blob, so it is also content verify.
+	if r := c.Run(nil, "check", "-q"); r.Code != 0 {
+		t.Errorf("check after %s completed: exit %d\n%s%s", op.name, r.Code, r.Stdout, r.Stderr)
+	}
 }
 
 func openOrNil(t *testing.T, path string) io.Reader {

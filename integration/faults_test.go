@@ -75,6 +75,7 @@ func requireNoWrongBytes(t *testing.T, c *cli) {
 }
 
 func TestPullRetriesTransientFaults(t *testing.T) {
+	t.Parallel()
 	img := faultImage(t)
 	layer := img.Layers[0]
 	p, ref := faultRegistry(t, img)
@@ -146,6 +147,7 @@ func statuses(reqs []faultproxy.Request, d digest.Digest) []int {
 }
 
 func TestPullFailsPermanentFaults(t *testing.T) {
+	t.Parallel()
 	img := faultImage(t)
 	layer := img.Layers[0]
 	p, ref := faultRegistry(t, img)
@@ -192,6 +194,7 @@ func TestPullFailsPermanentFaults(t *testing.T) {
 // the rest of the mount keeps working, and the same read succeeds once the
 // registry answers again.
 func TestLazyReadStalledRegistry(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	img := faultImage(t)
 	layer := img.Layers[0]

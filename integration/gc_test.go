@@ -29,6 +29,7 @@ func gcTestImage(t *testing.T, files ...string) *testimage.Image {
 }
 
 func TestGCCommands(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	a := gcTestImage(t, "base", "only-a")
@@ -121,6 +122,7 @@ func TestGCCommands(t *testing.T) {
 
 // The same commands work through a mount daemon's socket.
 func TestGCThroughDaemon(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	c := newCLI(t)
 	d := strings.TrimSpace(c.OK(strings.NewReader("garbage"), "content", "ingest", "-q", "g"))

@@ -15,8 +15,12 @@ import (
 	"time"
 )
 
-// casfsBin is the binary under test, built once by TestMain.
-var casfsBin string
+// casfsBin is the binary under test, built once by TestMain with the race
+// detector. plainBin is the same program without it: tests that run casfs
+// hundreds of times to check outcomes rather than interleavings (the
+// hostile corpus, the crash trials) use it, since a race-enabled process
+// costs about four times the CPU to start and run.
+var casfsBin, plainBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "casfs-integration-")
@@ -24,12 +28,21 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	casfsBin = filepath.Join(dir, "casfs")
-	build := exec.Command("go", "build", "-race", "-o", casfsBin, "../cmd/casfs")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build casfs:", err)
-		os.Exit(1)
+	casfsBin, plainBin = filepath.Join(dir, "casfs"), filepath.Join(dir, "casfs-plain")
+	race := exec.Command("go", "build", "-race", "-o", casfsBin, "../cmd/casfs")
+	plain := exec.Command("go", "build", "-o", plainBin, "../cmd/casfs")
+	for _, b := range []*exec.Cmd{race, plain} {
+		b.Stdout, b.Stderr = os.Stderr, os.Stderr
+		if err := b.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "build casfs:", err)
+			os.Exit(1)
+		}
+	}
+	for _, b := range []*exec.Cmd{race, plain} {
+		if err := b.Wait(); err != nil {
+			fmt.Fprintln(os.Stderr, "build casfs:", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -47,17 +60,30 @@ type cli struct {
 	t    testing.TB
 	Root string
 	Env  []string
+	// Bin is the binary run: casfsBin unless a test chose plainBin.
+	Bin string
 }
 
 func newCLI(t testing.TB) *cli {
 	return &cli{t: t, Root: filepath.Join(t.TempDir(), "store")}
 }
 
+// newPlainCLI is newCLI running the binary built without the race detector.
+func newPlainCLI(t testing.TB) *cli {
+	c := newCLI(t)
+	c.Bin = plainBin
+	return c
+}
+
 // cmdTimeout bounds every command: a hang is a failure, not a stuck suite.
 const cmdTimeout = 2 * time.Minute
 
 func (c *cli) command(stdin io.Reader, args ...string) *exec.Cmd {
-	cmd := exec.Command(casfsBin, append([]string{"--root", c.Root}, args...)...)
+	bin := c.Bin
+	if bin == "" {
+		bin = casfsBin
+	}
+	cmd := exec.Command(bin, append([]string{"--root", c.Root}, args...)...)
 	cmd.Env = append(os.Environ(), c.Env...)
 	cmd.Stdin = stdin
 	return cmd

@@ -80,7 +80,7 @@ func unmount(t *testing.T, mnt string) {
 		exec.Command("umount", "-l", mnt).Run()
 	}
 	// The daemon exits once unmounted; wait (bounded) for it to release the socket.
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(cmdTimeout)
 	for time.Now().Before(deadline) {
 		if out, _ := exec.Command("pgrep", "-f", "notify-fd 3.*"+mnt).Output(); len(out) == 0 {
 			return
@@ -91,6 +91,7 @@ func unmount(t *testing.T, mnt string) {
 }
 
 func TestPullMountRun(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	img := busyboxImage(t)

@@ -21,6 +21,7 @@ import (
 // them; reading one through the mount fetches it once for many readers; with
 // the registry gone a missing blob fails with EIO and local ones still read.
 func TestLazyPullThroughMount(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	img := busyboxImage(t)
@@ -110,6 +111,7 @@ func readWithin(path string, d time.Duration) ([]byte, error) {
 }
 
 func TestMountLifecycle(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	c := newCLI(t)
 	d := strings.TrimSpace(c.OK(strings.NewReader("mounted blob"), "content", "ingest", "-q", "m"))
@@ -153,6 +155,7 @@ func mounted(mnt, fstype string) bool {
 // TestMountForegroundSignals: the foreground daemon (systemd's form)
 // unmounts and releases the store on SIGTERM, and tells systemd it is ready.
 func TestMountForegroundSignals(t *testing.T) {
+	t.Parallel()
 	testenv.RequireFUSE(t)
 	c := newCLI(t)
 	c.OK(strings.NewReader("x"), "content", "ingest", "-q", "x")
@@ -227,6 +230,7 @@ func TestMountForegroundSignals(t *testing.T) {
 // TestFstab mounts casfs the way /etc/fstab does, through mount(8) and
 // mount.fuse3, using a private fstab file.
 func TestFstab(t *testing.T) {
+	t.Parallel()
 	testenv.RequireFUSE(t)
 	testenv.Require(t, "mount.fuse3")
 	c := newCLI(t)

@@ -18,6 +18,7 @@ import (
 // TestPushPullRoundTrip: casfs pushes what it pulled to another repository,
 // skopeo reads it back with the same digest, and casfs pulls what skopeo pushed.
 func TestPushPullRoundTrip(t *testing.T) {
+	t.Parallel()
 	testenv.Require(t, "skopeo")
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	img := busyboxImage(t)
@@ -60,6 +61,7 @@ func TestPushPullRoundTrip(t *testing.T) {
 }
 
 func TestPullErrors(t *testing.T) {
+	t.Parallel()
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	img := busyboxImage(t)
 	pushTestImage(t, reg, "lab/x", "1", img)
@@ -98,6 +100,7 @@ func pushAuthed(t *testing.T, reg *testenv.Registry, repo, tag string, img *test
 // TestPullTLSAuth: a registry behind TLS with a private CA and htpasswd,
 // reached through hosts.toml (ca) and --user; wrong credentials fail.
 func TestPullTLSAuth(t *testing.T) {
+	t.Parallel()
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{TLS: true, Auth: true})
 	img := busyboxImage(t)
 	pushAuthed(t, reg, "lab/secure", "1", img)
@@ -122,6 +125,7 @@ func TestPullTLSAuth(t *testing.T) {
 
 // TestContentFetch: all content of an image, no image record, no snapshots.
 func TestContentFetch(t *testing.T) {
+	t.Parallel()
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	img := busyboxImage(t)
 	ref := pushTestImage(t, reg, "lab/fetch", "1", img)

@@ -11,6 +11,7 @@ import (
 
 // TestSnapshotPrune: snapshots of a removed image go, those of a kept one stay.
 func TestSnapshotPrune(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	img := busyboxImage(t)

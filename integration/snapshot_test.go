@@ -70,6 +70,7 @@ func mkdirTarget(t *testing.T) string {
 }
 
 func TestImageMountReadOnlyAndWritable(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	img := busyboxImage(t)
@@ -156,6 +157,7 @@ func TestImageMountReadOnlyAndWritable(t *testing.T) {
 // TestImageMountThroughDaemon: with the mount daemon owning the store, the
 // same commands work through its socket.
 func TestImageMountThroughDaemon(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	img := busyboxImage(t)
@@ -181,6 +183,7 @@ func TestImageMountThroughDaemon(t *testing.T) {
 }
 
 func TestImageCheck(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	img := busyboxImage(t)
@@ -224,6 +227,7 @@ func TestImageCheck(t *testing.T) {
 }
 
 func TestSnapshotCommandsAndSharedLayers(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	base := []testimage.File{testimage.Dir("etc", 0o755), testimage.Reg("etc/base", 0o644, "shared base\n")}
@@ -401,6 +405,7 @@ func snapshotTrees(t *testing.T, c *cli) map[string]string {
 // download; the snapshots must be the same as unpacking after the fact
 // (pull --no-unpack, then image mount unpacks layer after layer).
 func TestPullPipelinedMatchesSequential(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	img := layeredImage(t)
@@ -531,6 +536,7 @@ func withDiffID(t *testing.T, img *testimage.Image, i int, d digest.Digest) *tes
 }
 
 func TestPullBadDiffIDLeavesNoSnapshot(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	good := layeredImage(t)
