@@ -34,7 +34,9 @@ type Config struct {
 	// lazy fetch (a read of a missing blob gets EIO after it).
 	Registry     store.RegistryOptions
 	FetchTimeout time.Duration
-	Logger       *slog.Logger
+	// PublicBlobs opens blobs in the mount to every user (fusefs.Options).
+	PublicBlobs bool
+	Logger      *slog.Logger
 }
 
 // SocketPath is where the daemon of root serves the store API.
@@ -78,7 +80,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	st.EnableLazyFetch(cfg.Registry, cfg.FetchTimeout)
 
 	src := newSource(st)
-	fsys := fusefs.New(src, fusefs.Options{Logger: log})
+	fsys := fusefs.New(src, fusefs.Options{Logger: log, PublicBlobs: cfg.PublicBlobs})
 	st.OnChange(func() {
 		src.forget()
 		fsys.Invalidate()

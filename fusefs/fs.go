@@ -31,6 +31,12 @@ type Options struct {
 	ListingTimeout time.Duration
 	// RefreshTimeout bounds the Source calls Invalidate makes. Default 30s.
 	RefreshTimeout time.Duration
+	// PublicBlobs lets every user read blobs (blobs/, and an image's
+	// manifest.json, config.json, index.json and layers/). By default they
+	// are for root and the mount's owner only: a layer blob holds every
+	// file of the layer, including those that rootfs/ shows only to their
+	// owners (a 0600 file, /etc/shadow).
+	PublicBlobs bool
 }
 
 // FS is the casfs filesystem. Create it with New, serve it with Mount.
