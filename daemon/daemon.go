@@ -39,6 +39,10 @@ type Config struct {
 	Logger      *slog.Logger
 }
 
+// apiGrace is how long a stopping daemon lets requests finish before it
+// cancels them.
+const apiGrace = 5 * time.Second
+
 // SocketPath is where the daemon of root serves the store API.
 func SocketPath(root string) string { return filepath.Join(root, "casfs.sock") }
 
@@ -88,7 +92,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()
-	apiSrv := api.NewServer(st, api.ServerOptions{Logger: log})
+	apiSrv := api.NewServer(st, api.ServerOptions{Logger: log, ShutdownGrace: apiGrace})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- apiSrv.Serve(srvCtx, SocketPath(st.Root())) }()
 	select {
@@ -122,8 +126,17 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		log.Info("casfs was unmounted from outside", "mountpoint", mnt)
 	case err := <-serveErr:
 		log.Error("store API stopped", "err", err)
+		serveErr <- err
 	}
 	stopServer()
+	// Requests still running (a pull) get the grace to finish, then are
+	// cancelled; wait for them to unwind, so that they release their leases
+	// before the store closes.
+	select {
+	case <-serveErr:
+	case <-time.After(apiGrace + 10*time.Second):
+		log.Warn("requests still running after the shutdown grace; closing the store under them")
+	}
 	uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	select {

@@ -139,6 +139,9 @@ func (s *Local) HoldLease(ctx context.Context, what string) (context.Context, fu
 	}
 	now := time.Now().UTC()
 	rec := index.Lease{ID: id, CreatedAt: now, Expires: now.Add(opLeaseExpiry), Labels: map[string]string{labelLeaseOperation: what}}
+	if thisProcess != "" {
+		rec.Labels[labelLeaseHolder] = thisProcess
+	}
 	if err := db.Leases().Create(ctx, id, rec); err != nil {
 		return ctx, nil, fmt.Errorf("lease for %s: %w", what, err)
 	}

@@ -35,7 +35,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if isMountHelperCall(args, app.Commands) {
 		err = mountHelper(context.Background(), args, stdout, stderr)
 	} else {
-		err = app.Run(args)
+		ctx, stop := interruptible()
+		err = app.RunContext(ctx, args)
+		stop()
 	}
 	if err == nil {
 		return exitOK
