@@ -42,6 +42,9 @@ func (srv *Server) routes() http.Handler {
 		methods := byPattern[p]
 		mux.Handle(p, srv.dispatch(methods))
 	}
+	if srv.opts.Debug != nil {
+		mux.Handle("/debug/", srv.opts.Debug)
+	}
 	mux.Handle("/", srv.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		return withStatus(http.StatusNotFound,
 			fmt.Errorf("no route %s %s (see the api package documentation): %w", r.Method, r.URL.Path, errdefs.ErrNotImplemented))

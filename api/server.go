@@ -29,6 +29,9 @@ type ServerOptions struct {
 	// ShutdownGrace is how long in-flight requests may take to finish when
 	// Serve's context is cancelled (default 5 s).
 	ShutdownGrace time.Duration
+	// Debug, when set, serves GET /debug/... next to the API (the mount
+	// daemon's memory figures).
+	Debug http.Handler
 }
 
 // DefaultMaxJSONBody is the cap on JSON request bodies.

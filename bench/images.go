@@ -310,12 +310,14 @@ type images struct {
 	realistic *image
 	large     *image
 	variants  []string // refs of ten distinct small-topped realistic images
+	many      *image   // 100k small files (10k with -quick)
 }
 
 const (
 	refRealistic = "bench/realistic"
 	refLarge     = "bench/large"
 	refVariant   = "bench/variant"
+	refMany      = "bench/many"
 )
 
 // loadImages builds and pushes the bench images on first use.
@@ -353,6 +355,16 @@ func (e *env) loadImages() (*images, error) {
 	if err := reg.push(refLarge, "latest", set.large); err != nil {
 		return nil, err
 	}
+	manyFiles := 100_000
+	if e.quick {
+		manyFiles = 10_000
+	}
+	if set.many, err = buildMany(dir, manyFiles); err != nil {
+		return nil, err
+	}
+	if err := reg.push(refMany, "latest", set.many); err != nil {
+		return nil, err
+	}
 	for i := 0; i < 10; i++ {
 		top, err := variantLayer(dir, i)
 		if err != nil {
@@ -381,4 +393,30 @@ func flatten(ss [][]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// buildMany is one layer of n small files in directories of 100: the
+// shape of a large language runtime or node_modules tree.
+func buildMany(dir string, n int) (*image, error) {
+	l, err := writeLayer(dir, gzip.BestSpeed, func(tw *countingTar) error {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "usr/", Mode: 0o755, ModTime: fixedTime})
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "usr/lib/", Mode: 0o755, ModTime: fixedTime})
+		for d := 0; d < n/100; d++ {
+			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: fmt.Sprintf("usr/lib/pkg%04d/", d), Mode: 0o755, ModTime: fixedTime})
+			for f := 0; f < 100; f++ {
+				data := fmt.Sprintf("# package %d module %d\n", d, f)
+				if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("usr/lib/pkg%04d/mod_%02d.py", d, f), Mode: 0o644, Size: int64(len(data)), ModTime: fixedTime}); err != nil {
+					return err
+				}
+				if _, err := tw.Write([]byte(data)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return finishImage(dir, []blob{l})
 }

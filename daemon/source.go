@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"os"
-	"sync"
 
 	"github.com/opencontainers/go-digest"
 
@@ -12,25 +11,15 @@ import (
 	"github.com/casfs/casfs/store"
 )
 
-// source shows a store through the filesystem's Source interface. Merged
-// rootfs trees are built once per id and kept until the catalogue changes.
+// source shows a store through the filesystem's Source interface.
 type source struct {
 	st *store.Local
-
-	mu    sync.Mutex
-	trees map[string]*treeEntry
-}
-
-type treeEntry struct {
-	once sync.Once
-	tree *merged.Tree
-	err  error
 }
 
 var _ fusefs.Source = (*source)(nil)
 
 func newSource(st *store.Local) *source {
-	return &source{st: st, trees: map[string]*treeEntry{}}
+	return &source{st: st}
 }
 
 func (s *source) Blobs(ctx context.Context) ([]fusefs.BlobInfo, error) {
@@ -76,35 +65,12 @@ func (s *source) Images(ctx context.Context) ([]fusefs.ImageInfo, error) {
 	return out, nil
 }
 
+// Rootfs builds the merged tree of one rootfs id. The filesystem keeps it
+// while the kernel holds any of its nodes and asks again after that.
 func (s *source) Rootfs(ctx context.Context, id string) (*merged.Tree, error) {
-	s.mu.Lock()
-	e, ok := s.trees[id]
-	if !ok {
-		e = &treeEntry{}
-		s.trees[id] = e
+	dirs, err := s.st.RootfsLayers(ctx, id)
+	if err != nil {
+		return nil, err
 	}
-	s.mu.Unlock()
-	e.once.Do(func() {
-		var dirs []string
-		dirs, e.err = s.st.RootfsLayers(ctx, id)
-		if e.err == nil {
-			e.tree, e.err = merged.Build(ctx, dirs)
-		}
-	})
-	if e.err != nil {
-		// Do not cache failures: a later read may succeed (registry back).
-		s.mu.Lock()
-		if s.trees[id] == e {
-			delete(s.trees, id)
-		}
-		s.mu.Unlock()
-	}
-	return e.tree, e.err
-}
-
-// forget drops cached trees whose images may be gone.
-func (s *source) forget() {
-	s.mu.Lock()
-	s.trees = map[string]*treeEntry{}
-	s.mu.Unlock()
+	return merged.Build(ctx, dirs)
 }

@@ -123,7 +123,8 @@ func (r *rootDir) OpendirHandle(ctx context.Context, flags uint32) (gfs.FileHand
 	for _, n := range []string{nameBlobs, nameImages, nameRootfs} {
 		ents = append(ents, fuse.DirEntry{Name: n, Mode: syscall.S_IFDIR, Ino: ino("top", n)})
 	}
-	return newDirHandle(ents), dirFlags, 0
+	// Names only: rawFS learns the node id of rootfs/ from its LOOKUP.
+	return &namesOnly{newDirHandle(ents)}, dirFlags, 0
 }
 
 // listingChild returns the inode of a synthetic directory and fills its entry.
@@ -252,22 +253,10 @@ func (r *rootfsDir) Getattr(ctx context.Context, fh gfs.FileHandle, out *fuse.At
 	return 0
 }
 
+// Lookup is not reached: rawFS answers the names in rootfs/ (see raw.go).
 func (r *rootfsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gfs.Inode, syscall.Errno) {
-	v, errno := r.fs.view(ctx)
-	if errno != 0 {
-		return nil, errno
-	}
-	if !v.rootfs[name] {
-		return nil, syscall.ENOENT
-	}
-	rt, errno := r.fs.tree(ctx, name)
-	if errno != 0 {
-		return nil, errno
-	}
-	ch := r.fs.mergedChild(ctx, &r.Inode, rt, rt.t.Root, out)
-	// The name of a tree in rootfs/ may go away with its image.
-	out.SetEntryTimeout(r.fs.opts.ListingTimeout)
-	return ch, 0
+	r.fs.log.Error("fuse: rootfs/ lookup reached the node bridge", "name", name)
+	return nil, syscall.EIO
 }
 
 func (r *rootfsDir) OpendirHandle(ctx context.Context, flags uint32) (gfs.FileHandle, uint32, syscall.Errno) {
@@ -278,10 +267,23 @@ func (r *rootfsDir) OpendirHandle(ctx context.Context, flags uint32) (gfs.FileHa
 	var ents []fuse.DirEntry
 	for _, id := range sortedKeys(v.rootfs) {
 		// Inode numbers of trees not built yet are unknown; 0 lets the
-		// kernel fill in "unknown", and readdirplus looks them up anyway.
+		// kernel fill in "unknown".
 		ents = append(ents, fuse.DirEntry{Name: id, Mode: syscall.S_IFDIR})
 	}
-	return newDirHandle(ents), dirFlags, 0
+	return &namesOnly{newDirHandle(ents)}, dirFlags, 0
+}
+
+// namesOnly is a listing whose READDIRPLUS replies carry names without
+// attributes: listing rootfs/ must not build every image's tree, and the
+// root's listing must not hand out the node id of rootfs/ unseen. A zero
+// node id in a readdirplus entry tells the kernel to skip it (it looks the
+// name up when someone stats it).
+type namesOnly struct{ *dirHandle }
+
+var _ gfs.FileLookuper = (*namesOnly)(nil)
+
+func (namesOnly) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gfs.Inode, syscall.Errno) {
+	return nil, syscall.EAGAIN
 }
 
 // imagesDir is images/ or any directory below it: repository elements,

@@ -129,6 +129,13 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 // openHandle wraps an opened backing file and, on the first open of the
 // mount, finds out whether the kernel accepts passthrough.
 func (f *FS) openHandle(file *os.File) (gfs.FileHandle, uint32, syscall.Errno) {
+	f.passthroughOn(file)
+	return &fileHandle{f: file}, fileFlags, 0
+}
+
+// passthroughOn reports whether the kernel takes backing files, finding out
+// with file on the first call.
+func (f *FS) passthroughOn(file *os.File) bool {
 	if f.passMode.Load() == passUnknown {
 		f.passMu.Lock()
 		if f.passMode.Load() == passUnknown {
@@ -136,7 +143,25 @@ func (f *FS) openHandle(file *os.File) (gfs.FileHandle, uint32, syscall.Errno) {
 		}
 		f.passMu.Unlock()
 	}
-	return &fileHandle{f: file}, fileFlags, 0
+	return f.passMode.Load() == passActive
+}
+
+// backingFd registers file for passthrough and returns its backing id, or
+// 0 when reads must go through the daemon.
+func (f *FS) backingFd(file *os.File) int32 {
+	if !f.passthroughOn(file) {
+		return 0
+	}
+	srv := f.server.Load()
+	if srv == nil {
+		return 0
+	}
+	id, errno := srv.RegisterBackingFd(&fuse.BackingMap{Fd: int32(file.Fd())})
+	if errno != 0 {
+		f.log.Warn("fuse passthrough refused for a file; it is read through the daemon", "file", file.Name(), "err", errno)
+		return 0
+	}
+	return id
 }
 
 // probePassthrough registers the first backing file with the kernel once

@@ -51,10 +51,13 @@ type FS struct {
 	server atomic.Pointer[fuse.Server]
 	root   *rootDir
 
-	treesMu sync.Mutex
-	trees   map[string]*rtree // rootfs id -> tree, built on first use
-	treeSeq uint64            // rootfs ids get inode bases in order of first use
-	treeIdx map[string]uint64 // kept across Refresh so inode numbers stay stable
+	treesMu    sync.Mutex
+	trees      map[string]*rtree     // rootfs id -> tree, built on first use
+	byBase     map[uint64]*rtree     // inode base -> tree the kernel holds nodes of
+	building   map[string]*treeBuild // rootfs id -> tree being built
+	treeBuilds atomic.Int64          // trees built so far (for tests and measurements)
+	treeSeq    uint64                // rootfs ids get inode bases in order of first use
+	treeIdx    map[string]uint64     // kept across Refresh so inode numbers stay stable
 
 	passMu   sync.Mutex
 	passMode atomic.Int32 // passUnknown, passActive, passOff
@@ -68,13 +71,21 @@ const (
 	passOff
 )
 
-// rtree is one rootfs tree with the inode number base of its nodes.
+// rtree is one rootfs tree with the inode number base of its nodes. It is
+// kept while the kernel holds any of its nodes and dropped when the kernel
+// forgets the last one, so that trees nobody walks cost nothing; the next
+// lookup builds it again, with the same inode numbers.
 type rtree struct {
+	fs   *FS
+	id   string
 	t    *merged.Tree
 	base uint64
 	// hasLabels and hasACLs say whether any node carries security.selinux
 	// or a POSIX ACL xattr (see mnode.Getxattr).
 	hasLabels, hasACLs bool
+	// refs counts the kernel's references to the tree's nodes: one per
+	// node id in a LOOKUP or READDIRPLUS reply, given back by FORGET.
+	refs atomic.Int64
 }
 
 const (
@@ -83,26 +94,50 @@ const (
 	xattrACLDefault = "system.posix_acl_default"
 )
 
-func newRtree(t *merged.Tree, base uint64) *rtree {
-	rt := &rtree{t: t, base: base}
-	var walk func(n *merged.Node)
-	walk = func(n *merged.Node) {
-		for _, x := range n.Xattrs {
-			switch x.Name {
-			case xattrSELinux:
-				rt.hasLabels = true
-			case xattrACLAccess, xattrACLDefault:
-				rt.hasACLs = true
-			}
+func newRtree(f *FS, id string, t *merged.Tree, base uint64) *rtree {
+	rt := &rtree{fs: f, id: id, t: t, base: base}
+	rt.hasLabels = t.HasXattr(func(name string) bool { return name == xattrSELinux })
+	rt.hasACLs = t.HasXattr(func(name string) bool { return name == xattrACLAccess || name == xattrACLDefault })
+	return rt
+}
+
+// acquireLocked takes a reference on the tree registered for rt's inode
+// base, registering rt if none is, and returns the tree it took it on.
+// The caller holds treesMu.
+func (f *FS) acquireLocked(rt *rtree) *rtree {
+	if cur := f.byBase[rt.base]; cur != nil {
+		rt = cur
+	} else {
+		f.byBase[rt.base] = rt
+	}
+	rt.refs.Add(1)
+	return rt
+}
+
+// releaseTree gives back n references; the last one drops the tree: the
+// kernel holds none of its nodes, and the next lookup builds it again.
+func (f *FS) releaseTree(rt *rtree, n int64) {
+	if rt.refs.Add(-n) > 0 {
+		return
+	}
+	f.treesMu.Lock()
+	if rt.refs.Load() <= 0 {
+		if f.byBase[rt.base] == rt {
+			delete(f.byBase, rt.base)
 		}
-		for _, c := range n.Children() {
-			if c.Node.IsDir() || len(c.Node.Xattrs) > 0 {
-				walk(c.Node)
-			}
+		if f.trees[rt.id] == rt {
+			delete(f.trees, rt.id)
 		}
 	}
-	walk(t.Root)
-	return rt
+	f.treesMu.Unlock()
+}
+
+// treeByBase returns the tree whose nodes the kernel may know under an
+// inode base.
+func (f *FS) treeByBase(base uint64) *rtree {
+	f.treesMu.Lock()
+	defer f.treesMu.Unlock()
+	return f.byBase[base]
 }
 
 // missingXattr is the error for an xattr a node does not have.
@@ -129,7 +164,7 @@ func New(src Source, opts Options) *FS {
 	if opts.RefreshTimeout <= 0 {
 		opts.RefreshTimeout = 30 * time.Second
 	}
-	f := &FS{src: src, opts: opts, log: opts.Logger, trees: map[string]*rtree{}, treeIdx: map[string]uint64{}}
+	f := &FS{src: src, opts: opts, log: opts.Logger, trees: map[string]*rtree{}, byBase: map[uint64]*rtree{}, building: map[string]*treeBuild{}, treeIdx: map[string]uint64{}}
 	f.root = &rootDir{fs: f}
 	return f
 }
@@ -199,38 +234,69 @@ func (f *FS) Refresh(ctx context.Context) error {
 func (f *FS) dropTrees(v *view) {
 	f.treesMu.Lock()
 	defer f.treesMu.Unlock()
-	for id := range f.trees {
+	for id, rt := range f.trees {
 		if !v.rootfs[id] {
+			// The kernel may still hold nodes (a process inside): they
+			// stay served until it forgets them.
 			delete(f.trees, id)
+			if rt.refs.Load() <= 0 && f.byBase[rt.base] == rt {
+				delete(f.byBase, rt.base)
+			}
 		}
 	}
 }
 
-// tree returns the merged tree of one rootfs id, asking the Source once.
+// treeBuild is a tree being built; concurrent lookups wait for it.
+type treeBuild struct {
+	done chan struct{}
+	rt   *rtree
+	err  error
+}
+
+// tree returns the merged tree of one rootfs id with a reference taken
+// (give it back with releaseTree), asking the Source once however many
+// lookups want it at the same time.
 func (f *FS) tree(ctx context.Context, id string) (*rtree, syscall.Errno) {
 	f.treesMu.Lock()
-	rt := f.trees[id]
-	f.treesMu.Unlock()
-	if rt != nil {
+	if rt := f.trees[id]; rt != nil {
+		rt = f.acquireLocked(rt)
+		f.treesMu.Unlock()
 		return rt, 0
 	}
-	t, err := f.src.Rootfs(ctx, id)
-	if err != nil {
-		return nil, f.errno("rootfs "+id, err)
+	b := f.building[id]
+	if b == nil {
+		b = &treeBuild{done: make(chan struct{})}
+		f.building[id] = b
+		f.treesMu.Unlock()
+		t, err := f.src.Rootfs(ctx, id)
+		f.treesMu.Lock()
+		delete(f.building, id)
+		if err == nil {
+			idx, ok := f.treeIdx[id]
+			if !ok {
+				f.treeSeq++
+				idx = f.treeSeq
+				f.treeIdx[id] = idx
+			}
+			b.rt = newRtree(f, id, t, idx<<32)
+			f.trees[id] = b.rt
+			f.treeBuilds.Add(1)
+		}
+		b.err = err
+		close(b.done)
+	}
+	f.treesMu.Unlock()
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return nil, syscall.EINTR
+	}
+	if b.err != nil {
+		return nil, f.errno("rootfs "+id, b.err)
 	}
 	f.treesMu.Lock()
-	defer f.treesMu.Unlock()
-	if rt := f.trees[id]; rt != nil {
-		return rt, 0
-	}
-	idx, ok := f.treeIdx[id]
-	if !ok {
-		f.treeSeq++
-		idx = f.treeSeq
-		f.treeIdx[id] = idx
-	}
-	rt = newRtree(t, idx<<32)
-	f.trees[id] = rt
+	rt := f.acquireLocked(b.rt)
+	f.treesMu.Unlock()
 	return rt, 0
 }
 

@@ -3,6 +3,7 @@ package fusefs
 import (
 	"bytes"
 	"errors"
+	"io"
 	"io/fs"
 	"math/rand"
 	"os"
@@ -313,78 +314,8 @@ func TestRootfsMatchesTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]attrs{}
-	var walk func(n *merged.Node, p string)
-	walk = func(n *merged.Node, p string) {
-		a := attrs{mode: n.Mode, uid: n.Uid, gid: n.Gid, nlink: uint64(n.Nlink), size: n.Size, rdev: n.Rdev, mtime: n.Mtime.Nano(), target: n.Target}
-		if n.IsRegular() {
-			b, err := os.ReadFile(tr.Backing(n))
-			if err != nil {
-				t.Fatal(err)
-			}
-			a.content = string(b)
-		}
-		var xs []string
-		for _, x := range n.Xattrs {
-			xs = append(xs, x.Name+"="+string(x.Value))
-		}
-		sort.Strings(xs)
-		a.xattrs = strings.Join(xs, ";")
-		want[p] = a
-		for _, c := range n.Children() {
-			walk(c.Node, p+"/"+c.Name)
-		}
-	}
-	walk(tr.Root, "")
-
-	got := map[string]attrs{}
-	inos := map[string]uint64{}
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel := strings.TrimPrefix(p, root)
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		inos[rel] = st.Ino
-		a := attrs{mode: st.Mode, uid: st.Uid, gid: st.Gid, nlink: st.Nlink, size: st.Size, rdev: st.Rdev, mtime: st.Mtim.Nano()}
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFLNK:
-			a.target, _ = os.Readlink(p)
-		case unix.S_IFREG:
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			a.content = string(b)
-		}
-		var xs []string
-		sz, err := unix.Llistxattr(p, nil)
-		if err != nil {
-			return err
-		}
-		if sz > 0 {
-			buf := make([]byte, sz)
-			sz, _ = unix.Llistxattr(p, buf)
-			for _, name := range strings.Split(strings.TrimRight(string(buf[:sz]), "\x00"), "\x00") {
-				v := make([]byte, 256)
-				n, err := unix.Lgetxattr(p, name, v)
-				if err != nil {
-					return err
-				}
-				xs = append(xs, name+"="+string(v[:n]))
-			}
-		}
-		sort.Strings(xs)
-		a.xattrs = strings.Join(xs, ";")
-		got[rel] = a
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := treeAttrs(t, tr)
+	got, inos := mountAttrs(t, root)
 	for p, w := range want {
 		if g, ok := got[p]; !ok {
 			t.Errorf("%q: missing from the mount", p)
@@ -611,4 +542,96 @@ func TestBindMountReadByOtherProcess(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "Permission denied") {
 		t.Errorf("nobody reading etc/shadow (0600 root): %v %q; want Permission denied", err, out)
 	}
+}
+
+// treeAttrs is what a tree should show through the mount, by path ("" is
+// the root).
+func treeAttrs(t *testing.T, tr *merged.Tree) map[string]attrs {
+	t.Helper()
+	want := map[string]attrs{}
+	var walk func(i merged.Ino, p string)
+	walk = func(i merged.Ino, p string) {
+		n := tr.Attr(i)
+		a := attrs{mode: n.Mode, uid: n.Uid, gid: n.Gid, nlink: uint64(n.Nlink), size: n.Size, rdev: n.Rdev, mtime: n.Mtime.Nano(), target: tr.Target(i)}
+		if n.IsRegular() {
+			c, err := tr.Layer(i).Open(t.Context(), tr.Path(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(io.NewSectionReader(c, 0, n.Size))
+			c.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.content = string(b)
+		}
+		var xs []string
+		for _, x := range tr.Xattrs(i) {
+			xs = append(xs, x.Name+"="+string(x.Value))
+		}
+		sort.Strings(xs)
+		a.xattrs = strings.Join(xs, ";")
+		want[p] = a
+		for k := 0; k < tr.NumEntries(i); k++ {
+			c := tr.Entry(i, k)
+			walk(c.Ino, p+"/"+c.Name)
+		}
+	}
+	walk(merged.RootIno, "")
+	return want
+}
+
+// mountAttrs walks a directory of the mount with the usual system calls,
+// and returns what it shows and the inode numbers, by path.
+func mountAttrs(t *testing.T, root string) (map[string]attrs, map[string]uint64) {
+	t.Helper()
+	got := map[string]attrs{}
+	inos := map[string]uint64{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel := strings.TrimPrefix(p, root)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		inos[rel] = st.Ino
+		a := attrs{mode: st.Mode, uid: st.Uid, gid: st.Gid, nlink: st.Nlink, size: st.Size, rdev: st.Rdev, mtime: st.Mtim.Nano()}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFLNK:
+			a.target, _ = os.Readlink(p)
+		case unix.S_IFREG:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			a.content = string(b)
+		}
+		var xs []string
+		sz, err := unix.Llistxattr(p, nil)
+		if err != nil {
+			return err
+		}
+		if sz > 0 {
+			buf := make([]byte, sz)
+			sz, _ = unix.Llistxattr(p, buf)
+			for _, name := range strings.Split(strings.TrimRight(string(buf[:sz]), "\x00"), "\x00") {
+				v := make([]byte, 256)
+				n, err := unix.Lgetxattr(p, name, v)
+				if err != nil {
+					return err
+				}
+				xs = append(xs, name+"="+string(v[:n]))
+			}
+		}
+		sort.Strings(xs)
+		a.xattrs = strings.Join(xs, ";")
+		got[rel] = a
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, inos
 }

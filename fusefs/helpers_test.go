@@ -55,9 +55,10 @@ type fakeSource struct {
 	blobs    map[digest.Digest]int64
 	images   []ImageInfo
 	layers   map[string][]string // rootfs id -> layer dirs
-	trees    map[string]*merged.Tree
 	failOpen map[digest.Digest]error
 	opens    map[digest.Digest]int
+	// rootfsCalls counts Rootfs calls: trees the filesystem had built.
+	rootfsCalls int
 }
 
 func newFakeSource(t testing.TB) *fakeSource {
@@ -65,7 +66,6 @@ func newFakeSource(t testing.TB) *fakeSource {
 		dir:      t.TempDir(),
 		blobs:    map[digest.Digest]int64{},
 		layers:   map[string][]string{},
-		trees:    map[string]*merged.Tree{},
 		failOpen: map[digest.Digest]error{},
 		opens:    map[digest.Digest]int{},
 	}
@@ -142,20 +142,13 @@ func (s *fakeSource) Images(ctx context.Context) ([]ImageInfo, error) {
 
 func (s *fakeSource) Rootfs(ctx context.Context, id string) (*merged.Tree, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if t := s.trees[id]; t != nil {
-		return t, nil
-	}
 	dirs, ok := s.layers[id]
+	s.rootfsCalls++
+	s.mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("rootfs %s: %w", id, errdefs.ErrNotFound)
 	}
-	t, err := merged.Build(ctx, dirs)
-	if err != nil {
-		return nil, err
-	}
-	s.trees[id] = t
-	return t, nil
+	return merged.Build(ctx, dirs)
 }
 
 // addImage records an image with real manifest/config blobs (and an index

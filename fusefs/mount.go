@@ -76,8 +76,13 @@ func Mount(ctx context.Context, mountpoint string, fs *FS, opts MountOptions) (*
 		Logger:          log.New(slogWriter{fs.log}, "", 0),
 		RootStableAttr:  &gfs.StableAttr{Ino: 1},
 	}
-	srv, err := gfs.Mount(mountpoint, fs.root, gopts)
+	raw := newRawFS(gfs.NewNodeFS(fs.root, gopts), fs)
+	srv, err := fuse.NewServer(raw, mountpoint, &gopts.MountOptions)
 	if err != nil {
+		return nil, fmt.Errorf("mount casfs on %s: %w", mountpoint, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mount casfs on %s: %w", mountpoint, err)
 	}
 	fs.server.Store(srv)

@@ -48,7 +48,9 @@ type Source interface {
 	Images(ctx context.Context) ([]ImageInfo, error)
 	// Rootfs returns the merged tree of one image's root filesystem (see
 	// ImageInfo.RootfsID), unpacking its layers first if needed;
-	// errdefs.ErrNotFound when the id is unknown.
+	// errdefs.ErrNotFound when the id is unknown. The filesystem keeps the
+	// tree while the kernel holds any of its nodes and calls again after
+	// that, so implementations need not cache it.
 	Rootfs(ctx context.Context, id string) (*merged.Tree, error)
 }
 

@@ -1,296 +1,265 @@
 package merged
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math"
-	"os"
 	"sort"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
-const (
-	opaqueXattr  = "trusted.overlay.opaque"
-	overlayXattr = "trusted.overlay."
-)
-
 // bnode is a node while the tree is being built: directories keep their
-// children in a map so that applying a layer is a map operation; Build turns
-// them into compact Nodes with sorted slices at the end.
+// entries in a map so that applying a layer is a map operation; finish
+// packs them into the Tree's flat slices. Hardlinked names share a bnode.
 type bnode struct {
-	n    *Node
-	kids map[string]*bnode
-	// dev and ino identify the backing inode of a non-directory with more
-	// than one link, so that hardlinks can share one Node.
-	dev, ino uint64
+	attr   Attr
+	target string
+	xattrs []Xattr
+	layer  uint16
+	kids   map[string]*bnode // directories only
 }
 
 type linkKey struct {
-	layer    uint16
-	dev, ino uint64
+	layer uint16
+	link  uint64
 }
 
-// Build merges the given layer directories, lowest layer first, applying the
-// overlayfs rules: an upper entry hides a lower one; a whiteout deletes it;
-// an opaque directory hides the lower directory's children; a non-directory
-// replaces a lower directory and a directory replaces a lower non-directory.
-// Each layer directory is walked once.
+// builder applies the entries of the layers, lowest first.
+type builder struct {
+	root  *bnode
+	links map[linkKey]*bnode
+	// The last directory an entry was added to: a walk lists a
+	// directory's entries together, so most parent lookups hit it.
+	lastDir  string
+	lastNode *bnode
+}
+
+// Build merges the given layer directories, lowest layer first (see Dir).
 func Build(ctx context.Context, layerDirs []string) (*Tree, error) {
-	if len(layerDirs) == 0 {
+	layers := make([]Layer, len(layerDirs))
+	for i, d := range layerDirs {
+		layers[i] = Dir(d)
+	}
+	return BuildLayers(ctx, layers)
+}
+
+// BuildLayers merges layers, lowest first, applying the overlayfs rules: an
+// upper entry hides a lower one; a whiteout deletes it; an opaque directory
+// hides the lower directory's entries; a non-directory replaces a lower
+// directory and a directory replaces a lower non-directory. Each layer is
+// walked once.
+func BuildLayers(ctx context.Context, layers []Layer) (*Tree, error) {
+	if len(layers) == 0 {
 		return nil, fmt.Errorf("build merged tree: no layers")
 	}
-	if len(layerDirs) > math.MaxUint16 {
-		return nil, fmt.Errorf("build merged tree: %d layers is too many", len(layerDirs))
+	if len(layers) > math.MaxUint16 {
+		return nil, fmt.Errorf("build merged tree: %d layers is too many", len(layers))
 	}
-	t := &Tree{layers: append([]string(nil), layerDirs...)}
-	var root *bnode
-	for i, dir := range layerDirs {
-		n, err := statNode(dir, uint16(i))
+	b := &builder{links: map[linkKey]*bnode{}}
+	for i, l := range layers {
+		b.lastDir, b.lastNode = "", nil
+		err := l.Walk(ctx, func(e *Entry) error { return b.apply(e, uint16(i)) })
 		if err != nil {
 			return nil, fmt.Errorf("build merged tree: layer %d: %w", i, err)
 		}
-		if !n.n.IsDir() {
-			return nil, fmt.Errorf("build merged tree: layer %d: %s is not a directory", i, dir)
-		}
-		n.n.Xattrs = dropOpaque(n.n.Xattrs)
-		if root == nil {
-			root = &bnode{n: n.n, kids: map[string]*bnode{}}
-		} else {
-			root.n = n.n // the topmost layer's root attributes show
-		}
-		if err := applyDir(ctx, root, dir, uint16(i)); err != nil {
-			return nil, fmt.Errorf("build merged tree: layer %d: %w", i, err)
+		if b.root == nil {
+			return nil, fmt.Errorf("build merged tree: layer %d has no root directory", i)
 		}
 	}
-	t.Root = t.finish(root)
+	t := &Tree{layers: append([]Layer(nil), layers...)}
+	if err := t.finish(b.root); err != nil {
+		return nil, fmt.Errorf("build merged tree: %w", err)
+	}
 	return t, nil
 }
 
-// applyDir applies the entries of one directory of one layer onto the merged
-// directory m.
-func applyDir(ctx context.Context, m *bnode, dir string, layer uint16) error {
-	if err := ctx.Err(); err != nil {
-		return err
+func newBnode(e *Entry, layer uint16) *bnode {
+	n := &bnode{attr: e.Attr, target: e.Target, layer: layer}
+	n.attr.Nlink = 0
+	if !n.attr.IsDir() && !n.attr.IsSymlink() {
+		n.target = ""
 	}
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
+	if n.attr.Mode&unix.S_IFMT != unix.S_IFCHR && n.attr.Mode&unix.S_IFMT != unix.S_IFBLK {
+		n.attr.Rdev = 0
 	}
-	names, err := f.Readdirnames(-1)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("read directory %s: %w", dir, err)
+	n.setXattrs(e.Xattrs)
+	if n.attr.IsDir() {
+		n.kids = map[string]*bnode{}
 	}
-	for _, name := range names {
-		p := dir + "/" + name
-		c, err := statNode(p, layer)
-		if err != nil {
-			return err
+	return n
+}
+
+// setXattrs keeps a copy: the layer may reuse the Entry.
+func (n *bnode) setXattrs(xs []Xattr) {
+	n.xattrs = nil
+	for _, x := range xs {
+		n.xattrs = append(n.xattrs, Xattr{Name: x.Name, Value: append([]byte(nil), x.Value...)})
+	}
+}
+
+func (b *builder) apply(e *Entry, layer uint16) error {
+	if e.Path == "" {
+		if !e.Attr.IsDir() || e.Whiteout {
+			return fmt.Errorf("layer root is not a directory")
 		}
-		if c.n.Mode&unix.S_IFMT == unix.S_IFCHR && c.n.Rdev == 0 {
-			delete(m.kids, name) // whiteout
-			continue
-		}
-		if !c.n.IsDir() {
-			m.kids[name] = c
-			continue
-		}
-		lower, ok := m.kids[name]
-		if ok && lower.n.IsDir() && !c.opaque() {
-			lower.n = c.n // merged directory: the upper attributes show
+		if b.root == nil {
+			b.root = newBnode(e, layer)
 		} else {
-			c.kids = map[string]*bnode{}
-			m.kids[name] = c
-			lower = c
+			// The topmost layer's root attributes show.
+			b.root.attr, b.root.layer = e.Attr, layer
+			b.root.setXattrs(e.Xattrs)
 		}
-		lower.n.Xattrs = dropOpaque(lower.n.Xattrs)
-		if err := applyDir(ctx, lower, p, layer); err != nil {
-			return err
-		}
+		return nil
 	}
+	if b.root == nil {
+		return fmt.Errorf("entry %s comes before the layer root", e.Path)
+	}
+	dirPath, name := "", e.Path
+	if k := strings.LastIndexByte(e.Path, '/'); k >= 0 {
+		dirPath, name = e.Path[:k], e.Path[k+1:]
+	}
+	if !validName(name) {
+		return fmt.Errorf("entry %q: invalid name", e.Path)
+	}
+	parent := b.dir(dirPath, layer)
+	if e.Whiteout {
+		delete(parent.kids, name)
+		return nil
+	}
+	if e.Attr.IsDir() {
+		lower := parent.kids[name]
+		if lower != nil && lower.attr.IsDir() && !e.Opaque {
+			// A merged directory: the upper attributes show.
+			lower.attr, lower.layer = e.Attr, layer
+			lower.setXattrs(e.Xattrs)
+			return nil
+		}
+		parent.kids[name] = newBnode(e, layer)
+		return nil
+	}
+	if e.Link != 0 {
+		k := linkKey{layer, e.Link}
+		if n := b.links[k]; n != nil {
+			parent.kids[name] = n
+			return nil
+		}
+		n := newBnode(e, layer)
+		b.links[k] = n
+		parent.kids[name] = n
+		return nil
+	}
+	parent.kids[name] = newBnode(e, layer)
 	return nil
 }
 
-func (b *bnode) opaque() bool {
-	v, ok := b.n.Xattr(opaqueXattr)
-	return ok && string(v) == "y"
-}
-
-// dropOpaque removes the opaque marker, which statNode kept only so that
-// applyDir could see it.
-func dropOpaque(xs []Xattr) []Xattr {
-	out := xs[:0]
-	for _, x := range xs {
-		if x.Name != opaqueXattr {
-			out = append(out, x)
-		}
+// dir returns the merged directory at path, making the missing ones: a
+// layer may list a file without its parent directories (tar streams do).
+func (b *builder) dir(path string, layer uint16) *bnode {
+	if path == b.lastDir && b.lastNode != nil {
+		return b.lastNode
 	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
-}
-
-// statNode reads one entry of a layer: its attributes, link target and
-// xattrs.
-func statNode(p string, layer uint16) (*bnode, error) {
-	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
-		return nil, fmt.Errorf("stat %s: %w", p, err)
-	}
-	n := &Node{
-		Mode:  st.Mode,
-		Uid:   st.Uid,
-		Gid:   st.Gid,
-		Size:  st.Size,
-		Mtime: st.Mtim,
-		Ctime: st.Ctim,
-		Rdev:  st.Rdev,
-		layer: layer,
-	}
-	b := &bnode{n: n}
-	typ := st.Mode & unix.S_IFMT
-	if typ == unix.S_IFCHR && st.Rdev == 0 {
-		return b, nil // whiteout: nothing else matters
-	}
-	if typ == unix.S_IFLNK {
-		t, err := os.Readlink(p)
-		if err != nil {
-			return nil, fmt.Errorf("read link %s: %w", p, err)
-		}
-		n.Target = t
-	}
-	if typ != unix.S_IFDIR && st.Nlink > 1 {
-		b.dev, b.ino = st.Dev, st.Ino
-	}
-	xs, err := readXattrs(p, typ == unix.S_IFDIR)
-	if err != nil {
-		return nil, err
-	}
-	n.Xattrs = xs
-	return b, nil
-}
-
-// readXattrs returns every xattr of p except overlayfs' private ones; for
-// directories the opaque marker is kept for applyDir to read.
-func readXattrs(p string, dir bool) ([]Xattr, error) {
-	names, err := listXattrs(p)
-	if err != nil {
-		return nil, err
-	}
-	var xs []Xattr
-	for _, name := range names {
-		if strings.HasPrefix(name, overlayXattr) && !(dir && name == opaqueXattr) {
-			continue
-		}
-		v, err := getXattr(p, name)
-		if errors.Is(err, unix.ENODATA) {
-			continue // removed meanwhile
-		}
-		if err != nil {
-			return nil, err
-		}
-		xs = append(xs, Xattr{Name: name, Value: v})
-	}
-	return xs, nil
-}
-
-func listXattrs(p string) ([]string, error) {
-	buf := make([]byte, 256)
-	for {
-		sz, err := unix.Llistxattr(p, buf)
-		if errors.Is(err, unix.ERANGE) {
-			sz, err = unix.Llistxattr(p, nil)
-			if err != nil {
-				return nil, fmt.Errorf("list xattrs of %s: %w", p, err)
+	d := b.root
+	if path != "" {
+		for _, part := range strings.Split(path, "/") {
+			c := d.kids[part]
+			if c == nil || !c.attr.IsDir() {
+				c = &bnode{attr: Attr{Mode: unix.S_IFDIR | 0o755, Mtime: d.attr.Mtime}, layer: layer, kids: map[string]*bnode{}}
+				d.kids[part] = c
 			}
-			buf = make([]byte, sz+64)
-			continue
+			d = c
 		}
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil, nil
+	}
+	b.lastDir, b.lastNode = path, d
+	return d
+}
+
+func validName(n string) bool {
+	return n != "" && n != "." && n != ".." && len(n) <= 255 && !strings.ContainsAny(n, "/\x00")
+}
+
+// finish packs the builder tree: nodes numbered in sorted walk order (the
+// root is 1), each directory's entries contiguous and sorted, each distinct
+// name stored once, hardlinks sharing one node with their link count in the
+// merged tree.
+func (t *Tree) finish(root *bnode) error {
+	inos := map[*bnode]Ino{}
+	nameOff := map[string]uint32{}
+	var names strings.Builder
+	t.dirExtras = map[Ino]*extra{}
+	var err error
+
+	add := func(b *bnode, parent Ino, entIdx uint32) Ino {
+		if i, ok := inos[b]; ok {
+			t.nodes[i-1].nlink++
+			return i
 		}
-		if err != nil {
-			return nil, fmt.Errorf("list xattrs of %s: %w", p, err)
+		if len(t.nodes) >= math.MaxUint32-1 {
+			err = fmt.Errorf("more than %d entries", math.MaxUint32-1)
+			return 0
 		}
-		if sz == 0 {
-			return nil, nil
-		}
-		var names []string
-		for _, b := range bytes.Split(buf[:sz], []byte{0}) {
-			if len(b) > 0 {
-				names = append(names, string(b))
+		t.nodes = append(t.nodes, node{
+			mode: b.attr.Mode, uid: b.attr.Uid, gid: b.attr.Gid, nlink: 1, size: b.attr.Size,
+			mtime: b.attr.Mtime.Sec, mtimeNsec: uint32(b.attr.Mtime.Nsec),
+			parent: parent, name: entIdx, layer: b.layer,
+		})
+		i := Ino(len(t.nodes))
+		inos[b] = i
+		if b.target != "" || b.attr.Rdev != 0 || len(b.xattrs) > 0 {
+			x := extra{target: b.target, rdev: b.attr.Rdev, xattrs: b.xattrs}
+			if b.kids != nil {
+				t.dirExtras[i] = &x
+			} else {
+				t.extras = append(t.extras, x)
+				t.nodes[i-1].kids = uint32(len(t.extras))
 			}
 		}
-		return names, nil
+		return i
 	}
-}
-
-func getXattr(p, name string) ([]byte, error) {
-	buf := make([]byte, 128)
-	for {
-		sz, err := unix.Lgetxattr(p, name, buf)
-		if errors.Is(err, unix.ERANGE) {
-			sz, err = unix.Lgetxattr(p, name, nil)
-			if err != nil {
-				return nil, fmt.Errorf("get xattr %s of %s: %w", name, p, err)
-			}
-			buf = make([]byte, sz+64)
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("get xattr %s of %s: %w", name, p, err)
-		}
-		return append([]byte(nil), buf[:sz]...), nil
-	}
-}
-
-// finish turns the builder tree into compact Nodes: sorted child slices,
-// parent links, shared Nodes for hardlinks with their link count in the
-// merged tree, and inode numbers in sorted walk order.
-func (t *Tree) finish(root *bnode) *Node {
-	links := map[linkKey]*Node{}
-	var ino uint64
-	var walk func(b *bnode, parent *Node, name string) *Node
-	walk = func(b *bnode, parent *Node, name string) *Node {
-		n := b.n
-		if b.ino != 0 {
-			k := linkKey{n.layer, b.dev, b.ino}
-			if first, ok := links[k]; ok {
-				first.Nlink++
-				return first
-			}
-			links[k] = n
-		}
-		ino++
-		n.Ino = ino
-		n.Name = name
-		n.parent = parent
-		n.Nlink = 1
-		if b.kids == nil {
-			return n
-		}
-		names := make([]string, 0, len(b.kids))
+	var walk func(b *bnode, i Ino)
+	walk = func(b *bnode, i Ino) {
+		keys := make([]string, 0, len(b.kids))
 		for k := range b.kids {
-			names = append(names, k)
+			keys = append(keys, k)
 		}
-		sort.Strings(names)
-		n.children = make([]Dirent, len(names))
-		n.Nlink = 2
-		for i, k := range names {
-			c := walk(b.kids[k], n, k)
-			n.children[i] = Dirent{Name: k, Node: c}
-			if c.IsDir() {
-				n.Nlink++
+		sort.Strings(keys)
+		first := uint32(len(t.ents))
+		n := &t.nodes[i-1]
+		n.kids, n.nkids, n.nlink = first, uint32(len(keys)), 2
+		for _, k := range keys {
+			off, ok := nameOff[k]
+			if !ok {
+				off = uint32(names.Len())
+				names.WriteString(k)
+				nameOff[k] = off
+			}
+			t.ents = append(t.ents, ent{nameOff: off, nameLen: uint16(len(k))})
+		}
+		for j, k := range keys {
+			c := b.kids[k]
+			ci := add(c, i, first+uint32(j))
+			if err != nil {
+				return
+			}
+			t.ents[first+uint32(j)].ino = ci
+			if c.kids != nil {
+				t.nodes[i-1].nlink++
+				walk(c, ci) // directories have one name: each is walked once
+				if err != nil {
+					return
+				}
 			}
 		}
-		return n
 	}
-	r := walk(root, nil, "")
-	t.nodes = int(ino)
-	return r
+	add(root, 0, 0)
+	walk(root, RootIno)
+	if err != nil {
+		return err
+	}
+	if names.Len() > math.MaxUint32 {
+		return fmt.Errorf("names take more than 4 GiB")
+	}
+	t.names = names.String()
+	return nil
 }

@@ -3,6 +3,7 @@ package merged
 import (
 	"bytes"
 	"context"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -258,30 +259,43 @@ func walkKernel(t *testing.T, root string) map[string]entry {
 func walkTree(t *testing.T, tr *Tree) map[string]entry {
 	t.Helper()
 	out := map[string]entry{}
-	var walk func(n *Node, p string)
-	walk = func(n *Node, p string) {
-		e := entry{mode: n.Mode, uid: n.Uid, gid: n.Gid, nlink: n.Nlink, size: n.Size, rdev: n.Rdev, mtime: n.Mtime, target: n.Target, xattrs: xattrString(n.Xattrs)}
-		if n.IsDir() {
+	var walk func(i Ino, p string)
+	walk = func(i Ino, p string) {
+		a := tr.Attr(i)
+		e := entry{mode: a.Mode, uid: a.Uid, gid: a.Gid, nlink: a.Nlink, size: a.Size, rdev: a.Rdev, mtime: a.Mtime, target: tr.Target(i), xattrs: xattrString(tr.Xattrs(i))}
+		if a.IsDir() {
 			e.nlink = 0
 		}
-		if n.IsRegular() {
-			b, err := os.ReadFile(tr.Backing(n))
-			if err != nil {
-				t.Fatalf("read backing of %s: %v", p, err)
-			}
-			e.content = string(b)
+		if a.IsRegular() {
+			e.content = readContent(t, tr, i)
 		}
 		key := p
 		if key == "" {
 			key = "/"
 		}
 		out[key] = e
-		for _, c := range n.Children() {
-			walk(c.Node, p+"/"+c.Name)
+		for k := 0; k < tr.NumEntries(i); k++ {
+			c := tr.Entry(i, k)
+			walk(c.Ino, p+"/"+c.Name)
 		}
 	}
-	walk(tr.Root, "")
+	walk(RootIno, "")
 	return out
+}
+
+// readContent reads a regular file through its layer's Open.
+func readContent(t *testing.T, tr *Tree, i Ino) string {
+	t.Helper()
+	c, err := tr.Layer(i).Open(context.Background(), tr.Path(i))
+	if err != nil {
+		t.Fatalf("open %s: %v", tr.Path(i), err)
+	}
+	defer c.Close()
+	b, err := io.ReadAll(io.NewSectionReader(c, 0, 1<<30))
+	if err != nil {
+		t.Fatalf("read %s: %v", tr.Path(i), err)
+	}
+	return string(b)
 }
 
 func mountOverlay(t *testing.T, layers []string) string {
@@ -350,75 +364,80 @@ func TestBuildRules(t *testing.T) {
 		"/old": unix.S_IFDIR, "/old/inner": unix.S_IFREG, "/var/dir": unix.S_IFREG,
 		"/dev/null": unix.S_IFCHR, "/dev/sda": unix.S_IFBLK, "/dev/fifo": unix.S_IFIFO, "/sym": unix.S_IFLNK,
 	} {
-		n, ok := tr.Lookup(p)
+		i, ok := tr.Lookup(p)
 		if !ok {
 			t.Errorf("%s: missing", p)
 			continue
 		}
-		if n.Mode&unix.S_IFMT != typ {
-			t.Errorf("%s: type %o, want %o", p, n.Mode&unix.S_IFMT, typ)
+		if m := tr.Mode(i); m&unix.S_IFMT != typ {
+			t.Errorf("%s: type %o, want %o", p, m&unix.S_IFMT, typ)
 		}
 	}
 
-	// Hardlinks: busybox and cat share a Node; ls was replaced in l1 and
+	// Hardlinks: busybox and cat share a node; ls was replaced in l1 and
 	// so no longer counts.
 	bb, _ := tr.Lookup("/bin/busybox")
 	cat, _ := tr.Lookup("/bin/cat")
 	ls, _ := tr.Lookup("/bin/ls")
-	if bb != cat || bb.Nlink != 2 || bb.Ino != cat.Ino {
-		t.Errorf("busybox/cat: same node %v, nlink %d, want shared node with nlink 2", bb == cat, bb.Nlink)
+	if bb != cat || tr.Attr(bb).Nlink != 2 {
+		t.Errorf("busybox/cat: inodes %d and %d, nlink %d, want one shared inode with nlink 2", bb, cat, tr.Attr(bb).Nlink)
 	}
-	if ls == bb || ls.Nlink != 1 {
-		t.Errorf("ls: shares busybox node %v, nlink %d, want own node with nlink 1", ls == bb, ls.Nlink)
+	if ls == bb || tr.Attr(ls).Nlink != 1 {
+		t.Errorf("ls: inode %d (busybox %d), nlink %d, want its own inode with nlink 1", ls, bb, tr.Attr(ls).Nlink)
 	}
-	if got := tr.Backing(ls); !strings.HasSuffix(got, "/l1/bin/ls") {
-		t.Errorf("backing of /bin/ls = %s, want it in layer l1", got)
+	if d, ok := tr.Layer(ls).(Dir); !ok || !strings.HasSuffix(string(d), "/l1") {
+		t.Errorf("layer of /bin/ls = %v, want layer l1", tr.Layer(ls))
 	}
 
 	etc, _ := tr.Lookup("/etc")
-	if etc.Mode&0o7777 != 0o700 || etc.Nlink != 2 {
-		t.Errorf("/etc: mode %o nlink %d, want 700 from the top layer and nlink 2", etc.Mode&0o7777, etc.Nlink)
+	if a := tr.Attr(etc); a.Mode&0o7777 != 0o700 || a.Nlink != 2 {
+		t.Errorf("/etc: mode %o nlink %d, want 700 from the top layer and nlink 2", a.Mode&0o7777, a.Nlink)
 	}
-	if tr.Root.Nlink != uint32(2+countDirs(tr.Root)) {
-		t.Errorf("root nlink %d, want %d", tr.Root.Nlink, 2+countDirs(tr.Root))
+	if n := tr.Attr(RootIno).Nlink; n != uint32(2+countDirs(tr, RootIno)) {
+		t.Errorf("root nlink %d, want %d", n, 2+countDirs(tr, RootIno))
 	}
 	lib, _ := tr.Lookup("/usr/lib")
-	if _, ok := lib.Xattr(opaqueXattr); ok {
+	if _, ok := tr.Xattr(lib, opaqueXattr); ok {
 		t.Errorf("/usr/lib: opaque marker leaked into xattrs")
 	}
 	ping, _ := tr.Lookup("/sbin/ping")
-	if v, ok := ping.Xattr("security.capability"); !ok || !bytes.Equal(v, []byte(capV2)) {
+	if v, ok := tr.Xattr(ping, "security.capability"); !ok || !bytes.Equal(v, []byte(capV2)) {
 		t.Errorf("/sbin/ping: security.capability = %x, %v", v, ok)
 	}
 	sh, _ := tr.Lookup("bin/sh")
-	if sh.Mode&unix.S_ISUID == 0 {
-		t.Errorf("/bin/sh: setuid bit lost: %o", sh.Mode)
+	if m := tr.Mode(sh); m&unix.S_ISUID == 0 {
+		t.Errorf("/bin/sh: setuid bit lost: %o", m)
 	}
-	if tr.Path(cat) != "/bin/busybox" {
-		t.Errorf("path of cat's node = %s, want its first name /bin/busybox", tr.Path(cat))
+	if p := tr.Path(cat); p != "bin/busybox" {
+		t.Errorf("path of cat's node = %s, want its first name bin/busybox", p)
 	}
-	// Inode numbers are unique per node and stable across builds.
-	seen := map[uint64]*Node{}
-	var check func(n *Node)
-	check = func(n *Node) {
-		if o, ok := seen[n.Ino]; ok && o != n {
-			t.Errorf("ino %d used by two nodes", n.Ino)
+	// Inode numbers are numbered in sorted walk order from 1, each once.
+	want := RootIno
+	seen := map[Ino]bool{}
+	var check func(i Ino)
+	check = func(i Ino) {
+		if seen[i] {
+			return // a hardlink's second name
 		}
-		seen[n.Ino] = n
-		for _, c := range n.Children() {
-			check(c.Node)
+		seen[i] = true
+		if i != want {
+			t.Errorf("%s: ino %d, want %d in walk order", tr.Path(i), i, want)
+		}
+		want++
+		for k := 0; k < tr.NumEntries(i); k++ {
+			check(tr.Entry(i, k).Ino)
 		}
 	}
-	check(tr.Root)
+	check(RootIno)
 	if len(seen) != tr.Len() {
 		t.Errorf("Len() = %d, distinct nodes %d", tr.Len(), len(seen))
 	}
 }
 
-func countDirs(n *Node) int {
+func countDirs(tr *Tree, dir Ino) int {
 	c := 0
-	for _, e := range n.Children() {
-		if e.Node.IsDir() {
+	for k := 0; k < tr.NumEntries(dir); k++ {
+		if tr.Attr(tr.Entry(dir, k).Ino).IsDir() {
 			c++
 		}
 	}
