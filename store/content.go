@@ -258,6 +258,9 @@ func (s *Local) VerifyContent(ctx context.Context, ds []digest.Digest) ([]Proble
 }
 
 func (s *Local) LabelContent(ctx context.Context, d digest.Digest, set map[string]string, del []string) (ContentInfo, error) {
+	if err := checkLabels(set); err != nil {
+		return ContentInfo{}, err
+	}
 	db, err := s.Index()
 	if err != nil {
 		return ContentInfo{}, err

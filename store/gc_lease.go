@@ -184,10 +184,8 @@ func (s *Local) CreateLease(ctx context.Context, opts LeaseOptions) (LeaseInfo, 
 	if opts.Expires < 0 {
 		return LeaseInfo{}, fmt.Errorf("lease expiry %s is negative: %w", opts.Expires, errdefs.ErrInvalidArgument)
 	}
-	for k := range opts.Labels {
-		if k == "" {
-			return LeaseInfo{}, fmt.Errorf("lease label with an empty key: %w", errdefs.ErrInvalidArgument)
-		}
+	if err := checkLabels(opts.Labels); err != nil {
+		return LeaseInfo{}, fmt.Errorf("lease: %w", err)
 	}
 	id := opts.ID
 	if id == "" {

@@ -213,7 +213,7 @@ func contentLabel(c *cli.Context) error {
 		}
 		info, err := s.LabelContent(c.Context, ds[0], set, del)
 		if err != nil {
-			return err
+			return argError(err) // a label the store refuses is malformed input
 		}
 		fmt.Fprintln(c.App.Writer, formatLabels(info.Labels))
 		return nil
