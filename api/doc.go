@@ -46,6 +46,19 @@
 //	POST   /v1/images/export                ExportImages; body {"refs":[R],"options":ExportOptions} -> application/x-tar
 //	POST   /v1/images/import?base-name=N&digests=true&no-unpack=true
 //	                                        ImportImages; body is the archive -> [ImageInfo]
+//	GET    /v1/images/mounts                ListImageMounts -> [ImageMount]
+//	POST   /v1/images/mount                 MountImage; body MountRequest {"ref":R,"target":T,"options":MountOptions} -> ImageMount
+//	POST   /v1/images/unmount               UnmountImage; body UnmountRequest {"target":T,"remove":B} -> ImageMount
+//	POST   /v1/images/check                 CheckImage; body CheckRequest {"ref":R,"options":CheckOptions} -> CheckReport
+//	GET    /v1/snapshots                    ListSnapshots -> [SnapshotInfo]
+//	DELETE /v1/snapshots/by-key?key=K       RemoveSnapshot -> 204
+//	GET    /v1/snapshots/usage?key=K        SnapshotUsage (no key: all) -> [SnapshotUsage]
+//	GET    /v1/leases                       ListLeases -> [LeaseInfo]
+//	POST   /v1/leases                       CreateLease; body LeaseOptions -> 201 LeaseInfo
+//	DELETE /v1/leases/{id}                  RemoveLease -> 204
+//	POST   /v1/gc/collect                   Collect; body CollectOptions -> GCReport
+//	POST   /v1/gc/images                    PruneImages; body ImagePruneOptions -> GCReport
+//	DELETE /v1/gc/content/{digest}          ForceRemoveContent -> 204
 //	POST   /v1/check                        Check; body StoreCheckOptions -> StoreCheckReport
 //
 // Image names carry slashes, colons and '@', so they travel as the query

@@ -266,6 +266,42 @@ func variantLayer(dir string, n int) (blob, error) {
 	})
 }
 
+// buildSmallLayers is an image of 20 layers of 100 small files each: the
+// per-layer cost of a pull, not its bytes.
+func buildSmallLayers(dir string) (*image, error) {
+	var layers []blob
+	for l := 0; l < 20; l++ {
+		b, err := writeLayer(dir, gzip.DefaultCompression, func(tw *countingTar) error {
+			return addFiles(tw, fmt.Sprintf("layer%02d", l), "file-%03d", 100, func(f int) []byte {
+				return []byte(strings.Repeat(fmt.Sprintf("layer %d file %d\n", l, f), 64))
+			})
+		})
+		if err != nil {
+			return nil, err
+		}
+		layers = append(layers, b)
+	}
+	return finishImage(dir, layers)
+}
+
+// addFiles writes directory dir and n files in it, named by format from
+// their number.
+func addFiles(tw *countingTar, dir, format string, n int, data func(f int) []byte) error {
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: fixedTime}); err != nil {
+		return err
+	}
+	for f := 0; f < n; f++ {
+		b := data(f)
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: dir + "/" + fmt.Sprintf(format, f), Mode: 0o644, Size: int64(len(b)), ModTime: fixedTime}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // buildLarge is 2000 small files in one layer and one incompressible file
 // of bigSize in another.
 func buildLarge(dir string, bigSize int64) (*image, error) {
@@ -273,16 +309,13 @@ func buildLarge(dir string, bigSize int64) (*image, error) {
 	small, err := writeLayer(dir, gzip.DefaultCompression, func(tw *countingTar) error {
 		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "small/", Mode: 0o755, ModTime: fixedTime})
 		for d := 0; d < 20; d++ {
-			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: fmt.Sprintf("small/%02d/", d), Mode: 0o755, ModTime: fixedTime})
-			for f := 0; f < 100; f++ {
+			err := addFiles(tw, fmt.Sprintf("small/%02d", d), "file-%03d", 100, func(f int) []byte {
 				data := make([]byte, 512+(d*100+f)%7680)
 				rng.Read(data)
-				if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("small/%02d/file-%03d", d, f), Mode: 0o644, Size: int64(len(data)), ModTime: fixedTime}); err != nil {
-					return err
-				}
-				if _, err := tw.Write(data); err != nil {
-					return err
-				}
+				return data
+			})
+			if err != nil {
+				return err
 			}
 		}
 		return nil
@@ -309,6 +342,7 @@ type images struct {
 	reg       *registry
 	realistic *image
 	large     *image
+	small     *image   // 20 layers of 100 files
 	variants  []string // refs of ten distinct small-topped realistic images
 	many      *image   // 100k small files (10k with -quick)
 }
@@ -316,6 +350,7 @@ type images struct {
 const (
 	refRealistic = "bench/realistic"
 	refLarge     = "bench/large"
+	refSmall     = "bench/small-layers"
 	refVariant   = "bench/variant"
 	refMany      = "bench/many"
 )
@@ -353,6 +388,12 @@ func (e *env) loadImages() (*images, error) {
 		return nil, err
 	}
 	if err := reg.push(refLarge, "latest", set.large); err != nil {
+		return nil, err
+	}
+	if set.small, err = buildSmallLayers(dir); err != nil {
+		return nil, err
+	}
+	if err := reg.push(refSmall, "latest", set.small); err != nil {
 		return nil, err
 	}
 	manyFiles := 100_000
@@ -402,15 +443,11 @@ func buildMany(dir string, n int) (*image, error) {
 		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "usr/", Mode: 0o755, ModTime: fixedTime})
 		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "usr/lib/", Mode: 0o755, ModTime: fixedTime})
 		for d := 0; d < n/100; d++ {
-			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: fmt.Sprintf("usr/lib/pkg%04d/", d), Mode: 0o755, ModTime: fixedTime})
-			for f := 0; f < 100; f++ {
-				data := fmt.Sprintf("# package %d module %d\n", d, f)
-				if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("usr/lib/pkg%04d/mod_%02d.py", d, f), Mode: 0o644, Size: int64(len(data)), ModTime: fixedTime}); err != nil {
-					return err
-				}
-				if _, err := tw.Write([]byte(data)); err != nil {
-					return err
-				}
+			err := addFiles(tw, fmt.Sprintf("usr/lib/pkg%04d", d), "mod_%02d.py", 100, func(f int) []byte {
+				return []byte(fmt.Sprintf("# package %d module %d\n", d, f))
+			})
+			if err != nil {
+				return err
 			}
 		}
 		return nil

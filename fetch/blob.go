@@ -75,7 +75,7 @@ func (f *Fetcher) fetchBlobOnce(ctx context.Context, src source, desc ocispec.De
 	if err != nil || done {
 		return done, err
 	}
-	tee := f.startTee(desc)
+	tee := f.startTee(ctx, desc)
 	defer func() { tee.finish(err) }()
 	committed := false
 	defer func() {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -20,6 +22,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote/auth"
 
 	"github.com/casfs/casfs/cas"
+	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/internal/testenv"
 	"github.com/casfs/casfs/internal/testimage"
@@ -181,4 +184,28 @@ func writeDockerConfig(t *testing.T, host, user, pass string) {
 		t.Fatal(err)
 	}
 	t.Setenv("DOCKER_CONFIG", dir)
+}
+
+// Pull is PullContent plus the image record the store would write: the
+// tests of this package check both. It does not unpack layers.
+func (f *Fetcher) Pull(ctx context.Context, ref string) (index.Image, error) {
+	res, err := f.PullContent(ctx, ref)
+	if err != nil {
+		return index.Image{}, err
+	}
+	return f.recordImage(ctx, res.Name, res.Target)
+}
+
+func (f *Fetcher) recordImage(ctx context.Context, name string, target ocispec.Descriptor) (index.Image, error) {
+	now := time.Now().UTC()
+	img := index.Image{Name: name, Target: target, CreatedAt: now, UpdatedAt: now}
+	if old, err := f.db.Images().Get(ctx, name); err == nil {
+		img.CreatedAt, img.Labels = old.CreatedAt, old.Labels
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		return index.Image{}, fmt.Errorf("image %s: %w", name, err)
+	}
+	if err := f.db.Images().Put(ctx, name, img); err != nil {
+		return index.Image{}, fmt.Errorf("record image %s: %w", name, err)
+	}
+	return img, nil
 }

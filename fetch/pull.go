@@ -31,30 +31,6 @@ type PullResult struct {
 	ManifestDescs []ocispec.Descriptor
 }
 
-// Pull fetches the image and records it in the index under its normalised
-// name. It does not unpack layers.
-func (f *Fetcher) Pull(ctx context.Context, ref string) (index.Image, error) {
-	res, err := f.PullContent(ctx, ref)
-	if err != nil {
-		return index.Image{}, err
-	}
-	return f.recordImage(ctx, res.Name, res.Target)
-}
-
-func (f *Fetcher) recordImage(ctx context.Context, name string, target ocispec.Descriptor) (index.Image, error) {
-	now := time.Now().UTC()
-	img := index.Image{Name: name, Target: target, CreatedAt: now, UpdatedAt: now}
-	if old, err := f.db.Images().Get(ctx, name); err == nil {
-		img.CreatedAt, img.Labels = old.CreatedAt, old.Labels
-	} else if !errors.Is(err, errdefs.ErrNotFound) {
-		return index.Image{}, fmt.Errorf("image %s: %w", name, err)
-	}
-	if err := f.db.Images().Put(ctx, name, img); err != nil {
-		return index.Image{}, fmt.Errorf("record image %s: %w", name, err)
-	}
-	return img, nil
-}
-
 // PullContent resolves ref, walks index -> manifests of the selected
 // platform(s) -> config and layers, and fetches everything missing into the
 // store (MaxConcurrent at a time), recording each blob in the index with
@@ -74,7 +50,7 @@ func (f *Fetcher) PullContent(ctx context.Context, ref string) (PullResult, erro
 	}
 	res := PullResult{Name: pr.Name, Target: desc}
 	if err := f.walk(ctx, src, desc, &res); err != nil {
-		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+		return PullResult{}, err
 	}
 	// Configs first: with them and the manifests, a caller can prepare
 	// for the layers (OnManifests) before they arrive.
@@ -92,22 +68,22 @@ func (f *Fetcher) PullContent(ctx context.Context, ref string) (PullResult, erro
 	}
 	// One lease update for them all, before any is looked at or recorded.
 	if err := index.AddToLease(ctx, leased); err != nil {
-		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+		return PullResult{}, err
 	}
 	if err := f.fetchAll(ctx, src, configs); err != nil {
-		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+		return PullResult{}, err
 	}
 	if f.opts.OnManifests != nil {
 		f.opts.OnManifests(res)
 	}
 	if err := f.fetchAll(ctx, src, blobs); err != nil {
-		return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+		return PullResult{}, err
 	}
 	if f.opts.Lazy {
 		for _, m := range res.Manifests {
 			for _, l := range m.Layers {
 				if err := f.recordBlob(ctx, src, l); err != nil {
-					return PullResult{}, fmt.Errorf("pull %s: %w", pr.Name, err)
+					return PullResult{}, err
 				}
 			}
 		}
@@ -314,6 +290,9 @@ func (f *Fetcher) recordBlob(ctx context.Context, src source, desc ocispec.Descr
 			repos = append(repos, src.repo)
 		}
 		b.Labels[key] = strings.Trim(strings.Join(repos, ","), ",")
+		if b.CreatedAt.IsZero() {
+			b.CreatedAt = now // a record older versions wrote without times
+		}
 		b.UpdatedAt = now
 		return nil
 	}

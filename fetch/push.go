@@ -141,16 +141,18 @@ func (f *Fetcher) planPush(ctx context.Context, desc ocispec.Descriptor, parent 
 func (f *Fetcher) ensureLocal(ctx context.Context, desc ocispec.Descriptor, parent index.Blob) (index.Blob, error) {
 	rec, err := f.db.Blobs().Get(ctx, desc.Digest.String())
 	if errors.Is(err, errdefs.ErrNotFound) {
-		rec = index.Blob{Digest: desc.Digest, Size: desc.Size, MediaType: desc.MediaType, Labels: map[string]string{}}
+		// Recorded the way a pull records what it fetches (times, media
+		// type, sources), so that it can be fetched from where its parent came.
 		for _, s := range sourcesOf(parent) {
-			rec.Labels[SourceLabelPrefix+s[0]] = s[1]
-		}
-		if len(rec.Labels) > 0 {
-			if err := f.db.Blobs().Put(ctx, desc.Digest.String(), rec); err != nil {
-				return rec, fmt.Errorf("record blob %s: %w", desc.Digest, err)
+			if err := f.recordBlob(ctx, source{host: s[0], repo: s[1]}, desc); err != nil {
+				return rec, err
 			}
 		}
-	} else if err != nil {
+		if rec, err = f.db.Blobs().Get(ctx, desc.Digest.String()); errors.Is(err, errdefs.ErrNotFound) {
+			rec, err = index.Blob{Digest: desc.Digest, Size: desc.Size, MediaType: desc.MediaType}, nil
+		}
+	}
+	if err != nil {
 		return rec, fmt.Errorf("blob %s: %w", desc.Digest, err)
 	}
 	ok, err := f.present(ctx, desc)

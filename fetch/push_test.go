@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -131,6 +132,7 @@ func TestPushIndex(t *testing.T) {
 	}
 	pushBlobs(t, reg, "idx/app", "1", idx.Blobs, idx.Desc, a.Manifest, b.Manifest)
 	ctx := context.Background()
+	start := time.Now().UTC()
 	ts := newTestStore(t)
 	f := ts.fetcher(t, Options{PlainHTTP: true, Platform: "linux/amd64"})
 	pulled, err := f.Pull(ctx, reg.Ref("idx/app", "1"))
@@ -147,6 +149,21 @@ func TestPushIndex(t *testing.T) {
 	for d := range idx.Blobs {
 		if !have[d] {
 			t.Fatalf("other registry lacks %s", d)
+		}
+	}
+	// Every blob, whether the pull or the push fetched it, has a record
+	// with sane times and the repository it came from.
+	end := time.Now().UTC()
+	for d := range idx.Blobs {
+		rec, err := ts.db.Blobs().Get(ctx, d.String())
+		if err != nil {
+			t.Fatalf("record of %s: %v", d, err)
+		}
+		if rec.CreatedAt.Before(start) || rec.CreatedAt.After(end) || rec.UpdatedAt.Before(rec.CreatedAt) || rec.UpdatedAt.After(end) {
+			t.Errorf("blob %s: created %v, updated %v; want both within the test (%v to %v), updated not before created", d, rec.CreatedAt, rec.UpdatedAt, start, end)
+		}
+		if got := rec.Labels[SourceLabelPrefix+reg.Host]; got != "idx/app" {
+			t.Errorf("blob %s: source label %q, want idx/app", d, got)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +13,10 @@ import (
 type TeeWriter interface {
 	io.Writer
 	// CloseWithError ends the copy: nil once the blob is committed with its
-	// digest checked, an error when the copy stopped short or is not to be trusted.
+	// digest checked, an error when the copy stopped short or is not to be
+	// trusted. It may be called while a Write blocks, from another
+	// goroutine, and must make that Write return: that is how a cancelled
+	// fetch frees a download stuck writing to a reader that went quiet.
 	CloseWithError(err error) error
 }
 
@@ -29,9 +33,14 @@ type teeCopy struct {
 	size    int64
 	pos     int64
 	stopped bool
+	// unwatch stops closing w when the fetch's context ends.
+	unwatch func() bool
 }
 
-func (f *Fetcher) startTee(desc ocispec.Descriptor) *teeCopy {
+// startTee offers desc's download to the Tee hook. The copy is closed as
+// soon as ctx ends, so that a Write blocked on a slow reader cannot keep
+// the download (and the pull waiting for it) from ending.
+func (f *Fetcher) startTee(ctx context.Context, desc ocispec.Descriptor) *teeCopy {
 	if f.opts.Tee == nil {
 		return nil
 	}
@@ -39,7 +48,10 @@ func (f *Fetcher) startTee(desc ocispec.Descriptor) *teeCopy {
 	if w == nil {
 		return nil
 	}
-	return &teeCopy{w: w, size: desc.Size}
+	unwatch := context.AfterFunc(ctx, func() {
+		_ = w.CloseWithError(fmt.Errorf("%w: %w", context.Cause(ctx), ErrTeeStopped))
+	})
+	return &teeCopy{w: w, size: desc.Size, unwatch: unwatch}
 }
 
 // at is told the offset a download continues from.
@@ -70,6 +82,9 @@ func (t *teeCopy) stop(err error) {
 
 // finish ends the copy with the outcome of the whole fetch.
 func (t *teeCopy) finish(err error) {
+	if t != nil {
+		t.unwatch()
+	}
 	if err != nil {
 		t.stop(fmt.Errorf("%v: %w", err, ErrTeeStopped))
 		return

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -282,3 +283,47 @@ func (r *startRecorder) Start(d ocispec.Descriptor) {
 }
 func (r *startRecorder) Update(ocispec.Descriptor, int64)     {}
 func (r *startRecorder) Done(ocispec.Descriptor, error, bool) {}
+
+// A tee whose reader never reads (an unpacker waiting on another layer)
+// does not keep a cancelled pull from ending: the copy is closed with the
+// pull's context, which frees the blocked download.
+func TestCancelledPullFreesBlockedTee(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := buildImage(t, "stuck", 1, linuxAMD64, false)
+	pushImage(t, reg, "tee/stuck", "1", img)
+	ts := newTestStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var pipes []*io.PipeReader
+	f := ts.fetcher(t, Options{PlainHTTP: true, Tee: func(d ocispec.Descriptor) TeeWriter {
+		pr, pw := io.Pipe() // nobody reads: the first Write blocks
+		mu.Lock()
+		pipes = append(pipes, pr)
+		mu.Unlock()
+		go cancel()
+		return pw
+	}})
+	done := make(chan error, 1)
+	go func() { _, err := f.PullContent(ctx, reg.Ref("tee/stuck", "1")); done <- err }()
+	bound, stop := context.WithTimeout(context.Background(), time.Minute)
+	defer stop()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled pull: %v, want context.Canceled", err)
+		}
+	case <-bound.Done():
+		t.Fatal("cancelled pull still blocked on its tee after a minute")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(pipes) == 0 {
+		t.Fatal("no blob was offered to the tee")
+	}
+	for _, pr := range pipes {
+		if _, err := pr.Read(make([]byte, 1)); !errors.Is(err, ErrTeeStopped) || !errors.Is(err, context.Canceled) {
+			t.Errorf("tee reader after the cancel: %v, want ErrTeeStopped and the cause", err)
+		}
+	}
+}

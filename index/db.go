@@ -108,12 +108,13 @@ func dropEmptyValueLogs(dir string) error {
 
 // badgerOptions tunes badger for a small metadata database on a small
 // machine: records are a few hundred bytes, so small memtables and value-log
-// files keep an empty store small and quick to open, and every commit is
-// synced because callers act on "recorded" (for example by deleting a file).
+// files keep an empty store small and quick to open. update syncs every
+// commit itself, because callers act on "recorded" (for example by deleting
+// a file), except those made with an Unsynced context.
 func badgerOptions(dir string) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(slogLogger{}).
-		WithSyncWrites(true).
+		WithSyncWrites(false).
 		WithBypassLockGuard(true). // lockDir holds the same flock
 		WithMetricsEnabled(false).
 		WithMemTableSize(8 << 20).
@@ -211,6 +212,11 @@ func (db *DB) update(ctx context.Context, fn func(*badger.Txn) error) error {
 			return err
 		}
 		err := db.bdb.Update(fn)
+		if err == nil && !unsynced(ctx) {
+			if err := db.bdb.Sync(); err != nil {
+				return fmt.Errorf("index %s: sync: %w", db.dir, err)
+			}
+		}
 		if !errors.Is(err, badger.ErrConflict) {
 			return err
 		}

@@ -52,7 +52,9 @@ func AddToLease(ctx context.Context, blobs []digest.Digest, snapshots ...string)
 	if !ok || (len(blobs) == 0 && len(snapshots) == 0) {
 		return nil
 	}
-	return r.LeaseResources(ctx, blobs, snapshots)
+	// A lease outlives its process by at most its expiry; a power loss
+	// ends the operation it protects anyway.
+	return r.LeaseResources(Unsynced(ctx), blobs, snapshots)
 }
 
 // maxLeaseID is containerd's limit for identifiers.

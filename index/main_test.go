@@ -14,6 +14,10 @@ import (
 // real second casfs process holding the store.
 const holdEnv = "CASFS_INDEX_TEST_HOLD"
 
+// holdWriteEnv makes that process first write snapshot record "s" with an
+// Unsynced context.
+const holdWriteEnv = "CASFS_INDEX_TEST_WRITE_UNSYNCED"
+
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(holdEnv); dir != "" {
 		os.Exit(holdDB(dir))
@@ -26,6 +30,12 @@ func holdDB(dir string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	if os.Getenv(holdWriteEnv) != "" {
+		if err := db.Snapshots().Put(Unsynced(context.Background()), "s", Snapshot{ID: "unsynced"}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	fmt.Println("ready")
 	io.Copy(io.Discard, bufio.NewReader(os.Stdin))

@@ -83,8 +83,38 @@ func TestInUseSameProcess(t *testing.T) {
 
 func TestInUseOtherProcess(t *testing.T) {
 	dir := t.TempDir()
+	cmd, stdin := startHolder(t, dir)
+	_, err := Open(dir)
+	checkInUse(t, dir, err)
+
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	openTest(t, dir)
+}
+
+// An unsynced commit is in the page cache once Update returns: killing the
+// process right after loses nothing.
+func TestUnsyncedWriteSurvivesKill(t *testing.T) {
+	dir := t.TempDir()
+	cmd, _ := startHolder(t, dir, holdWriteEnv+"=1")
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	got, err := openTest(t, dir).Snapshots().Get(ctx, "s")
+	if err != nil || got.ID != "unsynced" {
+		t.Fatalf("after kill: %+v, %v; want the record with ID unsynced", got, err)
+	}
+}
+
+// startHolder starts the test binary holding the database in dir (see
+// holdEnv) and waits until it is ready; closing stdin ends it cleanly.
+func startHolder(t *testing.T, dir string, env ...string) (*exec.Cmd, io.WriteCloser) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), holdEnv+"="+dir)
+	cmd.Env = append(append(os.Environ(), holdEnv+"="+dir), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdin, err := cmd.StdinPipe()
@@ -98,20 +128,12 @@ func TestInUseOtherProcess(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
+	t.Cleanup(func() { cmd.Process.Kill() })
 	line := make([]byte, len("ready\n"))
 	if _, err := io.ReadFull(stdout, line); err != nil || string(line) != "ready\n" {
 		t.Fatalf("child did not get ready: %q %v; stderr: %s", line, err, stderr.String())
 	}
-
-	_, err = Open(dir)
-	checkInUse(t, dir, err)
-
-	stdin.Close()
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("child: %v; stderr: %s", err, stderr.String())
-	}
-	openTest(t, dir)
+	return cmd, stdin
 }
 
 func checkInUse(t *testing.T, dir string, err error) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"unsafe"
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/internal/diskspace"
@@ -36,6 +37,36 @@ type applier struct {
 	implicit  map[string]bool            // directories made for a child, with no entry of their own
 	copiedUp  map[string]bool            // lower files copied up as hardlink targets
 	dirTimes  map[string][]unix.Timespec // directory -> atime, mtime from its entry
+
+	// The directory of the last entry stays open: a tar lists a
+	// directory's files together, so most entries need no path lookup.
+	// Any removal of a directory forgets it.
+	lastDir   string
+	lastDirFd int
+	buf       []byte // file data on its way from the tar to a file
+}
+
+// dirFd returns an O_PATH descriptor of directory rel, owned by the applier
+// (the caller does not close it); see openDir.
+func (a *applier) dirFd(rel string, create bool) (int, error) {
+	if a.lastDirFd >= 0 && a.lastDir == rel {
+		return a.lastDirFd, nil
+	}
+	fd, err := a.openDir(rel, create)
+	if err != nil {
+		return -1, err
+	}
+	a.forgetDir()
+	a.lastDir, a.lastDirFd = rel, fd
+	return fd, nil
+}
+
+// forgetDir closes the cached directory: it may have been removed.
+func (a *applier) forgetDir() {
+	if a.lastDirFd >= 0 {
+		unix.Close(a.lastDirFd)
+	}
+	a.lastDir, a.lastDirFd = "", -1
 }
 
 var resolveHow = unix.OpenHow{
@@ -152,27 +183,25 @@ func (a *applier) apply(name string, hdr *tar.Header, tr io.Reader) error {
 	if name == "." {
 		return a.rootEntry(hdr)
 	}
-	pfd, err := a.openDir(parent, true)
+	pfd, err := a.dirFd(parent, true)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(pfd)
 
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		var st unix.Stat_t
-		err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
-		if err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			if err := a.removeAt(pfd, base, name); err != nil {
-				return err
+		err := unix.Mkdirat(pfd, base, 0o700)
+		if err == unix.EEXIST {
+			var st unix.Stat_t
+			if err = unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				if err := a.removeAt(pfd, base, name); err != nil {
+					return err
+				}
+				// Applied in order, the non-directory deleted the lower
+				// directory before this one was made: same as a whiteout.
+				a.whiteouts[name] = true
+				err = unix.Mkdirat(pfd, base, 0o700)
 			}
-			// Applied in order, the non-directory deleted the lower
-			// directory before this one was made: same as a whiteout.
-			a.whiteouts[name] = true
-			err = unix.ENOENT
-		}
-		if err == unix.ENOENT {
-			err = unix.Mkdirat(pfd, base, 0o700)
 		}
 		if err != nil {
 			return fmt.Errorf("mkdir: %w", err)
@@ -181,25 +210,13 @@ func (a *applier) apply(name string, hdr *tar.Header, tr io.Reader) error {
 		a.dirTimes[name] = entryTimes(hdr)
 		return a.setMeta(pfd, base, hdr)
 	case tar.TypeReg, tar.TypeGNUSparse: // the reader reports TypeRegA as TypeReg
-		if err := a.removeAt(pfd, base, name); err != nil {
-			return err
-		}
-		if err := writeFile(pfd, base, tr, hdr.Size); err != nil {
-			return err
-		}
-		return a.setMeta(pfd, base, hdr)
+		return a.writeFile(pfd, base, name, hdr, tr)
 	case tar.TypeSymlink:
-		if err := a.removeAt(pfd, base, name); err != nil {
-			return err
-		}
-		if err := unix.Symlinkat(hdr.Linkname, pfd, base); err != nil {
+		if err := a.replace(pfd, base, name, func() error { return unix.Symlinkat(hdr.Linkname, pfd, base) }); err != nil {
 			return fmt.Errorf("symlink: %w", err)
 		}
 		return a.setMeta(pfd, base, hdr)
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-		if err := a.removeAt(pfd, base, name); err != nil {
-			return err
-		}
 		mode := uint32(hdr.Mode) & 0o7777
 		switch hdr.Typeflag {
 		case tar.TypeChar:
@@ -210,7 +227,7 @@ func (a *applier) apply(name string, hdr *tar.Header, tr io.Reader) error {
 			mode |= unix.S_IFIFO
 		}
 		dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
-		if err := unix.Mknodat(pfd, base, mode, int(dev)); err != nil {
+		if err := a.replace(pfd, base, name, func() error { return unix.Mknodat(pfd, base, mode, int(dev)) }); err != nil {
 			return fmt.Errorf("mknod: %w", err)
 		}
 		return a.setMeta(pfd, base, hdr)
@@ -221,23 +238,123 @@ func (a *applier) apply(name string, hdr *tar.Header, tr io.Reader) error {
 	}
 }
 
-// writeFile creates pfd/base with size bytes from r, unless they would eat
-// into the space kept free for the metadata database.
+// replace runs create, which makes pfd/base and fails with EEXIST when the
+// name is taken; a name this layer already has (a later tar entry replaces
+// an earlier one) is removed and create runs again. The snapshot starts
+// empty, so the common case costs no lookup.
+func (a *applier) replace(pfd int, base, rel string, create func() error) error {
+	err := create()
+	if err != unix.EEXIST {
+		return err
+	}
+	if err := a.removeAt(pfd, base, rel); err != nil {
+		return err
+	}
+	return create()
+}
+
+// writeFile creates a regular file and sets its data and attributes through
+// its descriptor: one path lookup per file.
+//
+// It stops with ENOSPC before the file's bytes would eat into the space kept
+// free for the metadata database (package diskspace).
+func (a *applier) writeFile(pfd int, base, rel string, hdr *tar.Header, r io.Reader) error {
+	if err := diskspace.CheckFd(pfd, hdr.Size); err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	fd := -1
+	err := a.replace(pfd, base, rel, func() (err error) {
+		fd, err = createFile(pfd, base)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	if a.buf == nil {
+		a.buf = make([]byte, 256<<10)
+	}
+	err = copyToFd(fd, r, a.buf)
+	if err == nil {
+		err = setMetaFd(fd, hdr)
+	}
+	if cerr := unix.Close(fd); err == nil && cerr != nil {
+		err = fmt.Errorf("close: %w", cerr)
+	}
+	return err
+}
+
+// writeFile creates pfd/base (which must not exist) with the size bytes of
+// r, unless they would eat into the space kept for the metadata database.
 func writeFile(pfd int, base string, r io.Reader, size int64) error {
 	if err := diskspace.CheckFd(pfd, size); err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
-	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	fd, err := createFile(pfd, base)
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), base)
-	_, err = io.Copy(f, r)
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = cerr
+	err = copyToFd(fd, r, nil)
+	if cerr := unix.Close(fd); err == nil && cerr != nil {
+		err = fmt.Errorf("close: %w", cerr)
 	}
-	if err != nil {
+	return err
+}
+
+func createFile(pfd int, base string) (int, error) {
+	return unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+}
+
+func copyToFd(fd int, r io.Reader, buf []byte) error {
+	if _, err := io.CopyBuffer(fdWriter(fd), r, buf); err != nil {
 		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// setMetaFd is setMeta for an open regular file: owner, then mode (chown
+// clears setuid and setgid), then xattrs, then times.
+func setMetaFd(fd int, hdr *tar.Header) error {
+	if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
+		return fmt.Errorf("chown: %w", err)
+	}
+	if err := unix.Fchmod(fd, uint32(hdr.Mode)&0o7777); err != nil {
+		return fmt.Errorf("chmod: %w", err)
+	}
+	for k, v := range entryXattrs(hdr) {
+		if err := ignoreErrnos(unix.Fsetxattr(fd, k, []byte(v), 0), unix.ENOTSUP); err != nil {
+			return fmt.Errorf("set xattr %s: %w", k, err)
+		}
+	}
+	if err := futimens(fd, entryTimes(hdr)); err != nil {
+		return fmt.Errorf("set times: %w", err)
+	}
+	return nil
+}
+
+// fdWriter writes to a raw descriptor, without the runtime poller an
+// *os.File would register it with.
+type fdWriter int
+
+func (w fdWriter) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := unix.Write(int(w), p[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// futimens sets the times of an open file (utimensat with a NULL path).
+func futimens(fd int, ts []unix.Timespec) error {
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if errno != 0 {
+		return errno
 	}
 	return nil
 }
@@ -336,6 +453,9 @@ func (a *applier) removeAt(pfd int, base, rel string) error {
 		}
 		delete(a.copiedUp, rel)
 		return nil
+	}
+	if under(a.lastDir, rel) {
+		a.forgetDir() // pfd is rel's parent, never this one
 	}
 	if err := removeAllAt(pfd, base); err != nil {
 		return fmt.Errorf("replace directory: %w", err)
@@ -453,10 +573,7 @@ func (a *applier) hardlink(pfd int, name string, hdr *tar.Header) error {
 		a.copiedUp[target] = true
 	}
 	base := path.Base(name)
-	if err := a.removeAt(pfd, base, name); err != nil {
-		return err
-	}
-	if err := unix.Linkat(tpfd, tbase, pfd, base, 0); err != nil {
+	if err := a.replace(pfd, base, name, func() error { return unix.Linkat(tpfd, tbase, pfd, base, 0) }); err != nil {
 		return fmt.Errorf("link: %w", err)
 	}
 	return nil

@@ -80,7 +80,9 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (App
 		implicit:  map[string]bool{},
 		copiedUp:  map[string]bool{},
 		dirTimes:  map[string][]unix.Timespec{},
+		lastDirFd: -1,
 	}
+	defer a.forgetDir()
 	fail := func(err error) (ApplyResult, error) {
 		if cr.err != nil {
 			err = cr.err // the limit, not whatever tar made of it

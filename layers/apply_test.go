@@ -132,6 +132,16 @@ func TestApplyMergedView(t *testing.T) {
 			eFile("t", 0o644, "t over a dir"), eDir("u", 0o755), eFile("u/v", 0o644, "v"),
 		},
 	}, {
+		// The applier keeps the last entry's directory open: entries
+		// after a replaced directory land in the new one.
+		name: "a directory replaced twice within a layer while its files are written",
+		layers: [][]tent{{
+			tDir("d", 0o755), tFile("d/a", 0o644, "a"), tFile("d", 0o600, "d is a file"),
+			tDir("d", 0o750), tFile("d/b", 0o644, "b"), tDir("d/e", 0o755), tFile("d/e/c", 0o644, "c"),
+			tSym("d/e", "elsewhere"), tFile("d/f", 0o644, "f"),
+		}},
+		want: []exp{eDir("d", 0o750), eFile("d/b", 0o644, "b"), eSym("d/e", "elsewhere"), eFile("d/f", 0o644, "f")},
+	}, {
 		name: "a non-directory then a directory of the same name hides the lower directory",
 		layers: [][]tent{
 			{tDir("bin", 0o755), tFile("bin/old", 0o644, "old")},

@@ -299,6 +299,16 @@ func diffListing(t testing.TB, what string, got, want listing) {
 	t.Errorf("%s differs:\n%s", what, b.String())
 }
 
+// mountPath is MountAt onto the directory target.
+func mountPath(target string, lowers []string, upper, work string, readonly bool) error {
+	fd, err := unix.Open(target, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return MountAt(fd, lowers, upper, work, readonly)
+}
+
 // mountStack mounts the layer dirs (bottom first) read-only with overlayfs
 // and returns the mountpoint; it is unmounted when the test ends.
 func mountStack(t *testing.T, bottomFirst []string) string {
@@ -308,7 +318,7 @@ func mountStack(t *testing.T, bottomFirst []string) string {
 		top[len(top)-1-i] = d
 	}
 	mnt := t.TempDir()
-	if err := MountOverlay(top, "", "", mnt, true); err != nil {
+	if err := mountPath(mnt, top, "", "", true); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

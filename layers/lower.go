@@ -71,6 +71,9 @@ func (a *applier) resolveLower(rel string) (string, error) {
 	if len(a.lowers) == 0 || rel == "." {
 		return rel, nil
 	}
+	if rel == a.lastDir {
+		return rel, nil // open just now: all there in this layer
+	}
 	if fd, err := openBeneath(a.root, rel); err == nil {
 		unix.Close(fd) // all there in this layer: nothing to resolve
 		return rel, nil

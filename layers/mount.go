@@ -2,90 +2,45 @@ package layers
 
 import (
 	"fmt"
-	"os"
-	"strings"
 
 	"github.com/casfs/casfs/errdefs"
 	"golang.org/x/sys/unix"
 )
 
-// MountOverlay mounts lowers (top-most first) at target. With upper and
-// work it is a writable overlay; with readonly and no upper, one lower is
-// bound read-only and several are stacked by a read-only overlay. Option
-// strings longer than mount(2) accepts (a page) go through the new mount
-// API, one lower at a time, which also needs no escaping.
-func MountOverlay(lowers []string, upper, work, target string, readonly bool) error {
+// MountAt attaches an overlay of lowers (top-most first), with upper and
+// work when writable, or a read-only bind of a single lower, onto the
+// directory open at fd. It uses the new mount API so that the target is
+// the descriptor, not a path, and lower paths need no escaping.
+func MountAt(fd int, lowers []string, upper, work string, readonly bool) error {
 	if len(lowers) == 0 {
-		return fmt.Errorf("mount overlay at %s: no lower directories: %w", target, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("mount overlay: no lower directories: %w", errdefs.ErrInvalidArgument)
 	}
-	if (upper == "") != (work == "") {
-		return fmt.Errorf("mount overlay at %s: upper and work go together: %w", target, errdefs.ErrInvalidArgument)
+	if (upper == "") != (work == "") || (upper == "" && !readonly) {
+		return fmt.Errorf("mount overlay: upper and work go together, and a writable mount needs them: %w", errdefs.ErrInvalidArgument)
 	}
-	if upper == "" && !readonly {
-		return fmt.Errorf("mount overlay at %s: a writable mount needs an upper directory: %w", target, errdefs.ErrInvalidArgument)
-	}
+	var mfd int
+	var err error
 	if upper == "" && len(lowers) == 1 {
-		return bindReadOnly(lowers[0], target)
+		mfd, err = detachedReadOnlyBind(lowers[0])
+	} else {
+		mfd, err = detachedOverlay("casfs", lowers, upper, work, readonly)
 	}
-	escaped := make([]string, len(lowers))
-	for i, l := range lowers {
-		escaped[i] = escapeOption(l)
-	}
-	opts := "lowerdir=" + strings.Join(escaped, ":")
-	if upper != "" {
-		opts += ",upperdir=" + escapeOption(upper) + ",workdir=" + escapeOption(work)
-	}
-	var flags uintptr
-	if readonly {
-		flags |= unix.MS_RDONLY
-	}
-	if len(opts) < os.Getpagesize()-1 {
-		if err := unix.Mount("overlay", target, "overlay", flags, opts); err != nil {
-			return fmt.Errorf("mount overlay at %s: %w", target, err)
-		}
-		return nil
-	}
-	if err := mountOverlayFsopen(lowers, upper, work, target, readonly); err != nil {
-		return fmt.Errorf("mount overlay at %s (%d lowers): %w", target, len(lowers), err)
-	}
-	return nil
-}
-
-// escapeOption escapes the characters overlayfs splits its options on.
-func escapeOption(p string) string {
-	r := strings.NewReplacer(`\`, `\\`, `,`, `\,`, `:`, `\:`)
-	return r.Replace(p)
-}
-
-func bindReadOnly(src, target string) error {
-	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind %s at %s: %w", src, target, err)
-	}
-	if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-		_ = unix.Unmount(target, unix.MNT_DETACH)
-		return fmt.Errorf("make bind mount %s read-only: %w", target, err)
-	}
-	return nil
-}
-
-func mountOverlayFsopen(lowers []string, upper, work, target string, readonly bool) error {
-	mfd, err := DetachedOverlay("overlay", lowers, upper, work, readonly)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(mfd)
-	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("move mount: %w", err)
+	if err := unix.MoveMount(mfd, "", fd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach mount: %w", err)
 	}
 	return nil
 }
 
-// DetachedOverlay makes an overlay mount of lowers (top-most first), with
+// detachedOverlay makes an overlay mount of lowers (top-most first), with
 // upper and work when writable, that is not attached anywhere yet: the
 // caller attaches the returned fd with move_mount (and closes it). The new
 // mount API takes each lower as its own option, so no path needs escaping
 // and no option string can outgrow a page.
-func DetachedOverlay(source string, lowers []string, upper, work string, readonly bool) (int, error) {
+func detachedOverlay(source string, lowers []string, upper, work string, readonly bool) (int, error) {
 	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if err != nil {
 		return -1, fmt.Errorf("fsopen overlay: %w", err)
@@ -127,9 +82,9 @@ func DetachedOverlay(source string, lowers []string, upper, work string, readonl
 	return mfd, nil
 }
 
-// DetachedReadOnlyBind is a read-only bind of src, not attached anywhere
-// yet (see DetachedOverlay).
-func DetachedReadOnlyBind(src string) (int, error) {
+// detachedReadOnlyBind is a read-only bind of src, not attached anywhere
+// yet (see detachedOverlay).
+func detachedReadOnlyBind(src string) (int, error) {
 	tree, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
 		return -1, fmt.Errorf("open_tree %s: %w", src, err)

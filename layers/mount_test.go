@@ -11,7 +11,7 @@ import (
 	"github.com/casfs/casfs/errdefs"
 )
 
-func TestMountOverlay(t *testing.T) {
+func TestMountAt(t *testing.T) {
 	requireRoot(t)
 	cases := []struct {
 		name   string
@@ -43,7 +43,7 @@ func TestMountOverlay(t *testing.T) {
 				t.Fatal("options fit in a page")
 			}
 			mnt := t.TempDir()
-			if err := MountOverlay(lowers, "", "", mnt, true); err != nil {
+			if err := mountPath(mnt, lowers, "", "", true); err != nil {
 				t.Fatal(err)
 			}
 			defer func() {
@@ -64,10 +64,10 @@ func TestMountOverlay(t *testing.T) {
 			}
 		})
 	}
-	if err := MountOverlay(nil, "", "", t.TempDir(), true); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := mountPath(t.TempDir(), nil, "", "", true); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("no lowers: %v", err)
 	}
-	if err := MountOverlay([]string{"/a", "/b"}, "", "", t.TempDir(), false); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := mountPath(t.TempDir(), []string{"/a", "/b"}, "", "", false); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("writable without upper: %v", err)
 	}
 	if err := Unmount(t.TempDir()); err == nil {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
@@ -106,6 +105,10 @@ func (s *Snapshotter) cleanup(ctx context.Context) error {
 
 func (s *Snapshotter) fsDir(id string) string   { return filepath.Join(s.dir, id, "fs") }
 func (s *Snapshotter) workDir(id string) string { return filepath.Join(s.dir, id, "work") }
+
+// WorkDir is overlayfs' work directory for the active snapshot whose fs
+// directory (what Prepare returned) is fsDir.
+func (s *Snapshotter) WorkDir(fsDir string) string { return filepath.Join(filepath.Dir(fsDir), "work") }
 
 func newID() (string, error) {
 	b := make([]byte, 12)
@@ -308,24 +311,63 @@ func (s *Snapshotter) Usage(ctx context.Context, key string) (size, inodes int64
 }
 
 func diskUsage(dir string) (size, inodes int64, err error) {
-	seen := map[uint64]bool{}
-	err = filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return 0, 0, err
+	}
+	u := usage{seen: map[uint64]bool{}}
+	u.add(&st)
+	err = u.walk(fd)
+	return u.size, u.inodes, err
+}
+
+// usage adds up a tree's blocks and inodes, each inode once.
+type usage struct {
+	seen         map[uint64]bool
+	size, inodes int64
+}
+
+func (u *usage) add(st *unix.Stat_t) {
+	if u.seen[st.Ino] {
+		return
+	}
+	u.seen[st.Ino] = true
+	u.inodes++
+	u.size += st.Blocks * 512
+}
+
+// walk stats every entry of the open directory fd relative to it (no
+// path walks from the root) and descends into subdirectories; it closes fd.
+func (u *usage) walk(fd int) error {
+	f := os.NewFile(uintptr(fd), "")
+	defer f.Close()
+	ents, err := f.ReadDir(-1)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		var st unix.Stat_t
+		if err := unix.Fstatat(fd, e.Name(), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+		u.add(&st)
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		sub, err := unix.Openat(fd, e.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
+		if err := u.walk(sub); err != nil {
 			return err
 		}
-		if seen[st.Ino] {
-			return nil
-		}
-		seen[st.Ino] = true
-		inodes++
-		size += st.Blocks * 512
-		return nil
-	})
-	return size, inodes, err
+	}
+	return nil
 }
 
 // Lowers returns the fs directories of key and its ancestors, top-most
@@ -346,33 +388,6 @@ func (s *Snapshotter) Lowers(ctx context.Context, key string) ([]string, error) 
 		k = rec.Parent
 	}
 	return out, nil
-}
-
-// Mount mounts snapshot key at target: a committed one read-only (its
-// layers stacked), an active one writable on top of its parent's layers.
-func (s *Snapshotter) Mount(ctx context.Context, key, target string) error {
-	rec, err := s.Stat(ctx, key)
-	if err != nil {
-		return fmt.Errorf("mount: %w", err)
-	}
-	if rec.Kind == index.SnapshotCommitted {
-		lowers, err := s.Lowers(ctx, key)
-		if err != nil {
-			return err
-		}
-		return MountOverlay(lowers, "", "", target, true)
-	}
-	if rec.Parent == "" {
-		if err := unix.Mount(s.fsDir(rec.ID), target, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("mount snapshot %s at %s: %w", key, target, err)
-		}
-		return nil
-	}
-	lowers, err := s.Lowers(ctx, rec.Parent)
-	if err != nil {
-		return err
-	}
-	return MountOverlay(lowers, s.fsDir(rec.ID), s.workDir(rec.ID), target, false)
 }
 
 // lockKey waits (as long as ctx allows) for the right to unpack chainID.
@@ -411,6 +426,11 @@ func (s *Snapshotter) Unpack(ctx context.Context, chainID, parentChainID string,
 	fail := func(err error) (index.Snapshot, error) {
 		return index.Snapshot{}, fmt.Errorf("unpack layer %s as %s: %w", diffID, chainID, err)
 	}
+	// A snapshot is derived data, rebuilt from its verified blob: like its
+	// files (written through the page cache, as containerd's overlay
+	// snapshotter does), its records are not synced one by one. The image
+	// record, synced, makes them durable along with it.
+	ctx = index.Unsynced(ctx)
 	// The snapshot and its parent go into ctx's lease (if any) before
 	// either is looked at, so a collection cannot take them from under us.
 	if err := index.AddToLease(ctx, nil, chainID, parentChainID); err != nil {

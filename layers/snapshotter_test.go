@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
+	"golang.org/x/sys/unix"
 )
 
 func openStore(t *testing.T, root string) (*Snapshotter, *index.DB) {
@@ -131,7 +133,11 @@ func TestSnapshotterLifecycle(t *testing.T) {
 
 	// A writable mount of the active snapshot writes into its own dir.
 	mnt := t.TempDir()
-	if err := s.Mount(ctx, "b", mnt); err != nil {
+	parentLowers, err := s.Lowers(ctx, "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mountPath(mnt, parentLowers, fsB, s.WorkDir(fsB), false); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || len(b) != 10000 {
@@ -217,7 +223,11 @@ func TestSnapshotterUnpack(t *testing.T) {
 		ids = append(ids, rec.ID)
 	}
 	mnt := t.TempDir()
-	if err := s.Mount(ctx, chain[2].String(), mnt); err != nil {
+	top, err := s.Lowers(ctx, chain[2].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mountPath(mnt, top, "", "", true); err != nil {
 		t.Fatal(err)
 	}
 	got := listTree(t, mnt, listOpts{})
@@ -348,5 +358,37 @@ func TestSnapshotterCleansUpAfterCrash(t *testing.T) {
 	}
 	if d := snapshotDirs(t, root); len(d) != 2 {
 		t.Errorf("dirs: %v", d)
+	}
+}
+
+// diskUsage counts every inode of a nested tree once (hardlinks too) and
+// adds up the blocks that a plain walk with lstat finds.
+func TestDiskUsageNestedTree(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "d", "e"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "d", "e", "f"), bytes.Repeat([]byte("x"), 70000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(dir, "d", "e", "f"), filepath.Join(dir, "g")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("d/e/f", filepath.Join(dir, "d", "s")); err != nil {
+		t.Fatal(err)
+	}
+	var want int64
+	seen := map[uint64]bool{}
+	filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		var st unix.Stat_t
+		if err == nil && unix.Lstat(p, &st) == nil && !seen[st.Ino] {
+			seen[st.Ino] = true
+			want += st.Blocks * 512
+		}
+		return err
+	})
+	size, inodes, err := diskUsage(dir)
+	if err != nil || inodes != 5 || size != want || size < 70000 {
+		t.Fatalf("usage: %d bytes %d inodes %v; want %d bytes, 5 inodes (root, d, e, f=g, s)", size, inodes, err, want)
 	}
 }

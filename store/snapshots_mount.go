@@ -159,7 +159,7 @@ func (s *Local) MountImage(ctx context.Context, ref, target string, opts MountOp
 			}
 			upper = own[0]
 		}
-		work = filepath.Join(filepath.Dir(upper), "work")
+		work = sn.WorkDir(upper)
 		if err := os.MkdirAll(work, 0o755); err != nil {
 			return ImageMount{}, fmt.Errorf("mount %s at %s: %w", name, real, err)
 		}
@@ -189,7 +189,7 @@ func (s *Local) MountImage(ctx context.Context, ref, target string, opts MountOp
 		undo()
 		return ImageMount{}, fmt.Errorf("mount %s at %s: record: %w", name, real, err)
 	}
-	if err := mountAt(fd, lowers, upper, work, !opts.ReadWrite); err != nil {
+	if err := layers.MountAt(fd, lowers, upper, work, !opts.ReadWrite); err != nil {
 		undo()
 		return ImageMount{}, fmt.Errorf("mount %s at %s: %w", name, real, err)
 	}
@@ -320,26 +320,4 @@ func openMountTarget(target string) (int, string, error) {
 		return -1, "", fmt.Errorf("mount target %s is already a mount point: %w", real, errdefs.ErrFailedPrecondition)
 	}
 	return fd, real, nil
-}
-
-// mountAt attaches an overlay of lowers (top-most first), with upper and
-// work when writable, or a read-only bind of a single lower, onto the
-// directory open at fd. It uses the new mount API so that the target is
-// the descriptor, not a path, and lower paths need no escaping.
-func mountAt(fd int, lowers []string, upper, work string, readonly bool) error {
-	var mfd int
-	var err error
-	if upper == "" && len(lowers) == 1 {
-		mfd, err = layers.DetachedReadOnlyBind(lowers[0])
-	} else {
-		mfd, err = layers.DetachedOverlay("casfs", lowers, upper, work, readonly)
-	}
-	if err != nil {
-		return err
-	}
-	defer unix.Close(mfd)
-	if err := unix.MoveMount(mfd, "", fd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
-		return fmt.Errorf("attach mount: %w", err)
-	}
-	return nil
 }

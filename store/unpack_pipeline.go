@@ -290,11 +290,16 @@ func newStreamPipe(n int) *streamPipe {
 	return &streamPipe{ch: make(chan []byte, n), wclosed: make(chan struct{}), rclosed: make(chan struct{})}
 }
 
+// Write blocks while the buffer is full, until the reader takes a chunk or
+// either side closes the pipe: a writer stopped by its own context (fetch
+// closes the copy when its download is cancelled) gets its error back.
 func (p *streamPipe) Write(b []byte) (int, error) {
 	c := append([]byte(nil), b...) // the caller reuses b
 	select {
 	case <-p.rclosed:
 		return 0, p.rerr
+	case <-p.wclosed:
+		return 0, fmt.Errorf("write to a closed layer stream: %w", errStreamClosed)
 	default:
 	}
 	select {
@@ -302,8 +307,12 @@ func (p *streamPipe) Write(b []byte) (int, error) {
 		return len(b), nil
 	case <-p.rclosed:
 		return 0, p.rerr
+	case <-p.wclosed:
+		return 0, fmt.Errorf("write to a closed layer stream: %w", errStreamClosed)
 	}
 }
+
+var errStreamClosed = errors.New("stream closed")
 
 // CloseWithError ends the writing side: nil means the reader gets EOF once
 // it has read everything.

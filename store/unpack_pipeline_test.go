@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"testing"
@@ -50,5 +51,26 @@ func TestStreamPipe(t *testing.T) {
 	p.CloseRead(errStreamNotNeeded)
 	if err := <-done; !errors.Is(err, errStreamNotNeeded) {
 		t.Fatalf("write after the reader left: %v", err)
+	}
+}
+
+// A writer blocked on a full buffer whose reader never comes (the unpacker
+// waits for a lower layer) returns once its own side is closed, as fetch
+// does when the pull's context ends.
+func TestStreamPipeWriterClosedWhileBlocked(t *testing.T) {
+	p := newStreamPipe(1)
+	if _, err := p.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { _, err := p.Write([]byte("y")); done <- err }()
+	p.CloseWithError(context.Canceled)
+	if err := <-done; !errors.Is(err, errStreamClosed) {
+		t.Fatalf("blocked write after the writer's close: %v", err)
+	}
+	// What was written before the close is still read, then the cause.
+	got, err := io.ReadAll(p)
+	if string(got) != "x" || !errors.Is(err, context.Canceled) {
+		t.Fatalf("read after the close: %q, %v", got, err)
 	}
 }

@@ -89,6 +89,12 @@ type Fault struct {
 	// Times applies the fault to the next Times matching requests only;
 	// later ones pass. 0 means every matching request.
 	Times int
+	// Wait, when set, delays a Status answer until it is closed (or the
+	// client gives up), so that a test decides when a failure happens.
+	Wait <-chan struct{}
+	// OnHold, when set, is called as a Stall or StallBody starts holding,
+	// so that a test knows the fault is in place without polling.
+	OnHold func()
 }
 
 // Request is one request the proxy saw.
@@ -298,6 +304,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		onHeader: func(status int) { p.setStatus(i, status) }}
 	switch f.Kind {
 	case Status:
+		if f.Wait != nil && !p.hold(r.Context(), f.Wait) {
+			panic(http.ErrAbortHandler)
+		}
 		if f.RetryAfter != "" {
 			w.Header().Set("Retry-After", f.RetryAfter)
 		}
@@ -306,6 +315,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"errors":[{"code":"UNAVAILABLE","message":"faultproxy: injected %d","detail":null}]}`+"\n", f.Status)
 		return
 	case Stall:
+		if f.OnHold != nil {
+			f.OnHold()
+		}
 		if !p.hold(r.Context(), release) {
 			// Cut the connection: an empty 200 would look like an answer.
 			panic(http.ErrAbortHandler)
@@ -371,6 +383,9 @@ func (fw *faultWriter) Write(b []byte) (int, error) {
 				return n, err
 			}
 			fw.held = true
+			if fw.f.OnHold != nil {
+				fw.f.OnHold()
+			}
 			if err := waitOn(fw, fw.release); err != nil {
 				return n, err
 			}
