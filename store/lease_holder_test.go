@@ -14,7 +14,7 @@ func TestHolderGone(t *testing.T) {
 		t.Fatalf("this process (%s) counted as gone", thisProcess)
 	}
 	for _, label := range []string{
-		strconv.Itoa(os.Getpid()) + "/1",  // same pid, another start: reused
+		strconv.Itoa(os.Getpid()) + "/1", // same pid, another start: reused
 		strconv.Itoa(1<<22+12345) + "/7", // beyond pid_max: no such process
 	} {
 		if _, gone := holderGone(label); !gone {
