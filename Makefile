@@ -59,11 +59,13 @@ lint:
 	$(GO) mod tidy -diff
 	cd integration/conformance && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) mod tidy -diff
 
-# Long runs, not part of make test: 200 crash trials, and each fuzz target for FUZZTIME.
+# Long runs, not part of make test: 200 crash trials, 20 pulls into a full
+# disk, and each fuzz target for FUZZTIME.
 SOAK_TRIALS ?= 200
+SOAK_DISKFULL_TRIALS ?= 20
 FUZZTIME ?= 60s
 soak: prereqs
-	bash -o pipefail -c "CASFS_CRASH_TRIALS=$(SOAK_TRIALS) $(GO) test -count=1 -timeout 120m -run 'TestCrashTrials' -v ./integration/ | grep -E '^(=== RUN|--- |crash|ok|FAIL|PASS)'"
+	bash -o pipefail -c "CASFS_CRASH_TRIALS=$(SOAK_TRIALS) CASFS_DISKFULL_TRIALS=$(SOAK_DISKFULL_TRIALS) $(GO) test -count=1 -timeout 120m -run 'TestCrashTrials|TestDiskFullTrials' -v ./integration/ | grep -E '^(=== RUN|--- |crash|disk-full|ok|FAIL|PASS)'"
 
 fuzz:
 	@scripts/fuzz.sh $(FUZZTIME)

@@ -48,6 +48,9 @@ func (c *Client) Ingest(ctx context.Context, ref string, r io.Reader, opts store
 	if resp.ResumedAt != nil && opts.Resumed != nil {
 		opts.Resumed(*resp.ResumedAt)
 	}
+	if resp.Restarted != nil && opts.Restarted != nil {
+		opts.Restarted(resp.Restarted.Stored, resp.Restarted.Kept)
+	}
 	return resp.Info, nil
 }
 

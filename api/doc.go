@@ -74,7 +74,9 @@
 // (chunked; the Client sends "Expect: 100-continue" so that an ingest the
 // store refuses at once, such as a locked ref, uploads nothing). An ingest
 // that resumes a partial one reports the offset in resumedAt; the sender
-// still sends the whole stream and the store skips what it has.
+// still sends the whole stream and the store skips what it has (or, with no
+// expected digest, compares it; when it differs the response carries
+// restarted {"stored":N,"kept":K} instead).
 //
 // Blob data and exports stream out with status 200 sent on the first byte.
 // A failure before that is an ordinary error response; a failure after it

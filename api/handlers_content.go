@@ -147,6 +147,7 @@ func (srv *Server) ingest(w http.ResponseWriter, r *http.Request) error {
 	}
 	var resp IngestResponse
 	opts.Resumed = func(off int64) { resp.ResumedAt = &off }
+	opts.Restarted = func(stored, kept int64) { resp.Restarted = &IngestRestart{Stored: stored, Kept: kept} }
 	info, err := srv.store.Ingest(r.Context(), r.PathValue("ref"), r.Body, opts)
 	if err != nil {
 		return err

@@ -131,8 +131,18 @@ func (srv *Server) Serve(ctx context.Context, socketPath string) error {
 	// calls when the grace period of a shutdown runs out.
 	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBase()
+	// Serve returns only once every handler has returned, also those the
+	// end of the grace cancelled: a cancelled pull still releases its lease
+	// on the way out, and the caller closes the store after Serve.
+	var handlers sync.WaitGroup
+	defer handlers.Wait()
+	h := srv.Handler()
 	hs := &http.Server{
-		Handler:           srv.Handler(),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			handlers.Add(1)
+			defer handlers.Done()
+			h.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: srv.opts.ReadHeaderTimeout,
 		IdleTimeout:       srv.opts.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,

@@ -22,6 +22,15 @@ type IngestResponse struct {
 	Info store.ContentInfo `json:"info"`
 	// ResumedAt is the offset the ingest resumed at; absent for a fresh one.
 	ResumedAt *int64 `json:"resumedAt,omitempty"`
+	// Restarted is set when the stored bytes of the ingest were not the
+	// input's: Stored were found, Kept of them matched.
+	Restarted *IngestRestart `json:"restarted,omitempty"`
+}
+
+// IngestRestart is IngestResponse.Restarted.
+type IngestRestart struct {
+	Stored int64 `json:"stored"`
+	Kept   int64 `json:"kept"`
 }
 
 // VerifyRequest is the body of POST /v1/content/verify; no digests means all.

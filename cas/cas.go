@@ -40,6 +40,9 @@ type ReaderAt interface {
 type WriterOpts struct {
 	Expected digest.Digest // "" when unknown
 	Total    int64         // 0 when unknown
+	// KeepOnNoSpace keeps an ingest whose writes ran out of space for a
+	// later resume; by default Close removes it, so the disk is not left full.
+	KeepOnNoSpace bool
 }
 
 // Writer is an open ingest. It holds the ref's lock until Close or Commit.

@@ -1,6 +1,7 @@
 package cas
 
 import (
+	"github.com/casfs/casfs/internal/diskspace"
 	"hash"
 	"os"
 	"sync"
@@ -117,7 +118,7 @@ func (p *pipeline) fileLoop() {
 	fd := int(p.file.Fd())
 	for c := range p.toFile {
 		if p.failed() == nil {
-			if _, err := p.file.WriteAt(c.buf[:c.n], c.off); err != nil {
+			if err := p.writeChunk(c); err != nil {
 				p.fail(err)
 			} else {
 				// Start writeback now, so that the fsync at commit finds
@@ -140,13 +141,23 @@ func (p *pipeline) writeInline(c *chunk) error {
 		return nil
 	}
 	p.hash.Write(c.buf[:c.n])
-	if _, err := p.file.WriteAt(c.buf[:c.n], c.off); err != nil {
+	if err := p.writeChunk(c); err != nil {
 		p.fail(err)
 		return err
 	}
 	c.off += int64(c.n)
 	c.n = 0
 	return nil
+}
+
+// writeChunk writes c to the file unless that would eat into the space kept
+// free for the metadata database (see package diskspace).
+func (p *pipeline) writeChunk(c *chunk) error {
+	if err := diskspace.CheckFd(int(p.file.Fd()), int64(c.n)); err != nil {
+		return err
+	}
+	_, err := p.file.WriteAt(c.buf[:c.n], c.off)
+	return err
 }
 
 // wait blocks until every submitted chunk is hashed and written.

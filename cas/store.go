@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,14 +24,25 @@ import (
 type Store struct{ root string }
 
 // Open creates <root>/blobs/sha256 and <root>/ingest when missing.
+//
+// Both are for their owner only (0700, also made so in a store an older
+// casfs created): a layer blob holds every file of its layer, including
+// those the image itself keeps from other users.
 func Open(root string) (*Store, error) {
 	if root == "" {
 		return nil, fmt.Errorf("open content store: root is empty: %w", errdefs.ErrInvalidArgument)
 	}
 	s := &Store{root: filepath.Clean(root)}
 	for _, dir := range []string{s.blobDir(), s.ingestRoot()} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("open content store %s: %w", s.root, err)
+		}
+	}
+	for _, dir := range []string{filepath.Dir(s.blobDir()), s.ingestRoot()} {
+		if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm() != 0o700 {
+			if err := os.Chmod(dir, 0o700); err != nil {
+				slog.Warn("cannot make a store folder private", "dir", dir, "err", err)
+			}
 		}
 	}
 	s.removeTrash()

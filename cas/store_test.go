@@ -585,11 +585,67 @@ func TestCopyShortReaderThenResume(t *testing.T) {
 func TestCopyResumeStreamTooShortForOffset(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
-	w := mustWriter(t, s, "c", WriterOpts{})
+	d := digest.FromString("0123456789")
+	w := mustWriter(t, s, "c", WriterOpts{Expected: d})
 	writeIn(t, w, []byte("0123456789"))
-	err := Copy(ctx, w, onlyReader{strings.NewReader("0123")}, 0, "")
+	err := Copy(ctx, w, onlyReader{strings.NewReader("0123")}, 0, d)
 	wantErr(t, err, io.ErrUnexpectedEOF, "4", "10")
 	w.Close()
+}
+
+// Without an expected digest, a resumed ingest is checked against its input:
+// an input that differs from the stored bytes, or ends inside them, is what
+// gets stored, never the stored prefix joined to the input's tail.
+func TestCopyResumeVerifiesStoredBytes(t *testing.T) {
+	ctx := context.Background()
+	a := pseudoRandom(21, 3*chunkSize+17)
+	same := pseudoRandom(21, 3*chunkSize+17)
+	b := pseudoRandom(22, 3*chunkSize+17)
+	diffLate := append([]byte(nil), a...)
+	diffLate[2*chunkSize+5] ^= 0xff
+	stored := 2*chunkSize + 100
+	for _, tc := range []struct {
+		name     string
+		input    []byte
+		seekable bool
+		kept     int64
+	}{
+		{"same input resumes", same, false, int64(stored)},
+		{"same input seekable", same, true, int64(stored)},
+		{"other input starts over", b, false, 0},
+		{"other input seekable starts over", b, true, 0},
+		{"input differs inside stored bytes", diffLate, false, 2*chunkSize + 5},
+		{"input shorter than stored bytes", a[:chunkSize+3], false, chunkSize + 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			w := mustWriter(t, s, "r", WriterOpts{})
+			writeIn(t, w, a[:stored])
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			w = mustWriter(t, s, "r", WriterOpts{})
+			defer w.Close()
+			var r io.Reader = onlyReader{bytes.NewReader(tc.input)}
+			if tc.seekable {
+				r = bytes.NewReader(tc.input)
+			}
+			res, err := CopyResume(ctx, w, r, 0, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Stored != int64(stored) || res.Kept != tc.kept || res.Restarted() != (tc.kept < int64(stored)) {
+				t.Fatalf("resume = %+v, want stored %d kept %d", res, stored, tc.kept)
+			}
+			d := digest.FromBytes(tc.input)
+			if !bytes.Equal(readBlob(t, s, d), tc.input) {
+				t.Fatal("blob differs from the input")
+			}
+			if files := blobFiles(t, s); len(files) != 1 {
+				t.Fatalf("blobs after copy: %v", files)
+			}
+		})
+	}
 }
 
 // cancelReader cancels its context after the first read.

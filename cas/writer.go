@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/casfs/casfs/errdefs"
@@ -37,6 +38,8 @@ type writer struct {
 	total     int64
 	expected  digest.Digest
 	startedAt time.Time
+
+	keepOnNoSpace bool
 
 	offset    atomic.Int64 // bytes accepted, including the chunk being filled
 	updatedAt atomic.Int64 // unix nanoseconds of the last change
@@ -97,7 +100,7 @@ func (s *Store) openIngest(ctx context.Context, ref, dir string, lock *os.File, 
 			"was", m.expected, "wasSize", m.total, "now", opts.Expected, "nowSize", opts.Total)
 		fresh = true
 	}
-	w := &writer{s: s, ref: ref, dir: dir, lock: lock}
+	w := &writer{s: s, ref: ref, dir: dir, lock: lock, keepOnNoSpace: opts.KeepOnNoSpace}
 	if fresh {
 		w.data, err = startIngest(dir, ref, opts)
 		if err != nil {
@@ -439,7 +442,9 @@ func (w *writer) finish(state int32) {
 }
 
 // Close writes out what is buffered and releases the ref's lock; the ingest
-// stays on disk for a later writer to resume. Closing a committed or closed
+// stays on disk for a later writer to resume, unless writing it ran out of
+// space: then it is removed (keeping it would keep the disk full), unless
+// WriterOpts.KeepOnNoSpace asked to keep it. Closing a committed or closed
 // writer does nothing.
 func (w *writer) Close() error {
 	w.mu.Lock()
@@ -453,7 +458,13 @@ func (w *writer) Close() error {
 // closeLocked is Close with w.mu held.
 func (w *writer) closeLocked() error {
 	err := w.flush()
+	noSpace := errors.Is(w.pipe.failed(), syscall.ENOSPC)
 	w.finish(stateClosed)
+	if noSpace && !w.keepOnNoSpace {
+		slog.Info("ingest removed: the filesystem is full", "ref", w.ref, "bytes", w.offset.Load())
+		// The write error was the caller's already; nothing is kept.
+		return w.s.removeIngest(w.dir, w.lock)
+	}
 	_ = writeMetaFile(w.dir, fileUpdatedAt, formatTime(time.Unix(0, w.updatedAt.Load())))
 	w.lock.Close()
 	return err

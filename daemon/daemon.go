@@ -42,8 +42,14 @@ type Config struct {
 	// lazy fetch (a read of a missing blob gets EIO after it).
 	Registry     store.RegistryOptions
 	FetchTimeout time.Duration
-	Logger       *slog.Logger
+	// PublicBlobs opens blobs in the mount to every user (fusefs.Options).
+	PublicBlobs bool
+	Logger      *slog.Logger
 }
+
+// apiGrace is how long a stopping daemon lets requests finish before it
+// cancels them.
+const apiGrace = 5 * time.Second
 
 // SocketPath is where the daemon of root serves the store API.
 func SocketPath(root string) string { return filepath.Join(root, "casfs.sock") }
@@ -90,13 +96,13 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	// endpoint reports on it.
 	var fsys *fusefs.FS
 	if mnt != "" {
-		fsys = fusefs.New(newSource(st), fusefs.Options{Logger: log, StatfsPath: st.Root()})
+		fsys = fusefs.New(newSource(st), fusefs.Options{Logger: log, StatfsPath: st.Root(), PublicBlobs: cfg.PublicBlobs})
 		st.OnChange(fsys.Invalidate)
 	}
 
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()
-	apiSrv := api.NewServer(st, api.ServerOptions{Logger: log, Debug: debugHandler(fsys)})
+	apiSrv := api.NewServer(st, api.ServerOptions{Logger: log, Debug: debugHandler(fsys), ShutdownGrace: apiGrace})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- apiSrv.Serve(srvCtx, SocketPath(st.Root())) }()
 	select {
@@ -143,10 +149,19 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		log.Info("casfs was unmounted from outside", "mountpoint", mnt)
 	case err := <-serveErr:
 		log.Error("store API stopped", "err", err)
+		serveErr <- err
 	case err := <-regErr:
 		log.Error("registry server stopped", "err", err)
 	}
 	stopServer()
+	// Requests still running (a pull) get the grace to finish, then are
+	// cancelled; wait for them to unwind, so that they release their leases
+	// before the store closes.
+	select {
+	case <-serveErr:
+	case <-time.After(apiGrace + 10*time.Second):
+		log.Warn("requests still running after the shutdown grace; closing the store under them")
+	}
 	if fsSrv == nil {
 		return nil
 	}

@@ -194,7 +194,9 @@ func (f *Fetcher) fetchFromEndpoint(ctx context.Context, w cas.Writer, ep Endpoi
 		if !isTransient(err) || ctx.Err() != nil {
 			return err
 		}
-		if offsetOf(w) > before {
+		// A try that fell behind the progress deadline may have moved a
+		// little; only a real step forward makes the next try worth it.
+		if offsetOf(w) >= before+ep.Deadlines.withDefaults().ProgressBytes {
 			stalled = 0
 		} else if stalled++; stalled >= maxStalledAttempts {
 			return err

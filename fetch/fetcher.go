@@ -47,9 +47,11 @@ type Options struct {
 	MaxConcurrent   int // blobs moved at once; default 3
 	Progress        Progress
 	MaxManifestSize int64 // default 4 MiB
-	// Timeout bounds dialing, TLS handshakes, response headers and idle
-	// body reads; default 30 s.
+	// Timeout bounds dialing, TLS handshakes and response headers;
+	// default 30 s.
 	Timeout time.Duration
+	// Deadlines, where set, win over hosts.toml's read deadlines.
+	Deadlines ReadDeadlines
 	// Lazy pulls manifests and configs only; layers get their index
 	// records (with source labels) and are fetched on first read through
 	// FetchBlob.
@@ -99,7 +101,7 @@ func New(store *cas.Store, db *index.DB, opts Options) (*Fetcher, error) {
 	}
 	r, err := NewResolver(RegistryOptions{
 		HostsDir: opts.HostsDir, PlainHTTP: opts.PlainHTTP,
-		Username: opts.Username, Password: opts.Password, Timeout: opts.Timeout,
+		Username: opts.Username, Password: opts.Password, Timeout: opts.Timeout, Deadlines: opts.Deadlines,
 	})
 	if err != nil {
 		return nil, err

@@ -83,6 +83,8 @@ type Endpoint struct {
 	// Client has the endpoint's TLS settings and bounded timeouts; it does
 	// no authentication (the Resolver wraps it in an oras auth.Client).
 	Client *http.Client
+	// Deadlines are the endpoint's read deadlines, defaults filled in.
+	Deadlines ReadDeadlines
 }
 
 // PlainHTTP reports whether the endpoint speaks http rather than https.
@@ -97,9 +99,11 @@ type HostsOptions struct {
 	// `server`) and scheme-less entries speak http; an explicit https:// in
 	// hosts.toml is kept.
 	PlainHTTP bool
-	// Timeout bounds dialing, the TLS handshake, waiting for response
-	// headers and each idle read of a body. Default 30 s.
+	// Timeout bounds dialing, the TLS handshake and waiting for response
+	// headers. Default 30 s.
 	Timeout time.Duration
+	// Deadlines, where set, win over hosts.toml's.
+	Deadlines ReadDeadlines
 }
 
 // hostConfig is one [host."URL"] table, or the top level of a hosts.toml.
@@ -111,6 +115,10 @@ type hostConfig struct {
 	Header       map[string]any `toml:"header"`
 	OverridePath bool           `toml:"override_path"`
 	DialTimeout  string         `toml:"dial_timeout"`
+	// casfs's own keys (see ReadDeadlines).
+	ProgressTimeout string `toml:"progress_timeout"`
+	ProgressBytes   int64  `toml:"progress_bytes"`
+	ManifestTimeout string `toml:"manifest_timeout"`
 }
 
 type hostsFile struct {
@@ -350,7 +358,12 @@ func newEndpoint(namespace, rawURL string, cfg hostConfig, mirror bool, baseDir 
 		}
 		dial = d
 	}
-	ep.Client = newHTTPClient(tlsConfig, dial, opts.Timeout)
+	d, err := cfg.deadlines()
+	if err != nil {
+		return Endpoint{}, err
+	}
+	ep.Deadlines = opts.Deadlines.Or(d).withDefaults()
+	ep.Client = newHTTPClient(tlsConfig, dial, opts.Timeout, ep.Deadlines)
 	wrapHTTPFallback(&ep, implicitScheme)
 	wrapEndpointTransport(&ep)
 	wrapRequestLog(&ep)

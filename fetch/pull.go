@@ -216,10 +216,14 @@ func (f *Fetcher) downloadManifest(ctx context.Context, src source, desc ocispec
 	return nil, desc, fmt.Errorf("manifest %s: %w", desc.Digest, joinErrors(errs))
 }
 
-func (f *Fetcher) downloadManifestFrom(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
+// readManifest reads a manifest's bytes (at most one over the size limit)
+// from ep, within the manifest deadline.
+func (f *Fetcher) readManifest(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) (data []byte, _ ocispec.Descriptor, err error) {
+	ctx, cancel := withManifestDeadline(ctx, ep.Deadlines)
+	defer cancel()
+	defer func() { err = manifestDeadlineErr(ctx, err) }()
 	ms := f.resolver.Repository(ep, repo).Manifests()
 	var rc io.ReadCloser
-	var err error
 	if desc.MediaType == "" {
 		var got ocispec.Descriptor
 		got, rc, err = ms.FetchReference(ctx, desc.Digest.String())
@@ -233,7 +237,12 @@ func (f *Fetcher) downloadManifestFrom(ctx context.Context, ep Endpoint, repo st
 		return nil, desc, err
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, f.opts.MaxManifestSize+1))
+	data, err = io.ReadAll(io.LimitReader(rc, f.opts.MaxManifestSize+1))
+	return data, desc, err
+}
+
+func (f *Fetcher) downloadManifestFrom(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
+	data, desc, err := f.readManifest(ctx, ep, repo, desc)
 	if err != nil {
 		return nil, desc, err
 	}

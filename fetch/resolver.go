@@ -67,9 +67,11 @@ type RegistryOptions struct {
 	// Username and Password, when set, are used for every registry instead
 	// of docker's config.json.
 	Username, Password string
-	// Timeout bounds dialing, TLS handshakes, response headers and idle
-	// body reads; default 30 s.
+	// Timeout bounds dialing, TLS handshakes and response headers;
+	// default 30 s.
 	Timeout time.Duration
+	// Deadlines, where set, win over hosts.toml's read deadlines.
+	Deadlines ReadDeadlines
 }
 
 // Resolver turns references into descriptors and hands out oras
@@ -119,7 +121,7 @@ func (r *Resolver) Endpoints(host string) ([]Endpoint, error) {
 	if eps, ok := r.endpoints[host]; ok {
 		return eps, nil
 	}
-	eps, err := LoadEndpoints(r.opts.HostsDir, host, HostsOptions{PlainHTTP: r.opts.PlainHTTP, Timeout: r.opts.Timeout})
+	eps, err := LoadEndpoints(r.opts.HostsDir, host, HostsOptions{PlainHTTP: r.opts.PlainHTTP, Timeout: r.opts.Timeout, Deadlines: r.opts.Deadlines})
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +192,10 @@ func (r *Resolver) resolve(ctx context.Context, pr Reference) (ocispec.Descripto
 	}
 	var errs []error
 	for _, ep := range eps {
-		desc, err := r.Repository(ep, pr.Repo).Resolve(ctx, pr.Object())
+		mctx, cancel := withManifestDeadline(ctx, ep.Deadlines)
+		desc, err := r.Repository(ep, pr.Repo).Resolve(mctx, pr.Object())
+		err = manifestDeadlineErr(mctx, err)
+		cancel()
 		if err == nil {
 			if pr.Digest != "" && desc.Digest != pr.Digest {
 				err = fmt.Errorf("%s answered digest %s for %s: %w", ep, desc.Digest, pr.Digest, errdefs.ErrDigestMismatch)

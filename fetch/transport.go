@@ -4,27 +4,23 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"oras.land/oras-go/v2/registry/remote/retry"
-
-	"github.com/casfs/casfs/errdefs"
 )
 
 const defaultTimeout = 30 * time.Second
 
 // newHTTPClient returns a client whose every wait is bounded: dialing, the
 // TLS handshake and the response headers each by their timeout, and a body
-// by an idle-read deadline rather than an overall one, so that a large blob
-// may take as long as it needs while a stalled one fails.
-func newHTTPClient(tlsConfig *tls.Config, dial, timeout time.Duration) *http.Client {
+// by a progress deadline rather than an overall one (see deadline.go), so
+// that a large blob may take as long as it needs while a crawling one fails.
+func newHTTPClient(tlsConfig *tls.Config, dial, timeout time.Duration, d ReadDeadlines) *http.Client {
 	base := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext,
@@ -38,7 +34,7 @@ func newHTTPClient(tlsConfig *tls.Config, dial, timeout time.Duration) *http.Cli
 		// as "client conn could not be established" instead of the TLS alert.
 		ForceAttemptHTTP2: false,
 	}
-	rt := &retry.Transport{Base: &idleTransport{base: base, idle: timeout}, Policy: retryPolicy}
+	rt := &retry.Transport{Base: &progressTransport{base: base, d: d.withDefaults()}, Policy: retryPolicy}
 	return &http.Client{Transport: rt}
 }
 
@@ -73,61 +69,8 @@ func retryable(resp *http.Response, err error) (bool, error) {
 // isTransient reports errors after which the same request may succeed.
 func isTransient(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, errIdleRead) ||
+		errors.Is(err, syscall.EPIPE) || isSlowRead(err) ||
 		(errors.Is(err, io.EOF) && !errors.Is(err, context.Canceled))
-}
-
-var errIdleRead = fmt.Errorf("registry sent no data within the idle timeout: %w", errdefs.ErrUnavailable)
-
-// idleTransport cancels a response whose body read waits longer than idle.
-type idleTransport struct {
-	base http.RoundTripper
-	idle time.Duration
-}
-
-func (t *idleTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ctx, cancel := context.WithCancelCause(req.Context())
-	resp, err := t.base.RoundTrip(req.WithContext(ctx))
-	if err != nil {
-		cancel(nil)
-		return nil, err
-	}
-	b := &idleBody{rc: resp.Body, ctx: ctx, cancel: cancel}
-	b.timer = time.AfterFunc(t.idle, func() { cancel(errIdleRead) })
-	b.timer.Stop()
-	b.idle = t.idle
-	resp.Body = b
-	return resp, nil
-}
-
-type idleBody struct {
-	rc     io.ReadCloser
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	idle   time.Duration
-	mu     sync.Mutex
-	timer  *time.Timer
-}
-
-func (b *idleBody) Read(p []byte) (int, error) {
-	b.timer.Reset(b.idle)
-	n, err := b.rc.Read(p)
-	b.timer.Stop()
-	if err != nil && err != io.EOF {
-		if cause := context.Cause(b.ctx); errors.Is(cause, errIdleRead) {
-			return n, cause
-		}
-	}
-	return n, err
-}
-
-func (b *idleBody) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.timer.Stop()
-	err := b.rc.Close()
-	b.cancel(nil)
-	return err
 }
 
 // endpointTransport applies a hosts.toml entry to requests for its host:

@@ -19,6 +19,14 @@ const fileFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 
 func blobIno(d digest.Digest) uint64 { return ino("blob", string(d)) }
 
+// blobMode is the mode of blob files: see Options.PublicBlobs.
+func (f *FS) blobMode() uint32 {
+	if f.opts.PublicBlobs {
+		return syscall.S_IFREG | 0o444
+	}
+	return syscall.S_IFREG | 0o400
+}
+
 func fileAttr(a *fuse.Attr, nodeIno uint64, mode uint32, size int64, at time.Time) {
 	a.Mode = mode
 	a.Ino = nodeIno
@@ -49,7 +57,7 @@ var (
 var blobTime = time.Unix(0, 0)
 
 func (b *blobFile) Getattr(ctx context.Context, fh gfs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fileAttr(&out.Attr, blobIno(b.d), syscall.S_IFREG|0o444, b.size, blobTime)
+	fileAttr(&out.Attr, blobIno(b.d), b.fs.blobMode(), b.size, blobTime)
 	out.SetTimeout(b.fs.opts.ImmutableTimeout)
 	return 0
 }
@@ -72,7 +80,7 @@ func (f *FS) blobChild(ctx context.Context, parent *gfs.Inode, d digest.Digest, 
 	if !ok {
 		return nil, syscall.EIO
 	}
-	fileAttr(&out.Attr, blobIno(d), syscall.S_IFREG|0o444, bf.size, blobTime)
+	fileAttr(&out.Attr, blobIno(d), f.blobMode(), bf.size, blobTime)
 	f.setTimeouts(out, f.opts.ImmutableTimeout, f.opts.ImmutableTimeout)
 	return ch, 0
 }

@@ -34,6 +34,12 @@ type Options struct {
 	// StatfsPath is a directory on the filesystem that holds the store:
 	// statfs of the mount reports its figures (df, getconf NAME_MAX).
 	StatfsPath string
+	// PublicBlobs lets every user read blobs (blobs/, and an image's
+	// manifest.json, config.json, index.json and layers/). By default they
+	// are for root and the mount's owner only: a layer blob holds every
+	// file of the layer, including those that rootfs/ shows only to their
+	// owners (a 0600 file, /etc/shadow).
+	PublicBlobs bool
 }
 
 // FS is the casfs filesystem. Create it with New, serve it with Mount.

@@ -126,8 +126,8 @@ func TestBlobsTree(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Size() != size || st.Mode() != 0o444 {
-			t.Errorf("%s: size %d mode %v, want %d and -r--r--r--", d, st.Size(), st.Mode(), size)
+		if st.Size() != size || st.Mode() != 0o400 {
+			t.Errorf("%s: size %d mode %v, want %d and -r--------", d, st.Size(), st.Mode(), size)
 		}
 		b, err := os.ReadFile(p)
 		if err != nil {

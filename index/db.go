@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/internal/diskspace"
 	badger "github.com/dgraph-io/badger/v4"
 )
 
@@ -23,6 +24,15 @@ type DB struct {
 	mu       sync.Mutex // guards closed and the Add side of inflight
 	closed   bool
 	inflight sync.WaitGroup // operations that must finish before badger closes
+
+	// active counts the operations in flight (under mu): a database opened
+	// read-only because the filesystem was full is reopened read-write only
+	// when none is (see space.go).
+	active   int
+	readOnly bool
+	spared   bool // the spare space file was in place when last looked at
+
+	allocated map[string]bool // memtable logs allocateLogs has done (under mu)
 }
 
 // Open opens or creates the database in dir. When another process holds
@@ -47,20 +57,33 @@ func Open(dir string) (*DB, error) {
 		lock.release()
 		return nil, err
 	}
-	bdb, err := badger.Open(badgerOptions(dir))
+	readOnly, spared := prepareSpace(dir)
+	bdb, err := openBadger(dir, readOnly)
 	if err != nil {
 		lock.release()
-		if isLockError(err) {
-			return nil, inUseError(dir)
-		}
-		return nil, fmt.Errorf("open index %s: %w", dir, err)
+		return nil, err
 	}
-	db := &DB{dir: dir, bdb: bdb, lock: lock}
+	db := &DB{dir: dir, bdb: bdb, lock: lock, readOnly: readOnly, spared: spared}
+	db.allocateLogs()
 	if err := db.checkSchema(); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return db, nil
+}
+
+func openBadger(dir string, readOnly bool) (*badger.DB, error) {
+	bdb, err := badger.Open(badgerOptions(dir).WithReadOnly(readOnly))
+	if err != nil {
+		if isLockError(err) {
+			return nil, inUseError(dir)
+		}
+		if readOnly {
+			return nil, fmt.Errorf("open index %s read-only: %w (%w)", dir, err, diskspace.CheckMeta(dir))
+		}
+		return nil, fmt.Errorf("open index %s: %w", dir, err)
+	}
+	return bdb, nil
 }
 
 // dropEmptyValueLogs removes value-log files of zero bytes. A process killed
@@ -138,7 +161,7 @@ func (db *DB) Close() error {
 	db.mu.Unlock()
 	db.inflight.Wait()
 
-	err := db.bdb.Close()
+	err := db.closeBadger()
 	if lerr := db.lock.release(); err == nil {
 		err = lerr
 	}
@@ -161,7 +184,13 @@ func (db *DB) enter() (func(), error) {
 		return nil, fmt.Errorf("index %s is closed: %w", db.dir, errdefs.ErrFailedPrecondition)
 	}
 	db.inflight.Add(1)
-	return db.inflight.Done, nil
+	db.active++
+	return func() {
+		db.mu.Lock()
+		db.active--
+		db.mu.Unlock()
+		db.inflight.Done()
+	}, nil
 }
 
 // maxConflictRetries bounds how often a read-modify-write is retried when
@@ -173,7 +202,7 @@ const maxConflictRetries = 1000
 // more than once. An error from fn discards the transaction and is returned
 // as it is.
 func (db *DB) update(ctx context.Context, fn func(*badger.Txn) error) error {
-	done, err := db.enter()
+	done, err := db.enterWrite()
 	if err != nil {
 		return err
 	}

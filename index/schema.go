@@ -20,9 +20,16 @@ var schemaKey = []byte("schema")
 // checkSchema writes the version into a new database and refuses one that
 // a newer casfs wrote, rather than misreading its records.
 func (db *DB) checkSchema() error {
-	return db.bdb.Update(func(txn *badger.Txn) error {
+	run := db.bdb.Update
+	if db.readOnly {
+		run = db.bdb.View // a new database gets its version once writable
+	}
+	return run(func(txn *badger.Txn) error {
 		item, err := txn.Get(schemaKey)
 		if errors.Is(err, badger.ErrKeyNotFound) {
+			if db.readOnly {
+				return nil
+			}
 			return txn.Set(schemaKey, []byte(strconv.Itoa(SchemaVersion)))
 		}
 		if err != nil {

@@ -145,7 +145,7 @@ func (t Table[T]) PutMany(ctx context.Context, entries []Entry[T]) error {
 	if t.db == nil {
 		return t.noDB()
 	}
-	done, err := t.db.enter()
+	done, err := t.db.enterWrite()
 	if err != nil {
 		return err
 	}

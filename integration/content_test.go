@@ -180,6 +180,20 @@ func TestContentIngestExpectations(t *testing.T) {
 		t.Fatalf("ingest still active after commit: %q", got)
 	}
 
+	// Without expectations, a resumed ingest whose stored bytes are not the
+	// new input's starts over: it stores the new input, never A's start
+	// joined to B's rest.
+	a, b := bytes.Repeat([]byte("a"), 100), bytes.Repeat([]byte("b"), 100)
+	c.Fail(1, bytes.NewReader(a[:40]), []string{"content", "ingest", "--expected-size", "100", "joined"}, "joined")
+	r = c.Run(bytes.NewReader(b), "content", "ingest", "joined")
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != sha(b) ||
+		!strings.Contains(r.Stderr, "ingest joined: the input differs from the 40 bytes stored after byte 0: started over") {
+		t.Fatalf("ingest of other input over a partial one: %+v", r)
+	}
+	if got := c.OK(nil, "content", "get", sha(b)); got != string(b) {
+		t.Fatalf("stored %q", got)
+	}
+
 	// Malformed arguments are usage errors.
 	c.Fail(2, bytes.NewReader(data), []string{"content", "ingest", "--expected-digest", "sha256:xyz", "r3"}, "sha256:xyz")
 	c.Fail(2, bytes.NewReader(data), []string{"content", "ingest"}, "wrong number of arguments")

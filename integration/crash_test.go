@@ -26,14 +26,18 @@ import (
 
 // crashTrials is how many operations TestCrashTrials kills: CASFS_CRASH_TRIALS
 // (make soak sets 200), else 20.
-func crashTrials(t *testing.T) int {
-	s := os.Getenv("CASFS_CRASH_TRIALS")
+func crashTrials(t *testing.T) int { return trialCount(t, "CASFS_CRASH_TRIALS", 20) }
+
+// trialCount reads a number of trials from the environment variable env,
+// def when it is unset.
+func trialCount(t *testing.T, env string, def int) int {
+	s := os.Getenv(env)
 	if s == "" {
-		return 20
+		return def
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 {
-		t.Fatalf("CASFS_CRASH_TRIALS=%q: want a positive number", s)
+		t.Fatalf("%s=%q: want a positive number", env, s)
 	}
 	return n
 }

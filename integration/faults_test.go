@@ -239,3 +239,43 @@ func TestLazyReadStalledRegistry(t *testing.T) {
 	}
 	requireNoWrongBytes(t, c)
 }
+
+// A registry that sends a little now and then, never idle long enough for a
+// timeout, fails the pull by the progress deadline (blobs, after the retry
+// policy's tries) or the manifest deadline, naming which.
+func TestPullReadDeadlines(t *testing.T) {
+	t.Parallel()
+	img := faultImage(t)
+	layer := img.Layers[0]
+	p, ref := faultRegistry(t, img)
+
+	c := newCLI(t)
+	if err := p.Set(faultproxy.Blob(layer.Digest), faultproxy.Fault{Kind: faultproxy.Trickle, Method: "GET", Every: 20 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	c.Fail(1, nil, []string{"image", "pull", "--plain-http", "--progress-timeout", "1s", "--progress-kib", "16", ref},
+		layer.Digest.String(), "less than 16 KiB in 1s (progress deadline)")
+	if n := p.Count(faultproxy.Blob(layer.Digest)); n < 2 {
+		t.Errorf("the slow blob was tried %d times; the retry policy allows more", n)
+	}
+	p.Reset()
+
+	if err := p.Set(`^/v2/lab/faults/manifests/`, faultproxy.Fault{Kind: faultproxy.Trickle, Method: "GET", After: 10, Every: 100 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	c = newCLI(t) // one whose manifests are not local yet
+	c.Fail(1, nil, []string{"image", "pull", "--plain-http", "--manifest-timeout", "2s", ref}, "within 2s (manifest deadline)")
+	p.Reset()
+
+	// hosts.toml sets the same for a host; a healthy registry pulls fine.
+	hosts := t.TempDir()
+	os.MkdirAll(filepath.Join(hosts, p.Host), 0o755)
+	os.WriteFile(filepath.Join(hosts, p.Host, "hosts.toml"), []byte("server = \"http://"+p.Host+"\"\nprogress_timeout = \"1s\"\nprogress_bytes = 16384\n"), 0o644)
+	if err := p.Set(faultproxy.Blob(layer.Digest), faultproxy.Fault{Kind: faultproxy.Trickle, Method: "GET", Every: 20 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	c.Fail(1, nil, []string{"image", "pull", "--hosts-dir", hosts, ref}, "less than 16 KiB in 1s (progress deadline)")
+	p.Reset()
+	c.OK(nil, "image", "pull", "-q", "--hosts-dir", hosts, ref)
+	c.Fail(2, nil, []string{"image", "pull", "--progress-timeout", "-1s", ref}, "--progress-timeout")
+}

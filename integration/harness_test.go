@@ -177,3 +177,15 @@ func treeOf(t testing.TB, dir string) map[string]string {
 	})
 	return out
 }
+
+// waitFor polls cond until it holds, failing the test after bound.
+func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, bound)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -199,3 +199,28 @@ func runcRun(t *testing.T, rootfs string, args ...string) string {
 	}
 	return stdout.String()
 }
+
+// A name pinned by digest must carry the image's own digest; labels with
+// control characters (which could fake rows of a listing) are refused.
+func TestTagPinnedNameAndLabelControls(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := busyboxImage(t)
+	ref := pushTestImage(t, reg, "lab/pin", "1", img)
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "-q", "--no-unpack", "--plain-http", ref)
+
+	other := img.Config.Digest
+	c.Fail(1, nil, []string{"image", "tag", ref, reg.Host + "/lab/pin@" + other.String()}, "pins "+other.String(), "digest mismatch")
+	pinned := reg.Host + "/lab/pin@" + img.Manifest.Digest.String()
+	c.OK(nil, "image", "tag", ref, pinned)
+	names := c.OK(nil, "image", "ls", "-q")
+	if !strings.Contains(names, pinned) || strings.Contains(names, other.String()) {
+		t.Fatalf("names after tagging: %q", names)
+	}
+
+	c.Fail(2, nil, []string{"content", "label", img.Config.Digest.String(), "note=a\nsha256:fake 1 B"}, "control character")
+	c.Fail(2, nil, []string{"lease", "create", "--label", "k=\x1b[31mred"}, "control character")
+	c.OK(nil, "content", "label", img.Config.Digest.String(), "note=fine")
+}

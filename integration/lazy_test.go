@@ -232,18 +232,6 @@ func TestLazyEStargzRunsBeforeDownload(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // TestLazyEStargzCompletes: the mount completes a lazily pulled eStargz
 // image in the background (retrying while the registry holds a layer back):
 // the layers become verified blobs and snapshots, image check passes, the

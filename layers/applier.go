@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/internal/diskspace"
 	"github.com/casfs/casfs/layers/merged"
 	"golang.org/x/sys/unix"
 )
@@ -258,7 +259,13 @@ func (a *applier) replace(pfd int, base, rel string, create func() error) error 
 
 // writeFile creates a regular file and sets its data and attributes through
 // its descriptor: one path lookup per file.
+//
+// It stops with ENOSPC before the file's bytes would eat into the space kept
+// free for the metadata database (package diskspace).
 func (a *applier) writeFile(pfd int, base, rel string, hdr *tar.Header, r io.Reader) error {
+	if err := diskspace.CheckFd(pfd, hdr.Size); err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
 	fd := -1
 	err := a.replace(pfd, base, rel, func() (err error) {
 		fd, err = createFile(pfd, base)
@@ -280,8 +287,12 @@ func (a *applier) writeFile(pfd int, base, rel string, hdr *tar.Header, r io.Rea
 	return err
 }
 
-// writeFile creates pfd/base (which must not exist) with the bytes of r.
-func writeFile(pfd int, base string, r io.Reader) error {
+// writeFile creates pfd/base (which must not exist) with the size bytes of
+// r, unless they would eat into the space kept for the metadata database.
+func writeFile(pfd int, base string, r io.Reader, size int64) error {
+	if err := diskspace.CheckFd(pfd, size); err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
 	fd, err := createFile(pfd, base)
 	if err != nil {
 		return fmt.Errorf("create: %w", err)

@@ -136,7 +136,7 @@ func copyUp(src string, st *unix.Stat_t, pfd int, base string) error {
 			return err
 		}
 		defer in.Close()
-		if err := writeFile(pfd, base, in); err != nil {
+		if err := writeFile(pfd, base, in, st.Size); err != nil {
 			return err
 		}
 	case unix.S_IFLNK:

@@ -39,6 +39,10 @@ type IngestOptions struct {
 	Size     int64
 	// Resumed, when set, is called once with the offset an ingest resumes at.
 	Resumed func(offset int64) `json:"-"`
+	// Restarted, when set, is called instead of Resumed when the input did
+	// not match the stored bytes of an ingest without an expected digest:
+	// stored bytes were found, kept of them were the input's and kept.
+	Restarted func(stored, kept int64) `json:"-"`
 }
 
 // Problem is one finding of a verification: Digest names the blob.

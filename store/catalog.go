@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/distribution/reference"
@@ -195,6 +196,10 @@ func (s *Local) TagImage(ctx context.Context, src string, dsts []string) error {
 	for i, d := range dsts {
 		if names[i], err = NormalizeName(d); err != nil {
 			return err
+		}
+		// A name pinned by digest must name the image's own digest.
+		if _, pinned, ok := strings.Cut(names[i], "@"); ok && digest.Digest(pinned) != rec.Target.Digest {
+			return fmt.Errorf("tag %s: the name pins %s but %s is %s: %w", names[i], pinned, rec.Name, rec.Target.Digest, errdefs.ErrDigestMismatch)
 		}
 	}
 	db, _ := s.Index()

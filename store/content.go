@@ -95,10 +95,13 @@ func (s *Local) Ingest(ctx context.Context, ref string, r io.Reader, opts Ingest
 	if err != nil {
 		return ContentInfo{}, err
 	}
-	if st, err := w.Status(); err == nil && st.Offset > 0 && opts.Resumed != nil {
-		opts.Resumed(st.Offset)
+	res, err := cas.CopyResume(ctx, w, r, opts.Size, opts.Expected)
+	switch {
+	case res.Restarted() && opts.Restarted != nil:
+		opts.Restarted(res.Stored, res.Kept)
+	case res.Kept > 0 && opts.Resumed != nil:
+		opts.Resumed(res.Kept)
 	}
-	err = cas.Copy(ctx, w, r, opts.Size, opts.Expected)
 	if err != nil && !errors.Is(err, errdefs.ErrExists) {
 		return ContentInfo{}, fmt.Errorf("ingest %s: %w", ref, err)
 	}
@@ -264,6 +267,9 @@ func (s *Local) VerifyContent(ctx context.Context, ds []digest.Digest) ([]Proble
 }
 
 func (s *Local) LabelContent(ctx context.Context, d digest.Digest, set map[string]string, del []string) (ContentInfo, error) {
+	if err := checkLabels(set); err != nil {
+		return ContentInfo{}, err
+	}
 	db, err := s.Index()
 	if err != nil {
 		return ContentInfo{}, err

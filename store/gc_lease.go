@@ -139,6 +139,9 @@ func (s *Local) HoldLease(ctx context.Context, what string) (context.Context, fu
 	}
 	now := time.Now().UTC()
 	rec := index.Lease{ID: id, CreatedAt: now, Expires: now.Add(opLeaseExpiry), Labels: map[string]string{labelLeaseOperation: what}}
+	if thisProcess != "" {
+		rec.Labels[labelLeaseHolder] = thisProcess
+	}
 	if err := db.Leases().Create(ctx, id, rec); err != nil {
 		return ctx, nil, fmt.Errorf("lease for %s: %w", what, err)
 	}
@@ -181,10 +184,8 @@ func (s *Local) CreateLease(ctx context.Context, opts LeaseOptions) (LeaseInfo, 
 	if opts.Expires < 0 {
 		return LeaseInfo{}, fmt.Errorf("lease expiry %s is negative: %w", opts.Expires, errdefs.ErrInvalidArgument)
 	}
-	for k := range opts.Labels {
-		if k == "" {
-			return LeaseInfo{}, fmt.Errorf("lease label with an empty key: %w", errdefs.ErrInvalidArgument)
-		}
+	if err := checkLabels(opts.Labels); err != nil {
+		return LeaseInfo{}, fmt.Errorf("lease: %w", err)
 	}
 	id := opts.ID
 	if id == "" {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/casfs/casfs/fetch"
 )
 
 // ImageInfo is one entry of the image catalogue.
@@ -35,6 +37,8 @@ type RegistryOptions struct {
 	PlainHTTP bool   `json:"plainHTTP,omitempty"`
 	Username  string `json:"username,omitempty"`
 	Password  string `json:"password,omitempty"`
+	// Deadlines, where set, win over hosts.toml's read deadlines.
+	Deadlines fetch.ReadDeadlines `json:"deadlines,omitempty"`
 }
 
 // ProgressEvent reports one blob's state during a pull or push.

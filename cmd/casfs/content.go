@@ -64,6 +64,9 @@ func contentIngest(c *cli.Context) error {
 	}
 	if !c.Bool("quiet") {
 		opts.Resumed = func(off int64) { fmt.Fprintf(c.App.ErrWriter, "resuming %s at %d bytes\n", ref, off) }
+		opts.Restarted = func(stored, kept int64) {
+			fmt.Fprintf(c.App.ErrWriter, "ingest %s: the input differs from the %d bytes stored after byte %d: started over from there\n", ref, stored, kept)
+		}
 	}
 	return withStore(c, true, func(s store.API) error {
 		info, err := s.Ingest(c.Context, ref, c.App.Reader, opts)
@@ -219,7 +222,7 @@ func contentLabel(c *cli.Context) error {
 		}
 		info, err := s.LabelContent(c.Context, ds[0], set, del)
 		if err != nil {
-			return err
+			return argError(err) // a label the store refuses is malformed input
 		}
 		fmt.Fprintln(c.App.Writer, formatLabels(info.Labels))
 		return nil

@@ -18,6 +18,9 @@ var registryFlags = []cli.Flag{
 	&cli.BoolFlag{Name: "plain-http", Usage: "talk plain HTTP to the registry (loopback registries)"},
 	&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "registry credentials as user[:password]; the password is prompted when omitted and stdin is a terminal"},
 	&cli.BoolFlag{Name: "debug", Usage: "log each registry request (--log-level debug)"},
+	&cli.DurationFlag{Name: "progress-timeout", Usage: "fail a registry transfer that sends less than --progress-kib within this time (default 30s, or hosts.toml's progress_timeout)"},
+	&cli.Int64Flag{Name: "progress-kib", Usage: "KiB a transfer must send within --progress-timeout (default 64, or hosts.toml's progress_bytes)"},
+	&cli.DurationFlag{Name: "manifest-timeout", Usage: "bound resolving a name and fetching each manifest (default 60s, or hosts.toml's manifest_timeout)"},
 }
 
 var platformFlags = []cli.Flag{
@@ -79,6 +82,12 @@ func registryOptions(c *cli.Context) (store.RegistryOptions, error) {
 		setLogLevel(c, slog.LevelDebug)
 	}
 	o := store.RegistryOptions{HostsDir: c.String("hosts-dir"), PlainHTTP: c.Bool("plain-http")}
+	o.Deadlines.ProgressTimeout = c.Duration("progress-timeout")
+	o.Deadlines.ProgressBytes = c.Int64("progress-kib") << 10
+	o.Deadlines.ManifestTimeout = c.Duration("manifest-timeout")
+	if o.Deadlines.ProgressTimeout < 0 || o.Deadlines.ProgressBytes < 0 || o.Deadlines.ManifestTimeout < 0 {
+		return o, usagef("--progress-timeout, --progress-kib and --manifest-timeout must be positive")
+	}
 	if u := c.String("user"); u != "" {
 		user, pass, err := credentials(c, u)
 		if err != nil {

@@ -36,7 +36,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if isMountHelperCall(args, app.Commands) {
 		err = mountHelper(context.Background(), args, stdout, stderr)
 	} else {
-		err = app.Run(interleaveFlags(helpAsFlag(args, app), app))
+		ctx, stop := interruptible()
+		err = app.RunContext(ctx, interleaveFlags(helpAsFlag(args, app), app))
+		stop()
 	}
 	if err == nil {
 		return exitOK

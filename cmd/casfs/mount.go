@@ -37,6 +37,7 @@ func mountCommand() *cli.Command {
 			&cli.IntFlag{Name: "notify-fd", Hidden: true, Usage: "write readiness to this fd (used by -d)"},
 			&cli.DurationFlag{Name: "fetch-timeout", Value: 60 * time.Second, Usage: "bound on a lazy fetch; a read that waits longer gets EIO"},
 			&cli.StringFlag{Name: "hosts-dir", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration for lazy fetches (default: the first of /etc/casfs/certs.d, /etc/containerd/certs.d, /etc/docker/certs.d that exists)"},
+			&cli.BoolFlag{Name: "public-blobs", Usage: "let every user read blobs, manifests and configs (default: root and the mount's owner only; rootfs/ keeps each file's own mode)"},
 			&cli.StringFlag{Name: "serve", Usage: "also serve the store as a read-only registry on HOST:PORT (see casfs serve)"},
 		}, serveTLSFlags()...),
 		Action: mountAction,
@@ -59,6 +60,7 @@ func mountAction(c *cli.Context) error {
 	cfg.AllowOther = cfg.AllowOther || c.Bool("allow-other")
 	cfg.FetchTimeout = c.Duration("fetch-timeout")
 	cfg.Registry.HostsDir = c.String("hosts-dir")
+	cfg.PublicBlobs = c.Bool("public-blobs")
 	if addr := c.String("serve"); addr != "" {
 		lc, err := serveListenConfig(c, addr)
 		if err != nil {
@@ -159,6 +161,9 @@ func startBackground(c *cli.Context, cfg daemon.Config) error {
 		"--fetch-timeout", cfg.FetchTimeout.String(), "--hosts-dir", cfg.Registry.HostsDir}
 	if opts := daemonOptions(cfg); opts != "" {
 		args = append(args, "-o", opts)
+	}
+	if cfg.PublicBlobs {
+		args = append(args, "--public-blobs")
 	}
 	args = append(append(args, serveArgs(cfg.Serve)...), cfg.Mountpoint)
 	cmd := exec.Command(self, args...)

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -47,6 +48,10 @@ const (
 	// Corrupt forwards the response with the body byte at offset After
 	// inverted, keeping the length.
 	Corrupt
+	// Trickle sends the headers and the first After bytes of the body, then
+	// one byte per Fault.Every (default 1 s): a registry that never stalls
+	// long enough for an idle timeout and never finishes either.
+	Trickle
 )
 
 func (k Kind) String() string {
@@ -63,6 +68,8 @@ func (k Kind) String() string {
 		return "status"
 	case Corrupt:
 		return "corrupt"
+	case Trickle:
+		return "trickle"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -74,6 +81,8 @@ type Fault struct {
 	Method string
 	// After is the body offset for Drop, StallBody and Corrupt.
 	After int64
+	// Every is the pace of a Trickle fault (default 1 s a byte).
+	Every time.Duration
 	// Status and RetryAfter are the answer of a Status fault.
 	Status     int
 	RetryAfter string
@@ -369,27 +378,24 @@ func (fw *faultWriter) Write(b []byte) (int, error) {
 		}
 	case StallBody:
 		if !fw.held && fw.off+int64(len(b)) > fw.f.After {
-			keep := max(fw.f.After-fw.off, 0)
-			n, err := fw.w.Write(b[:keep])
-			fw.off += int64(n)
+			keep, n, err := fw.writeBeforeAfter(b)
 			if err != nil {
 				return n, err
 			}
-			fw.Flush()
 			fw.held = true
 			if fw.f.OnHold != nil {
 				fw.f.OnHold()
 			}
-			select {
-			case <-fw.release:
-			case <-fw.ctx.Done():
-				return n, fw.ctx.Err()
-			case <-fw.closed:
-				return n, errors.New("faultproxy: closed")
+			if err := waitOn(fw, fw.release); err != nil {
+				return n, err
 			}
 			m, err := fw.w.Write(b[keep:])
 			fw.off += int64(m)
 			return n + m, err
+		}
+	case Trickle:
+		if fw.off+int64(len(b)) > fw.f.After {
+			return fw.trickle(b)
 		}
 	case Corrupt:
 		if at := fw.f.After - fw.off; at >= 0 && at < int64(len(b)) {
@@ -403,6 +409,58 @@ func (fw *faultWriter) Write(b []byte) (int, error) {
 	n, err := fw.w.Write(b)
 	fw.off += int64(n)
 	return n, err
+}
+
+// writeBeforeAfter writes and flushes the part of b before body offset
+// After, returning its length and what was written.
+func (fw *faultWriter) writeBeforeAfter(b []byte) (keep int64, n int, err error) {
+	keep = max(fw.f.After-fw.off, 0)
+	n, err = fw.w.Write(b[:keep])
+	fw.off += int64(n)
+	if err == nil {
+		fw.Flush()
+	}
+	return keep, n, err
+}
+
+// waitOn blocks until c delivers (or is closed), or fails when the client
+// or the proxy goes.
+func waitOn[T any](fw *faultWriter, c <-chan T) error {
+	select {
+	case <-c:
+		return nil
+	case <-fw.ctx.Done():
+		return fw.ctx.Err()
+	case <-fw.closed:
+		return errors.New("faultproxy: closed")
+	}
+}
+
+// trickle writes b, the bytes past After one per Fault.Every.
+func (fw *faultWriter) trickle(b []byte) (int, error) {
+	keep, n, err := fw.writeBeforeAfter(b)
+	if err != nil {
+		return n, err
+	}
+	every := fw.f.Every
+	if every <= 0 {
+		every = time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for _, c := range b[keep:] {
+		if err := waitOn(fw, tick.C); err != nil {
+			return n, err
+		}
+		m, err := fw.w.Write([]byte{c})
+		n += m
+		fw.off += int64(m)
+		if err != nil {
+			return n, err
+		}
+		fw.Flush()
+	}
+	return n, nil
 }
 
 // String describes the rules, for test failure messages.
