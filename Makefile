@@ -25,14 +25,18 @@ build:
 prereqs:
 	@scripts/prereqs.sh
 
+# The distribution-spec conformance suite is a nested module (its own go.mod)
+# so that its dependencies stay out of casfs's.
 test: prereqs lint
 	$(GO) test $(GOFLAGS_TEST) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./...
+	cd integration/conformance && $(GO) test $(GOFLAGS_TEST) -timeout 5m ./...
 
 unit:
 	$(GO) test $(GOFLAGS_TEST) $$($(GO) list ./... | grep -v /integration)
 
 integration: prereqs
 	$(GO) test $(GOFLAGS_TEST) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./integration/...
+	cd integration/conformance && $(GO) test $(GOFLAGS_TEST) -timeout 5m ./...
 
 demo: prereqs build
 	@scripts/demo.sh
@@ -47,6 +51,7 @@ lint:
 	@test -x "$(STATICCHECK)" || GOTOOLS="$(GOTOOLS)" scripts/prereqs.sh tools
 	$(STATICCHECK) ./...
 	$(GO) mod tidy -diff
+	cd integration/conformance && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) mod tidy -diff
 
 # Long runs, not part of make test: 200 crash trials, and each fuzz target for FUZZTIME.
 SOAK_TRIALS ?= 200

@@ -47,6 +47,7 @@ var scenarios = []scenario{
 	{"fuse", benchFUSE},
 	{"archives", benchArchives},
 	{"gc", benchGC},
+	{"serve", benchServe},
 }
 
 func main() {

@@ -1,6 +1,7 @@
-// Package daemon runs the casfs mount: it owns the store, shows it as a FUSE
-// filesystem and serves the store API on <root>/casfs.sock, until it is told
-// to stop, then unmounts and releases the store.
+// Package daemon runs the casfs daemon: it owns the store, serves the store
+// API on <root>/casfs.sock, and shows the store as a FUSE filesystem, as a
+// read-only OCI registry, or both, until it is told to stop; then it
+// unmounts, stops serving and releases the store.
 package daemon
 
 import (
@@ -12,18 +13,25 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/casfs/casfs/api"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fusefs"
+	"github.com/casfs/casfs/serve"
 	"github.com/casfs/casfs/store"
 )
 
-// Config is one mount.
+// Config is one daemon: a mount, a registry server, or both.
 type Config struct {
-	Root       string
+	Root string
+	// Mountpoint is where the FUSE filesystem goes; "" for none.
 	Mountpoint string
+	// Serve, when set, serves the store as a read-only registry.
+	Serve *serve.ListenConfig
+	// Listening is told the registry's URL once it and the mount answer.
+	Listening  func(url string)
 	AllowOther bool
 	Debug      bool
 	// Options are mount(8)-style options passed on to the kernel (dev, suid, ...).
@@ -47,17 +55,15 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	mnt, err := filepath.Abs(cfg.Mountpoint)
-	if err != nil {
-		return err
+	if cfg.Mountpoint == "" && cfg.Serve == nil {
+		return fmt.Errorf("nothing to run: no mountpoint and no registry address: %w", errdefs.ErrInvalidArgument)
 	}
-	if err := clearStaleMount(mnt, log); err != nil {
-		return err
-	}
-	if fi, err := os.Stat(mnt); err != nil {
-		return fmt.Errorf("mountpoint %s: %w", mnt, unwrapPath(err))
-	} else if !fi.IsDir() {
-		return fmt.Errorf("mountpoint %s is not a directory", mnt)
+	var mnt string
+	if cfg.Mountpoint != "" {
+		var err error
+		if mnt, err = checkMountpoint(cfg.Mountpoint, log); err != nil {
+			return err
+		}
 	}
 
 	st, err := store.Open(cfg.Root, store.Options{Create: true})
@@ -77,9 +83,13 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 	st.EnableLazyFetch(cfg.Registry, cfg.FetchTimeout)
 
-	src := newSource(st)
-	fsys := fusefs.New(src, fusefs.Options{Logger: log})
-	st.OnChange(fsys.Invalidate)
+	// The filesystem exists only when mounting; the socket's debug
+	// endpoint reports on it.
+	var fsys *fusefs.FS
+	if mnt != "" {
+		fsys = fusefs.New(newSource(st), fusefs.Options{Logger: log})
+		st.OnChange(fsys.Invalidate)
+	}
 
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()
@@ -94,37 +104,55 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		return fmt.Errorf("serve %s: socket not ready within 10s: %w", SocketPath(st.Root()), errdefs.ErrUnavailable)
 	}
 
-	mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	srv, err := fusefs.Mount(mctx, mnt, fsys, fusefs.MountOptions{
-		AllowOther: cfg.AllowOther, Debug: cfg.Debug, FsName: st.Root(),
-		Options: cfg.Options, MaxStackDepth: cfg.MaxStackDepth,
-	})
-	cancel()
-	if err != nil {
-		return err
+	regErr := make(chan error, 1)
+	var regURL string
+	if cfg.Serve != nil {
+		ln, err := serve.Listen(*cfg.Serve)
+		if err != nil {
+			return err
+		}
+		reg := serve.New(registrySource{st}, serve.Options{Logger: log})
+		regDone := make(chan struct{})
+		defer func() { stopServer(); <-regDone }()
+		go func() { defer close(regDone); regErr <- reg.Serve(srvCtx, ln) }()
+		regURL = registryURL(*cfg.Serve, ln.Addr())
+		log.Info("casfs serving the store as a registry", "root", st.Root(), "url", regURL)
 	}
-	served := make(chan struct{})
-	go func() { srv.Wait(); close(served) }()
-	log.Info("casfs mounted", "root", st.Root(), "mountpoint", mnt, "socket", SocketPath(st.Root()))
+
+	var fsDone <-chan struct{}
+	var fsSrv *fuse.Server
+	if mnt != "" {
+		if fsSrv, fsDone, err = mountStore(ctx, st, fsys, mnt, cfg, log); err != nil {
+			return err
+		}
+	}
+	if regURL != "" && cfg.Listening != nil {
+		cfg.Listening(regURL)
+	}
 	if ready != nil {
 		ready()
 	}
 
 	select {
 	case <-ctx.Done():
-		log.Info("casfs stopping", "mountpoint", mnt)
-	case <-served:
+		log.Info("casfs stopping", "root", st.Root())
+	case <-fsDone:
 		log.Info("casfs was unmounted from outside", "mountpoint", mnt)
 	case err := <-serveErr:
 		log.Error("store API stopped", "err", err)
+	case err := <-regErr:
+		log.Error("registry server stopped", "err", err)
 	}
 	stopServer()
+	if fsSrv == nil {
+		return nil
+	}
 	uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	select {
-	case <-served:
+	case <-fsDone:
 	default:
-		if err := fusefs.Unmount(uctx, srv); err != nil {
+		if err := fusefs.Unmount(uctx, fsSrv); err != nil {
 			// Busy (a process has its cwd inside): detach so the store is released.
 			log.Warn("unmount busy, detaching", "mountpoint", mnt, "err", err)
 			if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
@@ -133,6 +161,41 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		}
 	}
 	return nil
+}
+
+// checkMountpoint clears a stale mount and checks the mountpoint is a
+// directory; it returns its absolute path.
+func checkMountpoint(mountpoint string, log *slog.Logger) (string, error) {
+	mnt, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return "", err
+	}
+	if err := clearStaleMount(mnt, log); err != nil {
+		return "", err
+	}
+	if fi, err := os.Stat(mnt); err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", mnt, unwrapPath(err))
+	} else if !fi.IsDir() {
+		return "", fmt.Errorf("mountpoint %s is not a directory", mnt)
+	}
+	return mnt, nil
+}
+
+// mountStore shows st at mnt; the channel closes when the mount is gone.
+func mountStore(ctx context.Context, st *store.Local, fsys *fusefs.FS, mnt string, cfg Config, log *slog.Logger) (*fuse.Server, <-chan struct{}, error) {
+	mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	srv, err := fusefs.Mount(mctx, mnt, fsys, fusefs.MountOptions{
+		AllowOther: cfg.AllowOther, Debug: cfg.Debug, FsName: st.Root(),
+		Options: cfg.Options, MaxStackDepth: cfg.MaxStackDepth,
+	})
+	cancel()
+	if err != nil {
+		return nil, nil, err
+	}
+	served := make(chan struct{})
+	go func() { srv.Wait(); close(served) }()
+	log.Info("casfs mounted", "root", st.Root(), "mountpoint", mnt, "socket", SocketPath(st.Root()))
+	return srv, served, nil
 }
 
 // clearStaleMount detaches a FUSE mount left by a daemon that died: its

@@ -23,7 +23,10 @@ type Memory struct {
 func debugHandler(fsys *fusefs.FS) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /debug/memory", func(w http.ResponseWriter, r *http.Request) {
-		m := Memory{Stats: fsys.Stats(), RSS: selfRSS()}
+		m := Memory{RSS: selfRSS()}
+		if fsys != nil { // serving a registry without a mount
+			m.Stats = fsys.Stats()
+		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(m)
 	})

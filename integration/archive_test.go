@@ -3,7 +3,6 @@ package integration
 import (
 	"archive/tar"
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
@@ -616,28 +614,12 @@ func TestArchiveMultiPlatform(t *testing.T) {
 	if runtime.GOARCH == "arm64" {
 		other = "amd64"
 	}
-	var imgs []*testimage.Image
-	for _, arch := range []string{runtime.GOARCH, other} {
-		img, err := testimage.Build(testimage.ImageSpec{
-			Platform: ocispec.Platform{OS: "linux", Architecture: arch},
-			Layers:   []testimage.Layer{{Files: []testimage.File{testimage.Reg("arch", 0o644, arch+"\n")}}},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		imgs = append(imgs, img)
-	}
-	idx, err := testimage.BuildIndex(imgs, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	idx := platformIndex(t, []string{runtime.GOARCH, other}, func(arch string) []testimage.Layer {
+		return []testimage.Layer{{Files: []testimage.File{testimage.Reg("arch", 0o644, arch+"\n")}}}
+	})
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := testimage.Push(ctx, reg.URL, "lab/multi", "1", idx.Blobs, idx.Desc, reg.Client()); err != nil {
-		t.Fatal(err)
-	}
-	ref := reg.Ref("lab/multi", "1")
+	ref := pushIndex(t, reg, "lab/multi", "1", idx)
+	imgs := idx.Images
 	c := newCLI(t)
 	c.OK(nil, "image", "pull", "--plain-http", "-q", ref)
 	dir := t.TempDir()

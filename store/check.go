@@ -318,7 +318,7 @@ func (c *checker) corrupt(ctx context.Context, b index.Blob) {
 		c.repaired("blob", d, "removed the corrupt blob (no image needed it and no registry source is recorded)")
 		return
 	}
-	if err := c.s.fetchMissing(ctx, c.opts.RegistryOptions, b.Digest); err != nil {
+	if err := c.s.fetchMissing(ctx, c.opts.RegistryOptions, b.Digest, nil); err != nil {
 		c.problem("blob", d, "removed its corrupt file, but fetching it again failed (it stays recorded as not local): %v", err)
 		return
 	}

@@ -117,6 +117,8 @@ type marker struct {
 	blobs map[digest.Digest]bool
 	snaps map[string]bool
 	queue []ocispec.Descriptor
+	// types, when not nil, receives the media type each blob was reached as.
+	types map[digest.Digest]string
 }
 
 func newMarker(s *Local, g *gcGraph) *marker {
@@ -191,6 +193,9 @@ func (m *marker) run(ctx context.Context) error {
 		mt := desc.MediaType
 		if mt == "" {
 			mt = rec.mediaType
+		}
+		if m.types != nil {
+			m.types[desc.Digest] = mt
 		}
 		if err := m.children(ctx, desc.Digest, mt); err != nil {
 			return err

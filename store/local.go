@@ -14,6 +14,7 @@ import (
 
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/layers"
 	"github.com/casfs/casfs/oci"
@@ -49,8 +50,9 @@ type Local struct {
 	snaps    *layers.Snapshotter
 
 	// lazy fetches a recorded blob whose file is missing; nil when the
-	// store has no registry access configured.
-	lazy      func(ctx context.Context, d digest.Digest) error
+	// store has no registry access configured. A tee, when given, gets the
+	// bytes as they download unless another fetch of the blob is under way.
+	lazy      func(ctx context.Context, d digest.Digest, tee fetch.TeeWriter) error
 	lazyGroup singleflight.Group
 
 	// onChange is called after the catalogue or the blob set changed, so

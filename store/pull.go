@@ -156,13 +156,13 @@ func (s *Local) Push(ctx context.Context, ref, remote string, opts PushOptions) 
 // the registry their source label names (the mount daemon turns this on).
 // Concurrent readers of one blob share one download, bounded by timeout.
 func (s *Local) EnableLazyFetch(ro RegistryOptions, timeout time.Duration) {
-	s.lazy = func(ctx context.Context, d digest.Digest) error {
+	s.lazy = func(ctx context.Context, d digest.Digest, tee fetch.TeeWriter) error {
 		ch := s.lazyGroup.DoChan(d.String(), func() (any, error) {
 			// One download serves every waiter: it must not die with the
 			// first caller's context, only with its own bound.
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 			defer cancel()
-			return nil, s.fetchMissing(fctx, ro, d)
+			return nil, s.fetchMissing(fctx, ro, d, tee)
 		})
 		select {
 		case r := <-ch:
@@ -173,7 +173,7 @@ func (s *Local) EnableLazyFetch(ro RegistryOptions, timeout time.Duration) {
 	}
 }
 
-func (s *Local) fetchMissing(ctx context.Context, ro RegistryOptions, d digest.Digest) error {
+func (s *Local) fetchMissing(ctx context.Context, ro RegistryOptions, d digest.Digest, tee fetch.TeeWriter) error {
 	ctx, release, err := s.HoldLease(ctx, "lazy fetch "+d.String())
 	if err != nil {
 		return err
@@ -184,7 +184,18 @@ func (s *Local) fetchMissing(ctx context.Context, ro RegistryOptions, d digest.D
 		return err
 	}
 	ro.PlainHTTP = ro.PlainHTTP || b.Labels[labelPlainHTTP] == "true"
-	f, err := s.fetcher(ro, "", false, false, 1, nil, "")
+	var hooks []func(*fetch.Options)
+	if tee != nil {
+		hooks = append(hooks, func(o *fetch.Options) {
+			o.Tee = func(desc ocispec.Descriptor) fetch.TeeWriter {
+				if desc.Digest == d {
+					return tee
+				}
+				return nil
+			}
+		})
+	}
+	f, err := s.fetcher(ro, "", false, false, 1, nil, "", hooks...)
 	if err != nil {
 		return err
 	}

@@ -119,7 +119,7 @@ func (s *Local) ensureLocal(ctx context.Context, d digest.Digest) error {
 	if s.lazy == nil {
 		return fmt.Errorf("blob %s is not local and no registry is configured to fetch it: %w", d, errdefs.ErrNotFound)
 	}
-	return s.lazy(ctx, d)
+	return s.lazy(ctx, d, nil)
 }
 
 // OpenBlob opens a blob's file for reading, fetching it first when the index

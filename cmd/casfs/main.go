@@ -91,7 +91,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})))
 			return nil
 		},
-		Commands: concat([]*cli.Command{contentCommand(), imageCommand(), mountCommand()},
+		Commands: concat([]*cli.Command{contentCommand(), imageCommand(), mountCommand(), serveCommand()},
 			snapshotTopCommands(), gcTopCommands(), checkTopCommands()),
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			return usageError{err.Error()}

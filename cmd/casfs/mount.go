@@ -28,14 +28,15 @@ func mountCommand() *cli.Command {
 		Name:      "mount",
 		Usage:     "show the store as a FUSE filesystem and serve the store API (foreground unless -d)",
 		ArgsUsage: "MOUNTPOINT",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "background", Aliases: []string{"d"}, Usage: "return once the mount answers, leaving the daemon running"},
 			&cli.StringFlag{Name: "options", Aliases: []string{"o"}, Usage: "mount options: allow_other, dev, suid, nodev, nosuid, debug, ..."},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users use the mount (same as -o allow_other)"},
 			&cli.IntFlag{Name: "notify-fd", Hidden: true, Usage: "write readiness to this fd (used by -d)"},
 			&cli.DurationFlag{Name: "fetch-timeout", Value: 60 * time.Second, Usage: "bound on a lazy fetch; a read that waits longer gets EIO"},
 			&cli.StringFlag{Name: "hosts-dir", Value: "/etc/casfs/certs.d", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration for lazy fetches"},
-		},
+			&cli.StringFlag{Name: "serve", Usage: "also serve the store as a read-only registry on HOST:PORT (see casfs serve)"},
+		}, serveTLSFlags()...),
 		Action: mountAction,
 	}
 }
@@ -51,6 +52,13 @@ func mountAction(c *cli.Context) error {
 	cfg.AllowOther = cfg.AllowOther || c.Bool("allow-other")
 	cfg.FetchTimeout = c.Duration("fetch-timeout")
 	cfg.Registry.HostsDir = c.String("hosts-dir")
+	if addr := c.String("serve"); addr != "" {
+		lc, err := serveListenConfig(c, addr)
+		if err != nil {
+			return err
+		}
+		cfg.Serve = &lc
+	}
 	if c.Bool("background") {
 		return startBackground(c, cfg)
 	}
@@ -92,6 +100,9 @@ func runForeground(c *cli.Context, cfg daemon.Config, notifyFD int) error {
 	if notifyFD > 0 {
 		notify = os.NewFile(uintptr(notifyFD), "notify")
 		defer notify.Close()
+	}
+	if cfg.Serve != nil && notifyFD <= 0 {
+		cfg.Listening = printListening(c)
 	}
 	err := daemon.Run(ctx, cfg, func() {
 		notifySystemd("READY=1")
@@ -137,7 +148,7 @@ func startBackground(c *cli.Context, cfg daemon.Config) error {
 	if opts := daemonOptions(cfg); opts != "" {
 		args = append(args, "-o", opts)
 	}
-	args = append(args, cfg.Mountpoint)
+	args = append(append(args, serveArgs(cfg.Serve)...), cfg.Mountpoint)
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.ExtraFiles = []*os.File{pw}

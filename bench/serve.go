@@ -1,0 +1,310 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// servedNode is one `casfs serve` daemon with its own root and port.
+type servedNode struct {
+	root, host string
+	pid        int
+	stop       func()
+}
+
+func freeHost() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port), nil
+}
+
+func startServeNode(e *env, root string, args ...string) (*servedNode, error) {
+	host, err := freeHost()
+	if err != nil {
+		return nil, err
+	}
+	os.MkdirAll(root, 0o755)
+	logPath := root + ".log"
+	cmd, done, err := startDaemon(logPath, e.casfs, append([]string{"--root", root, "serve", "--addr", host}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	n := &servedNode{root: root, host: host, pid: cmd.Process.Pid}
+	n.stop = func() {
+		if !exited(done) {
+			stopGroup(cmd, done, 15*time.Second)
+		}
+	}
+	atExit(n.stop)
+	err = waitFor(30*time.Second, "casfs serve", func() bool {
+		if exited(done) {
+			return true
+		}
+		resp, err := http.Get("http://" + host + "/v2/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if err == nil && exited(done) {
+		err = fmt.Errorf("casfs serve exited: %s", tail(logPath))
+	}
+	if err != nil {
+		n.stop()
+		return nil, err
+	}
+	return n, nil
+}
+
+// getBlob reads one blob over HTTP into nothing and returns the bytes read.
+func getBlob(client *http.Client, u string) (int64, error) {
+	resp, err := client.Get(u)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return io.Copy(io.Discard, resp.Body)
+}
+
+// timeBlob is the best of runs warm reads of a blob.
+func timeBlob(client *http.Client, u string, size int64, runs int) (time.Duration, error) {
+	var bestD time.Duration
+	for i := 0; i < runs; i++ {
+		start := time.Now()
+		n, err := getBlob(client, u)
+		d := time.Since(start)
+		if err != nil {
+			return 0, err
+		}
+		if n != size {
+			return 0, fmt.Errorf("GET %s: %d bytes, want %d", u, n, size)
+		}
+		if i == 0 || d < bestD {
+			bestD = d
+		}
+	}
+	return bestD, nil
+}
+
+func rate(n int64, d time.Duration) string {
+	return fmt.Sprintf("%.0f MiB/s", float64(n)/(1<<20)/d.Seconds())
+}
+
+// benchServe: one casfs node serving the 1 GiB layer against
+// docker-registry serving the same blob; 16 concurrent clients of it with
+// the daemon's peak RSS; and a fleet of 8 nodes mirroring each other.
+func benchServe(e *env) ([]Row, error) {
+	set, err := e.loadImages()
+	if err != nil {
+		return nil, err
+	}
+	root := filepath.Join(e.work, "serve-a")
+	defer os.RemoveAll(root)
+	if _, err := runTimed(10*time.Minute, e.casfs, "--root", root, "image", "pull", "--plain-http", "--no-unpack", "-q", set.reg.ref(refLarge, "latest")); err != nil {
+		return nil, err
+	}
+	node, err := startServeNode(e, root)
+	if err != nil {
+		return nil, err
+	}
+	defer node.stop()
+
+	big := set.large.layers[len(set.large.layers)-1]
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 32}}
+	ours, err := timeBlob(client, fmt.Sprintf("http://%s/v2/%s/blobs/%s", node.host, refLarge, big.digest), big.size, 3)
+	if err != nil {
+		return nil, err
+	}
+	theirs, err := timeBlob(client, fmt.Sprintf("http://%s/v2/%s/blobs/%s", set.reg.host, refLarge, big.digest), big.size, 3)
+	if err != nil {
+		return nil, err
+	}
+	rows := []Row{{
+		Name: fmt.Sprintf("serve: %s blob, warm", mib(big.size)), Ours: rate(big.size, ours), Baseline: rate(big.size, theirs) + " docker-registry",
+		Ratio: fmt.Sprintf("%.2fx", theirs.Seconds()/ours.Seconds()), Goal: ">= 1.0x throughput",
+	}}
+
+	const clients = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	start := time.Now()
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := getBlob(client, fmt.Sprintf("http://%s/v2/%s/blobs/%s", node.host, refLarge, big.digest))
+			if err == nil && n != big.size {
+				err = fmt.Errorf("short read: %d of %d", n, big.size)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	peak, err := vmHWM(node.pid)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, Row{
+		Name: fmt.Sprintf("serve: %d clients of one blob", clients), Ours: rate(clients*big.size, elapsed) + " total, peak RSS " + mib(peak),
+		Goal: "RSS <= 128 MiB",
+	})
+	node.stop()
+
+	fleet, err := benchFleet(e, set)
+	if err != nil {
+		return nil, err
+	}
+	return append(rows, fleet...), nil
+}
+
+// vmHWM reads a process's peak resident set size from /proc.
+func vmHWM(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM for pid %d", pid)
+}
+
+// countingProxy stands in front of the upstream registry and counts the
+// body bytes it answers with.
+type countingProxy struct {
+	host  string
+	bytes atomic.Int64
+	srv   *http.Server
+}
+
+func startCountingProxy(upstream string) (*countingProxy, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &countingProxy{host: l.Addr().String()}
+	target, _ := url.Parse("http://" + upstream)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		resp.Body = &countingBody{ReadCloser: resp.Body, n: &p.bytes}
+		return nil
+	}
+	p.srv = &http.Server{Handler: rp}
+	go p.srv.Serve(l)
+	atExit(func() { p.srv.Close() })
+	return p, nil
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c *countingBody) Read(b []byte) (int, error) {
+	n, err := c.ReadCloser.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// benchFleet: 8 nodes, each listing the 7 others as hosts.toml mirrors
+// before the upstream. One node pulls the realistic image first, then the
+// other seven pull at once; the upstream (behind a counting proxy) should
+// serve about one image's bytes, not eight.
+func benchFleet(e *env, set *images) ([]Row, error) {
+	const nodes = 8
+	proxy, err := startCountingProxy(set.reg.host)
+	if err != nil {
+		return nil, err
+	}
+	defer proxy.srv.Close()
+	var fleet []*servedNode
+	for i := 0; i < nodes; i++ {
+		n, err := startServeNode(e, filepath.Join(e.work, fmt.Sprintf("fleet-%d", i)))
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(n.root)
+		defer n.stop()
+		fleet = append(fleet, n)
+	}
+	ref := set.reg.ref(refRealistic, "latest")
+	pull := func(i int) error {
+		dir := filepath.Join(e.work, fmt.Sprintf("fleet-hosts-%d", i))
+		var b strings.Builder
+		fmt.Fprintf(&b, "server = \"http://%s\"\n", proxy.host)
+		for j := 1; j < nodes; j++ {
+			fmt.Fprintf(&b, "\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", fleet[(i+j)%nodes].host)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, set.reg.host), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, set.reg.host, "hosts.toml"), []byte(b.String()), 0o644); err != nil {
+			return err
+		}
+		_, err := runTimed(10*time.Minute, e.casfs, "--root", fleet[i].root, "image", "pull", "--hosts-dir", dir, "--no-unpack", "-q", ref)
+		return err
+	}
+	start := time.Now()
+	if err := pull(0); err != nil {
+		return nil, err
+	}
+	first := time.Since(start)
+	var wg sync.WaitGroup
+	errs := make(chan error, nodes)
+	for i := 1; i < nodes; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- pull(i) }()
+	}
+	wg.Wait()
+	total := time.Since(start)
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	one := set.realistic.compressed() + set.realistic.config.size + int64(len(set.realistic.manifest))
+	served := proxy.bytes.Load()
+	for _, n := range fleet {
+		out, err := exec.Command(e.casfs, "--root", n.root, "image", "ls", "-q").Output()
+		if err != nil || !strings.Contains(string(out), ref) {
+			return nil, fmt.Errorf("fleet node %s does not have %s after the pulls: %v", n.root, ref, err)
+		}
+	}
+	return []Row{{
+		Name:     fmt.Sprintf("serve: fleet of %d, upstream bytes", nodes),
+		Ours:     fmt.Sprintf("%s (%.2f images); %s total, first %s", mib(served), float64(served)/float64(one), secs(total), secs(first)),
+		Baseline: fmt.Sprintf("%s (%d images, no peers)", mib(nodes*one), nodes),
+		Ratio:    fmt.Sprintf("%.2fx", float64(served)/float64(one)),
+		Goal:     "<= 1.2x one image",
+	}}, nil
+}
