@@ -12,16 +12,22 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 
-// Defaults for ApplyOptions' limits.
+// Defaults for ApplyOptions' limits. A real layer seldom unpacks past a
+// few GiB or a few hundred thousand entries, while a decompression or tar
+// bomb grows without end from a few MB: the defaults leave room for the
+// largest real images and stop a bomb before it fills a disk or the memory
+// that per-entry bookkeeping takes. Users lower or raise them per command.
 const (
-	DefaultMaxBytes   int64 = 64 << 30
-	DefaultMaxEntries int64 = 10_000_000
+	DefaultMaxBytes      int64 = 32 << 30
+	DefaultMaxImageBytes int64 = 32 << 30
+	DefaultMaxEntries    int64 = 1_000_000
 )
 
 // ApplyOptions tune Apply.
@@ -35,6 +41,29 @@ type ApplyOptions struct {
 	MaxBytes int64
 	// MaxEntries bounds the number of tar entries (0: DefaultMaxEntries).
 	MaxEntries int64
+	// MaxImageBytes bounds the uncompressed bytes of all the layers one
+	// image unpacks (0: DefaultMaxImageBytes). Apply charges the budget
+	// that ImageContext put in its context; without one it is not counted.
+	MaxImageBytes int64
+}
+
+type imageBudgetKey struct{}
+
+// imageBudget counts the uncompressed bytes the layers of one image read,
+// shared by Applies that may run at once.
+type imageBudget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// ImageContext returns ctx with a fresh budget of o.MaxImageBytes that
+// every Apply under it charges: one image's unpack runs under one.
+func (o ApplyOptions) ImageContext(ctx context.Context) context.Context {
+	max := o.MaxImageBytes
+	if max <= 0 {
+		max = DefaultMaxImageBytes
+	}
+	return context.WithValue(ctx, imageBudgetKey{}, &imageBudget{max: max})
 }
 
 // ApplyResult describes an applied layer.
@@ -71,6 +100,7 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (App
 	defer unix.Close(root)
 
 	cr := &countingReader{r: r, h: sha256.New(), max: opts.MaxBytes}
+	cr.image, _ = ctx.Value(imageBudgetKey{}).(*imageBudget)
 	a := &applier{
 		root:      root,
 		dir:       dir,
@@ -110,7 +140,7 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (App
 		}
 		entries++
 		if entries > opts.MaxEntries {
-			return fail(fmt.Errorf("layer exceeds %d entries (tar bomb?): %w", opts.MaxEntries, errdefs.ErrFailedPrecondition))
+			return fail(fmt.Errorf("layer exceeds the limit of %d entries (tar bomb?): %w", opts.MaxEntries, errdefs.ErrFailedPrecondition))
 		}
 		if err := a.entry(hdr, tr); err != nil {
 			return fail(err)
@@ -134,13 +164,15 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (App
 	}, nil
 }
 
-// countingReader hashes and counts what passes, and stops at max bytes.
+// countingReader hashes and counts what passes, and stops at max bytes of
+// this layer or at its image's budget.
 type countingReader struct {
-	r   io.Reader
-	h   hash.Hash
-	n   int64
-	max int64
-	err error
+	r     io.Reader
+	h     hash.Hash
+	n     int64
+	max   int64
+	image *imageBudget // nil: no image budget
+	err   error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
@@ -151,7 +183,11 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.h.Write(p[:n])
 	c.n += int64(n)
 	if c.n > c.max {
-		c.err = fmt.Errorf("layer exceeds %d bytes (decompression bomb?): %w", c.max, errdefs.ErrFailedPrecondition)
+		c.err = fmt.Errorf("layer exceeds the limit of %d unpacked bytes (decompression bomb?): %w", c.max, errdefs.ErrFailedPrecondition)
+		return n, c.err
+	}
+	if c.image != nil && c.image.used.Add(int64(n)) > c.image.max {
+		c.err = fmt.Errorf("image exceeds the limit of %d unpacked bytes (decompression bomb?): %w", c.image.max, errdefs.ErrFailedPrecondition)
 		return n, c.err
 	}
 	return n, err

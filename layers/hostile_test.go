@@ -186,9 +186,9 @@ func TestApplyRefusesTruncatedAndBombs(t *testing.T) {
 		{"tar cut inside a file", ocispec.MediaTypeImageLayer, tarBlob[:50_000], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
 		{"tar cut at a block boundary", ocispec.MediaTypeImageLayer, tarBlob[:len(tarBlob)-1024], ApplyOptions{}, io.ErrUnexpectedEOF, "end-of-archive"},
 		{"empty blob", ocispec.MediaTypeImageLayer, nil, ApplyOptions{}, io.ErrUnexpectedEOF, ""},
-		{"gzip bomb", ocispec.MediaTypeImageLayerGzip, gz(t, zeros), ApplyOptions{MaxBytes: 1 << 20}, errdefs.ErrFailedPrecondition, "layer exceeds 1048576 bytes (decompression bomb?)"},
-		{"zstd bomb", ocispec.MediaTypeImageLayerZstd, zst(t, zeros), ApplyOptions{MaxBytes: 1 << 20}, errdefs.ErrFailedPrecondition, "layer exceeds 1048576 bytes (decompression bomb?)"},
-		{"too many entries", ocispec.MediaTypeImageLayer, mkTar(t, many...), ApplyOptions{MaxEntries: 10}, errdefs.ErrFailedPrecondition, "layer exceeds 10 entries"},
+		{"gzip bomb", ocispec.MediaTypeImageLayerGzip, gz(t, zeros), ApplyOptions{MaxBytes: 1 << 20}, errdefs.ErrFailedPrecondition, "layer exceeds the limit of 1048576 unpacked bytes (decompression bomb?)"},
+		{"zstd bomb", ocispec.MediaTypeImageLayerZstd, zst(t, zeros), ApplyOptions{MaxBytes: 1 << 20}, errdefs.ErrFailedPrecondition, "layer exceeds the limit of 1048576 unpacked bytes (decompression bomb?)"},
+		{"too many entries", ocispec.MediaTypeImageLayer, mkTar(t, many...), ApplyOptions{MaxEntries: 10}, errdefs.ErrFailedPrecondition, "layer exceeds the limit of 10 entries"},
 		{"unknown media type", "application/vnd.oci.image.layer.v1.tar+lz4", tarBlob, ApplyOptions{}, errdefs.ErrNotImplemented, "application/vnd.oci.image.layer.v1.tar+lz4"},
 		{"config is not a layer", "application/vnd.oci.image.config.v1+json", tarBlob, ApplyOptions{}, errdefs.ErrNotImplemented, "config"},
 	}
