@@ -57,7 +57,8 @@ type imageBudget struct {
 }
 
 // ImageContext returns ctx with a fresh budget of o.MaxImageBytes that
-// every Apply under it charges: one image's unpack runs under one.
+// every Apply under it charges (a failed Apply gives its bytes back): one
+// image's unpack runs under one.
 func (o ApplyOptions) ImageContext(ctx context.Context) context.Context {
 	max := o.MaxImageBytes
 	if max <= 0 {
@@ -116,6 +117,10 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (App
 	fail := func(err error) (ApplyResult, error) {
 		if cr.err != nil {
 			err = cr.err // the limit, not whatever tar made of it
+		}
+		if cr.image != nil {
+			// Only applied layers count: a retry of this one starts afresh.
+			cr.image.used.Add(-cr.n)
 		}
 		return ApplyResult{}, fmt.Errorf("apply layer: %w", err)
 	}

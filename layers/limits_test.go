@@ -71,8 +71,8 @@ func TestUnpackLimitsKeepNothing(t *testing.T) {
 }
 
 // TestImageBudgetSpansLayers checks that the image budget adds up the
-// layers applied under one ImageContext, and that a new context starts
-// afresh.
+// layers applied under one ImageContext, that a failed layer does not
+// count, and that a new context starts afresh.
 func TestImageBudgetSpansLayers(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
@@ -85,6 +85,11 @@ func TestImageBudgetSpansLayers(t *testing.T) {
 	_, err := Apply(ctx, t.TempDir(), bytes.NewReader(layer), opts)
 	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "image exceeds the limit of 1048576 unpacked bytes") {
 		t.Fatalf("second layer: got %v", err)
+	}
+	// A failed layer gives its bytes back: a small layer still fits.
+	small := mkTar(t, tFile("g", 0o644, string(make([]byte, 200<<10))))
+	if _, err := Apply(ctx, t.TempDir(), bytes.NewReader(small), opts); err != nil {
+		t.Fatalf("small layer after a failed one: %v", err)
 	}
 	if _, err := Apply(opts.ImageContext(context.Background()), t.TempDir(), bytes.NewReader(layer), opts); err != nil {
 		t.Fatalf("another image: %v", err)

@@ -29,6 +29,10 @@ type Options struct {
 	// manifest of a multi-platform image to pull, show, export and
 	// unpack; zero means this machine's (a test may act as another).
 	Platform ocispec.Platform
+	// Limits bound what unpacking a layer and an image may read: bytes per
+	// layer, bytes per image, entries per layer (zero fields: the layers
+	// package's defaults; Lowers is not used).
+	Limits layers.ApplyOptions
 }
 
 // Local is the embedded store: this process owns the root.
@@ -37,6 +41,8 @@ type Local struct {
 	blobs *cas.Store
 	// host is the platform this machine runs (Options.Platform).
 	host oci.Platform
+	// limits are Options.Limits, given to the snapshotter.
+	limits layers.ApplyOptions
 
 	// The index is opened on first use: badger lets one process hold it,
 	// and operations such as ingest take their per-ref lock first so that
@@ -109,7 +115,9 @@ func Open(root string, opts Options) (*Local, error) {
 		host = oci.HostPlatform()
 	}
 	closing, stop := context.WithCancel(context.Background())
-	return &Local{root: abs, blobs: blobs, host: oci.NewPlatform(host), closing: closing, stopClosing: stop}, nil
+	limits := opts.Limits
+	limits.Lowers = nil
+	return &Local{root: abs, blobs: blobs, host: oci.NewPlatform(host), limits: limits, closing: closing, stopClosing: stop}, nil
 }
 
 // Root is the absolute store root.

@@ -25,6 +25,9 @@ func (s *Local) Snapshotter() (*layers.Snapshotter, error) {
 			return
 		}
 		s.snaps, s.snapErr = layers.NewSnapshotter(s.root, db)
+		if s.snapErr == nil {
+			s.snaps.Limits = s.limits
+		}
 	})
 	return s.snaps, s.snapErr
 }
@@ -72,6 +75,7 @@ func (s *Local) unpack(ctx context.Context, il ImageLayers, progress ProgressFun
 	if err != nil {
 		return err
 	}
+	ctx = sn.Limits.ImageContext(ctx)
 	parent := ""
 	for i, l := range il.Layers {
 		chain := il.ChainIDs[i].String()

@@ -178,6 +178,7 @@ func (u *pullUnpacker) unpackAll(jobs []*layerJob) error {
 	if err != nil {
 		return err
 	}
+	ctx := sn.Limits.ImageContext(u.ctx) // one budget for the image's layers
 	for _, j := range jobs {
 		select {
 		case <-j.streamed:
@@ -195,7 +196,7 @@ func (u *pullUnpacker) unpackAll(jobs []*layerJob) error {
 		u.progress(j, "unpacking", 0)
 		if stream != nil {
 			sr := &streamReader{r: stream}
-			_, err := sn.Unpack(u.ctx, j.chain, j.parent, sr, j.desc.MediaType, j.diffID)
+			_, err := sn.Unpack(ctx, j.chain, j.parent, sr, j.desc.MediaType, j.diffID)
 			// The rest of the stream (after the compressed data's end) is
 			// not needed; closing lets the download go on unhindered.
 			stream.CloseRead(errStreamNotNeeded)
@@ -218,7 +219,7 @@ func (u *pullUnpacker) unpackAll(jobs []*layerJob) error {
 		case <-u.ctx.Done():
 			return u.ctx.Err()
 		}
-		if err := u.s.unpackLayerBlob(u.ctx, sn, j.chain, j.parent, j.desc, j.diffID); err != nil {
+		if err := u.s.unpackLayerBlob(ctx, sn, j.chain, j.parent, j.desc, j.diffID); err != nil {
 			return err
 		}
 		slog.Debug("layer unpacked from its blob", "layer", j.desc.Digest, "chain", j.chain)
