@@ -19,6 +19,7 @@ import (
 	"github.com/casfs/casfs/api"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fusefs"
+	"github.com/casfs/casfs/layers"
 	"github.com/casfs/casfs/serve"
 	"github.com/casfs/casfs/store"
 )
@@ -44,7 +45,9 @@ type Config struct {
 	FetchTimeout time.Duration
 	// PublicBlobs opens blobs in the mount to every user (fusefs.Options).
 	PublicBlobs bool
-	Logger      *slog.Logger
+	// Limits bound what unpacking layers reads (store.Options.Limits).
+	Limits layers.ApplyOptions
+	Logger *slog.Logger
 }
 
 // apiGrace is how long a stopping daemon lets requests finish before it
@@ -75,7 +78,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		}
 	}
 
-	st, err := store.Open(cfg.Root, store.Options{Create: true})
+	st, err := store.Open(cfg.Root, store.Options{Create: true, Limits: cfg.Limits})
 	if err != nil {
 		return err
 	}

@@ -21,11 +21,11 @@ func exportFlags() []cli.Flag {
 }
 
 func importFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "base-name", Usage: "image name for entries named only by a tag"},
 		&cli.BoolFlag{Name: "digests", Usage: "also record <repository>@<digest> names"},
 		&cli.BoolFlag{Name: "no-unpack", Usage: "store and record only; do not unpack layers"},
-	}
+	}, limitFlags()...)
 }
 
 // imageArchiveCommands are `image export` and `image import`.

@@ -107,3 +107,17 @@ func dedup(s []string) []string {
 	}
 	return out
 }
+
+func TestParseSize(t *testing.T) {
+	good := map[string]int64{"1": 1, "512": 512, "64K": 64 << 10, "100m": 100 << 20, "32G": 32 << 30, "32GiB": 32 << 30, "2TB": 2 << 40, "1P": 1 << 50}
+	for in, want := range good {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "-1", "G", "1.5G", "12X", "99999999999P"} {
+		if got, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) = %d, want an error", in, got)
+		}
+	}
+}

@@ -35,6 +35,7 @@ func imageCommand() *cli.Command {
 		&cli.BoolFlag{Name: "lazy", Usage: "fetch manifests and configs only; layers are fetched on first read (eStargz layers file by file)"},
 		&cli.BoolFlag{Name: "lazy-complete", Value: true, Usage: "with --lazy, let the mount fetch the rest of each eStargz layer in the background"},
 		quietFlag)
+	pullFlags = append(pullFlags, limitFlags()...)
 	return &cli.Command{
 		Name:   "image",
 		Usage:  "manage images",
@@ -55,12 +56,12 @@ func imageCommand() *cli.Command {
 				Action: imageTag},
 			{
 				Name: "convert", Usage: "make a copy of a local image with eStargz (lazily readable) or plain gzip layers", ArgsUsage: "SRC DST",
-				Flags: []cli.Flag{
+				Flags: append([]cli.Flag{
 					&cli.BoolFlag{Name: "estargz", Usage: "eStargz layers, read file by file by image pull --lazy"},
 					&cli.BoolFlag{Name: "oci", Usage: "plain gzip layers (converts an eStargz image back)"},
 					&cli.StringFlag{Name: "prioritized-files", Usage: "`FILE` listing paths (one a line) to put first in eStargz layers, fetched first by background completion"},
 					quietFlag,
-				},
+				}, limitFlags()...),
 				Action: imageConvert,
 			},
 			{Name: "rm", Usage: "remove image names", ArgsUsage: "REF...", Action: imageRemove},

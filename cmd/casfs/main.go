@@ -147,7 +147,11 @@ func openStore(c *cli.Context, create bool) (store.API, error) {
 	if !errors.Is(err, errdefs.ErrNotFound) {
 		return nil, err
 	}
-	return store.Open(root, store.Options{Create: create})
+	limits, err := unpackLimits(c)
+	if err != nil {
+		return nil, err
+	}
+	return store.Open(root, store.Options{Create: create, Limits: limits})
 }
 
 // withStore runs fn with an open store and closes it afterwards.

@@ -39,7 +39,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "hosts-dir", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration for lazy fetches (default: the first of /etc/casfs/certs.d, /etc/containerd/certs.d, /etc/docker/certs.d that exists)"},
 			&cli.BoolFlag{Name: "public-blobs", Usage: "let every user read blobs, manifests and configs (default: root and the mount's owner only; rootfs/ keeps each file's own mode)"},
 			&cli.StringFlag{Name: "serve", Usage: "also serve the store as a read-only registry on HOST:PORT (see casfs serve)"},
-		}, serveTLSFlags()...),
+		}, append(serveTLSFlags(), limitFlags()...)...),
 		Action: mountAction,
 	}
 }
@@ -61,6 +61,9 @@ func mountAction(c *cli.Context) error {
 	cfg.FetchTimeout = c.Duration("fetch-timeout")
 	cfg.Registry.HostsDir = c.String("hosts-dir")
 	cfg.PublicBlobs = c.Bool("public-blobs")
+	if cfg.Limits, err = unpackLimits(c); err != nil {
+		return err
+	}
 	if addr := c.String("serve"); addr != "" {
 		lc, err := serveListenConfig(c, addr)
 		if err != nil {
@@ -165,6 +168,7 @@ func startBackground(c *cli.Context, cfg daemon.Config) error {
 	if cfg.PublicBlobs {
 		args = append(args, "--public-blobs")
 	}
+	args = append(args, limitArgs(cfg.Limits)...)
 	args = append(append(args, serveArgs(cfg.Serve)...), cfg.Mountpoint)
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile

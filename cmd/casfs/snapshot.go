@@ -29,7 +29,7 @@ func snapshotTopCommands() []*cli.Command {
 func snapshotImageCommands() []*cli.Command {
 	return []*cli.Command{
 		{Name: "mount", Usage: "mount an image's layers at TARGET with overlayfs (read-only unless --rw)", ArgsUsage: "REF TARGET",
-			Flags:  []cli.Flag{&cli.BoolFlag{Name: "rw", Usage: "add a writable snapshot on top, kept until image unmount --rm"}},
+			Flags:  append([]cli.Flag{&cli.BoolFlag{Name: "rw", Usage: "add a writable snapshot on top, kept until image unmount --rm"}}, limitFlags()...),
 			Action: imageMount},
 		{Name: "unmount", Aliases: []string{"umount"}, Usage: "unmount what image mount mounted at TARGET", ArgsUsage: "TARGET",
 			Flags:  []cli.Flag{&cli.BoolFlag{Name: "rm", Usage: "also remove the writable snapshot"}},
