@@ -24,10 +24,17 @@ import (
 // bomb grows without end from a few MB: the defaults leave room for the
 // largest real images and stop a bomb before it fills a disk or the memory
 // that per-entry bookkeeping takes. Users lower or raise them per command.
+//
+// Real layers compress 2-10 times (text a little more); gzip of zeros
+// compresses about 1000 times. Past RatioFloor bytes, a compressed layer
+// may unpack to at most DefaultMaxRatio times the compressed bytes read so
+// far, which stops a 4 MB bomb at 1 GiB, not at 32 GiB.
 const (
 	DefaultMaxBytes      int64 = 32 << 30
 	DefaultMaxImageBytes int64 = 32 << 30
 	DefaultMaxEntries    int64 = 1_000_000
+	DefaultMaxRatio      int64 = 100
+	RatioFloor           int64 = 1 << 30
 )
 
 // ApplyOptions tune Apply.
@@ -45,6 +52,13 @@ type ApplyOptions struct {
 	// image unpacks (0: DefaultMaxImageBytes). Apply charges the budget
 	// that ImageContext put in its context; without one it is not counted.
 	MaxImageBytes int64
+	// MaxRatio bounds uncompressed bytes per compressed byte of a layer
+	// past RatioFloor (0: DefaultMaxRatio). Only Snapshotter.Unpack, which
+	// sees the compressed blob, applies it.
+	MaxRatio int64
+
+	compressed *atomic.Int64 // compressed bytes read, set by Unpack
+	ratioFloor int64         // 0: RatioFloor (tests lower it)
 }
 
 type imageBudgetKey struct{}
@@ -102,6 +116,15 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (App
 
 	cr := &countingReader{r: r, h: sha256.New(), max: opts.MaxBytes}
 	cr.image, _ = ctx.Value(imageBudgetKey{}).(*imageBudget)
+	if opts.compressed != nil {
+		cr.compressed, cr.ratio, cr.floor = opts.compressed, opts.MaxRatio, opts.ratioFloor
+		if cr.ratio <= 0 {
+			cr.ratio = DefaultMaxRatio
+		}
+		if cr.floor <= 0 {
+			cr.floor = RatioFloor
+		}
+	}
 	a := &applier{
 		root:      root,
 		dir:       dir,
@@ -177,7 +200,11 @@ type countingReader struct {
 	n     int64
 	max   int64
 	image *imageBudget // nil: no image budget
-	err   error
+	// compressed counts the blob bytes read (nil: no ratio check); past
+	// floor, n may be at most ratio times it.
+	compressed   *atomic.Int64
+	ratio, floor int64
+	err          error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
@@ -189,6 +216,10 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n += int64(n)
 	if c.n > c.max {
 		c.err = fmt.Errorf("layer exceeds the limit of %d unpacked bytes (decompression bomb?): %w", c.max, errdefs.ErrFailedPrecondition)
+		return n, c.err
+	}
+	if c.compressed != nil && c.n > c.floor && c.n/c.ratio > c.compressed.Load() {
+		c.err = fmt.Errorf("layer unpacks to more than %d times its compressed size past %d bytes (decompression bomb?): %w", c.ratio, c.floor, errdefs.ErrFailedPrecondition)
 		return n, c.err
 	}
 	if c.image != nil && c.image.used.Add(int64(n)) > c.image.max {

@@ -38,6 +38,7 @@ func TestUnpackLimitsKeepNothing(t *testing.T) {
 	}{
 		{"bytes per layer", bombTar, ApplyOptions{MaxBytes: 8 << 20}, "layer exceeds the limit of 8388608 unpacked bytes"},
 		{"bytes per image", bombTar, ApplyOptions{MaxImageBytes: 4 << 20}, "image exceeds the limit of 4194304 unpacked bytes"},
+		{"ratio past its floor", bombTar, ApplyOptions{MaxRatio: 10, ratioFloor: 1 << 20}, "layer unpacks to more than 10 times its compressed size past 1048576 bytes"},
 		{"entries per layer", manyTar, ApplyOptions{MaxEntries: 1000}, "layer exceeds the limit of 1000 entries"},
 	}
 	for _, tc := range cases {

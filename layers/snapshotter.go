@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/casfs/casfs/errdefs"
@@ -453,7 +454,8 @@ func (s *Snapshotter) Unpack(ctx context.Context, chainID, parentChainID string,
 			return fail(err)
 		}
 	}
-	rc, err := Decompress(mediaType, layer)
+	compressed := new(atomic.Int64)
+	rc, err := Decompress(mediaType, &compressedCounter{r: layer, n: compressed})
 	if err != nil {
 		return fail(err)
 	}
@@ -474,6 +476,7 @@ func (s *Snapshotter) Unpack(ctx context.Context, chainID, parentChainID string,
 	}
 	opts := s.Limits
 	opts.Lowers = lowers
+	opts.compressed = compressed // a plain tar is 1:1, never over
 	res, err := Apply(ctx, s.fsDir(active.ID), rc, opts)
 	if err != nil {
 		discard()
@@ -509,4 +512,17 @@ func (s *Snapshotter) existing(ctx context.Context, chainID string) (index.Snaps
 		return index.Snapshot{}, false, fmt.Errorf("unpack %s: an active snapshot has that key: %w", chainID, errdefs.ErrExists)
 	}
 	return rec, true, nil
+}
+
+// compressedCounter counts the compressed bytes a decompressor reads (it
+// may read from another goroutine).
+type compressedCounter struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *compressedCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
