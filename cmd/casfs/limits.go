@@ -18,12 +18,14 @@ const (
 	flagMaxLayerBytes   = "max-layer-bytes"
 	flagMaxImageBytes   = "max-image-bytes"
 	flagMaxLayerEntries = "max-layer-entries"
+	flagMaxLayerRatio   = "max-layer-ratio"
 )
 
 var limitEnv = map[string]string{
 	flagMaxLayerBytes:   "CASFS_MAX_LAYER_BYTES",
 	flagMaxImageBytes:   "CASFS_MAX_IMAGE_BYTES",
 	flagMaxLayerEntries: "CASFS_MAX_LAYER_ENTRIES",
+	flagMaxLayerRatio:   "CASFS_MAX_LAYER_RATIO",
 }
 
 func limitFlags() []cli.Flag {
@@ -31,6 +33,7 @@ func limitFlags() []cli.Flag {
 		&cli.StringFlag{Name: flagMaxLayerBytes, Usage: "refuse a layer that unpacks to more than `SIZE` bytes (K, M, G, T suffixes; default 32G)"},
 		&cli.StringFlag{Name: flagMaxImageBytes, Usage: "refuse an image whose layers unpack to more than `SIZE` bytes in all (default 32G)"},
 		&cli.StringFlag{Name: flagMaxLayerEntries, Usage: "refuse a layer of more than `N` files, directories and links (default 1000000)"},
+		&cli.StringFlag{Name: flagMaxLayerRatio, Usage: "refuse a layer that, past 1G, unpacks to more than `N` times its compressed size (default 100)"},
 	}
 }
 
@@ -38,7 +41,7 @@ func limitFlags() []cli.Flag {
 // Unset limits stay zero: the layers package's defaults.
 func unpackLimits(c *cli.Context) (layers.ApplyOptions, error) {
 	var l layers.ApplyOptions
-	for name, dst := range map[string]*int64{flagMaxLayerBytes: &l.MaxBytes, flagMaxImageBytes: &l.MaxImageBytes, flagMaxLayerEntries: &l.MaxEntries} {
+	for name, dst := range map[string]*int64{flagMaxLayerBytes: &l.MaxBytes, flagMaxImageBytes: &l.MaxImageBytes, flagMaxLayerEntries: &l.MaxEntries, flagMaxLayerRatio: &l.MaxRatio} {
 		v, from := c.String(name), "--"+name
 		if v == "" {
 			v, from = os.Getenv(limitEnv[name]), limitEnv[name]
@@ -55,13 +58,23 @@ func unpackLimits(c *cli.Context) (layers.ApplyOptions, error) {
 	return l, nil
 }
 
+// limitFlagGiven reports whether a limit flag is on the command line.
+func limitFlagGiven(c *cli.Context) bool {
+	for name := range limitEnv {
+		if c.IsSet(name) {
+			return true
+		}
+	}
+	return false
+}
+
 // limitArgs gives limits back as flags, for the background daemon.
 func limitArgs(l layers.ApplyOptions) []string {
 	var args []string
 	for _, f := range []struct {
 		name string
 		n    int64
-	}{{flagMaxLayerBytes, l.MaxBytes}, {flagMaxImageBytes, l.MaxImageBytes}, {flagMaxLayerEntries, l.MaxEntries}} {
+	}{{flagMaxLayerBytes, l.MaxBytes}, {flagMaxImageBytes, l.MaxImageBytes}, {flagMaxLayerEntries, l.MaxEntries}, {flagMaxLayerRatio, l.MaxRatio}} {
 		if f.n > 0 {
 			args = append(args, "--"+f.name, strconv.FormatInt(f.n, 10))
 		}

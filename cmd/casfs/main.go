@@ -142,6 +142,9 @@ func openStore(c *cli.Context, create bool) (store.API, error) {
 	root := c.String("root")
 	client, err := api.Dial(daemon.SocketPath(root))
 	if err == nil {
+		if limitFlagGiven(c) {
+			slog.Warn("a mount daemon serves this root and unpacks with the limits it was started with; the --max-* flags given here do not apply")
+		}
 		return client, nil
 	}
 	if !errors.Is(err, errdefs.ErrNotFound) {
