@@ -61,6 +61,13 @@ func TestPullUnpackLimits(t *testing.T) {
 			c.OK(nil, "image", "pull", "--plain-http", "-q", ref)
 		})
 	}
+	// image mount unpacks a --no-unpack image on demand, under its limits.
 	c := newCLI(t)
+	c.OK(nil, "image", "pull", "--plain-http", "-q", "--no-unpack", ref)
+	c.Fail(1, nil, []string{"image", "mount", "--max-layer-bytes", "16M", ref, t.TempDir()}, "layer exceeds the limit of 16777216 unpacked bytes", img.Layers[0].Digest.String())
+	if out := c.OK(nil, "snapshot", "ls", "-q"); len(lines(out)) != 0 {
+		t.Errorf("snapshots left after a refused image mount:\n%s", out)
+	}
+	c.OK(nil, "check")
 	c.Fail(2, nil, []string{"image", "pull", "--plain-http", "--max-layer-bytes", "lots", ref}, `--max-layer-bytes "lots"`)
 }
