@@ -4,75 +4,14 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/internal/testenv"
 )
-
-// tokenRealm is a token server that records the Authorization header of
-// every request it receives.
-type tokenRealm struct {
-	mu    sync.Mutex
-	auths []string
-	hits  int
-}
-
-func (tr *tokenRealm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	tr.mu.Lock()
-	tr.hits++
-	if a := r.Header.Get("Authorization"); a != "" {
-		tr.auths = append(tr.auths, a)
-	}
-	tr.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
-	io.WriteString(w, `{"token":"granted"}`)
-}
-
-func (tr *tokenRealm) seen() (int, []string) {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	return tr.hits, append([]string(nil), tr.auths...)
-}
-
-// tokenFront puts a bearer-token gate in front of a real registry: without
-// the token it answers 401 with a challenge naming realm; /token on the
-// front itself is a same-host realm.
-func tokenFront(t *testing.T, reg *testenv.Registry, sameHost *tokenRealm) (*httptest.Server, func(realm string)) {
-	t.Helper()
-	target, err := url.Parse(reg.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	var mu sync.Mutex
-	realm := ""
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/token" {
-			sameHost.ServeHTTP(w, r)
-			return
-		}
-		if r.Header.Get("Authorization") != "Bearer granted" {
-			mu.Lock()
-			w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm+`",service="casfs-test"`)
-			mu.Unlock()
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(front.Close)
-	return front, func(s string) { mu.Lock(); realm = s; mu.Unlock() }
-}
 
 // TestTokenRealmPlainHTTPElsewhere: basic credentials, from --user or from
 // docker's config.json, never reach a plain-HTTP token realm on another
@@ -83,17 +22,8 @@ func TestTokenRealmPlainHTTPElsewhere(t *testing.T) {
 	img := buildImage(t, "realm", 1, linuxAMD64, false)
 	pushImage(t, reg, "sec/realm", "1", img)
 
-	var sameHost, other tokenRealm
-	front, setRealm := tokenFront(t, reg, &sameHost)
-	ln, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	elsewhere := &httptest.Server{Listener: ln, Config: &http.Server{Handler: &other}}
-	elsewhere.Start()
-	t.Cleanup(elsewhere.Close)
-
-	host := strings.TrimPrefix(front.URL, "http://")
+	gate := testenv.StartTokenGate(t, reg)
+	host := gate.Host
 	ref := host + "/sec/realm:1"
 	resolve := func(user, pass string) error {
 		r, err := NewResolver(RegistryOptions{HostsDir: t.TempDir(), PlainHTTP: true, Timeout: 5 * time.Second, Username: user, Password: pass})
@@ -108,16 +38,15 @@ func TestTokenRealmPlainHTTPElsewhere(t *testing.T) {
 	}
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:s3cret"))
 
-	setRealm(elsewhere.URL + "/token")
 	writeDockerConfig(t, host, "alice", "s3cret")
 	for _, src := range []struct{ name, user, pass string }{{"docker config", "", ""}, {"--user", "alice", "s3cret"}} {
 		err := resolve(src.user, src.pass)
 		if !errors.Is(err, errdefs.ErrUnauthorized) || strings.Contains(err.Error(), "\n") ||
-			!strings.Contains(err.Error(), "token realm "+elsewhere.URL+"/token is plain HTTP on another host than registry "+host) {
+			!strings.Contains(err.Error(), "token realm "+gate.ElsewhereURL+" is plain HTTP on another host than registry "+host) {
 			t.Fatalf("%s, realm elsewhere: %v", src.name, err)
 		}
 	}
-	if hits, auths := other.seen(); hits != 0 || len(auths) != 0 {
+	if hits, auths := gate.Elsewhere.Seen(); hits != 0 || len(auths) != 0 {
 		t.Fatalf("realm elsewhere got %d requests, Authorization %q", hits, auths)
 	}
 
@@ -126,15 +55,15 @@ func TestTokenRealmPlainHTTPElsewhere(t *testing.T) {
 	if err := resolve("", ""); err != nil {
 		t.Fatalf("anonymous, realm elsewhere: %v", err)
 	}
-	if hits, auths := other.seen(); hits == 0 || len(auths) != 0 {
+	if hits, auths := gate.Elsewhere.Seen(); hits == 0 || len(auths) != 0 {
 		t.Fatalf("anonymous: realm elsewhere got %d requests, Authorization %q", hits, auths)
 	}
 
-	setRealm(front.URL + "/token")
+	gate.UseRealm(false)
 	if err := resolve("alice", "s3cret"); err != nil {
 		t.Fatalf("same-host realm: %v", err)
 	}
-	if _, auths := sameHost.seen(); len(auths) == 0 || auths[0] != basic {
+	if _, auths := gate.SameHost.Seen(); len(auths) == 0 || auths[0] != basic {
 		t.Fatalf("same-host realm got Authorization %q, want %q", auths, basic)
 	}
 }
