@@ -108,6 +108,27 @@ func TestCredentialGuard(t *testing.T) {
 			t.Errorf("%s %s: error %v is not ErrUnauthorized", tc.method, tc.url, err)
 		}
 	}
+	// A redirect to another host:port over plain HTTP goes ahead without
+	// the Authorization header.
+	var gotAuth []string
+	redirected := guardCredentials(&http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		gotAuth = append(gotAuth, r.URL.Host+" "+r.Header.Get("Authorization"))
+		if r.URL.Host == "reg.example:5000" {
+			h := http.Header{"Location": {"http://reg.example:9000/blob"}}
+			return &http.Response{StatusCode: http.StatusTemporaryRedirect, Header: h, Body: http.NoBody, Request: r}, nil
+		}
+		return &http.Response{StatusCode: 200, Body: http.NoBody, Request: r}, nil
+	})}, "reg.example:5000")
+	req, _ := http.NewRequest("GET", "http://reg.example:5000/v2/r/blobs/sha256:x", nil)
+	req.Header.Set("Authorization", "Basic x")
+	resp, err := redirected.Do(req)
+	if err != nil {
+		t.Fatalf("redirect: %v", err)
+	}
+	resp.Body.Close()
+	if want := []string{"reg.example:5000 Basic x", "reg.example:9000 "}; strings.Join(gotAuth, "|") != strings.Join(want, "|") {
+		t.Errorf("redirect sent %q, want %q", gotAuth, want)
+	}
 	// An endpoint named without its port matches its default-port form.
 	if g := guardCredentials(&http.Client{Transport: base}, "reg.example").Transport.(*credentialGuard); g.registry != authority("reg.example:80") {
 		t.Errorf("registry %q vs %q", g.registry, authority("reg.example:80"))

@@ -130,7 +130,8 @@ func wrapEndpointTransport(ep *Endpoint) {
 // credentialGuard keeps secrets off the wire in clear text to anyone but
 // the registry itself: a request over plain HTTP to another host:port (a
 // token realm elsewhere) that carries an Authorization header or an OAuth2
-// form (password or refresh token) is refused before it is sent. The
+// form (password or refresh token) is refused before it is sent; a
+// redirect there is followed without the Authorization header. The
 // registry's own plain-HTTP endpoint and realms over HTTPS are unaffected.
 type credentialGuard struct {
 	base     http.RoundTripper
@@ -139,6 +140,14 @@ type credentialGuard struct {
 
 func (g *credentialGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme == "http" && authority(req.URL.Host) != g.registry && carriesSecret(req) {
+		if req.Response != nil && !isForm(req) {
+			// A redirect (say, to blob storage on another port, where Go
+			// keeps the header because the host name matches): follow it
+			// without the credentials rather than fail the transfer.
+			req = req.Clone(req.Context())
+			req.Header.Del("Authorization")
+			return g.base.RoundTrip(req)
+		}
 		if req.Body != nil {
 			req.Body.Close()
 		}
@@ -152,9 +161,10 @@ func (g *credentialGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 // header, or a form POST (how OAuth2 token requests carry a password or
 // refresh token).
 func carriesSecret(req *http.Request) bool {
-	if req.Header.Get("Authorization") != "" {
-		return true
-	}
+	return req.Header.Get("Authorization") != "" || isForm(req)
+}
+
+func isForm(req *http.Request) bool {
 	ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
 	return req.Method == http.MethodPost && ct == "application/x-www-form-urlencoded"
 }
