@@ -148,10 +148,12 @@ func (r *Resolver) endpointsWith(host string, c Capabilities) ([]Endpoint, error
 }
 
 // AuthClient is the endpoint's client with oras's token handling and our
-// credentials.
+// credentials. Credentials never travel in clear text to another host:
+// a token realm over plain HTTP elsewhere than the registry's own
+// host:port fails the request (see credentialGuard).
 func (r *Resolver) AuthClient(ep Endpoint) *auth.Client {
 	return &auth.Client{
-		Client:     ep.Client,
+		Client:     guardCredentials(ep.Client, ep.URL.Host),
 		Header:     nil,
 		Cache:      r.cache,
 		Credential: r.credential,

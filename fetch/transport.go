@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"strings"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"oras.land/oras-go/v2/registry/remote/retry"
+
+	"github.com/casfs/casfs/errdefs"
 )
 
 const defaultTimeout = 30 * time.Second
@@ -121,4 +125,68 @@ func wrapEndpointTransport(ep *Endpoint) {
 	c := *ep.Client
 	c.Transport = &endpointTransport{base: c.Transport, host: ep.URL.Host, apiRoot: ep.APIRoot, header: ep.Header, namespace: ns}
 	ep.Client = &c
+}
+
+// credentialGuard keeps secrets off the wire in clear text to anyone but
+// the registry itself: a request over plain HTTP to another host:port (a
+// token realm elsewhere) that carries an Authorization header or an OAuth2
+// form (password or refresh token) is refused before it is sent; a
+// redirect there is followed without the Authorization header. The
+// registry's own plain-HTTP endpoint and realms over HTTPS are unaffected.
+type credentialGuard struct {
+	base     http.RoundTripper
+	registry string // host:port of the endpoint
+}
+
+func (g *credentialGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" && authority(req.URL.Host) != g.registry && carriesSecret(req) {
+		if req.Response != nil && !isForm(req) {
+			// A redirect (say, to blob storage on another port, where Go
+			// keeps the header because the host name matches): follow it
+			// without the credentials rather than fail the transfer.
+			req = req.Clone(req.Context())
+			req.Header.Del("Authorization")
+			return g.base.RoundTrip(req)
+		}
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, fmt.Errorf("%w: token realm %s://%s%s is plain HTTP on another host than registry %s: refusing to send credentials to it (the realm must be HTTPS)",
+			errdefs.ErrUnauthorized, req.URL.Scheme, req.URL.Host, req.URL.Path, g.registry)
+	}
+	return g.base.RoundTrip(req)
+}
+
+// carriesSecret reports a request with credentials: an Authorization
+// header, or a form POST (how OAuth2 token requests carry a password or
+// refresh token).
+func carriesSecret(req *http.Request) bool {
+	return req.Header.Get("Authorization") != "" || isForm(req)
+}
+
+func isForm(req *http.Request) bool {
+	ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
+	return req.Method == http.MethodPost && ct == "application/x-www-form-urlencoded"
+}
+
+// authority is host[:port] in lower case without a default port (80 or
+// 443), so that an endpoint named without its port matches itself.
+func authority(host string) string {
+	host = strings.ToLower(host)
+	if h, p, err := net.SplitHostPort(host); err == nil && (p == "80" || p == "443") {
+		return h
+	}
+	return strings.Trim(host, "[]")
+}
+
+// guardCredentials returns c with credentialGuard outermost, for the
+// endpoint at host.
+func guardCredentials(c *http.Client, host string) *http.Client {
+	base := c.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	g := *c
+	g.Transport = &credentialGuard{base: base, registry: authority(host)}
+	return &g
 }

@@ -76,6 +76,8 @@ func mountCASFS(t *testing.T, c *cli, args ...string) string {
 	testenv.RequireFUSE(t)
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	os.MkdirAll(mnt, 0o755)
+	// mount refuses a --root that does not exist (a typo must not start a new store).
+	os.MkdirAll(c.Root, 0o711)
 	c.OK(nil, append(append([]string{"mount", "-d"}, args...), mnt)...)
 	t.Cleanup(func() { unmount(t, mnt) })
 	return mnt

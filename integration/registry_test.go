@@ -123,6 +123,38 @@ func TestPullTLSAuth(t *testing.T) {
 	}
 }
 
+// TestPullTokenRealmElsewhere: --user credentials are not sent to a plain-HTTP
+// token realm on another host: the pull fails with exit 1 and one line
+// naming the realm, and the realm never sees them. A realm on the
+// registry's own host:port gets them and the pull succeeds.
+func TestPullTokenRealmElsewhere(t *testing.T) {
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := busyboxImage(t)
+	pushAuthed(t, reg, "lab/realm", "1", img)
+	gate := testenv.StartTokenGate(t, reg)
+
+	c := newCLI(t)
+	c.Env = append(c.Env, "DOCKER_CONFIG="+t.TempDir())
+	ref := gate.Host + "/lab/realm:1"
+	args := []string{"image", "pull", "--plain-http", "--hosts-dir", t.TempDir(), "--user", "alice:s3cret", ref}
+	r := c.Fail(1, nil, args, "token realm "+gate.ElsewhereURL+" is plain HTTP on another host than registry "+gate.Host)
+	if strings.Contains(r.Stderr, "s3cret") {
+		t.Fatalf("the password appears in the error: %s", r.Stderr)
+	}
+	if hits, auths := gate.Elsewhere.Seen(); hits != 0 || len(auths) != 0 {
+		t.Fatalf("realm elsewhere got %d requests, Authorization %q", hits, auths)
+	}
+
+	gate.UseRealm(false)
+	if out := c.OK(nil, args...); !strings.Contains(out, img.Manifest.Digest.String()) {
+		t.Fatalf("pull through the same-host realm:\n%s", out)
+	}
+	if _, auths := gate.SameHost.Seen(); len(auths) == 0 || auths[0] != "Basic YWxpY2U6czNjcmV0" {
+		t.Fatalf("same-host realm got Authorization %q", auths)
+	}
+}
+
 // TestContentFetch: all content of an image, no image record, no snapshots.
 func TestContentFetch(t *testing.T) {
 	t.Parallel()

@@ -15,7 +15,7 @@ import (
 // labelLeaseHolder names the process that holds an operation's lease, as
 // "<pid>/<start time>" (the start time, in clock ticks since boot, tells a
 // reused pid from the holder). A lease whose holder is gone was left by an
-// operation that was killed: check reports it and check --repair removes it.
+// operation that was killed: check notes it and check --repair removes it.
 const labelLeaseHolder = "casfs.lease/holder"
 
 // thisProcess is this process's holder label value ("" when /proc cannot
@@ -76,7 +76,9 @@ func (c *checker) leases(ctx context.Context) error {
 		pid, _ := holderGone(l.Labels[labelLeaseHolder])
 		what := fmt.Sprintf("held for %q by process %d, which is gone", l.Labels[labelLeaseOperation], pid)
 		if !c.opts.Repair {
-			c.problem("lease", l.ID, "%s", what)
+			// A kill leaves such a lease by design and nothing is
+			// inconsistent: it only keeps what it holds from collection.
+			c.note("lease", l.ID, "%s (check --repair removes it)", what)
 			continue
 		}
 		if err := c.db.Leases().Delete(ctx, l.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {

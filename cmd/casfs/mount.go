@@ -49,10 +49,6 @@ func mountAction(c *cli.Context) error {
 		return err
 	}
 	root := c.String("root")
-	if _, err := os.Stat(root); errors.Is(err, fs.ErrNotExist) && c.IsSet("root") {
-		// A mistyped --root must not silently start an empty store.
-		return fmt.Errorf("store root %s does not exist (create the directory first to start a new store)", root)
-	}
 	cfg, err := mountConfig(root, c.Args().First(), c.String("options"))
 	if err != nil {
 		return err
@@ -70,6 +66,11 @@ func mountAction(c *cli.Context) error {
 			return err
 		}
 		cfg.Serve = &lc
+	}
+	// Arguments are checked first (misuse is exit 2), then the filesystem.
+	if _, err := os.Stat(root); errors.Is(err, fs.ErrNotExist) && c.IsSet("root") {
+		// A mistyped --root must not silently start an empty store.
+		return fmt.Errorf("store root %s does not exist (create the directory first to start a new store)", root)
 	}
 	if c.Bool("background") {
 		return startBackground(c, cfg)
