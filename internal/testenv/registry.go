@@ -70,6 +70,7 @@ type Registry struct {
 
 	opts RegistryOptions
 
+	id   string // answers carry it in registryIDHeader
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has been waited for
@@ -85,24 +86,37 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 		opts.TLS = true
 	}
 	dir := t.TempDir()
-	port := FreePort(t)
 	r := &Registry{
-		Host:       "127.0.0.1:" + strconv.Itoa(port),
-		Port:       port,
 		StorageDir: filepath.Join(dir, "storage"),
 		Dir:        dir,
 		ConfigPath: filepath.Join(dir, "config.yml"),
 		LogPath:    filepath.Join(dir, "registry.log"),
 		opts:       opts,
-	}
-	r.URL = "http://" + r.Host
-	if err := r.prepare(); err != nil {
-		t.Fatalf("prepare registry: %v", err)
+		id:         strconv.FormatInt(time.Now().UnixNano(), 36) + strconv.Itoa(os.Getpid()),
 	}
 	t.Cleanup(r.Stop)
-	r.start(t)
-	return r
+	// A free port may be taken by a registry of a parallel test before ours
+	// binds it: ours then exits, and we try another port.
+	for attempt := 1; ; attempt++ {
+		r.Port = FreePort(t)
+		r.Host = "127.0.0.1:" + strconv.Itoa(r.Port)
+		r.URL = "http://" + r.Host
+		if err := r.prepare(); err != nil {
+			t.Fatalf("prepare registry: %v", err)
+		}
+		err := r.launch()
+		if err == nil {
+			return r
+		}
+		if !errors.Is(err, errRegistryExited) || attempt == 5 {
+			t.Fatalf("registry %s did not become ready: %v\n--- registry log tail ---\n%s", r.Host, err, r.LogTail())
+		}
+	}
 }
+
+// errRegistryExited is a registry process that ended before it answered
+// (typically: its port was taken).
+var errRegistryExited = errors.New("registry process exited")
 
 func (r *Registry) prepare() error {
 	if err := os.MkdirAll(r.StorageDir, 0o755); err != nil {
@@ -195,7 +209,8 @@ func (r *Registry) config() string {
 	fmt.Fprintf(&b, "  delete:\n    enabled: %t\n", r.opts.DeleteEnabled)
 	// No background upload purging: it would touch storage behind a test.
 	fmt.Fprintf(&b, "  maintenance:\n    uploadpurging:\n      enabled: false\n")
-	fmt.Fprintf(&b, "http:\n  addr: %s\n  headers:\n    X-Content-Type-Options: [nosniff]\n", q(r.Host))
+	// The id header tells this registry's answers from another test's on a reused port.
+	fmt.Fprintf(&b, "http:\n  addr: %s\n  headers:\n    X-Content-Type-Options: [nosniff]\n    %s: [%s]\n", q(r.Host), registryIDHeader, q(r.id))
 	if r.opts.TLS {
 		fmt.Fprintf(&b, "  tls:\n    certificate: %s\n    key: %s\n",
 			q(filepath.Join(r.Dir, "server.crt")), q(filepath.Join(r.Dir, "server.key")))
@@ -212,16 +227,26 @@ func (r *Registry) config() string {
 	return b.String()
 }
 
+// registryIDHeader carries a registry's id in every answer.
+const registryIDHeader = "X-Casfs-Test-Registry"
+
 // start launches the process and waits for GET /v2/ to answer.
 func (r *Registry) start(t testing.TB) {
 	t.Helper()
+	if err := r.launch(); err != nil {
+		t.Fatalf("registry %s did not become ready: %v\n--- registry log tail ---\n%s", r.Host, err, r.LogTail())
+	}
+}
+
+// launch starts the process and waits until it answers as itself.
+func (r *Registry) launch() error {
 	bin, err := LookPath(RegistryBinary)
 	if err != nil {
-		t.Fatalf("start registry: %v", err)
+		return fmt.Errorf("start registry: %w", err)
 	}
 	logf, err := os.OpenFile(r.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		t.Fatalf("open registry log: %v", err)
+		return fmt.Errorf("open registry log: %w", err)
 	}
 	defer logf.Close() // the child keeps its own descriptor
 	cmd := exec.Command(bin, "serve", r.ConfigPath)
@@ -237,11 +262,11 @@ func (r *Registry) start(t testing.TB) {
 	r.mu.Lock()
 	if r.cmd != nil {
 		r.mu.Unlock()
-		t.Fatalf("start registry %s: already running", r.Host)
+		return fmt.Errorf("start registry %s: already running", r.Host)
 	}
 	if err := startChild(cmd); err != nil {
 		r.mu.Unlock()
-		t.Fatalf("start registry: %v", err)
+		return fmt.Errorf("start registry: %w", err)
 	}
 	done := make(chan struct{})
 	r.cmd, r.done = cmd, done
@@ -253,8 +278,9 @@ func (r *Registry) start(t testing.TB) {
 
 	if err := r.waitReady(done); err != nil {
 		r.Stop()
-		t.Fatalf("registry %s did not become ready: %v\n--- registry log tail ---\n%s", r.Host, err, r.LogTail())
+		return err
 	}
+	return nil
 }
 
 // waitReady polls GET /v2/ until the registry answers with 200 or 401 (auth
@@ -273,15 +299,19 @@ func (r *Registry) waitReady(exited <-chan struct{}) error {
 		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
+			switch {
+			case resp.Header.Get(registryIDHeader) != r.id:
+				err = fmt.Errorf("GET /v2/: answered by another registry")
+			case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized:
 				return nil
+			default:
+				err = fmt.Errorf("GET /v2/: %s", resp.Status)
 			}
-			err = fmt.Errorf("GET /v2/: %s", resp.Status)
 		}
 		last = err
 		select {
 		case <-exited:
-			return errors.New("registry process exited")
+			return errRegistryExited
 		case <-ctx.Done():
 			return fmt.Errorf("no answer within %s: %v", readyTimeout, last)
 		case <-tick.C:
