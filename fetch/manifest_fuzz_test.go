@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
-	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/internal/testimage"
 	"github.com/casfs/casfs/oci"
 )
@@ -43,14 +41,9 @@ func FuzzManifestWalk(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	db, err := index.Open(filepath.Join(root, "meta"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { db.Close() })
 	srv := httptest.NewServer(http.NotFoundHandler())
 	f.Cleanup(srv.Close)
-	fe, err := New(store, db, Options{HostsDir: f.TempDir(), PlainHTTP: true})
+	fe, err := New(store, newMemRecords()).op(Options{HostsDir: f.TempDir(), PlainHTTP: true})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
-	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/oci"
 )
 
@@ -31,11 +29,8 @@ type PullResult struct {
 	ManifestDescs []ocispec.Descriptor
 }
 
-// PullContent resolves ref, walks index -> manifests of the selected
-// platform(s) -> config and layers, and fetches everything missing into the
-// store (MaxConcurrent at a time), recording each blob in the index with
-// its media type and source label. It records no image.
-func (f *Fetcher) PullContent(ctx context.Context, ref string) (PullResult, error) {
+// pullContent is PullContent.
+func (f *op) pullContent(ctx context.Context, ref string) (PullResult, error) {
 	pr, err := ParseReference(ref)
 	if err != nil {
 		return PullResult{}, err
@@ -67,7 +62,7 @@ func (f *Fetcher) PullContent(ctx context.Context, ref string) (PullResult, erro
 		}
 	}
 	// One lease update for them all, before any is looked at or recorded.
-	if err := index.AddToLease(ctx, leased); err != nil {
+	if err := f.rec.Lease(ctx, leased); err != nil {
 		return PullResult{}, err
 	}
 	if err := f.fetchAll(ctx, src, configs); err != nil {
@@ -92,7 +87,7 @@ func (f *Fetcher) PullContent(ctx context.Context, ref string) (PullResult, erro
 }
 
 // fetchAll fetches blobs, each digest once, MaxConcurrent at a time.
-func (f *Fetcher) fetchAll(ctx context.Context, src source, blobs []ocispec.Descriptor) error {
+func (f *op) fetchAll(ctx context.Context, src source, blobs []ocispec.Descriptor) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(f.opts.MaxConcurrent)
 	seen := map[digest.Digest]bool{}
@@ -119,7 +114,7 @@ func (f *Fetcher) fetchAll(ctx context.Context, src source, blobs []ocispec.Desc
 
 // walk fetches the manifest or index root and, through nested indexes,
 // the manifests of the selected platform(s), collecting them in res.
-func (f *Fetcher) walk(ctx context.Context, src source, root ocispec.Descriptor, res *PullResult) error {
+func (f *op) walk(ctx context.Context, src source, root ocispec.Descriptor, res *PullResult) error {
 	return oci.Walk(ctx, oci.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		data, desc, err := f.fetchManifest(ctx, src, desc)
 		if err != nil {
@@ -149,7 +144,7 @@ func (f *Fetcher) walk(ctx context.Context, src source, root ocispec.Descriptor,
 // when present, else from the first endpoint that serves the right bytes,
 // committed to the store and recorded in the index. desc comes back with
 // its media type filled in when the parent did not say.
-func (f *Fetcher) fetchManifest(ctx context.Context, src source, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
+func (f *op) fetchManifest(ctx context.Context, src source, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
 	if desc.MediaType != "" {
 		if err := oci.CheckDocumentType(desc); err != nil {
 			return nil, desc, err
@@ -158,8 +153,8 @@ func (f *Fetcher) fetchManifest(ctx context.Context, src source, desc ocispec.De
 	if desc.Size > f.opts.MaxManifestSize {
 		return nil, desc, fmt.Errorf("manifest %s is %d bytes, over the limit of %d: %w", desc.Digest, desc.Size, f.opts.MaxManifestSize, errdefs.ErrInvalidArgument)
 	}
-	// Into the caller's lease before looking for it: see index.AddToLease.
-	if err := index.AddToLease(ctx, []digest.Digest{desc.Digest}); err != nil {
+	// Into the caller's lease before looking for it: see Records.Lease.
+	if err := f.rec.Lease(ctx, []digest.Digest{desc.Digest}); err != nil {
 		return nil, desc, err
 	}
 	prog := f.progress()
@@ -183,7 +178,7 @@ func (f *Fetcher) fetchManifest(ctx context.Context, src source, desc ocispec.De
 	return data, desc, nil
 }
 
-func (f *Fetcher) readLocal(ctx context.Context, desc ocispec.Descriptor) ([]byte, error) {
+func (f *op) readLocal(ctx context.Context, desc ocispec.Descriptor) ([]byte, error) {
 	ra, err := f.store.ReaderAt(ctx, desc.Digest)
 	if err != nil {
 		return nil, err
@@ -199,10 +194,10 @@ func (f *Fetcher) readLocal(ctx context.Context, desc ocispec.Descriptor) ([]byt
 	return data, nil
 }
 
-func (f *Fetcher) downloadManifest(ctx context.Context, src source, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
+func (f *op) downloadManifest(ctx context.Context, src source, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
 	var errs []error
 	for _, ep := range src.eps {
-		data, got, err := f.downloadManifestFrom(ctx, ep, src.repo, desc)
+		data, got, err := f.downloadManifestFrom(ctx, ep, src.Repo, desc)
 		if err == nil {
 			return data, got, nil
 		}
@@ -218,7 +213,7 @@ func (f *Fetcher) downloadManifest(ctx context.Context, src source, desc ocispec
 
 // readManifest reads a manifest's bytes (at most one over the size limit)
 // from ep, within the manifest deadline.
-func (f *Fetcher) readManifest(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) (data []byte, _ ocispec.Descriptor, err error) {
+func (f *op) readManifest(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) (data []byte, _ ocispec.Descriptor, err error) {
 	ctx, cancel := withManifestDeadline(ctx, ep.Deadlines)
 	defer cancel()
 	defer func() { err = manifestDeadlineErr(ctx, err) }()
@@ -241,7 +236,7 @@ func (f *Fetcher) readManifest(ctx context.Context, ep Endpoint, repo string, de
 	return data, desc, err
 }
 
-func (f *Fetcher) downloadManifestFrom(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
+func (f *op) downloadManifestFrom(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
 	data, desc, err := f.readManifest(ctx, ep, repo, desc)
 	if err != nil {
 		return nil, desc, err
@@ -273,49 +268,12 @@ func (f *Fetcher) downloadManifestFrom(ctx context.Context, ep Endpoint, repo st
 	return data, desc, nil
 }
 
-// recordBlob writes or updates the index record of desc, adding the
-// repository it came from to its source label.
-func (f *Fetcher) recordBlob(ctx context.Context, src source, desc ocispec.Descriptor) error {
-	key := SourceLabelPrefix + src.host
-	now := time.Now().UTC()
-	update := func(b *index.Blob) error {
-		if b.MediaType == "" {
-			b.MediaType = desc.MediaType
-		}
-		if b.Labels == nil {
-			b.Labels = map[string]string{}
-		}
-		repos := strings.Split(b.Labels[key], ",")
-		if !slices.Contains(repos, src.repo) {
-			repos = append(repos, src.repo)
-		}
-		b.Labels[key] = strings.Trim(strings.Join(repos, ","), ",")
-		if b.CreatedAt.IsZero() {
-			b.CreatedAt = now // a record older versions wrote without times
-		}
-		b.UpdatedAt = now
-		return nil
+// recordBlob tells the store that desc is present (or known) and came from src.
+func (f *op) recordBlob(ctx context.Context, src source, desc ocispec.Descriptor) error {
+	if err := f.rec.Record(ctx, desc, src.Source); err != nil {
+		return fmt.Errorf("record blob %s: %w", desc.Digest, err)
 	}
-	blobs := f.db.Blobs()
-	for range 3 {
-		_, err := blobs.Update(ctx, desc.Digest.String(), update)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, errdefs.ErrNotFound) {
-			return fmt.Errorf("record blob %s: %w", desc.Digest, err)
-		}
-		b := index.Blob{Digest: desc.Digest, Size: desc.Size, CreatedAt: now}
-		_ = update(&b)
-		err = blobs.Create(ctx, desc.Digest.String(), b)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, errdefs.ErrExists) {
-			return fmt.Errorf("record blob %s: %w", desc.Digest, err)
-		}
-	}
-	return fmt.Errorf("record blob %s: concurrent updates kept racing: %w", desc.Digest, errdefs.ErrLocked)
+	return nil
 }
 
 // indexPlatforms lists the platforms an index offers, for an error that

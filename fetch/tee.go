@@ -40,7 +40,7 @@ type teeCopy struct {
 // startTee offers desc's download to the Tee hook. The copy is closed as
 // soon as ctx ends, so that a Write blocked on a slow reader cannot keep
 // the download (and the pull waiting for it) from ending.
-func (f *Fetcher) startTee(ctx context.Context, desc ocispec.Descriptor) *teeCopy {
+func (f *op) startTee(ctx context.Context, desc ocispec.Descriptor) *teeCopy {
 	if f.opts.Tee == nil {
 		return nil
 	}

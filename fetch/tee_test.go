@@ -57,7 +57,7 @@ func TestPullHooksAndTee(t *testing.T) {
 	var mu sync.Mutex
 	var manifests int
 	var done []digest.Digest
-	f := ts.fetcher(t, Options{
+	f := ts.op(t, Options{
 		PlainHTTP: true,
 		OnManifests: func(res PullResult) {
 			mu.Lock()
@@ -97,7 +97,7 @@ func TestPullHooksAndTee(t *testing.T) {
 
 	// A second pull has everything: nothing is downloaded, nothing teed.
 	tc2 := newTeeCollector()
-	f = ts.fetcher(t, Options{PlainHTTP: true, Tee: tc2.tee})
+	f = ts.op(t, Options{PlainHTTP: true, Tee: tc2.tee})
 	if _, err := f.PullContent(context.Background(), reg.Ref("tee/app", "1")); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestTeeAcrossResume(t *testing.T) {
 			host := strings.TrimPrefix(srv.URL, "http://")
 			ts := newTestStore(t)
 			col := newTeeCollector()
-			f := ts.fetcher(t, Options{PlainHTTP: true, Tee: col.tee})
+			f := ts.op(t, Options{PlainHTTP: true, Tee: col.tee})
 			if _, err := f.PullContent(context.Background(), host+"/tee/big:1"); err != nil {
 				t.Fatal(err)
 			}
@@ -181,7 +181,7 @@ func TestTeeAcrossResume(t *testing.T) {
 
 	// A reader that closes at once does not fail the pull.
 	ts := newTestStore(t)
-	f := ts.fetcher(t, Options{PlainHTTP: true, Tee: func(ocispec.Descriptor) TeeWriter {
+	f := ts.op(t, Options{PlainHTTP: true, Tee: func(ocispec.Descriptor) TeeWriter {
 		pr, pw := io.Pipe()
 		pr.CloseWithError(errors.New("reader gone"))
 		return pw
@@ -225,7 +225,7 @@ func TestPullWaitsForAnotherDownloadOfABlob(t *testing.T) {
 
 	started := make(chan struct{})
 	rec := &startRecorder{want: layer.Digest, started: started}
-	f := ts.fetcher(t, Options{PlainHTTP: true, Progress: rec})
+	f := ts.op(t, Options{PlainHTTP: true, Progress: rec})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
@@ -256,7 +256,7 @@ func TestPullWaitsForAnotherDownloadOfABlob(t *testing.T) {
 	}
 	defer w2.Close()
 	started2 := make(chan struct{})
-	f = ts.fetcher(t, Options{PlainHTTP: true, Progress: &startRecorder{want: l2.Digest, started: started2}})
+	f = ts.op(t, Options{PlainHTTP: true, Progress: &startRecorder{want: l2.Digest, started: started2}})
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	go func() {
 		_, err := f.PullContent(ctx2, reg.Ref("wait/app", "2"))
@@ -296,7 +296,7 @@ func TestCancelledPullFreesBlockedTee(t *testing.T) {
 	defer cancel()
 	var mu sync.Mutex
 	var pipes []*io.PipeReader
-	f := ts.fetcher(t, Options{PlainHTTP: true, Tee: func(d ocispec.Descriptor) TeeWriter {
+	f := ts.op(t, Options{PlainHTTP: true, Tee: func(d ocispec.Descriptor) TeeWriter {
 		pr, pw := io.Pipe() // nobody reads: the first Write blocks
 		mu.Lock()
 		pipes = append(pipes, pr)

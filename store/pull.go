@@ -43,11 +43,8 @@ func (p progressAdapter) Done(d ocispec.Descriptor, err error, existed bool) {
 	p.fn(ev)
 }
 
-func (s *Local) fetcher(ro RegistryOptions, platform string, all, lazy bool, maxConc int, progress ProgressFunc, status string, hooks ...func(*fetch.Options)) (*fetch.Fetcher, error) {
-	db, err := s.Index()
-	if err != nil {
-		return nil, err
-	}
+// fetchOptions are what one operation asks of the store's fetcher.
+func (s *Local) fetchOptions(ro RegistryOptions, platform string, all, lazy bool, maxConc int, progress ProgressFunc, status string, hooks ...func(*fetch.Options)) fetch.Options {
 	opts := fetch.Options{
 		HostsDir: ro.HostsDir, PlainHTTP: ro.PlainHTTP, Username: ro.Username, Password: ro.Password, Deadlines: ro.Deadlines,
 		Platform: platform, HostPlatform: s.host.Spec(), AllPlatforms: all, MaxConcurrent: maxConc, Lazy: lazy,
@@ -58,7 +55,7 @@ func (s *Local) fetcher(ro RegistryOptions, platform string, all, lazy bool, max
 	for _, h := range hooks {
 		h(&opts)
 	}
-	return fetch.New(s.blobs, db, opts)
+	return opts
 }
 
 func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageInfo, error) {
@@ -75,11 +72,8 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 		u = newPullUnpacker(ctx, s, opts)
 		hooks, fctx = append(hooks, u.hooks), u.ctx
 	}
-	f, err := s.fetcher(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, opts.Lazy, opts.MaxConcurrent, opts.Progress, "fetching", hooks...)
-	if err != nil {
-		return ImageInfo{}, err
-	}
-	res, err := f.PullContent(fctx, ref)
+	fo := s.fetchOptions(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, opts.Lazy, opts.MaxConcurrent, opts.Progress, "fetching", hooks...)
+	res, err := s.fetch.PullContent(fctx, ref, fo)
 	if u != nil {
 		err = u.wait(err)
 	}
@@ -90,7 +84,7 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 		s.markPlainHTTP(ctx, res)
 	}
 	if opts.Lazy {
-		if err := s.pullTOCs(ctx, f, res, opts.NoComplete); err != nil {
+		if err := s.pullTOCs(ctx, fo, res, opts.NoComplete); err != nil {
 			return ImageInfo{}, err
 		}
 	}
@@ -125,17 +119,14 @@ func (s *Local) FetchContent(ctx context.Context, ref string, opts PullOptions) 
 		return ocispec.Descriptor{}, err
 	}
 	defer release()
-	f, err := s.fetcher(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, false, opts.MaxConcurrent, opts.Progress, "fetching")
-	if err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	res, err := f.PullContent(ctx, ref)
+	fo := s.fetchOptions(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, false, opts.MaxConcurrent, opts.Progress, "fetching")
+	res, err := s.fetch.PullContent(ctx, ref, fo)
 	if err != nil {
 		// REF@digest may name a layer or config: registries answer a
 		// manifest request for it with an error (some with 500), so try
 		// the blob endpoint before giving up.
 		if pr, perr := fetch.ParseReference(ref); perr == nil && pr.Digest != "" && ctx.Err() == nil {
-			if desc, berr := f.FetchBlobByRef(ctx, ref); berr == nil {
+			if desc, berr := s.fetch.FetchBlobByRef(ctx, ref, fo); berr == nil {
 				s.changed()
 				return desc, nil
 			}
@@ -162,11 +153,8 @@ func (s *Local) Push(ctx context.Context, ref, remote string, opts PushOptions) 
 	if remote == "" {
 		remote = rec.Name
 	}
-	f, err := s.fetcher(opts.RegistryOptions, opts.Platform, false, false, opts.MaxConcurrent, opts.Progress, "pushing")
-	if err != nil {
-		return err
-	}
-	return f.Push(ctx, rec.Name, remote)
+	fo := s.fetchOptions(opts.RegistryOptions, opts.Platform, false, false, opts.MaxConcurrent, opts.Progress, "pushing")
+	return s.fetch.Push(ctx, rec.Name, rec.Target, remote, fo)
 }
 
 // EnableLazyFetch lets reads of recorded-but-missing blobs fetch them from
@@ -215,11 +203,8 @@ func (s *Local) fetchMissing(ctx context.Context, ro RegistryOptions, d digest.D
 			}
 		})
 	}
-	f, err := s.fetcher(ro, "", false, false, 1, nil, "", hooks...)
-	if err != nil {
-		return err
-	}
-	if err := f.FetchBlob(ctx, d); err != nil && !errors.Is(err, errdefs.ErrExists) {
+	fo := s.fetchOptions(ro, "", false, false, 1, nil, "", hooks...)
+	if err := s.fetch.FetchBlob(ctx, d, fo); err != nil && !errors.Is(err, errdefs.ErrExists) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("fetch %s: no answer from its registry within the lazy-fetch bound: %w", d, errdefs.ErrUnavailable)
 		}
