@@ -50,6 +50,18 @@ func ingestRef(d digest.Digest) string { return "fetch-" + d.String() }
 // cancellation or credentials never fail another. existed reports that the
 // blob was there before this operation asked.
 func (f *op) fetchBlob(ctx context.Context, src source, desc ocispec.Descriptor) (bool, error) {
+	if w := teeFrom(ctx); w != nil {
+		// Ended here unless the download below fed and ended it.
+		ot := &onceTee{w: w}
+		ctx = WithTee(ctx, ot)
+		defer func() {
+			why := fmt.Errorf("blob %s was not downloaded by this fetch", desc.Digest)
+			if ctx.Err() != nil {
+				why = context.Cause(ctx)
+			}
+			_ = ot.CloseWithError(fmt.Errorf("%w: %w", why, ErrTeeStopped))
+		}()
+	}
 	if err := desc.Digest.Validate(); err != nil || desc.Size < 0 {
 		return false, fmt.Errorf("blob descriptor %q size %d: %w", desc.Digest, desc.Size, errdefs.ErrInvalidArgument)
 	}
@@ -98,7 +110,7 @@ func (f *op) fetchBlobOnce(ctx context.Context, src source, desc ocispec.Descrip
 	if err != nil || done {
 		return done, err
 	}
-	tee := f.startTee(ctx, desc)
+	tee := startTee(ctx, desc)
 	defer func() { tee.finish(err) }()
 	committed := false
 	defer func() {

@@ -80,18 +80,6 @@ type Options struct {
 	// Lazy pulls manifests and configs only; layers get their records
 	// (with sources) and are fetched on first read through FetchBlob.
 	Lazy bool
-
-	// OnManifests, when set, is called once the manifests and configs of a
-	// pull are local, before its layers are fetched, so that the caller can
-	// start using layers as they arrive (the store unpacks while it pulls).
-	OnManifests func(PullResult)
-	// BlobDone, when set, is called as each blob of a pull is present and recorded.
-	BlobDone func(ocispec.Descriptor)
-	// Tee, when set, is offered each blob that is about to be downloaded
-	// from its first byte: a non-nil writer gets a copy of the bytes as they
-	// arrive and is closed as TeeWriter says. A slow writer slows the
-	// download; a failing one is dropped.
-	Tee func(ocispec.Descriptor) TeeWriter
 }
 
 // Fetcher moves content between registries and one store. One Fetcher
@@ -163,16 +151,20 @@ func (f *op) progress() Progress {
 // store (MaxConcurrent at a time), recording each blob with its source. It
 // records no image.
 func (f *Fetcher) PullContent(ctx context.Context, ref string, opts Options) (PullResult, error) {
-	o, err := f.op(opts)
+	p, err := f.Resolve(ctx, ref, opts)
 	if err != nil {
 		return PullResult{}, err
 	}
-	return o.pullContent(ctx, ref)
+	if err := Dispatch(ctx, p.Limit(), p.Handler(), p.Target); err != nil {
+		return PullResult{}, err
+	}
+	return p.Result(ctx)
 }
 
 // FetchBlob fetches a blob that the store knows but lacks, from the
 // registries and repositories it came from, verifies it and commits it.
-// Concurrent callers for one digest share one download.
+// Concurrent callers for one digest share one download; a tee ctx carries
+// (WithTee) gets the bytes of the download this call leads.
 func (f *Fetcher) FetchBlob(ctx context.Context, dgst digest.Digest, opts Options) error {
 	o, err := f.op(opts)
 	if err != nil {

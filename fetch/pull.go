@@ -12,14 +12,13 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/oci"
 )
 
-// PullResult is what PullContent fetched.
+// PullResult is what a pull fetched.
 type PullResult struct {
 	Name   string             // normalised reference
 	Target ocispec.Descriptor // what the reference resolved to
@@ -27,117 +26,6 @@ type PullResult struct {
 	// index order, with their descriptors alongside.
 	Manifests     []ocispec.Manifest
 	ManifestDescs []ocispec.Descriptor
-}
-
-// pullContent is PullContent.
-func (f *op) pullContent(ctx context.Context, ref string) (PullResult, error) {
-	pr, err := ParseReference(ref)
-	if err != nil {
-		return PullResult{}, err
-	}
-	desc, err := f.resolver.resolve(ctx, pr)
-	if err != nil {
-		return PullResult{}, err
-	}
-	src, err := f.source(pr.Host, pr.Repo)
-	if err != nil {
-		return PullResult{}, err
-	}
-	res := PullResult{Name: pr.Name, Target: desc}
-	if err := f.walk(ctx, src, desc, &res); err != nil {
-		return PullResult{}, err
-	}
-	// Configs first: with them and the manifests, a caller can prepare
-	// for the layers (OnManifests) before they arrive.
-	var configs, blobs []ocispec.Descriptor
-	var leased []digest.Digest
-	for _, m := range res.Manifests {
-		configs = append(configs, m.Config)
-		if !f.opts.Lazy {
-			blobs = append(blobs, m.Layers...)
-		}
-		leased = append(leased, m.Config.Digest)
-		for _, l := range m.Layers {
-			leased = append(leased, l.Digest)
-		}
-	}
-	// One lease update for them all, before any is looked at or recorded.
-	if err := f.rec.Lease(ctx, leased); err != nil {
-		return PullResult{}, err
-	}
-	if err := f.fetchAll(ctx, src, configs); err != nil {
-		return PullResult{}, err
-	}
-	if f.opts.OnManifests != nil {
-		f.opts.OnManifests(res)
-	}
-	if err := f.fetchAll(ctx, src, blobs); err != nil {
-		return PullResult{}, err
-	}
-	if f.opts.Lazy {
-		for _, m := range res.Manifests {
-			for _, l := range m.Layers {
-				if err := f.recordBlob(ctx, src, l); err != nil {
-					return PullResult{}, err
-				}
-			}
-		}
-	}
-	return res, nil
-}
-
-// fetchAll fetches blobs, each digest once, MaxConcurrent at a time.
-func (f *op) fetchAll(ctx context.Context, src source, blobs []ocispec.Descriptor) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(f.opts.MaxConcurrent)
-	seen := map[digest.Digest]bool{}
-	for _, d := range blobs {
-		if seen[d.Digest] {
-			continue
-		}
-		seen[d.Digest] = true
-		g.Go(func() error {
-			if _, err := f.fetchBlob(gctx, src, d); err != nil {
-				return err
-			}
-			if err := f.recordBlob(gctx, src, d); err != nil {
-				return err
-			}
-			if f.opts.BlobDone != nil {
-				f.opts.BlobDone(d)
-			}
-			return nil
-		})
-	}
-	return g.Wait()
-}
-
-// walk fetches the manifest or index root and, through nested indexes,
-// the manifests of the selected platform(s), collecting them in res.
-func (f *op) walk(ctx context.Context, src source, root ocispec.Descriptor, res *PullResult) error {
-	return oci.Walk(ctx, oci.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-		data, desc, err := f.fetchManifest(ctx, src, desc)
-		if err != nil {
-			return nil, err
-		}
-		doc, err := oci.Parse(desc, data)
-		if err != nil {
-			return nil, err
-		}
-		if doc.Manifest != nil {
-			res.Manifests = append(res.Manifests, *doc.Manifest)
-			res.ManifestDescs = append(res.ManifestDescs, desc)
-			return nil, nil
-		}
-		children := doc.Index.Manifests
-		if !f.opts.AllPlatforms {
-			children = f.platform.Select(children)
-		}
-		if len(children) == 0 {
-			return nil, fmt.Errorf("index %s has no manifest for platform %s (it has %s): %w", desc.Digest, f.platform, indexPlatforms(doc.Index.Manifests), errdefs.ErrNotFound)
-		}
-		return children, nil
-	}), root)
 }
 
 // fetchManifest returns the bytes of a manifest or index, from the store

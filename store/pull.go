@@ -44,16 +44,13 @@ func (p progressAdapter) Done(d ocispec.Descriptor, err error, existed bool) {
 }
 
 // fetchOptions are what one operation asks of the store's fetcher.
-func (s *Local) fetchOptions(ro RegistryOptions, platform string, all, lazy bool, maxConc int, progress ProgressFunc, status string, hooks ...func(*fetch.Options)) fetch.Options {
+func (s *Local) fetchOptions(ro RegistryOptions, platform string, all, lazy bool, maxConc int, progress ProgressFunc, status string) fetch.Options {
 	opts := fetch.Options{
 		HostsDir: ro.HostsDir, PlainHTTP: ro.PlainHTTP, Username: ro.Username, Password: ro.Password, Deadlines: ro.Deadlines,
 		Platform: platform, HostPlatform: s.host.Spec(), AllPlatforms: all, MaxConcurrent: maxConc, Lazy: lazy,
 	}
 	if progress != nil {
 		opts.Progress = progressAdapter{fn: progress, status: status}
-	}
-	for _, h := range hooks {
-		h(&opts)
 	}
 	return opts
 }
@@ -64,19 +61,27 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 		return ImageInfo{}, err
 	}
 	defer release()
-	// Layers are unpacked while they download (see pullUnpacker).
-	var hooks []func(*fetch.Options)
-	fctx := ctx
+	fo := s.fetchOptions(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, opts.Lazy, opts.MaxConcurrent, opts.Progress, "fetching")
+	p, err := s.fetch.Resolve(ctx, ref, fo)
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	// The pull is fetch's composition of handlers; unless --no-unpack or
+	// --lazy, the unpacker wraps it and unpacks layers while they download.
+	h, fctx := p.Handler(), ctx
 	var u *pullUnpacker
 	if !opts.NoUnpack && !opts.Lazy {
 		u = newPullUnpacker(ctx, s, opts)
-		hooks, fctx = append(hooks, u.hooks), u.ctx
+		h, fctx = u.wrap(h), u.ctx
 	}
-	fo := s.fetchOptions(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, opts.Lazy, opts.MaxConcurrent, opts.Progress, "fetching", hooks...)
-	res, err := s.fetch.PullContent(fctx, ref, fo)
+	err = fetch.Dispatch(fctx, p.Limit(), h, p.Target)
 	if u != nil {
 		err = u.wait(err)
 	}
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	res, err := p.Result(ctx)
 	if err != nil {
 		return ImageInfo{}, err
 	}
@@ -192,18 +197,10 @@ func (s *Local) fetchMissing(ctx context.Context, ro RegistryOptions, d digest.D
 		return err
 	}
 	ro.PlainHTTP = ro.PlainHTTP || b.Labels[labelPlainHTTP] == "true"
-	var hooks []func(*fetch.Options)
 	if tee != nil {
-		hooks = append(hooks, func(o *fetch.Options) {
-			o.Tee = func(desc ocispec.Descriptor) fetch.TeeWriter {
-				if desc.Digest == d {
-					return tee
-				}
-				return nil
-			}
-		})
+		ctx = fetch.WithTee(ctx, tee)
 	}
-	fo := s.fetchOptions(ro, "", false, false, 1, nil, "", hooks...)
+	fo := s.fetchOptions(ro, "", false, false, 1, nil, "")
 	if err := s.fetch.FetchBlob(ctx, d, fo); err != nil && !errors.Is(err, errdefs.ErrExists) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("fetch %s: no answer from its registry within the lazy-fetch bound: %w", d, errdefs.ErrUnavailable)
