@@ -18,7 +18,6 @@ import (
 
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
-	"github.com/casfs/casfs/index"
 )
 
 // maxStalledAttempts bounds retries of one blob on one endpoint that make
@@ -27,17 +26,16 @@ const maxStalledAttempts = 5
 
 // source is where content of one repository can be fetched from.
 type source struct {
-	host string // registry namespace (docker.io), for labels
-	repo string // repository path (library/nginx)
-	eps  []Endpoint
+	Source
+	eps []Endpoint
 }
 
-func (f *Fetcher) source(host, repo string) (source, error) {
+func (f *op) source(host, repo string) (source, error) {
 	eps, err := f.resolver.endpointsWith(host, CapPull)
 	if err != nil {
 		return source{}, err
 	}
-	return source{host: host, repo: repo, eps: eps}, nil
+	return source{Source: Source{Host: host, Repo: repo}, eps: eps}, nil
 }
 
 // ingestRef is stable per digest so that a later pull finds and resumes
@@ -45,27 +43,64 @@ func (f *Fetcher) source(host, repo string) (source, error) {
 func ingestRef(d digest.Digest) string { return "fetch-" + d.String() }
 
 // fetchBlob makes desc present in the store, one download per digest at a
-// time however many callers ask. existed reports that it was already there.
-func (f *Fetcher) fetchBlob(ctx context.Context, src source, desc ocispec.Descriptor) (bool, error) {
-	// Into the caller's lease before looking for it: see index.AddToLease.
-	if err := index.AddToLease(ctx, []digest.Digest{desc.Digest}); err != nil {
-		return false, err
+// time however many operations of the store ask: the first one downloads
+// (with its endpoints, progress and tee), the others wait for its outcome.
+// A waiter whose leader failed while the waiter itself is still wanted
+// tries again, leading if no one else does, so that one operation's
+// cancellation or credentials never fail another. existed reports that the
+// blob was there before this operation asked.
+func (f *op) fetchBlob(ctx context.Context, src source, desc ocispec.Descriptor) (bool, error) {
+	if w := teeFrom(ctx); w != nil {
+		// Ended here unless the download below fed and ended it.
+		ot := &onceTee{w: w}
+		ctx = WithTee(ctx, ot)
+		defer func() {
+			why := fmt.Errorf("blob %s was not downloaded by this fetch", desc.Digest)
+			if ctx.Err() != nil {
+				why = context.Cause(ctx)
+			}
+			_ = ot.CloseWithError(fmt.Errorf("%w: %w", why, ErrTeeStopped))
+		}()
 	}
-	v, err, _ := f.flight.Do(desc.Digest.String(), func() (any, error) {
-		return f.fetchBlobOnce(ctx, src, desc)
-	})
-	if err != nil {
-		return false, err
-	}
-	return v.(bool), nil
-}
-
-func (f *Fetcher) fetchBlobOnce(ctx context.Context, src source, desc ocispec.Descriptor) (existed bool, err error) {
 	if err := desc.Digest.Validate(); err != nil || desc.Size < 0 {
 		return false, fmt.Errorf("blob descriptor %q size %d: %w", desc.Digest, desc.Size, errdefs.ErrInvalidArgument)
 	}
+	// Into the caller's lease before looking for it: see Records.Lease.
+	if err := f.rec.Lease(ctx, []digest.Digest{desc.Digest}); err != nil {
+		return false, err
+	}
 	prog := f.progress()
 	prog.Start(desc)
+	for {
+		led := false // the function below runs in this goroutine when it leads
+		v, err, _ := f.flight.Do(desc.Digest.String(), func() (any, error) {
+			led = true
+			return f.fetchBlobOnce(ctx, src, desc)
+		})
+		if led {
+			if err != nil {
+				return false, err
+			}
+			return v.(bool), nil
+		}
+		if err == nil {
+			// Another operation's download brought it: nothing moved for this one.
+			prog.Done(desc, nil, true)
+			return true, nil
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("blob %s: %w", desc.Digest, ctx.Err())
+			prog.Done(desc, err, false)
+			return false, err
+		}
+		slog.Debug("shared blob download failed, trying again", "digest", desc.Digest, "err", err)
+	}
+}
+
+// fetchBlobOnce is one download of desc, reported to the progress that
+// fetchBlob started.
+func (f *op) fetchBlobOnce(ctx context.Context, src source, desc ocispec.Descriptor) (existed bool, err error) {
+	prog := f.progress()
 	if ok, err := f.present(ctx, desc); err != nil || ok {
 		prog.Done(desc, err, ok)
 		return ok, err
@@ -75,7 +110,7 @@ func (f *Fetcher) fetchBlobOnce(ctx context.Context, src source, desc ocispec.De
 	if err != nil || done {
 		return done, err
 	}
-	tee := f.startTee(ctx, desc)
+	tee := startTee(ctx, desc)
 	defer func() { tee.finish(err) }()
 	committed := false
 	defer func() {
@@ -100,7 +135,7 @@ func (f *Fetcher) fetchBlobOnce(ctx context.Context, src source, desc ocispec.De
 			}
 			ended = false
 		}
-		err := f.fetchFromEndpoint(ctx, w, ep, src.repo, desc, tee)
+		err := f.fetchFromEndpoint(ctx, w, ep, src.Repo, desc, tee)
 		if err == nil || errors.Is(err, errdefs.ErrExists) {
 			committed = true
 			return errors.Is(err, errdefs.ErrExists), nil
@@ -125,7 +160,7 @@ func (e writerEnded) Unwrap() error { return e.error }
 // lockIngest opens the ingest of desc. While another pull (of this process
 // or another) downloads the same blob, it waits for that one to finish
 // rather than failing: done then reports that the blob is in the store.
-func (f *Fetcher) lockIngest(ctx context.Context, desc ocispec.Descriptor) (w cas.Writer, done bool, err error) {
+func (f *op) lockIngest(ctx context.Context, desc ocispec.Descriptor) (w cas.Writer, done bool, err error) {
 	wait := 50 * time.Millisecond
 	for {
 		w, err := f.store.Writer(ctx, ingestRef(desc.Digest), cas.WriterOpts{Expected: desc.Digest, Total: desc.Size})
@@ -154,7 +189,7 @@ func (f *Fetcher) lockIngest(ctx context.Context, desc ocispec.Descriptor) (w ca
 }
 
 // present reports whether the store has desc already, checking its size.
-func (f *Fetcher) present(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
+func (f *op) present(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
 	info, err := f.store.Info(ctx, desc.Digest)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return false, nil
@@ -170,7 +205,7 @@ func (f *Fetcher) present(ctx context.Context, desc ocispec.Descriptor) (bool, e
 
 // fetchFromEndpoint downloads into w, resuming at w's offset after
 // transient failures, and commits with the digest and size checked.
-func (f *Fetcher) fetchFromEndpoint(ctx context.Context, w cas.Writer, ep Endpoint, repo string, desc ocispec.Descriptor, tee *teeCopy) error {
+func (f *op) fetchFromEndpoint(ctx context.Context, w cas.Writer, ep Endpoint, repo string, desc ocispec.Descriptor, tee *teeCopy) error {
 	stalled := 0
 	for {
 		before := offsetOf(w)
@@ -223,7 +258,7 @@ func offsetOf(w cas.Writer) int64 {
 
 // download sends one GET, with Range when w holds a partial download, and
 // copies the body into w. It never writes past desc.Size.
-func (f *Fetcher) download(ctx context.Context, w cas.Writer, ep Endpoint, repo string, desc ocispec.Descriptor, tee *teeCopy) error {
+func (f *op) download(ctx context.Context, w cas.Writer, ep Endpoint, repo string, desc ocispec.Descriptor, tee *teeCopy) error {
 	off := offsetOf(w)
 	if off > desc.Size {
 		if err := w.Truncate(0); err != nil {
@@ -234,48 +269,31 @@ func (f *Fetcher) download(ctx context.Context, w cas.Writer, ep Endpoint, repo 
 	if off == desc.Size && desc.Size > 0 {
 		return nil
 	}
-	ctx = auth.AppendRepositoryScope(ctx, registry.Reference{Registry: ep.URL.Host, Repository: repo}, auth.ActionPull)
-	u := ep.URL.String() + "/v2/" + repo + "/blobs/" + desc.Digest.String()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	body, start, err := f.getBlob(ctx, ep, repo, desc.Digest, off, -1)
+	if errors.Is(err, errWrongRange) {
+		// Not the part we asked for: start over from zero next time.
+		if terr := w.Truncate(0); terr != nil {
+			return terr
+		}
+	}
 	if err != nil {
 		return err
 	}
-	if off > 0 {
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
-	}
-	resp, err := f.resolver.AuthClient(ep).Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-		if off > 0 {
-			slog.Debug("registry ignored Range, starting blob over", "digest", desc.Digest, "endpoint", ep.String())
-			if err := w.Truncate(0); err != nil {
-				return err
-			}
-			off = 0
+	defer body.Close()
+	if start != off {
+		slog.Debug("registry ignored Range, starting blob over", "digest", desc.Digest, "endpoint", ep.String())
+		if err := w.Truncate(0); err != nil {
+			return err
 		}
-	case http.StatusPartialContent:
-		start, ok := contentRangeStart(resp.Header.Get("Content-Range"))
-		if off == 0 || !ok || start != off {
-			// Not the part we asked for: start over from zero next time.
-			if err := w.Truncate(0); err != nil {
-				return err
-			}
-			return fmt.Errorf("GET %s: partial content %q does not start at %d: %w", u, resp.Header.Get("Content-Range"), off, io.ErrUnexpectedEOF)
-		}
-	default:
-		return statusError(resp)
+		off = 0
 	}
 	want := desc.Size - off
-	if resp.ContentLength >= 0 && resp.ContentLength != want {
-		return fmt.Errorf("registry announced %d bytes for %s where %d were expected: %w", resp.ContentLength, desc.Digest, want, errdefs.ErrDigestMismatch)
+	if body.ContentLength >= 0 && body.ContentLength != want {
+		return fmt.Errorf("registry announced %d bytes for %s where %d were expected: %w", body.ContentLength, desc.Digest, want, errdefs.ErrDigestMismatch)
 	}
 	tee.at(off)
 	pw := &progressWriter{w: w, desc: desc, done: off, prog: f.progress(), tee: tee}
-	n, err := io.Copy(pw, io.LimitReader(resp.Body, want+1))
+	n, err := io.Copy(pw, io.LimitReader(body, want+1))
 	if n > want {
 		_ = w.Truncate(0)
 		return fmt.Errorf("registry sent more than the %d bytes of %s: %w", desc.Size, desc.Digest, errdefs.ErrDigestMismatch)
@@ -287,6 +305,54 @@ func (f *Fetcher) download(ctx context.Context, w cas.Writer, ep Endpoint, repo 
 		return fmt.Errorf("registry sent %d of %d bytes of %s: %w", off+n, desc.Size, desc.Digest, io.ErrUnexpectedEOF)
 	}
 	return nil
+}
+
+// errWrongRange marks a 206 answer for another range than the one asked.
+var errWrongRange = errors.New("registry answered another range")
+
+// blobBody is the body of a blob GET and the length the registry announced
+// (-1: unknown).
+type blobBody struct {
+	io.ReadCloser
+	ContentLength int64
+}
+
+// getBlob sends one GET for dgst to ep, asking for bytes off to end
+// (inclusive; end < 0: to the blob's end, and no Range at all from 0). It
+// returns the body and the offset the body starts at: off when the
+// registry answered the range, 0 when it ignored Range and sent the whole
+// blob. A partial answer for another range is an error (errWrongRange).
+func (f *op) getBlob(ctx context.Context, ep Endpoint, repo string, dgst digest.Digest, off, end int64) (*blobBody, int64, error) {
+	ctx = auth.AppendRepositoryScope(ctx, registry.Reference{Registry: ep.URL.Host, Repository: repo}, auth.ActionPull)
+	u := ep.URL.String() + "/v2/" + repo + "/blobs/" + dgst.String()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	switch {
+	case end >= 0:
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(end, 10))
+	case off > 0:
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+	}
+	resp, err := f.resolver.AuthClient(ep).Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return &blobBody{resp.Body, resp.ContentLength}, 0, nil
+	case http.StatusPartialContent:
+		start, ok := contentRangeStart(resp.Header.Get("Content-Range"))
+		if req.Header.Get("Range") != "" && ok && start == off {
+			return &blobBody{resp.Body, resp.ContentLength}, off, nil
+		}
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("GET %s: partial content %q does not start at %d: %w: %w", u, resp.Header.Get("Content-Range"), off, errWrongRange, io.ErrUnexpectedEOF)
+	default:
+		defer resp.Body.Close()
+		return nil, 0, statusError(resp)
+	}
 }
 
 // contentRangeStart reads the first byte position of "bytes a-b/c".

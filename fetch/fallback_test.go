@@ -22,7 +22,7 @@ func TestLoopbackFallsBackToHTTP(t *testing.T) {
 	ctx := context.Background()
 	for _, ref := range []string{reg.Ref("fb", "1"), strings.Replace(reg.Ref("fb", "1"), "127.0.0.1", "localhost", 1)} {
 		ts := newTestStore(t)
-		res, err := ts.fetcher(t, Options{Timeout: 5 * time.Second}).PullContent(ctx, ref)
+		res, err := ts.op(t, Options{Timeout: 5 * time.Second}).PullContent(ctx, ref)
 		if err != nil {
 			t.Fatalf("%s without --plain-http: %v", ref, err)
 		}

@@ -1,28 +1,51 @@
 // Package fetch is casfs's registry client: hosts.toml endpoints (mirrors,
 // TLS, headers), credentials, resolving references, and pull and push
-// orchestration between a registry and the cas store and index.
+// between a registry and the cas store.
 //
 // The protocol (token auth, manifests, uploads, mounts) is oras-go's; this
 // package adds what a content store needs around it: resumable blob
-// downloads with Range, digest checks before anything is committed,
-// mirror fallback, and records in the index.
+// downloads with Range, digest checks before anything is committed, mirror
+// fallback, and one download per digest however many operations ask. What
+// it fetched it reports through Records; it writes no records itself.
 package fetch
 
 import (
+	"context"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/casfs/casfs/cas"
-	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/oci"
 )
 
-// SourceLabelPrefix + registry host labels a blob with the repository it
-// came from, as containerd does, so that it can be fetched again lazily or
-// mounted across repositories on push.
-const SourceLabelPrefix = "containerd.io/distribution.source."
+// Source is a repository a blob can be fetched from again.
+type Source struct {
+	Host string // registry namespace (docker.io)
+	Repo string // repository path (library/nginx)
+}
+
+// Known is what the store knows of a blob: its descriptor and where it came from.
+type Known struct {
+	Desc    ocispec.Descriptor
+	Sources []Source
+}
+
+// Records is the store's side of a fetch: it keeps what fetch looks at in
+// the operation's lease, is told of every blob fetch made present (or, in a
+// lazy pull, learned of), and says where a known blob came from. The store
+// implements it and is the one writer of its records.
+type Records interface {
+	// Lease adds dgsts to the lease ctx carries, before fetch looks for
+	// them, so that a collection running meanwhile keeps them.
+	Lease(ctx context.Context, dgsts []digest.Digest) error
+	// Record notes that desc is present or known and came from src.
+	Record(ctx context.Context, desc ocispec.Descriptor, src Source) error
+	// Lookup returns what is known of dgst: errdefs.ErrNotFound when nothing.
+	Lookup(ctx context.Context, dgst digest.Digest) (Known, error)
+}
 
 // Progress hears about each blob of a pull or push. It must not block.
 type Progress interface {
@@ -34,7 +57,9 @@ type Progress interface {
 	Done(d ocispec.Descriptor, err error, existed bool)
 }
 
-// Options configure a Fetcher.
+// Options are what one operation (a pull, a push, a lazy fetch) brings:
+// where to find and how to talk to registries, which platform, and who
+// hears about progress.
 type Options struct {
 	HostsDir  string // default: the first of DefaultHostsDirs that exists
 	PlainHTTP bool
@@ -52,36 +77,35 @@ type Options struct {
 	Timeout time.Duration
 	// Deadlines, where set, win over hosts.toml's read deadlines.
 	Deadlines ReadDeadlines
-	// Lazy pulls manifests and configs only; layers get their index
-	// records (with source labels) and are fetched on first read through
-	// FetchBlob.
+	// Lazy pulls manifests and configs only; layers get their records
+	// (with sources) and are fetched on first read through FetchBlob.
 	Lazy bool
-
-	// OnManifests, when set, is called once the manifests and configs of a
-	// pull are local, before its layers are fetched, so that the caller can
-	// start using layers as they arrive (the store unpacks while it pulls).
-	OnManifests func(PullResult)
-	// BlobDone, when set, is called as each blob of a pull is present and recorded.
-	BlobDone func(ocispec.Descriptor)
-	// Tee, when set, is offered each blob that is about to be downloaded
-	// from its first byte: a non-nil writer gets a copy of the bytes as they
-	// arrive and is closed as TeeWriter says. A slow writer slows the
-	// download; a failing one is dropped.
-	Tee func(ocispec.Descriptor) TeeWriter
 }
 
-// Fetcher moves images between registries and the local store.
+// Fetcher moves content between registries and one store. One Fetcher
+// serves every operation on the store, so that operations asking for the
+// same blob at the same time share one download.
 type Fetcher struct {
-	store    *cas.Store
-	db       *index.DB
+	store  *cas.Store
+	rec    Records
+	flight singleflight.Group
+}
+
+// New makes the store's fetcher; no network or file access happens yet.
+func New(store *cas.Store, rec Records) *Fetcher {
+	return &Fetcher{store: store, rec: rec}
+}
+
+// op is one operation of the Fetcher: its options, resolver and platform.
+type op struct {
+	*Fetcher
 	opts     Options
 	platform oci.Platform
 	resolver *Resolver
-	flight   singleflight.Group
 }
 
-// New checks the options; no network or file access happens yet.
-func New(store *cas.Store, db *index.DB, opts Options) (*Fetcher, error) {
+// op checks the options of one operation.
+func (f *Fetcher) op(opts Options) (*op, error) {
 	if opts.MaxConcurrent <= 0 {
 		opts.MaxConcurrent = 3
 	}
@@ -106,11 +130,8 @@ func New(store *cas.Store, db *index.DB, opts Options) (*Fetcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Fetcher{store: store, db: db, opts: opts, platform: oci.NewPlatform(p), resolver: r}, nil
+	return &op{Fetcher: f, opts: opts, platform: oci.NewPlatform(p), resolver: r}, nil
 }
-
-// Resolver is the fetcher's resolver (same hosts, credentials, timeouts).
-func (f *Fetcher) Resolver() *Resolver { return f.resolver }
 
 type nopProgress struct{}
 
@@ -118,9 +139,68 @@ func (nopProgress) Start(ocispec.Descriptor)             {}
 func (nopProgress) Update(ocispec.Descriptor, int64)     {}
 func (nopProgress) Done(ocispec.Descriptor, error, bool) {}
 
-func (f *Fetcher) progress() Progress {
+func (f *op) progress() Progress {
 	if f.opts.Progress == nil {
 		return nopProgress{}
 	}
 	return f.opts.Progress
+}
+
+// PullContent resolves ref, walks index -> manifests of the selected
+// platform(s) -> config and layers, and fetches everything missing into the
+// store (MaxConcurrent at a time), recording each blob with its source. It
+// records no image.
+func (f *Fetcher) PullContent(ctx context.Context, ref string, opts Options) (PullResult, error) {
+	p, err := f.Resolve(ctx, ref, opts)
+	if err != nil {
+		return PullResult{}, err
+	}
+	if err := Dispatch(ctx, p.Limit(), p.Handler(), p.Target); err != nil {
+		return PullResult{}, err
+	}
+	return p.Result(ctx)
+}
+
+// FetchBlob fetches a blob that the store knows but lacks, from the
+// registries and repositories it came from, verifies it and commits it.
+// Concurrent callers for one digest share one download; a tee ctx carries
+// (WithTee) gets the bytes of the download this call leads.
+func (f *Fetcher) FetchBlob(ctx context.Context, dgst digest.Digest, opts Options) error {
+	o, err := f.op(opts)
+	if err != nil {
+		return err
+	}
+	return o.fetchKnown(ctx, dgst)
+}
+
+// FetchBlobByRef fetches the one blob REF@digest names through the
+// registry's blob endpoint: what `content fetch` falls back to, as ctr
+// does, when the digest is a layer or config rather than a manifest.
+func (f *Fetcher) FetchBlobByRef(ctx context.Context, ref string, opts Options) (ocispec.Descriptor, error) {
+	o, err := f.op(opts)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return o.fetchBlobByRef(ctx, ref)
+}
+
+// ReadBlobRange reads the n bytes at off of a blob the store knows, with
+// one HTTP Range request; nothing is stored.
+func (f *Fetcher) ReadBlobRange(ctx context.Context, dgst digest.Digest, off, n int64, opts Options) ([]byte, error) {
+	o, err := f.op(opts)
+	if err != nil {
+		return nil, err
+	}
+	return o.readBlobRange(ctx, dgst, off, n)
+}
+
+// Push sends the local image localName, whose target is root, to remoteRef.
+// With opts.Platform set and an index as root, only that platform's
+// manifest goes, as its own tag.
+func (f *Fetcher) Push(ctx context.Context, localName string, root ocispec.Descriptor, remoteRef string, opts Options) error {
+	o, err := f.op(opts)
+	if err != nil {
+		return err
+	}
+	return o.push(ctx, localName, root, remoteRef)
 }

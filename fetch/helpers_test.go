@@ -5,11 +5,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,15 +23,15 @@ import (
 
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
-	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/internal/testenv"
 	"github.com/casfs/casfs/internal/testimage"
 )
 
 type testStore struct {
-	root  string
-	store *cas.Store
-	db    *index.DB
+	root    string
+	store   *cas.Store
+	rec     *memRecords
+	fetcher *Fetcher
 }
 
 func newTestStore(t *testing.T) *testStore {
@@ -41,24 +41,140 @@ func newTestStore(t *testing.T) *testStore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := index.Open(filepath.Join(root, "meta"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return &testStore{root: root, store: s, db: db}
+	rec := newMemRecords()
+	return &testStore{root: root, store: s, rec: rec, fetcher: New(s, rec)}
 }
 
-func (ts *testStore) fetcher(t *testing.T, opts Options) *Fetcher {
+// testFetcher is the store's one Fetcher with the options of one operation.
+type testFetcher struct {
+	ts   *testStore
+	opts Options
+}
+
+func (ts *testStore) op(t *testing.T, opts Options) *testFetcher {
 	t.Helper()
 	if opts.HostsDir == "" {
 		opts.HostsDir = t.TempDir()
 	}
-	f, err := New(ts.store, ts.db, opts)
+	return &testFetcher{ts: ts, opts: opts}
+}
+
+func (tf *testFetcher) PullContent(ctx context.Context, ref string) (PullResult, error) {
+	return tf.ts.fetcher.PullContent(ctx, ref, tf.opts)
+}
+
+func (tf *testFetcher) FetchBlob(ctx context.Context, d digest.Digest) error {
+	return tf.ts.fetcher.FetchBlob(ctx, d, tf.opts)
+}
+
+func (tf *testFetcher) ReadBlobRange(ctx context.Context, d digest.Digest, off, n int64) ([]byte, error) {
+	return tf.ts.fetcher.ReadBlobRange(ctx, d, off, n, tf.opts)
+}
+
+func (tf *testFetcher) Resolver(t *testing.T) *Resolver {
+	t.Helper()
+	o, err := tf.ts.fetcher.op(tf.opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f
+	return o.resolver
+}
+
+// testImage is the image record the store would write after a pull.
+type testImage struct {
+	Name   string
+	Target ocispec.Descriptor
+}
+
+// Pull is PullContent plus the image record the store would write: the
+// tests of this package check both. It does not unpack layers.
+func (tf *testFetcher) Pull(ctx context.Context, ref string) (testImage, error) {
+	res, err := tf.PullContent(ctx, ref)
+	if err != nil {
+		return testImage{}, err
+	}
+	img := testImage{Name: res.Name, Target: res.Target}
+	tf.ts.rec.mu.Lock()
+	tf.ts.rec.images[img.Name] = img
+	tf.ts.rec.mu.Unlock()
+	return img, nil
+}
+
+// Push pushes the image a Pull recorded under localName.
+func (tf *testFetcher) Push(ctx context.Context, localName, remote string) error {
+	img, err := tf.ts.rec.image(localName)
+	if err != nil {
+		return err
+	}
+	return tf.ts.fetcher.Push(ctx, localName, img.Target, remote, tf.opts)
+}
+
+// memRecords is the store's side of fetch, in memory: what a test checks.
+type memRecords struct {
+	mu     sync.Mutex
+	blobs  map[digest.Digest]*memBlob
+	images map[string]testImage
+}
+
+type memBlob struct {
+	Known
+	Created, Updated time.Time
+}
+
+func newMemRecords() *memRecords {
+	return &memRecords{blobs: map[digest.Digest]*memBlob{}, images: map[string]testImage{}}
+}
+
+func (m *memRecords) Lease(context.Context, []digest.Digest) error { return nil }
+
+func (m *memRecords) Record(_ context.Context, desc ocispec.Descriptor, src Source) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	b, ok := m.blobs[desc.Digest]
+	if !ok {
+		b = &memBlob{Known: Known{Desc: ocispec.Descriptor{Digest: desc.Digest, Size: desc.Size}}, Created: now}
+		m.blobs[desc.Digest] = b
+	}
+	if b.Desc.MediaType == "" {
+		b.Desc.MediaType = desc.MediaType
+	}
+	if !slices.Contains(b.Sources, src) {
+		b.Sources = append(b.Sources, src)
+	}
+	b.Updated = now
+	return nil
+}
+
+func (m *memRecords) Lookup(_ context.Context, d digest.Digest) (Known, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.blobs[d]
+	if !ok {
+		return Known{}, fmt.Errorf("blob %s: %w", d, errdefs.ErrNotFound)
+	}
+	return Known{Desc: b.Desc, Sources: slices.Clone(b.Sources)}, nil
+}
+
+// blob returns the record of d.
+func (m *memRecords) blob(d digest.Digest) (memBlob, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.blobs[d]
+	if !ok {
+		return memBlob{}, fmt.Errorf("blob %s: %w", d, errdefs.ErrNotFound)
+	}
+	return *b, nil
+}
+
+func (m *memRecords) image(name string) (testImage, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	img, ok := m.images[name]
+	if !ok {
+		return testImage{}, fmt.Errorf("image %s: %w", name, errdefs.ErrNotFound)
+	}
+	return img, nil
 }
 
 // requireBlob checks that the store holds want under its digest.
@@ -184,28 +300,4 @@ func writeDockerConfig(t *testing.T, host, user, pass string) {
 		t.Fatal(err)
 	}
 	t.Setenv("DOCKER_CONFIG", dir)
-}
-
-// Pull is PullContent plus the image record the store would write: the
-// tests of this package check both. It does not unpack layers.
-func (f *Fetcher) Pull(ctx context.Context, ref string) (index.Image, error) {
-	res, err := f.PullContent(ctx, ref)
-	if err != nil {
-		return index.Image{}, err
-	}
-	return f.recordImage(ctx, res.Name, res.Target)
-}
-
-func (f *Fetcher) recordImage(ctx context.Context, name string, target ocispec.Descriptor) (index.Image, error) {
-	now := time.Now().UTC()
-	img := index.Image{Name: name, Target: target, CreatedAt: now, UpdatedAt: now}
-	if old, err := f.db.Images().Get(ctx, name); err == nil {
-		img.CreatedAt, img.Labels = old.CreatedAt, old.Labels
-	} else if !errors.Is(err, errdefs.ErrNotFound) {
-		return index.Image{}, fmt.Errorf("image %s: %w", name, err)
-	}
-	if err := f.db.Images().Put(ctx, name, img); err != nil {
-		return index.Image{}, fmt.Errorf("record image %s: %w", name, err)
-	}
-	return img, nil
 }

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
-	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/internal/testimage"
 	"github.com/casfs/casfs/oci"
 )
@@ -43,14 +41,9 @@ func FuzzManifestWalk(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	db, err := index.Open(filepath.Join(root, "meta"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { db.Close() })
 	srv := httptest.NewServer(http.NotFoundHandler())
 	f.Cleanup(srv.Close)
-	fe, err := New(store, db, Options{HostsDir: f.TempDir(), PlainHTTP: true})
+	fe, err := New(store, newMemRecords()).op(Options{HostsDir: f.TempDir(), PlainHTTP: true})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -87,10 +80,24 @@ func FuzzManifestWalk(f *testing.F) {
 		f.Fatal(err)
 	}
 
+	// walk dispatches a pull's handlers over the documents under root (the
+	// blobs they name are not fetched) and reads back what it reached.
+	walk := func(root ocispec.Descriptor) (PullResult, error) {
+		p := &Pull{Target: root, o: fe, src: src}
+		docs := Platforms(oci.HandlerFunc(func(ctx context.Context, d ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+			if !isDocument(d) {
+				return nil, nil
+			}
+			return p.Fetch(ctx, d)
+		}), fe.platform, fe.opts.AllPlatforms)
+		if err := Dispatch(ctx, 1, docs, root); err != nil {
+			return PullResult{}, err
+		}
+		return p.Result(ctx)
+	}
 	// The real image walks, so that the target is not vacuous.
 	put(idx.Blobs[idx.Desc.Digest])
-	var res PullResult
-	if err := fe.walk(ctx, src, ocispec.Descriptor{Digest: idx.Desc.Digest, Size: idx.Desc.Size}, &res); err != nil || len(res.Manifests) != 1 {
+	if res, err := walk(ocispec.Descriptor{Digest: idx.Desc.Digest, Size: idx.Desc.Size}); err != nil || len(res.Manifests) != 1 {
 		f.Fatalf("walk of a real index: %v, %d manifests", err, len(res.Manifests))
 	}
 
@@ -113,8 +120,7 @@ func FuzzManifestWalk(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, mt uint8, all bool) {
 		fe.opts.AllPlatforms = all
 		desc := ocispec.Descriptor{MediaType: fuzzMediaTypes[int(mt)%len(fuzzMediaTypes)], Digest: put(data), Size: int64(len(data))}
-		var res PullResult
-		err := fe.walk(ctx, src, desc, &res)
+		res, err := walk(desc)
 		if err != nil {
 			if err.Error() == "" {
 				t.Fatal("empty error")

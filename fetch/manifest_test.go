@@ -55,7 +55,7 @@ func TestPullRefusesBadManifests(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ref := serveManifest(t, tc.mt, tc.body)
 			ts := newTestStore(t)
-			_, err := ts.fetcher(t, Options{PlainHTTP: true, MaxManifestSize: tc.max}).Pull(context.Background(), ref)
+			_, err := ts.op(t, Options{PlainHTTP: true, MaxManifestSize: tc.max}).Pull(context.Background(), ref)
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.text) {
 				t.Fatalf("want %v containing %q, got %v", tc.want, tc.text, err)
 			}

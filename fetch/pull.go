@@ -9,19 +9,16 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
-	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/oci"
 )
 
-// PullResult is what PullContent fetched.
+// PullResult is what a pull fetched.
 type PullResult struct {
 	Name   string             // normalised reference
 	Target ocispec.Descriptor // what the reference resolved to
@@ -31,125 +28,11 @@ type PullResult struct {
 	ManifestDescs []ocispec.Descriptor
 }
 
-// PullContent resolves ref, walks index -> manifests of the selected
-// platform(s) -> config and layers, and fetches everything missing into the
-// store (MaxConcurrent at a time), recording each blob in the index with
-// its media type and source label. It records no image.
-func (f *Fetcher) PullContent(ctx context.Context, ref string) (PullResult, error) {
-	pr, err := ParseReference(ref)
-	if err != nil {
-		return PullResult{}, err
-	}
-	desc, err := f.resolver.resolve(ctx, pr)
-	if err != nil {
-		return PullResult{}, err
-	}
-	src, err := f.source(pr.Host, pr.Repo)
-	if err != nil {
-		return PullResult{}, err
-	}
-	res := PullResult{Name: pr.Name, Target: desc}
-	if err := f.walk(ctx, src, desc, &res); err != nil {
-		return PullResult{}, err
-	}
-	// Configs first: with them and the manifests, a caller can prepare
-	// for the layers (OnManifests) before they arrive.
-	var configs, blobs []ocispec.Descriptor
-	var leased []digest.Digest
-	for _, m := range res.Manifests {
-		configs = append(configs, m.Config)
-		if !f.opts.Lazy {
-			blobs = append(blobs, m.Layers...)
-		}
-		leased = append(leased, m.Config.Digest)
-		for _, l := range m.Layers {
-			leased = append(leased, l.Digest)
-		}
-	}
-	// One lease update for them all, before any is looked at or recorded.
-	if err := index.AddToLease(ctx, leased); err != nil {
-		return PullResult{}, err
-	}
-	if err := f.fetchAll(ctx, src, configs); err != nil {
-		return PullResult{}, err
-	}
-	if f.opts.OnManifests != nil {
-		f.opts.OnManifests(res)
-	}
-	if err := f.fetchAll(ctx, src, blobs); err != nil {
-		return PullResult{}, err
-	}
-	if f.opts.Lazy {
-		for _, m := range res.Manifests {
-			for _, l := range m.Layers {
-				if err := f.recordBlob(ctx, src, l); err != nil {
-					return PullResult{}, err
-				}
-			}
-		}
-	}
-	return res, nil
-}
-
-// fetchAll fetches blobs, each digest once, MaxConcurrent at a time.
-func (f *Fetcher) fetchAll(ctx context.Context, src source, blobs []ocispec.Descriptor) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(f.opts.MaxConcurrent)
-	seen := map[digest.Digest]bool{}
-	for _, d := range blobs {
-		if seen[d.Digest] {
-			continue
-		}
-		seen[d.Digest] = true
-		g.Go(func() error {
-			if _, err := f.fetchBlob(gctx, src, d); err != nil {
-				return err
-			}
-			if err := f.recordBlob(gctx, src, d); err != nil {
-				return err
-			}
-			if f.opts.BlobDone != nil {
-				f.opts.BlobDone(d)
-			}
-			return nil
-		})
-	}
-	return g.Wait()
-}
-
-// walk fetches the manifest or index root and, through nested indexes,
-// the manifests of the selected platform(s), collecting them in res.
-func (f *Fetcher) walk(ctx context.Context, src source, root ocispec.Descriptor, res *PullResult) error {
-	return oci.Walk(ctx, oci.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-		data, desc, err := f.fetchManifest(ctx, src, desc)
-		if err != nil {
-			return nil, err
-		}
-		doc, err := oci.Parse(desc, data)
-		if err != nil {
-			return nil, err
-		}
-		if doc.Manifest != nil {
-			res.Manifests = append(res.Manifests, *doc.Manifest)
-			res.ManifestDescs = append(res.ManifestDescs, desc)
-			return nil, nil
-		}
-		children := doc.Index.Manifests
-		if !f.opts.AllPlatforms {
-			children = f.platform.Select(children)
-		}
-		if len(children) == 0 {
-			return nil, fmt.Errorf("index %s has no manifest for platform %s (it has %s): %w", desc.Digest, f.platform, indexPlatforms(doc.Index.Manifests), errdefs.ErrNotFound)
-		}
-		return children, nil
-	}), root)
-}
-
 // fetchManifest returns the bytes of a manifest or index, from the store
 // when present, else from the first endpoint that serves the right bytes,
 // committed to the store and recorded in the index. desc comes back with
 // its media type filled in when the parent did not say.
-func (f *Fetcher) fetchManifest(ctx context.Context, src source, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
+func (f *op) fetchManifest(ctx context.Context, src source, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
 	if desc.MediaType != "" {
 		if err := oci.CheckDocumentType(desc); err != nil {
 			return nil, desc, err
@@ -158,8 +41,8 @@ func (f *Fetcher) fetchManifest(ctx context.Context, src source, desc ocispec.De
 	if desc.Size > f.opts.MaxManifestSize {
 		return nil, desc, fmt.Errorf("manifest %s is %d bytes, over the limit of %d: %w", desc.Digest, desc.Size, f.opts.MaxManifestSize, errdefs.ErrInvalidArgument)
 	}
-	// Into the caller's lease before looking for it: see index.AddToLease.
-	if err := index.AddToLease(ctx, []digest.Digest{desc.Digest}); err != nil {
+	// Into the caller's lease before looking for it: see Records.Lease.
+	if err := f.rec.Lease(ctx, []digest.Digest{desc.Digest}); err != nil {
 		return nil, desc, err
 	}
 	prog := f.progress()
@@ -183,7 +66,7 @@ func (f *Fetcher) fetchManifest(ctx context.Context, src source, desc ocispec.De
 	return data, desc, nil
 }
 
-func (f *Fetcher) readLocal(ctx context.Context, desc ocispec.Descriptor) ([]byte, error) {
+func (f *op) readLocal(ctx context.Context, desc ocispec.Descriptor) ([]byte, error) {
 	ra, err := f.store.ReaderAt(ctx, desc.Digest)
 	if err != nil {
 		return nil, err
@@ -199,10 +82,10 @@ func (f *Fetcher) readLocal(ctx context.Context, desc ocispec.Descriptor) ([]byt
 	return data, nil
 }
 
-func (f *Fetcher) downloadManifest(ctx context.Context, src source, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
+func (f *op) downloadManifest(ctx context.Context, src source, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
 	var errs []error
 	for _, ep := range src.eps {
-		data, got, err := f.downloadManifestFrom(ctx, ep, src.repo, desc)
+		data, got, err := f.downloadManifestFrom(ctx, ep, src.Repo, desc)
 		if err == nil {
 			return data, got, nil
 		}
@@ -218,7 +101,7 @@ func (f *Fetcher) downloadManifest(ctx context.Context, src source, desc ocispec
 
 // readManifest reads a manifest's bytes (at most one over the size limit)
 // from ep, within the manifest deadline.
-func (f *Fetcher) readManifest(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) (data []byte, _ ocispec.Descriptor, err error) {
+func (f *op) readManifest(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) (data []byte, _ ocispec.Descriptor, err error) {
 	ctx, cancel := withManifestDeadline(ctx, ep.Deadlines)
 	defer cancel()
 	defer func() { err = manifestDeadlineErr(ctx, err) }()
@@ -241,7 +124,7 @@ func (f *Fetcher) readManifest(ctx context.Context, ep Endpoint, repo string, de
 	return data, desc, err
 }
 
-func (f *Fetcher) downloadManifestFrom(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
+func (f *op) downloadManifestFrom(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
 	data, desc, err := f.readManifest(ctx, ep, repo, desc)
 	if err != nil {
 		return nil, desc, err
@@ -273,49 +156,12 @@ func (f *Fetcher) downloadManifestFrom(ctx context.Context, ep Endpoint, repo st
 	return data, desc, nil
 }
 
-// recordBlob writes or updates the index record of desc, adding the
-// repository it came from to its source label.
-func (f *Fetcher) recordBlob(ctx context.Context, src source, desc ocispec.Descriptor) error {
-	key := SourceLabelPrefix + src.host
-	now := time.Now().UTC()
-	update := func(b *index.Blob) error {
-		if b.MediaType == "" {
-			b.MediaType = desc.MediaType
-		}
-		if b.Labels == nil {
-			b.Labels = map[string]string{}
-		}
-		repos := strings.Split(b.Labels[key], ",")
-		if !slices.Contains(repos, src.repo) {
-			repos = append(repos, src.repo)
-		}
-		b.Labels[key] = strings.Trim(strings.Join(repos, ","), ",")
-		if b.CreatedAt.IsZero() {
-			b.CreatedAt = now // a record older versions wrote without times
-		}
-		b.UpdatedAt = now
-		return nil
+// recordBlob tells the store that desc is present (or known) and came from src.
+func (f *op) recordBlob(ctx context.Context, src source, desc ocispec.Descriptor) error {
+	if err := f.rec.Record(ctx, desc, src.Source); err != nil {
+		return fmt.Errorf("record blob %s: %w", desc.Digest, err)
 	}
-	blobs := f.db.Blobs()
-	for range 3 {
-		_, err := blobs.Update(ctx, desc.Digest.String(), update)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, errdefs.ErrNotFound) {
-			return fmt.Errorf("record blob %s: %w", desc.Digest, err)
-		}
-		b := index.Blob{Digest: desc.Digest, Size: desc.Size, CreatedAt: now}
-		_ = update(&b)
-		err = blobs.Create(ctx, desc.Digest.String(), b)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, errdefs.ErrExists) {
-			return fmt.Errorf("record blob %s: %w", desc.Digest, err)
-		}
-	}
-	return fmt.Errorf("record blob %s: concurrent updates kept racing: %w", desc.Digest, errdefs.ErrLocked)
+	return nil
 }
 
 // indexPlatforms lists the platforms an index offers, for an error that

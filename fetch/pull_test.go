@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,7 +33,7 @@ func TestPullThreeLayers(t *testing.T) {
 
 	ts := newTestStore(t)
 	rec := newRecorder()
-	f := ts.fetcher(t, Options{PlainHTTP: true, Progress: rec})
+	f := ts.op(t, Options{PlainHTTP: true, Progress: rec})
 	ctx := context.Background()
 	got, err := f.Pull(ctx, reg.Ref("lib/app", "v1"))
 	if err != nil {
@@ -41,18 +42,14 @@ func TestPullThreeLayers(t *testing.T) {
 	if got.Name != reg.Host+"/lib/app:v1" || got.Target.Digest != img.Manifest.Digest || got.Target.MediaType != ocispec.MediaTypeImageManifest {
 		t.Fatalf("image record %+v", got)
 	}
-	stored, err := ts.db.Images().Get(ctx, got.Name)
-	if err != nil || stored.Target.Digest != img.Manifest.Digest {
-		t.Fatalf("image not recorded: %+v %v", stored, err)
-	}
-	label := SourceLabelPrefix + reg.Host
+	want := []Source{{Host: reg.Host, Repo: "lib/app"}}
 	for d, b := range img.Blobs {
 		ts.requireBlob(t, b)
-		br, err := ts.db.Blobs().Get(ctx, d.String())
+		br, err := ts.rec.Lookup(ctx, d)
 		if err != nil {
 			t.Fatalf("blob record %s: %v", d, err)
 		}
-		if br.Labels[label] != "lib/app" || br.MediaType == "" || br.Size != int64(len(b)) {
+		if !slices.Equal(br.Sources, want) || br.Desc.MediaType == "" || br.Desc.Size != int64(len(b)) {
 			t.Errorf("blob record %s: %+v", d, br)
 		}
 		if rec.existed[d] {
@@ -62,7 +59,7 @@ func TestPullThreeLayers(t *testing.T) {
 
 	// A second pull moves nothing.
 	rec2 := newRecorder()
-	f2 := ts.fetcher(t, Options{PlainHTTP: true, Progress: rec2})
+	f2 := ts.op(t, Options{PlainHTTP: true, Progress: rec2})
 	if _, err := f2.Pull(ctx, reg.Ref("lib/app", "v1")); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +89,7 @@ func TestPullMultiPlatform(t *testing.T) {
 			pushBlobs(t, reg, "multi", "1", idx.Blobs, idx.Desc, a.Manifest, b.Manifest, c.Manifest)
 
 			ts := newTestStore(t)
-			res, err := ts.fetcher(t, Options{PlainHTTP: true}).PullContent(context.Background(), reg.Ref("multi", "1"))
+			res, err := ts.op(t, Options{PlainHTTP: true}).PullContent(context.Background(), reg.Ref("multi", "1"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,7 +106,7 @@ func TestPullMultiPlatform(t *testing.T) {
 				}
 			}
 
-			all, err := ts.fetcher(t, Options{PlainHTTP: true, AllPlatforms: true}).PullContent(context.Background(), reg.Ref("multi", "1"))
+			all, err := ts.op(t, Options{PlainHTTP: true, AllPlatforms: true}).PullContent(context.Background(), reg.Ref("multi", "1"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,7 +117,7 @@ func TestPullMultiPlatform(t *testing.T) {
 				ts.requireBlob(t, blob)
 			}
 
-			_, err = ts.fetcher(t, Options{PlainHTTP: true, Platform: "linux/mips64"}).PullContent(context.Background(), reg.Ref("multi", "1"))
+			_, err = ts.op(t, Options{PlainHTTP: true, Platform: "linux/mips64"}).PullContent(context.Background(), reg.Ref("multi", "1"))
 			if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "linux/mips64") ||
 				!strings.Contains(err.Error(), "(it has linux/s390x, linux/"+runtime.GOARCH+", windows/"+runtime.GOARCH+")") {
 				t.Fatalf("missing platform: %v", err)
@@ -134,7 +131,7 @@ func TestPullDockerSchema2(t *testing.T) {
 	img := buildImage(t, "docker", 2, linuxAMD64, true)
 	pushImage(t, reg, "d/img", "latest", img)
 	ts := newTestStore(t)
-	got, err := ts.fetcher(t, Options{PlainHTTP: true}).Pull(context.Background(), reg.Host+"/d/img")
+	got, err := ts.op(t, Options{PlainHTTP: true}).Pull(context.Background(), reg.Host+"/d/img")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +147,7 @@ func TestPullUnknownTagAndStoppedRegistry(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	pushImage(t, reg, "x", "1", buildImage(t, "x", 1, linuxAMD64, false))
 	ts := newTestStore(t)
-	f := ts.fetcher(t, Options{PlainHTTP: true, Timeout: 2 * time.Second})
+	f := ts.op(t, Options{PlainHTTP: true, Timeout: 2 * time.Second})
 	ctx := context.Background()
 	for _, ref := range []string{reg.Ref("x", "nope"), reg.Ref("nope", "1")} {
 		_, err := f.Pull(ctx, ref)
@@ -180,7 +177,7 @@ func TestPullTLSAndAuth(t *testing.T) {
 
 	t.Run("ca and explicit credentials", func(t *testing.T) {
 		ts := newTestStore(t)
-		if _, err := ts.fetcher(t, Options{HostsDir: hosts, Username: reg.Username, Password: reg.Password}).Pull(ctx, ref); err != nil {
+		if _, err := ts.op(t, Options{HostsDir: hosts, Username: reg.Username, Password: reg.Password}).Pull(ctx, ref); err != nil {
 			t.Fatal(err)
 		}
 		for _, b := range img.Blobs {
@@ -189,14 +186,14 @@ func TestPullTLSAndAuth(t *testing.T) {
 	})
 	t.Run("no ca", func(t *testing.T) {
 		ts := newTestStore(t)
-		_, err := ts.fetcher(t, Options{Username: reg.Username, Password: reg.Password}).Pull(ctx, ref)
+		_, err := ts.op(t, Options{Username: reg.Username, Password: reg.Password}).Pull(ctx, ref)
 		if err == nil || !strings.Contains(err.Error(), "unknown authority") {
 			t.Fatalf("want unknown authority, got %v", err)
 		}
 	})
 	t.Run("wrong password", func(t *testing.T) {
 		ts := newTestStore(t)
-		_, err := ts.fetcher(t, Options{HostsDir: hosts, Username: reg.Username, Password: "wrong"}).Pull(ctx, ref)
+		_, err := ts.op(t, Options{HostsDir: hosts, Username: reg.Username, Password: "wrong"}).Pull(ctx, ref)
 		if !errors.Is(err, errdefs.ErrUnauthorized) {
 			t.Fatalf("want ErrUnauthorized, got %v", err)
 		}
@@ -207,7 +204,7 @@ func TestPullTLSAndAuth(t *testing.T) {
 	t.Run("no credentials", func(t *testing.T) {
 		t.Setenv("DOCKER_CONFIG", t.TempDir())
 		ts := newTestStore(t)
-		_, err := ts.fetcher(t, Options{HostsDir: hosts}).Pull(ctx, ref)
+		_, err := ts.op(t, Options{HostsDir: hosts}).Pull(ctx, ref)
 		if !errors.Is(err, errdefs.ErrUnauthorized) {
 			t.Fatalf("want ErrUnauthorized, got %v", err)
 		}
@@ -215,7 +212,7 @@ func TestPullTLSAndAuth(t *testing.T) {
 	t.Run("docker config.json", func(t *testing.T) {
 		writeDockerConfig(t, reg.Host, reg.Username, reg.Password)
 		ts := newTestStore(t)
-		if _, err := ts.fetcher(t, Options{HostsDir: hosts}).Pull(ctx, ref); err != nil {
+		if _, err := ts.op(t, Options{HostsDir: hosts}).Pull(ctx, ref); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -231,20 +228,20 @@ func TestPullClientCert(t *testing.T) {
 	withClient := t.TempDir()
 	writeHostsToml(t, withClient, reg.Host, "ca = \""+reg.CACertPath+"\"\nclient = [[\""+reg.ClientCertPath+"\", \""+reg.ClientKeyPath+"\"]]\n")
 	ts := newTestStore(t)
-	if _, err := ts.fetcher(t, Options{HostsDir: withClient}).Pull(ctx, ref); err != nil {
+	if _, err := ts.op(t, Options{HostsDir: withClient}).Pull(ctx, ref); err != nil {
 		t.Fatal(err)
 	}
 
 	// Docker's certs.d files (ca.crt, client.cert, client.key) work too.
 	ts = newTestStore(t)
-	if _, err := ts.fetcher(t, Options{HostsDir: reg.CertsDir}).Pull(ctx, ref); err != nil {
+	if _, err := ts.op(t, Options{HostsDir: reg.CertsDir}).Pull(ctx, ref); err != nil {
 		t.Fatalf("legacy certs.d: %v", err)
 	}
 
 	without := t.TempDir()
 	writeHostsToml(t, without, reg.Host, "ca = \""+reg.CACertPath+"\"\n")
 	ts = newTestStore(t)
-	_, err := ts.fetcher(t, Options{HostsDir: without, Timeout: 5 * time.Second}).Pull(ctx, ref)
+	_, err := ts.op(t, Options{HostsDir: without, Timeout: 5 * time.Second}).Pull(ctx, ref)
 	if !errors.Is(err, errdefs.ErrUnauthorized) || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("without a client certificate: want a certificate error, got %v", err)
 	}
@@ -261,7 +258,7 @@ func TestPullMirror(t *testing.T) {
 	writeHostsToml(t, hosts, upstream.Host, "server = \""+upstream.URL+"\"\n\n[host.\""+front.srv.URL+"\"]\n  capabilities = [\"pull\", \"resolve\"]\n")
 	ctx := context.Background()
 	ts := newTestStore(t)
-	if _, err := ts.fetcher(t, Options{HostsDir: hosts}).Pull(ctx, upstream.Ref("lib/m", "1")); err != nil {
+	if _, err := ts.op(t, Options{HostsDir: hosts}).Pull(ctx, upstream.Ref("lib/m", "1")); err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range img.Layers {
@@ -282,15 +279,15 @@ func TestPullMirror(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	br, err := ts.db.Blobs().Get(ctx, img.Layers[0].Digest.String())
-	if err != nil || br.Labels[SourceLabelPrefix+upstream.Host] != "lib/m" {
+	br, err := ts.rec.Lookup(ctx, img.Layers[0].Digest)
+	if err != nil || !slices.Equal(br.Sources, []Source{{Host: upstream.Host, Repo: "lib/m"}}) {
 		t.Fatalf("source label should name the namespace, not the mirror: %+v %v", br, err)
 	}
 
 	mirror.Stop()
 	front.srv.Close()
 	ts = newTestStore(t)
-	if _, err := ts.fetcher(t, Options{HostsDir: hosts, Timeout: 5 * time.Second}).Pull(ctx, upstream.Ref("lib/m", "1")); err != nil {
+	if _, err := ts.op(t, Options{HostsDir: hosts, Timeout: 5 * time.Second}).Pull(ctx, upstream.Ref("lib/m", "1")); err != nil {
 		t.Fatalf("server fallback with the mirror stopped: %v", err)
 	}
 	for _, b := range img.Blobs {
@@ -302,7 +299,7 @@ func TestPullBadHostsToml(t *testing.T) {
 	hosts := t.TempDir()
 	f := writeHostsToml(t, hosts, "127.0.0.1:1", "server = \"http://127.0.0.1:1\"\n[host.\"x\"\ncapabilities = 1\n")
 	ts := newTestStore(t)
-	_, err := ts.fetcher(t, Options{HostsDir: hosts}).Pull(context.Background(), "127.0.0.1:1/a:b")
+	_, err := ts.op(t, Options{HostsDir: hosts}).Pull(context.Background(), "127.0.0.1:1/a:b")
 	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), f+":2:") {
 		t.Fatalf("want ErrInvalidArgument naming %s line 2, got %v", f, err)
 	}
@@ -368,7 +365,7 @@ func TestPullBadBytesRefused(t *testing.T) {
 			srv := fakeRegistry(t, img, serve)
 			host := strings.TrimPrefix(srv.URL, "http://")
 			ts := newTestStore(t)
-			_, err := ts.fetcher(t, Options{PlainHTTP: true, Timeout: 5 * time.Second}).Pull(context.Background(), host+"/bad/img:1")
+			_, err := ts.op(t, Options{PlainHTTP: true, Timeout: 5 * time.Second}).Pull(context.Background(), host+"/bad/img:1")
 			if err == nil {
 				t.Fatal("pull of corrupt content succeeded")
 			}
@@ -378,7 +375,7 @@ func TestPullBadBytesRefused(t *testing.T) {
 			if ts.has(t, bad) {
 				t.Fatal("corrupt blob was committed")
 			}
-			if _, err := ts.db.Images().Get(context.Background(), host+"/bad/img:1"); !errors.Is(err, errdefs.ErrNotFound) {
+			if _, err := ts.rec.image(host + "/bad/img:1"); !errors.Is(err, errdefs.ErrNotFound) {
 				t.Fatalf("image recorded after a failed pull: %v", err)
 			}
 			// Other blobs may keep partial downloads for a resume; the
@@ -443,7 +440,7 @@ func TestPullResumesWithRange(t *testing.T) {
 	ref := host + "/r/big:1"
 
 	ts := newTestStore(t)
-	_, err = ts.fetcher(t, Options{PlainHTTP: true}).Pull(ctx1, ref)
+	_, err = ts.op(t, Options{PlainHTTP: true}).Pull(ctx1, ref)
 	if err == nil {
 		t.Fatal("first pull should have been cut off")
 	}
@@ -459,7 +456,7 @@ func TestPullResumesWithRange(t *testing.T) {
 	broken = false
 	ranges = nil
 	mu.Unlock()
-	if _, err := ts.fetcher(t, Options{PlainHTTP: true}).Pull(context.Background(), ref); err != nil {
+	if _, err := ts.op(t, Options{PlainHTTP: true}).Pull(context.Background(), ref); err != nil {
 		t.Fatal(err)
 	}
 	if rs := snapshot(); len(rs) != 1 || rs[0] != "bytes=102400-" {
@@ -473,7 +470,7 @@ func TestFetchBlobLazy(t *testing.T) {
 	img := buildImage(t, "lazy", 2, linuxAMD64, false)
 	pushImage(t, reg, "lazy/app", "1", img)
 	ts := newTestStore(t)
-	f := ts.fetcher(t, Options{PlainHTTP: true, Lazy: true})
+	f := ts.op(t, Options{PlainHTTP: true, Lazy: true})
 	ctx := context.Background()
 	if _, err := f.Pull(ctx, reg.Ref("lazy/app", "1")); err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/casfs/casfs/errdefs"
-	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/oci"
 )
 
@@ -26,20 +25,17 @@ type pushPlan struct {
 	data      map[digest.Digest][]byte
 }
 
-// Push sends the local image localName to remoteRef: blobs the registry
-// lacks (HEAD first), mounted across repositories when their source label
-// names the same registry, uploaded otherwise, MaxConcurrent at a time;
-// then manifests bottom-up and finally the tag.
-func (f *Fetcher) Push(ctx context.Context, localName, remoteRef string) error {
-	img, err := f.localImage(ctx, localName)
-	if err != nil {
-		return err
-	}
+// push sends the local image localName (whose target is root) to
+// remoteRef: blobs the registry lacks (HEAD first), mounted across
+// repositories when they came from another repository of the same
+// registry, uploaded otherwise, MaxConcurrent at a time; then manifests
+// bottom-up and finally the tag.
+func (f *op) push(ctx context.Context, localName string, root ocispec.Descriptor, remoteRef string) error {
 	pr, err := ParseReference(remoteRef)
 	if err != nil {
 		return err
 	}
-	target := img.Target
+	target := root
 	if f.opts.Platform != "" && oci.IsIndex(target.MediaType) {
 		// Like ctr: one platform's manifest goes, the index stays behind,
 		// and nothing of the other platforms is read or fetched.
@@ -57,7 +53,7 @@ func (f *Fetcher) Push(ctx context.Context, localName, remoteRef string) error {
 	ep := eps[0]
 	repo := f.resolver.Repository(ep, pr.Repo)
 	plan := &pushPlan{data: map[digest.Digest][]byte{}}
-	rootRec, _ := f.db.Blobs().Get(ctx, img.Target.Digest.String())
+	rootRec, _ := f.rec.Lookup(ctx, root.Digest)
 	if err := f.planPush(ctx, target, rootRec, nil, plan); err != nil {
 		return fmt.Errorf("push %s: %w", pr.Name, err)
 	}
@@ -90,7 +86,7 @@ func (f *Fetcher) Push(ctx context.Context, localName, remoteRef string) error {
 
 // platformManifest finds the manifest of the fetcher's platform under a
 // local index, descending into nested indexes.
-func (f *Fetcher) platformManifest(ctx context.Context, root ocispec.Descriptor) (ocispec.Descriptor, error) {
+func (f *op) platformManifest(ctx context.Context, root ocispec.Descriptor) (ocispec.Descriptor, error) {
 	var seen []ocispec.Descriptor
 	mans, err := oci.Manifests(ctx, f.readLocal, root, func(entries []ocispec.Descriptor) []ocispec.Descriptor {
 		seen = append(seen, entries...)
@@ -105,23 +101,10 @@ func (f *Fetcher) platformManifest(ctx context.Context, root ocispec.Descriptor)
 	return mans[0], nil
 }
 
-func (f *Fetcher) localImage(ctx context.Context, name string) (index.Image, error) {
-	img, err := f.db.Images().Get(ctx, name)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		if pr, perr := ParseReference(name); perr == nil && pr.Name != name {
-			img, err = f.db.Images().Get(ctx, pr.Name)
-		}
-	}
-	if err != nil {
-		return index.Image{}, fmt.Errorf("image %s: %w", name, err)
-	}
-	return img, nil
-}
-
 // planPush reads the manifests under desc from the store (fetching those
 // only the registry has, such as other platforms of a pulled index) and
 // lists what to upload.
-func (f *Fetcher) planPush(ctx context.Context, desc ocispec.Descriptor, parent index.Blob, stack []digest.Digest, plan *pushPlan) error {
+func (f *op) planPush(ctx context.Context, desc ocispec.Descriptor, parent Known, stack []digest.Digest, plan *pushPlan) error {
 	if slices.Contains(stack, desc.Digest) || len(stack) >= oci.MaxDepth {
 		return fmt.Errorf("index %s references itself: %w", desc.Digest, errdefs.ErrInvalidArgument)
 	}
@@ -161,20 +144,21 @@ func (f *Fetcher) planPush(ctx context.Context, desc ocispec.Descriptor, parent 
 	return nil
 }
 
-// ensureLocal returns desc's index record, fetching the blob first when the
-// store lacks it; a blob without a record inherits its parent's sources.
-func (f *Fetcher) ensureLocal(ctx context.Context, desc ocispec.Descriptor, parent index.Blob) (index.Blob, error) {
-	rec, err := f.db.Blobs().Get(ctx, desc.Digest.String())
+// ensureLocal returns what the store knows of desc, fetching the blob first
+// when the store lacks it; a blob the store does not know inherits its
+// parent's sources.
+func (f *op) ensureLocal(ctx context.Context, desc ocispec.Descriptor, parent Known) (Known, error) {
+	rec, err := f.rec.Lookup(ctx, desc.Digest)
 	if errors.Is(err, errdefs.ErrNotFound) {
-		// Recorded the way a pull records what it fetches (times, media
-		// type, sources), so that it can be fetched from where its parent came.
-		for _, s := range sourcesOf(parent) {
-			if err := f.recordBlob(ctx, source{host: s[0], repo: s[1]}, desc); err != nil {
+		// Recorded the way a pull records what it fetches, so that it can
+		// be fetched from where its parent came.
+		for _, s := range parent.Sources {
+			if err := f.recordBlob(ctx, source{Source: s}, desc); err != nil {
 				return rec, err
 			}
 		}
-		if rec, err = f.db.Blobs().Get(ctx, desc.Digest.String()); errors.Is(err, errdefs.ErrNotFound) {
-			rec, err = index.Blob{Digest: desc.Digest, Size: desc.Size, MediaType: desc.MediaType}, nil
+		if rec, err = f.rec.Lookup(ctx, desc.Digest); errors.Is(err, errdefs.ErrNotFound) {
+			rec, err = Known{Desc: desc}, nil
 		}
 	}
 	if err != nil {
@@ -184,11 +168,11 @@ func (f *Fetcher) ensureLocal(ctx context.Context, desc ocispec.Descriptor, pare
 	if err != nil || ok {
 		return rec, err
 	}
-	return rec, f.FetchBlob(ctx, desc.Digest)
+	return rec, f.fetchKnown(ctx, desc.Digest)
 }
 
 // pushBlob makes d present in the remote repository.
-func (f *Fetcher) pushBlob(ctx context.Context, repo *remote.Repository, pr Reference, d ocispec.Descriptor, root index.Blob) error {
+func (f *op) pushBlob(ctx context.Context, repo *remote.Repository, pr Reference, d ocispec.Descriptor, root Known) error {
 	prog := f.progress()
 	prog.Start(d)
 	exists, err := repo.Blobs().Exists(ctx, d)
@@ -212,20 +196,20 @@ func (f *Fetcher) pushBlob(ctx context.Context, repo *remote.Repository, pr Refe
 		r := &progressReader{r: io.NewSectionReader(ra, 0, ra.Size()), desc: d, prog: prog}
 		return readCloser{r, ra}, nil
 	}
-	rec, _ := f.db.Blobs().Get(ctx, d.Digest.String())
-	if len(rec.Labels) == 0 {
+	rec, _ := f.rec.Lookup(ctx, d.Digest)
+	if len(rec.Sources) == 0 {
 		rec = root
 	}
-	for _, s := range sourcesOf(rec) {
-		if s[0] != pr.Host || s[1] == pr.Repo {
+	for _, s := range rec.Sources {
+		if s.Host != pr.Host || s.Repo == pr.Repo {
 			continue
 		}
 		// oras falls back to uploading from open() when the registry
 		// answers 202 instead of mounting.
-		err = classify(repo.Mount(ctx, d, s[1], open))
+		err = classify(repo.Mount(ctx, d, s.Repo, open))
 		prog.Done(d, err, false)
 		if err != nil {
-			return fmt.Errorf("blob %s: mount from %s: %w", d.Digest, s[1], err)
+			return fmt.Errorf("blob %s: mount from %s: %w", d.Digest, s.Repo, err)
 		}
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -78,7 +79,7 @@ func TestPushRoundTripWithMount(t *testing.T) {
 
 	ctx := context.Background()
 	ts := newTestStore(t)
-	f := ts.fetcher(t, Options{PlainHTTP: true})
+	f := ts.op(t, Options{PlainHTTP: true})
 	pulled, err := f.Pull(ctx, front.host()+"/src/app:1")
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +91,7 @@ func TestPushRoundTripWithMount(t *testing.T) {
 	if mounts != 4 || uploads != 0 {
 		t.Fatalf("push to the same registry should mount config and 3 layers: %d mounts, %d uploads", mounts, uploads)
 	}
-	_, desc, err := f.Resolver().Resolve(ctx, reg.Ref("dst/app", "2"))
+	_, desc, err := f.Resolver(t).Resolve(ctx, reg.Ref("dst/app", "2"))
 	if err != nil || desc.Digest != img.Manifest.Digest {
 		t.Fatalf("pushed digest %s, want %s (%v)", desc.Digest, img.Manifest.Digest, err)
 	}
@@ -107,13 +108,13 @@ func TestPushRoundTripWithMount(t *testing.T) {
 		}
 	}
 	ts2 := newTestStore(t)
-	got, err := ts2.fetcher(t, Options{PlainHTTP: true}).Pull(ctx, other.Ref("copy/app", "3"))
+	got, err := ts2.op(t, Options{PlainHTTP: true}).Pull(ctx, other.Ref("copy/app", "3"))
 	if err != nil || got.Target.Digest != img.Manifest.Digest {
 		t.Fatalf("round trip: %+v %v", got, err)
 	}
 	// A second push finds everything there.
 	rec := newRecorder()
-	f2 := ts.fetcher(t, Options{PlainHTTP: true, Progress: rec})
+	f2 := ts.op(t, Options{PlainHTTP: true, Progress: rec})
 	if err := f2.Push(ctx, pulled.Name, other.Ref("copy/app", "3")); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +137,7 @@ func TestPushIndex(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now().UTC()
 	ts := newTestStore(t)
-	f := ts.fetcher(t, Options{PlainHTTP: true, Platform: "linux/amd64"})
+	f := ts.op(t, Options{PlainHTTP: true, Platform: "linux/amd64"})
 	pulled, err := f.Pull(ctx, reg.Ref("idx/app", "1"))
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +158,7 @@ func TestPushIndex(t *testing.T) {
 			t.Fatalf("platform push touched the arm64 layer %s", l.Digest)
 		}
 	}
-	if err := ts.fetcher(t, Options{PlainHTTP: true, Platform: "windows/amd64"}).Push(ctx, pulled.Name, one.Ref("idx/win", "1")); !errors.Is(err, errdefs.ErrNotFound) ||
+	if err := ts.op(t, Options{PlainHTTP: true, Platform: "windows/amd64"}).Push(ctx, pulled.Name, one.Ref("idx/win", "1")); !errors.Is(err, errdefs.ErrNotFound) ||
 		!strings.Contains(err.Error(), "it has linux/amd64, linux/arm64/v8") {
 		t.Fatalf("push of a platform the index lacks: %v", err)
 	}
@@ -165,7 +166,7 @@ func TestPushIndex(t *testing.T) {
 	// Only amd64 is local; pushing the index to another registry fetches
 	// the arm64 manifest and blobs from where the index came from.
 	other := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	f = ts.fetcher(t, Options{PlainHTTP: true})
+	f = ts.op(t, Options{PlainHTTP: true})
 	if err := f.Push(ctx, pulled.Name, other.Ref("idx/copy", "1")); err != nil {
 		t.Fatal(err)
 	}
@@ -179,15 +180,15 @@ func TestPushIndex(t *testing.T) {
 	// with sane times and the repository it came from.
 	end := time.Now().UTC()
 	for d := range idx.Blobs {
-		rec, err := ts.db.Blobs().Get(ctx, d.String())
+		rec, err := ts.rec.blob(d)
 		if err != nil {
 			t.Fatalf("record of %s: %v", d, err)
 		}
-		if rec.CreatedAt.Before(start) || rec.CreatedAt.After(end) || rec.UpdatedAt.Before(rec.CreatedAt) || rec.UpdatedAt.After(end) {
-			t.Errorf("blob %s: created %v, updated %v; want both within the test (%v to %v), updated not before created", d, rec.CreatedAt, rec.UpdatedAt, start, end)
+		if rec.Created.Before(start) || rec.Created.After(end) || rec.Updated.Before(rec.Created) || rec.Updated.After(end) {
+			t.Errorf("blob %s: recorded %v, updated %v; want both within the test (%v to %v)", d, rec.Created, rec.Updated, start, end)
 		}
-		if got := rec.Labels[SourceLabelPrefix+reg.Host]; got != "idx/app" {
-			t.Errorf("blob %s: source label %q, want idx/app", d, got)
+		if want := []Source{{Host: reg.Host, Repo: "idx/app"}}; !slices.Equal(rec.Sources, want) {
+			t.Errorf("blob %s: sources %v, want %v", d, rec.Sources, want)
 		}
 	}
 }
@@ -235,7 +236,7 @@ func TestSkopeoInterop(t *testing.T) {
 	// skopeo pushes, we pull.
 	skopeo(t, "copy", "--dest-tls-verify=false", "oci:"+layout+":v1", "docker://"+reg.Ref("sk/in", "v1"))
 	ts := newTestStore(t)
-	f := ts.fetcher(t, Options{PlainHTTP: true})
+	f := ts.op(t, Options{PlainHTTP: true})
 	got, err := f.Pull(ctx, reg.Ref("sk/in", "v1"))
 	if err != nil {
 		t.Fatal(err)

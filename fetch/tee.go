@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -24,6 +25,22 @@ type TeeWriter interface {
 // what the reader got so far is not the whole blob.
 var ErrTeeStopped = errors.New("blob copy stopped before the blob was complete")
 
+// onceTee closes its TeeWriter once, so that fetchBlob can end a copy that
+// no download of this call fed (the blob was present, or another
+// operation's download brought it) without knowing whether one did.
+type onceTee struct {
+	w    TeeWriter
+	once sync.Once
+}
+
+func (t *onceTee) Write(p []byte) (int, error) { return t.w.Write(p) }
+
+func (t *onceTee) CloseWithError(err error) error {
+	var r error
+	t.once.Do(func() { r = t.w.CloseWithError(err) })
+	return r
+}
+
 // teeCopy forwards downloaded bytes to a TeeWriter while they follow on
 // from each other. A download that resumes at the offset the copy reached
 // keeps it going; one that starts over stops it. A failing writer is
@@ -37,14 +54,11 @@ type teeCopy struct {
 	unwatch func() bool
 }
 
-// startTee offers desc's download to the Tee hook. The copy is closed as
-// soon as ctx ends, so that a Write blocked on a slow reader cannot keep
-// the download (and the pull waiting for it) from ending.
-func (f *Fetcher) startTee(ctx context.Context, desc ocispec.Descriptor) *teeCopy {
-	if f.opts.Tee == nil {
-		return nil
-	}
-	w := f.opts.Tee(desc)
+// startTee starts the copy of desc's download to the tee ctx carries. The
+// copy is closed as soon as ctx ends, so that a Write blocked on a slow
+// reader cannot keep the download (and the pull waiting for it) from ending.
+func startTee(ctx context.Context, desc ocispec.Descriptor) *teeCopy {
+	w := teeFrom(ctx)
 	if w == nil {
 		return nil
 	}

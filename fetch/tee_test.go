@@ -20,6 +20,7 @@ import (
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/internal/testenv"
 	"github.com/casfs/casfs/internal/testimage"
+	"github.com/casfs/casfs/oci"
 )
 
 // teeCollector hands every blob a pipe and keeps what came through it and
@@ -48,46 +49,55 @@ func (c *teeCollector) tee(d ocispec.Descriptor) TeeWriter {
 	return pw
 }
 
-func TestPullHooksAndTee(t *testing.T) {
+// pullWith dispatches the pull's handlers under a wrapper that offers each
+// blob's download to tee (when non-nil) and calls done once it is present,
+// as the store's unpacker does.
+func (tf *testFetcher) pullWith(ctx context.Context, ref string, tee func(ocispec.Descriptor) TeeWriter, done func(ocispec.Descriptor)) error {
+	p, err := tf.ts.fetcher.Resolve(ctx, ref, tf.opts)
+	if err != nil {
+		return err
+	}
+	h := p.Handler()
+	return Dispatch(ctx, p.Limit(), oci.HandlerFunc(func(ctx context.Context, d ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		if isDocument(d) {
+			return h.Handle(ctx, d)
+		}
+		if tee != nil {
+			if w := tee(d); w != nil {
+				ctx = WithTee(ctx, w)
+			}
+		}
+		c, err := h.Handle(ctx, d)
+		if err == nil && done != nil {
+			done(d)
+		}
+		return c, err
+	}), p.Target)
+}
+
+func TestPullHandlersAndTee(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	img := buildImage(t, "tee", 3, linuxAMD64, false)
 	pushImage(t, reg, "tee/app", "1", img)
 	ts := newTestStore(t)
 	tc := newTeeCollector()
 	var mu sync.Mutex
-	var manifests int
 	var done []digest.Digest
-	f := ts.fetcher(t, Options{
-		PlainHTTP: true,
-		OnManifests: func(res PullResult) {
-			mu.Lock()
-			defer mu.Unlock()
-			manifests++
-			if len(res.Manifests) != 1 || !ts.has(t, res.Manifests[0].Config.Digest) {
-				t.Errorf("OnManifests: %d manifests, config local: %v", len(res.Manifests), len(res.Manifests) == 1 && ts.has(t, res.Manifests[0].Config.Digest))
-			}
-			for _, l := range img.Layers {
-				if ts.has(t, l.Digest) {
-					t.Errorf("layer %s fetched before OnManifests", l.Digest)
-				}
-			}
-		},
-		BlobDone: func(d ocispec.Descriptor) {
-			mu.Lock()
-			done = append(done, d.Digest)
-			mu.Unlock()
-			if !ts.has(t, d.Digest) {
-				t.Errorf("BlobDone(%s) before the blob is in the store", d.Digest)
-			}
-		},
-		Tee: tc.tee,
+	f := ts.op(t, Options{PlainHTTP: true})
+	err := f.pullWith(context.Background(), reg.Ref("tee/app", "1"), tc.tee, func(d ocispec.Descriptor) {
+		mu.Lock()
+		done = append(done, d.Digest)
+		mu.Unlock()
+		if !ts.has(t, d.Digest) {
+			t.Errorf("handler returned for %s before the blob is in the store", d.Digest)
+		}
 	})
-	if _, err := f.PullContent(context.Background(), reg.Ref("tee/app", "1")); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
 	tc.wg.Wait()
-	if manifests != 1 || len(done) != 1+len(img.Layers) {
-		t.Fatalf("OnManifests called %d times, BlobDone %d times", manifests, len(done))
+	if len(done) != 1+len(img.Layers) {
+		t.Fatalf("%d blobs handled, want config and %d layers", len(done), len(img.Layers))
 	}
 	for _, l := range img.Layers {
 		if tc.errs[l.Digest] != nil || !bytes.Equal(tc.got[l.Digest], img.Blobs[l.Digest]) {
@@ -95,15 +105,20 @@ func TestPullHooksAndTee(t *testing.T) {
 		}
 	}
 
-	// A second pull has everything: nothing is downloaded, nothing teed.
+	// A second pull has everything: nothing is downloaded, and every copy
+	// offered ends at once with ErrTeeStopped and no bytes.
 	tc2 := newTeeCollector()
-	f = ts.fetcher(t, Options{PlainHTTP: true, Tee: tc2.tee})
-	if _, err := f.PullContent(context.Background(), reg.Ref("tee/app", "1")); err != nil {
+	if err := f.pullWith(context.Background(), reg.Ref("tee/app", "1"), tc2.tee, nil); err != nil {
 		t.Fatal(err)
 	}
 	tc2.wg.Wait()
-	if len(tc2.got) != 0 {
-		t.Fatalf("tee offered %d blobs that were already local", len(tc2.got))
+	if len(tc2.got) != 1+len(img.Layers) {
+		t.Fatalf("%d copies offered, want %d", len(tc2.got), 1+len(img.Layers))
+	}
+	for d, b := range tc2.got {
+		if len(b) != 0 || !errors.Is(tc2.errs[d], ErrTeeStopped) {
+			t.Errorf("copy of local blob %s: %d bytes, err %v; want none and ErrTeeStopped", d, len(b), tc2.errs[d])
+		}
 	}
 }
 
@@ -157,8 +172,7 @@ func TestTeeAcrossResume(t *testing.T) {
 			host := strings.TrimPrefix(srv.URL, "http://")
 			ts := newTestStore(t)
 			col := newTeeCollector()
-			f := ts.fetcher(t, Options{PlainHTTP: true, Tee: col.tee})
-			if _, err := f.PullContent(context.Background(), host+"/tee/big:1"); err != nil {
+			if err := ts.op(t, Options{PlainHTTP: true}).pullWith(context.Background(), host+"/tee/big:1", col.tee, nil); err != nil {
 				t.Fatal(err)
 			}
 			col.wg.Wait()
@@ -181,12 +195,12 @@ func TestTeeAcrossResume(t *testing.T) {
 
 	// A reader that closes at once does not fail the pull.
 	ts := newTestStore(t)
-	f := ts.fetcher(t, Options{PlainHTTP: true, Tee: func(ocispec.Descriptor) TeeWriter {
+	gone := func(ocispec.Descriptor) TeeWriter {
 		pr, pw := io.Pipe()
 		pr.CloseWithError(errors.New("reader gone"))
 		return pw
-	}})
-	if _, err := f.PullContent(context.Background(), reg.Ref("tee/big", "1")); err != nil {
+	}
+	if err := ts.op(t, Options{PlainHTTP: true}).pullWith(context.Background(), reg.Ref("tee/big", "1"), gone, nil); err != nil {
 		t.Fatal(err)
 	}
 	ts.requireBlob(t, blob)
@@ -225,7 +239,7 @@ func TestPullWaitsForAnotherDownloadOfABlob(t *testing.T) {
 
 	started := make(chan struct{})
 	rec := &startRecorder{want: layer.Digest, started: started}
-	f := ts.fetcher(t, Options{PlainHTTP: true, Progress: rec})
+	f := ts.op(t, Options{PlainHTTP: true, Progress: rec})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
@@ -256,7 +270,7 @@ func TestPullWaitsForAnotherDownloadOfABlob(t *testing.T) {
 	}
 	defer w2.Close()
 	started2 := make(chan struct{})
-	f = ts.fetcher(t, Options{PlainHTTP: true, Progress: &startRecorder{want: l2.Digest, started: started2}})
+	f = ts.op(t, Options{PlainHTTP: true, Progress: &startRecorder{want: l2.Digest, started: started2}})
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	go func() {
 		_, err := f.PullContent(ctx2, reg.Ref("wait/app", "2"))
@@ -296,16 +310,17 @@ func TestCancelledPullFreesBlockedTee(t *testing.T) {
 	defer cancel()
 	var mu sync.Mutex
 	var pipes []*io.PipeReader
-	f := ts.fetcher(t, Options{PlainHTTP: true, Tee: func(d ocispec.Descriptor) TeeWriter {
+	stuck := func(d ocispec.Descriptor) TeeWriter {
 		pr, pw := io.Pipe() // nobody reads: the first Write blocks
 		mu.Lock()
 		pipes = append(pipes, pr)
 		mu.Unlock()
 		go cancel()
 		return pw
-	}})
+	}
+	f := ts.op(t, Options{PlainHTTP: true})
 	done := make(chan error, 1)
-	go func() { _, err := f.PullContent(ctx, reg.Ref("tee/stuck", "1")); done <- err }()
+	go func() { done <- f.pullWith(ctx, reg.Ref("tee/stuck", "1"), stuck, nil) }()
 	bound, stop := context.WithTimeout(context.Background(), time.Minute)
 	defer stop()
 	select {

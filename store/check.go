@@ -20,7 +20,6 @@ import (
 
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
-	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/layers"
 	"github.com/casfs/casfs/oci"
@@ -194,12 +193,7 @@ func (c *checker) known(ctx context.Context, d digest.Digest) bool {
 }
 
 func hasSource(b index.Blob) bool {
-	for k := range b.Labels {
-		if strings.HasPrefix(k, fetch.SourceLabelPrefix) && len(k) > len(fetch.SourceLabelPrefix) && b.Labels[k] != "" {
-			return true
-		}
-	}
-	return false
+	return len(sourcesOf(b)) > 0
 }
 
 // blobs checks every record against its file and every file's bytes.

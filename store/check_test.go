@@ -15,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/casfs/casfs/cas"
-	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/index"
 	"github.com/casfs/casfs/layers"
 )
@@ -122,7 +121,7 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 	now := time.Now().UTC()
 	db.Blobs().Put(ctx, noFile.String(), index.Blob{Digest: noFile, Size: 11, CreatedAt: now})
 	db.Blobs().Put(ctx, lazy.String(), index.Blob{Digest: lazy, Size: 10, CreatedAt: now,
-		Labels: map[string]string{fetch.SourceLabelPrefix + "registry.example": "lab/x"}})
+		Labels: map[string]string{labelSourcePrefix + "registry.example": "lab/x"}})
 
 	// Files without records: one valid, one corrupt (as a crash or a disk leaves them).
 	blobDir := filepath.Join(s.Root(), "blobs", "sha256")

@@ -49,7 +49,7 @@ func (s *Local) lazyCacheDir(d digest.Digest) string {
 // digest annotation it fetches footer and TOC (Range requests), verifies
 // and checks them, keeps the TOC as a blob referenced from the layer's
 // record, and keeps the fetched bytes in the layer's chunk cache.
-func (s *Local) pullTOCs(ctx context.Context, f *fetch.Fetcher, res fetch.PullResult, noComplete bool) error {
+func (s *Local) pullTOCs(ctx context.Context, fo fetch.Options, res fetch.PullResult, noComplete bool) error {
 	seen := map[digest.Digest]bool{}
 	for _, m := range res.Manifests {
 		for _, l := range m.Layers {
@@ -61,7 +61,7 @@ func (s *Local) pullTOCs(ctx context.Context, f *fetch.Fetcher, res fetch.PullRe
 			if _, err := s.blobs.Info(ctx, l.Digest); err == nil {
 				continue // local already: served from its snapshot
 			}
-			if err := s.pullTOC(ctx, f, l, toc); err != nil {
+			if err := s.pullTOC(ctx, fo, l, toc); err != nil {
 				return fmt.Errorf("pull %s: layer %s: %w", res.Name, l.Digest, err)
 			}
 			set, del := map[string]string{}, []string{labelNoComplete}
@@ -76,8 +76,10 @@ func (s *Local) pullTOCs(ctx context.Context, f *fetch.Fetcher, res fetch.PullRe
 	return nil
 }
 
-func (s *Local) pullTOC(ctx context.Context, f *fetch.Fetcher, l ocispec.Descriptor, toc digest.Digest) error {
-	remote := func(ctx context.Context, off, n int64) ([]byte, error) { return f.ReadBlobRange(ctx, l.Digest, off, n) }
+func (s *Local) pullTOC(ctx context.Context, fo fetch.Options, l ocispec.Descriptor, toc digest.Digest) error {
+	remote := func(ctx context.Context, off, n int64) ([]byte, error) {
+		return s.fetch.ReadBlobRange(ctx, l.Digest, off, n, fo)
+	}
 	ll, err := lazy.Open(ctx, l, toc, lazy.Options{Dir: s.lazyCacheDir(l.Digest), Remote: remote})
 	if err != nil {
 		return err
@@ -175,11 +177,10 @@ func (s *Local) rangeReader(ctx context.Context, ro RegistryOptions, d digest.Di
 		return nil, err
 	}
 	ro.PlainHTTP = ro.PlainHTTP || b.Labels[labelPlainHTTP] == "true"
-	f, err := s.fetcher(ro, "", false, false, 1, nil, "")
-	if err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context, off, n int64) ([]byte, error) { return f.ReadBlobRange(ctx, d, off, n) }, nil
+	fo := s.fetchOptions(ro, "", false, false, 1, nil, "")
+	return func(ctx context.Context, off, n int64) ([]byte, error) {
+		return s.fetch.ReadBlobRange(ctx, d, off, n, fo)
+	}, nil
 }
 
 // RootfsSources returns the layers of a rootfs id, lowest first, for the

@@ -51,6 +51,10 @@ type Local struct {
 	dbErr  error
 	idx    *index.DB
 
+	// fetch is the one registry client of the store: every operation
+	// goes through it, so that concurrent ones share their downloads.
+	fetch *fetch.Fetcher
+
 	snapOnce sync.Once
 	snapErr  error
 	snaps    *layers.Snapshotter
@@ -117,7 +121,9 @@ func Open(root string, opts Options) (*Local, error) {
 	closing, stop := context.WithCancel(context.Background())
 	limits := opts.Limits
 	limits.Lowers = nil
-	return &Local{root: abs, blobs: blobs, host: oci.NewPlatform(host), limits: limits, closing: closing, stopClosing: stop}, nil
+	s := &Local{root: abs, blobs: blobs, host: oci.NewPlatform(host), limits: limits, closing: closing, stopClosing: stop}
+	s.fetch = fetch.New(blobs, fetchRecords{s})
+	return s, nil
 }
 
 // Root is the absolute store root.

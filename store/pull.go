@@ -43,11 +43,8 @@ func (p progressAdapter) Done(d ocispec.Descriptor, err error, existed bool) {
 	p.fn(ev)
 }
 
-func (s *Local) fetcher(ro RegistryOptions, platform string, all, lazy bool, maxConc int, progress ProgressFunc, status string, hooks ...func(*fetch.Options)) (*fetch.Fetcher, error) {
-	db, err := s.Index()
-	if err != nil {
-		return nil, err
-	}
+// fetchOptions are what one operation asks of the store's fetcher.
+func (s *Local) fetchOptions(ro RegistryOptions, platform string, all, lazy bool, maxConc int, progress ProgressFunc, status string) fetch.Options {
 	opts := fetch.Options{
 		HostsDir: ro.HostsDir, PlainHTTP: ro.PlainHTTP, Username: ro.Username, Password: ro.Password, Deadlines: ro.Deadlines,
 		Platform: platform, HostPlatform: s.host.Spec(), AllPlatforms: all, MaxConcurrent: maxConc, Lazy: lazy,
@@ -55,10 +52,7 @@ func (s *Local) fetcher(ro RegistryOptions, platform string, all, lazy bool, max
 	if progress != nil {
 		opts.Progress = progressAdapter{fn: progress, status: status}
 	}
-	for _, h := range hooks {
-		h(&opts)
-	}
-	return fetch.New(s.blobs, db, opts)
+	return opts
 }
 
 func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageInfo, error) {
@@ -67,22 +61,27 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 		return ImageInfo{}, err
 	}
 	defer release()
-	// Layers are unpacked while they download (see pullUnpacker).
-	var hooks []func(*fetch.Options)
-	fctx := ctx
-	var u *pullUnpacker
-	if !opts.NoUnpack && !opts.Lazy {
-		u = newPullUnpacker(ctx, s, opts)
-		hooks, fctx = append(hooks, u.hooks), u.ctx
-	}
-	f, err := s.fetcher(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, opts.Lazy, opts.MaxConcurrent, opts.Progress, "fetching", hooks...)
+	fo := s.fetchOptions(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, opts.Lazy, opts.MaxConcurrent, opts.Progress, "fetching")
+	p, err := s.fetch.Resolve(ctx, ref, fo)
 	if err != nil {
 		return ImageInfo{}, err
 	}
-	res, err := f.PullContent(fctx, ref)
+	// The pull is fetch's composition of handlers; unless --no-unpack or
+	// --lazy, the unpacker wraps it and unpacks layers while they download.
+	h, fctx := p.Handler(), ctx
+	var u *pullUnpacker
+	if !opts.NoUnpack && !opts.Lazy {
+		u = newPullUnpacker(ctx, s, opts)
+		h, fctx = u.wrap(h), u.ctx
+	}
+	err = fetch.Dispatch(fctx, p.Limit(), h, p.Target)
 	if u != nil {
 		err = u.wait(err)
 	}
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	res, err := p.Result(ctx)
 	if err != nil {
 		return ImageInfo{}, err
 	}
@@ -90,7 +89,7 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 		s.markPlainHTTP(ctx, res)
 	}
 	if opts.Lazy {
-		if err := s.pullTOCs(ctx, f, res, opts.NoComplete); err != nil {
+		if err := s.pullTOCs(ctx, fo, res, opts.NoComplete); err != nil {
 			return ImageInfo{}, err
 		}
 	}
@@ -125,17 +124,14 @@ func (s *Local) FetchContent(ctx context.Context, ref string, opts PullOptions) 
 		return ocispec.Descriptor{}, err
 	}
 	defer release()
-	f, err := s.fetcher(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, false, opts.MaxConcurrent, opts.Progress, "fetching")
-	if err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	res, err := f.PullContent(ctx, ref)
+	fo := s.fetchOptions(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, false, opts.MaxConcurrent, opts.Progress, "fetching")
+	res, err := s.fetch.PullContent(ctx, ref, fo)
 	if err != nil {
 		// REF@digest may name a layer or config: registries answer a
 		// manifest request for it with an error (some with 500), so try
 		// the blob endpoint before giving up.
 		if pr, perr := fetch.ParseReference(ref); perr == nil && pr.Digest != "" && ctx.Err() == nil {
-			if desc, berr := f.FetchBlobByRef(ctx, ref); berr == nil {
+			if desc, berr := s.fetch.FetchBlobByRef(ctx, ref, fo); berr == nil {
 				s.changed()
 				return desc, nil
 			}
@@ -162,11 +158,8 @@ func (s *Local) Push(ctx context.Context, ref, remote string, opts PushOptions) 
 	if remote == "" {
 		remote = rec.Name
 	}
-	f, err := s.fetcher(opts.RegistryOptions, opts.Platform, false, false, opts.MaxConcurrent, opts.Progress, "pushing")
-	if err != nil {
-		return err
-	}
-	return f.Push(ctx, rec.Name, remote)
+	fo := s.fetchOptions(opts.RegistryOptions, opts.Platform, false, false, opts.MaxConcurrent, opts.Progress, "pushing")
+	return s.fetch.Push(ctx, rec.Name, rec.Target, remote, fo)
 }
 
 // EnableLazyFetch lets reads of recorded-but-missing blobs fetch them from
@@ -204,22 +197,11 @@ func (s *Local) fetchMissing(ctx context.Context, ro RegistryOptions, d digest.D
 		return err
 	}
 	ro.PlainHTTP = ro.PlainHTTP || b.Labels[labelPlainHTTP] == "true"
-	var hooks []func(*fetch.Options)
 	if tee != nil {
-		hooks = append(hooks, func(o *fetch.Options) {
-			o.Tee = func(desc ocispec.Descriptor) fetch.TeeWriter {
-				if desc.Digest == d {
-					return tee
-				}
-				return nil
-			}
-		})
+		ctx = fetch.WithTee(ctx, tee)
 	}
-	f, err := s.fetcher(ro, "", false, false, 1, nil, "", hooks...)
-	if err != nil {
-		return err
-	}
-	if err := f.FetchBlob(ctx, d); err != nil && !errors.Is(err, errdefs.ErrExists) {
+	fo := s.fetchOptions(ro, "", false, false, 1, nil, "")
+	if err := s.fetch.FetchBlob(ctx, d, fo); err != nil && !errors.Is(err, errdefs.ErrExists) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("fetch %s: no answer from its registry within the lazy-fetch bound: %w", d, errdefs.ErrUnavailable)
 		}

@@ -12,18 +12,20 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/casfs/casfs/fetch"
+	"github.com/casfs/casfs/oci"
 )
 
 // pullUnpacker unpacks the layers of a pull while they download.
 //
-// Once the manifests and configs are local (fetch's OnManifests), it starts
-// one goroutine per manifest that unpacks its layers lowest first: layer i
+// It wraps the pull's handler (wrap): once a manifest is local, its config
+// is fetched, its layers planned, and a goroutine started that unpacks
+// them lowest first: layer i
 // as soon as layer i-1's snapshot is committed (Apply reads the lower layers
 // for hardlinks and implicit directories) and layer i is available. A layer
-// is available either as its download streams in (fetch's Tee: the bytes go
+// is available either as its download streams in (fetch.WithTee: the bytes go
 // through the decompressor into the snapshot while they are written to the
 // blob store, so a big layer is unpacked in the time it takes to download)
-// or, failing that, as the committed blob (fetch's BlobDone).
+// or, failing that, as the committed blob (its handler returned).
 //
 // A layer's stream is only taken while its goroutine waits for it; until
 // then the download waits too (a pipe), which bounds memory and lets the
@@ -60,11 +62,42 @@ func newPullUnpacker(ctx context.Context, s *Local, opts PullOptions) *pullUnpac
 	return &pullUnpacker{s: s, opts: opts, ctx: ctx, cancel: cancel, jobs: map[digest.Digest][]*layerJob{}}
 }
 
-// hooks wires the unpacker into a fetcher.
-func (u *pullUnpacker) hooks(o *fetch.Options) {
-	o.OnManifests = u.start
-	o.BlobDone = u.blobDone
-	o.Tee = u.tee
+// wrap is the unpacker as a handler around h, a pull's handler: a
+// manifest that this machine can run has its config fetched at once and
+// its layers planned and handed to an unpacking goroutine before they are
+// dispatched; each planned layer's download is offered to its job as a
+// stream, and the job is told once the blob is present.
+func (u *pullUnpacker) wrap(h oci.Handler) oci.Handler {
+	return oci.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		if u.planned(desc.Digest) {
+			if w := u.tee(desc); w != nil {
+				ctx = fetch.WithTee(ctx, w)
+			}
+			children, err := h.Handle(ctx, desc)
+			if err == nil {
+				u.blobDone(desc)
+			}
+			return children, err
+		}
+		children, err := h.Handle(ctx, desc)
+		config, layers, ok := fetch.ManifestParts(children)
+		if err != nil || !ok || !u.s.unpackable(desc, u.opts) {
+			return children, err
+		}
+		if _, err := h.Handle(ctx, config); err != nil {
+			return nil, err
+		}
+		if err := u.start(ctx, desc); err != nil {
+			return nil, err
+		}
+		return layers, nil
+	})
+}
+
+func (u *pullUnpacker) planned(d digest.Digest) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.jobs[d]) > 0
 }
 
 // fail records the first error, stops offering streams and cancels the
@@ -93,44 +126,42 @@ func (u *pullUnpacker) closeStreamsLocked() {
 	}
 }
 
-// start plans the jobs of every unpackable manifest and starts unpacking.
-func (u *pullUnpacker) start(res fetch.PullResult) {
+// start plans the jobs of manifest md, whose config is local, and starts
+// unpacking its layers.
+func (u *pullUnpacker) start(ctx context.Context, md ocispec.Descriptor) error {
 	sn, err := u.s.Snapshotter()
 	if err != nil {
-		u.fail(err)
-		return
+		return err
 	}
-	for _, md := range res.ManifestDescs {
-		if !u.s.unpackable(md, u.opts) {
-			continue
-		}
-		il, err := u.s.imageLayers(u.ctx, md)
-		if err != nil {
-			u.fail(fmt.Errorf("unpack %s: %w", res.Name, err))
-			return
-		}
-		jobs := make([]*layerJob, len(il.Layers))
-		u.mu.Lock()
-		for i, l := range il.Layers {
-			j := &layerJob{desc: l, chain: il.ChainIDs[i].String(), diffID: il.DiffIDs[i], fetched: make(chan struct{}), streamed: make(chan struct{})}
-			if i > 0 {
-				j.parent = jobs[i-1].chain
-			}
-			if _, err := sn.Stat(u.ctx, j.chain); err == nil {
-				j.taken = true // unpacked before: no stream wanted
-			}
-			jobs[i] = j
-			u.jobs[l.Digest] = append(u.jobs[l.Digest], j)
-		}
-		u.mu.Unlock()
-		u.wg.Add(1)
-		go func() {
-			defer u.wg.Done()
-			if err := u.unpackAll(jobs); err != nil {
-				u.fail(err)
-			}
-		}()
+	il, err := u.s.imageLayers(ctx, md)
+	if err != nil {
+		return fmt.Errorf("unpack manifest %s: %w", md.Digest, err)
 	}
+	jobs := make([]*layerJob, len(il.Layers))
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.finished {
+		return fmt.Errorf("unpack manifest %s: the pull is ending: %w", md.Digest, context.Canceled)
+	}
+	for i, l := range il.Layers {
+		j := &layerJob{desc: l, chain: il.ChainIDs[i].String(), diffID: il.DiffIDs[i], fetched: make(chan struct{}), streamed: make(chan struct{})}
+		if i > 0 {
+			j.parent = jobs[i-1].chain
+		}
+		if _, err := sn.Stat(ctx, j.chain); err == nil {
+			j.taken = true // unpacked before: no stream wanted
+		}
+		jobs[i] = j
+		u.jobs[l.Digest] = append(u.jobs[l.Digest], j)
+	}
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		if err := u.unpackAll(jobs); err != nil {
+			u.fail(err)
+		}
+	}()
+	return nil
 }
 
 func (u *pullUnpacker) blobDone(d ocispec.Descriptor) {

@@ -1,0 +1,191 @@
+package store
+
+import (
+	"context"
+	"net/http"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/casfs/casfs/internal/faultproxy"
+	"github.com/casfs/casfs/internal/testenv"
+	"github.com/casfs/casfs/internal/testimage"
+)
+
+// getCount is how many GETs the proxy saw for paths matching pattern.
+func getCount(p *faultproxy.Proxy, pattern string) int {
+	re := regexp.MustCompile(pattern)
+	n := 0
+	for _, r := range p.Requests() {
+		if r.Method == http.MethodGet && re.MatchString(r.Path) {
+			n++
+		}
+	}
+	return n
+}
+
+// Two pulls of one image at the same time share the store's one fetcher:
+// every blob is downloaded once in all, and both pulls end with the same
+// image, unpacked.
+func TestConcurrentPullsShareDownloads(t *testing.T) {
+	t.Parallel()
+	testenv.RequireRoot(t)
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := gcImage(t, "", "base", "mid", "top")
+	ctx := context.Background()
+	if err := testimage.Push(ctx, reg.URL, "lab/shared", "1", img.Blobs, img.Manifest, reg.Client()); err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := faultproxy.Start(reg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	// The lowest layer's download holds until both pulls wait for it.
+	held := make(chan struct{})
+	var holdOnce sync.Once
+	stalled := img.Layers[0].Digest
+	if err := proxy.Set(faultproxy.Blob(stalled), faultproxy.Fault{Kind: faultproxy.Stall, Method: http.MethodGet,
+		OnHold: func() { holdOnce.Do(func() { close(held) }) }}); err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan struct{}, 2) // one per pull that asked for the stalled layer
+	progress := func() ProgressFunc {
+		var once sync.Once
+		return func(ev ProgressEvent) {
+			if ev.Digest == stalled && ev.Status == "waiting" {
+				once.Do(func() { waiting <- struct{}{} })
+			}
+		}
+	}
+	s := openTemp(t)
+	ref := proxy.Host + "/lab/shared:1"
+	type result struct {
+		info ImageInfo
+		err  error
+	}
+	results := make(chan result, 2)
+	for range 2 {
+		opts := PullOptions{RegistryOptions: RegistryOptions{PlainHTTP: true, HostsDir: t.TempDir()}, Progress: progress()}
+		go func() {
+			info, err := s.Pull(ctx, ref, opts)
+			results <- result{info, err}
+		}()
+	}
+	bound := time.NewTimer(2 * time.Minute)
+	defer bound.Stop()
+	for _, c := range []chan struct{}{held, waiting, waiting} {
+		select {
+		case <-c:
+		case r := <-results:
+			t.Fatalf("a pull ended while the layer was held: %+v", r)
+		case <-bound.C:
+			t.Fatal("the pulls never both waited for the held layer")
+		}
+	}
+	proxy.Clear(faultproxy.Blob(stalled))
+	var infos []ImageInfo
+	for range 2 {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("pull: %v", r.err)
+		}
+		infos = append(infos, r.info)
+	}
+	if infos[0].Name != infos[1].Name || infos[0].Target.Digest != img.Manifest.Digest || infos[1].Target.Digest != img.Manifest.Digest || infos[0].Size != infos[1].Size {
+		t.Fatalf("the pulls made different images: %+v and %+v", infos[0], infos[1])
+	}
+	for _, d := range append([]digest.Digest{img.Config.Digest}, digestsOf(img.Layers)...) {
+		if n := getCount(proxy, faultproxy.Blob(d)); n != 1 {
+			t.Errorf("blob %s: %d GETs, want 1", d, n)
+		}
+	}
+	_, il, err := s.imageLayersOf(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := s.Snapshotter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range il.ChainIDs {
+		if _, err := sn.Stat(ctx, c.String()); err != nil {
+			t.Errorf("layer %d (%s) not unpacked: %v", i, c, err)
+		}
+	}
+}
+
+func digestsOf(ds []ocispec.Descriptor) []digest.Digest {
+	out := make([]digest.Digest, len(ds))
+	for i, d := range ds {
+		out[i] = d.Digest
+	}
+	return out
+}
+
+// What a push fetches (the other platforms of a pulled index) is recorded
+// as a pull records it: media type, both times, the repository it came
+// from; and so is everything the pull fetched.
+func TestPushRecordsWhatItFetches(t *testing.T) {
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	amd := gcImage(t, "linux/amd64", "amd")
+	arm := gcImage(t, "linux/arm64", "arm")
+	idx, err := testimage.BuildIndex([]*testimage.Image{amd, arm}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, im := range idx.Images {
+		if err := testimage.Push(ctx, reg.URL, "lab/multi", "", im.Blobs, im.Manifest, reg.Client()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := testimage.Push(ctx, reg.URL, "lab/multi", "1", idx.Blobs, idx.Desc, reg.Client()); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(t.TempDir(), Options{Create: true, Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	start := time.Now().UTC()
+	ro := RegistryOptions{PlainHTTP: true, HostsDir: t.TempDir()}
+	ref := reg.Ref("lab/multi", "1")
+	if _, err := s.Pull(ctx, ref, PullOptions{RegistryOptions: ro, NoUnpack: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ContentInfo(ctx, arm.Layers[0].Digest); err == nil {
+		t.Fatal("the pull of one platform recorded the other's layer")
+	}
+	other := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	if err := s.Push(ctx, ref, other.Ref("lab/copy", "1"), PushOptions{RegistryOptions: ro}); err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().UTC()
+	all := map[digest.Digest]bool{idx.Desc.Digest: true}
+	for _, im := range idx.Images {
+		for d := range im.Blobs {
+			all[d] = true
+		}
+	}
+	for d := range all {
+		ci, err := s.ContentInfo(ctx, d)
+		if err != nil {
+			t.Fatalf("record of %s: %v", d, err)
+		}
+		if ci.CreatedAt.Before(start) || ci.CreatedAt.After(end) || ci.UpdatedAt.Before(ci.CreatedAt) || ci.UpdatedAt.After(end) {
+			t.Errorf("blob %s: created %v, updated %v; want both within the test (%v to %v), updated not before created", d, ci.CreatedAt, ci.UpdatedAt, start, end)
+		}
+		if got := ci.Labels[labelSourcePrefix+reg.Host]; got != "lab/multi" {
+			t.Errorf("blob %s: source label %q, want lab/multi", d, got)
+		}
+		if ci.MediaType == "" {
+			t.Errorf("blob %s: no media type recorded", d)
+		}
+	}
+}
