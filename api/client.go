@@ -263,3 +263,76 @@ func trailerError(resp *http.Response) error {
 	}
 	return remoteError(body)
 }
+
+// stream copies a data response into w; a failure after the first byte
+// arrives in the Casfs-Error trailer.
+func (c *Client) stream(ctx context.Context, req request, w io.Writer) error {
+	resp, err := c.do(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	ew := &errWriter{w: w}
+	if _, err := io.Copy(ew, resp.Body); err != nil {
+		if ew.err != nil {
+			return ew.err // the caller's writer failed, as it would embedded
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("casfs daemon on %s: %s %s: stream broke off: %v: %w", c.socket, req.method, req.path, err, errdefs.ErrUnavailable)
+	}
+	return trailerError(resp)
+}
+
+// errWriter remembers whether a copy failed on the writing side.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
+}
+
+// progress reads an NDJSON progress stream: events go to fn in the order
+// the daemon sent them, then the result is decoded into out (when non-nil)
+// or the error returned.
+func (c *Client) progress(ctx context.Context, req request, fn store.ProgressFunc, out any) error {
+	resp, err := c.do(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var line StreamLine
+		if err := dec.Decode(&line); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, io.EOF) {
+				err = errors.New("stream ended without a result")
+			}
+			return fmt.Errorf("casfs daemon on %s: %s %s: %v: %w", c.socket, req.method, req.path, err, errdefs.ErrUnavailable)
+		}
+		switch {
+		case line.ErrorBody != nil && line.Error != "":
+			return remoteError(*line.ErrorBody)
+		case line.Result != nil:
+			if out == nil {
+				return nil
+			}
+			if err := json.Unmarshal(line.Result, out); err != nil {
+				return fmt.Errorf("casfs daemon on %s: bad %s result: %v: %w", c.socket, req.path, err, errdefs.ErrUnavailable)
+			}
+			return nil
+		case line.Event != nil && fn != nil:
+			fn(*line.Event)
+		}
+	}
+}

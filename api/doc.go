@@ -23,6 +23,13 @@
 //
 // # Routes
 //
+// Each route is one entry of the operation table (op.go) that both Server
+// and Client use; this list is generated from it by go generate.
+//
+//	POST   /v1/images/export                ExportImages; body {"refs":[R],"options":ExportOptions} -> application/x-tar
+//	POST   /v1/images/import?base-name=N&digests=true&no-unpack=true
+//	                                        ImportImages; body is the archive -> [ImageInfo]
+//	POST   /v1/check                        Check; body StoreCheckOptions -> StoreCheckReport
 //	GET    /v1/ping                         {"api":"v1"}
 //	GET    /v1/resolve?digest=S             ResolveDigest(S) -> {"digest":D}
 //	GET    /v1/content                      ListContent -> [ContentInfo]
@@ -37,6 +44,12 @@
 //	                                        Ingest; body is the data -> 201 {"info":ContentInfo,"resumedAt":N}
 //	GET    /v1/export?digest=D&digest=...   ExportContent (no digest: all) -> application/x-tar
 //	POST   /v1/import                       ImportContent; body is the tar -> [ContentInfo]
+//	GET    /v1/leases                       ListLeases -> [LeaseInfo]
+//	POST   /v1/leases                       CreateLease; body LeaseOptions -> 201 LeaseInfo
+//	DELETE /v1/leases/{id}                  RemoveLease -> 204
+//	POST   /v1/gc/collect                   Collect; body CollectOptions -> GCReport
+//	POST   /v1/gc/images                    PruneImages; body ImagePruneOptions -> GCReport
+//	DELETE /v1/gc/content/{digest}          ForceRemoveContent -> 204
 //	GET    /v1/images                       ListImages -> [ImageInfo]
 //	GET    /v1/images/by-name?name=R        GetImage -> ImageDetail
 //	DELETE /v1/images/by-name?name=R        RemoveImage -> 204
@@ -44,23 +57,13 @@
 //	POST   /v1/images/push                  Push; body {"ref":R,"remote":R2,"options":PushOptions} -> progress stream, result {}
 //	POST   /v1/images/tag                   TagImage; body {"source":R,"targets":[R]} -> 204
 //	POST   /v1/images/convert               ConvertImage; body {"source":R,"target":R,"options":ConvertOptions} -> ImageInfo
-//	POST   /v1/images/export                ExportImages; body {"refs":[R],"options":ExportOptions} -> application/x-tar
-//	POST   /v1/images/import?base-name=N&digests=true&no-unpack=true
-//	                                        ImportImages; body is the archive -> [ImageInfo]
+//	GET    /v1/snapshots                    ListSnapshots -> [SnapshotInfo]
+//	DELETE /v1/snapshots/by-key?key=K       RemoveSnapshot -> 204
+//	GET    /v1/snapshots/usage?key=K        SnapshotUsage (no key: all) -> [SnapshotUsage]
 //	GET    /v1/images/mounts                ListImageMounts -> [ImageMount]
 //	POST   /v1/images/mount                 MountImage; body MountRequest {"ref":R,"target":T,"options":MountOptions} -> ImageMount
 //	POST   /v1/images/unmount               UnmountImage; body UnmountRequest {"target":T,"remove":B} -> ImageMount
 //	POST   /v1/images/check                 CheckImage; body CheckRequest {"ref":R,"options":CheckOptions} -> CheckReport
-//	GET    /v1/snapshots                    ListSnapshots -> [SnapshotInfo]
-//	DELETE /v1/snapshots/by-key?key=K       RemoveSnapshot -> 204
-//	GET    /v1/snapshots/usage?key=K        SnapshotUsage (no key: all) -> [SnapshotUsage]
-//	GET    /v1/leases                       ListLeases -> [LeaseInfo]
-//	POST   /v1/leases                       CreateLease; body LeaseOptions -> 201 LeaseInfo
-//	DELETE /v1/leases/{id}                  RemoveLease -> 204
-//	POST   /v1/gc/collect                   Collect; body CollectOptions -> GCReport
-//	POST   /v1/gc/images                    PruneImages; body ImagePruneOptions -> GCReport
-//	DELETE /v1/gc/content/{digest}          ForceRemoveContent -> 204
-//	POST   /v1/check                        Check; body StoreCheckOptions -> StoreCheckReport
 //
 // Image names carry slashes, colons and '@', so they travel as the query
 // parameter name (URL-encoded), never as path segments. Ingest refs are one

@@ -23,6 +23,10 @@ import (
 // classes, for driving the server where the real store cannot (or not yet)
 // go: progress streams, blocked calls, failures in mid-stream.
 type fakeStore struct {
+	// API is nil: an operation the fake does not implement panics, which
+	// the server answers with 500, so a new operation needs no fake method.
+	store.API
+
 	mu      sync.Mutex
 	blobs   map[digest.Digest]*fakeBlob
 	ingests map[string]*fakeIngest

@@ -18,24 +18,19 @@ import (
 // anything; streaming handlers report later failures in-band.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
-type route struct {
-	method, pattern string
-	h               handlerFunc
-}
-
-// routes builds the mux. Patterns are registered without methods and each
+// routes builds the mux from the table (op.go). Patterns are registered without methods and each
 // dispatches on the method itself: that keeps 404 and 405 answers JSON, and
 // lets a fixed path (/v1/content/verify) sit next to a wildcard one
 // (/v1/content/{digest}) without the two conflicting.
 func (srv *Server) routes() http.Handler {
 	byPattern := map[string]map[string]handlerFunc{}
 	var order []string
-	for _, rt := range srv.routeTable() {
+	for _, rt := range table {
 		if byPattern[rt.pattern] == nil {
 			byPattern[rt.pattern] = map[string]handlerFunc{}
 			order = append(order, rt.pattern)
 		}
-		byPattern[rt.pattern][rt.method] = rt.h
+		byPattern[rt.pattern][rt.method] = func(w http.ResponseWriter, r *http.Request) error { return rt.serve(srv, w, r) }
 	}
 	mux := http.NewServeMux()
 	for _, p := range order {

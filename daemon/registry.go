@@ -2,14 +2,29 @@ package daemon
 
 import (
 	"context"
+	"io"
 	"net"
+	"os"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/casfs/casfs/serve"
 	"github.com/casfs/casfs/store"
 )
 
+// registryStore is what the registry server reads of the store: serve.Store
+// but for Images, which registrySource answers from the image records.
+type registryStore interface {
+	ImageRecords(ctx context.Context) ([]store.ImageInfo, error)
+	Reach(ctx context.Context, roots []ocispec.Descriptor) (map[digest.Digest]string, error)
+	ReadManifest(ctx context.Context, d digest.Digest) ([]byte, error)
+	OpenBlob(ctx context.Context, d digest.Digest) (*os.File, error)
+	StreamBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, int64, error)
+}
+
 // registrySource shows a store through the registry server's Store interface.
-type registrySource struct{ *store.Local }
+type registrySource struct{ registryStore }
 
 var _ serve.Store = registrySource{}
 

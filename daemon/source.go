@@ -11,14 +11,24 @@ import (
 	"github.com/casfs/casfs/store"
 )
 
+// fsStore is what the filesystem reads of the store: blob records and
+// files, the images as the mount shows them, and a rootfs's layers.
+type fsStore interface {
+	ListContent(ctx context.Context) ([]store.ContentInfo, error)
+	ContentInfo(ctx context.Context, d digest.Digest) (store.ContentInfo, error)
+	OpenBlob(ctx context.Context, d digest.Digest) (*os.File, error)
+	ImageViews(ctx context.Context) ([]store.ImageView, error)
+	RootfsSources(ctx context.Context, id string) ([]merged.Layer, error)
+}
+
 // source shows a store through the filesystem's Source interface.
 type source struct {
-	st *store.Local
+	st fsStore
 }
 
 var _ fusefs.Source = (*source)(nil)
 
-func newSource(st *store.Local) *source {
+func newSource(st fsStore) *source {
 	return &source{st: st}
 }
 

@@ -54,7 +54,7 @@ type Snapshot struct {
 type Lease struct {
 	ID        string            `json:"id"`
 	CreatedAt time.Time         `json:"createdAt"`
-	Expires   time.Time         `json:"expires,omitempty"` // zero: never
+	Expires   time.Time         `json:"expires,omitzero"` // zero: never
 	Labels    map[string]string `json:"labels,omitempty"`
 	Blobs     []digest.Digest   `json:"blobs,omitempty"`
 	Snapshots []string          `json:"snapshots,omitempty"`

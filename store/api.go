@@ -11,17 +11,13 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/casfs/casfs/index"
 )
 
-// ContentInfo is what the store knows of one blob.
-type ContentInfo struct {
-	Digest    digest.Digest     `json:"digest"`
-	Size      int64             `json:"size"`
-	MediaType string            `json:"mediaType,omitempty"`
-	CreatedAt time.Time         `json:"createdAt"`
-	UpdatedAt time.Time         `json:"updatedAt"`
-	Labels    map[string]string `json:"labels,omitempty"`
-}
+// ContentInfo is what the store knows of one blob: its index record, one
+// type from the database to the socket.
+type ContentInfo = index.Blob
 
 // IngestStatus is one in-progress ingest.
 type IngestStatus struct {

@@ -120,12 +120,12 @@ func (s *Local) ImportContent(ctx context.Context, r io.Reader) ([]ContentInfo, 
 	var fresh []index.Entry[index.Blob]
 	for _, d := range order {
 		if b, err := db.Blobs().Get(ctx, d.String()); err == nil {
-			out = append(out, toInfo(b))
+			out = append(out, b)
 			continue
 		}
 		b := index.Blob{Digest: d, Size: sizes[d], CreatedAt: now, UpdatedAt: now}
 		fresh = append(fresh, index.Entry[index.Blob]{Key: d.String(), Value: b})
-		out = append(out, toInfo(b))
+		out = append(out, b)
 	}
 	if err := db.Blobs().PutMany(ctx, fresh); err != nil {
 		return nil, fmt.Errorf("import: record blobs: %w", err)

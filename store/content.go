@@ -119,7 +119,7 @@ func (s *Local) Ingest(ctx context.Context, ref string, r io.Reader, opts Ingest
 func (s *Local) record(ctx context.Context, db *index.DB, d digest.Digest, mediaType string) (ContentInfo, error) {
 	b, err := db.Blobs().Get(ctx, d.String())
 	if err == nil {
-		return toInfo(b), nil
+		return b, nil
 	}
 	if !errors.Is(err, errdefs.ErrNotFound) {
 		return ContentInfo{}, err
@@ -133,11 +133,7 @@ func (s *Local) record(ctx context.Context, db *index.DB, d digest.Digest, media
 	if err := db.Blobs().Put(ctx, d.String(), b); err != nil {
 		return ContentInfo{}, fmt.Errorf("record %s: %w", d, err)
 	}
-	return toInfo(b), nil
-}
-
-func toInfo(b index.Blob) ContentInfo {
-	return ContentInfo{Digest: b.Digest, Size: b.Size, MediaType: b.MediaType, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt, Labels: b.Labels}
+	return b, nil
 }
 
 func (s *Local) ListContent(ctx context.Context) ([]ContentInfo, error) {
@@ -147,7 +143,7 @@ func (s *Local) ListContent(ctx context.Context) ([]ContentInfo, error) {
 	}
 	var out []ContentInfo
 	err = db.Blobs().List(ctx, "", func(_ string, b index.Blob) error {
-		out = append(out, toInfo(b))
+		out = append(out, b)
 		return nil
 	})
 	return out, err
@@ -162,7 +158,7 @@ func (s *Local) ContentInfo(ctx context.Context, d digest.Digest) (ContentInfo, 
 	if err != nil {
 		return ContentInfo{}, notFound(d, err)
 	}
-	return toInfo(b), nil
+	return b, nil
 }
 
 func notFound(d digest.Digest, err error) error {
@@ -293,7 +289,7 @@ func (s *Local) LabelContent(ctx context.Context, d digest.Digest, set map[strin
 	if err != nil {
 		return ContentInfo{}, notFound(d, err)
 	}
-	return toInfo(b), nil
+	return b, nil
 }
 
 func (s *Local) ActiveIngests(ctx context.Context) ([]IngestStatus, error) {

@@ -5,17 +5,12 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/casfs/casfs/index"
 )
 
-// LeaseInfo is one lease (ctr leases ls).
-type LeaseInfo struct {
-	ID        string            `json:"id"`
-	CreatedAt time.Time         `json:"createdAt"`
-	Expires   time.Time         `json:"expires,omitzero"` // zero: never
-	Labels    map[string]string `json:"labels,omitempty"`
-	Blobs     []digest.Digest   `json:"blobs,omitempty"`
-	Snapshots []string          `json:"snapshots,omitempty"`
-}
+// LeaseInfo is one lease (ctr leases ls): its index record.
+type LeaseInfo = index.Lease
 
 // LeaseOptions are what `lease create` sets.
 type LeaseOptions struct {

@@ -163,10 +163,6 @@ func randomLeaseID() (string, error) {
 	return time.Now().UTC().Format("20060102150405") + "-" + hex.EncodeToString(b), nil
 }
 
-func leaseInfo(l index.Lease) LeaseInfo {
-	return LeaseInfo{ID: l.ID, CreatedAt: l.CreatedAt, Expires: l.Expires, Labels: l.Labels, Blobs: l.Blobs, Snapshots: l.Snapshots}
-}
-
 func (s *Local) ListLeases(ctx context.Context) ([]LeaseInfo, error) {
 	db, err := s.Index()
 	if err != nil {
@@ -174,7 +170,7 @@ func (s *Local) ListLeases(ctx context.Context) ([]LeaseInfo, error) {
 	}
 	out := []LeaseInfo{}
 	err = db.Leases().List(ctx, "", func(_ string, l index.Lease) error {
-		out = append(out, leaseInfo(l))
+		out = append(out, l)
 		return nil
 	})
 	return out, err
@@ -212,7 +208,7 @@ func (s *Local) CreateLease(ctx context.Context, opts LeaseOptions) (LeaseInfo, 
 	if err := db.Leases().Create(ctx, id, rec); err != nil {
 		return LeaseInfo{}, err
 	}
-	return leaseInfo(rec), nil
+	return rec, nil
 }
 
 func (s *Local) RemoveLease(ctx context.Context, id string) error {

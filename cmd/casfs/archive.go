@@ -111,7 +111,7 @@ func imageExport(c *cli.Context, file string, refs []string) error {
 	if opts.Platform != "" && opts.AllPlatforms {
 		return usagef("--platform and --all-platforms exclude each other")
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withArchives(c, false, func(s store.Archives) error {
 		return writeFileAtomic(c, file, func(w io.Writer) error {
 			return argError(s.ExportImages(c.Context, w, refs, opts))
 		})
@@ -125,7 +125,7 @@ func imageImport(c *cli.Context, name string) error {
 			return usagef("--base-name: %v", err)
 		}
 	}
-	return withStore(c, true, func(s store.API) error {
+	return withArchives(c, true, func(s store.Archives) error {
 		do := func(r io.Reader) error {
 			// A bad archive is a failed operation (exit 1), not misuse,
 			// though the store classes it as an invalid argument.

@@ -37,7 +37,7 @@ func checkStore(c *cli.Context) error {
 		return err
 	}
 	opts := store.StoreCheckOptions{Repair: c.Bool("repair"), RegistryOptions: ro}
-	return withStore(c, false, func(s store.API) error {
+	return withChecker(c, false, func(s store.Checker) error {
 		rep, err := s.Check(c.Context, opts)
 		if err != nil {
 			return fmt.Errorf("check: %w", err)

@@ -68,7 +68,7 @@ func contentIngest(c *cli.Context) error {
 			fmt.Fprintf(c.App.ErrWriter, "ingest %s: the input differs from the %d bytes stored after byte %d: started over from there\n", ref, stored, kept)
 		}
 	}
-	return withStore(c, true, func(s store.API) error {
+	return withContent(c, true, func(s store.Content) error {
 		info, err := s.Ingest(c.Context, ref, c.App.Reader, opts)
 		if err != nil {
 			return err
@@ -86,7 +86,7 @@ func contentList(c *cli.Context) error {
 	if err := wantArgs(c, 0, 0); err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withContent(c, false, func(s store.Content) error {
 		infos, err := s.ListContent(c.Context)
 		if err != nil {
 			return err
@@ -102,7 +102,7 @@ func contentList(c *cli.Context) error {
 }
 
 // digestArgs resolves every argument (full digest or unique prefix).
-func digestArgs(c *cli.Context, s store.API, args []string) ([]digest.Digest, error) {
+func digestArgs(c *cli.Context, s store.Content, args []string) ([]digest.Digest, error) {
 	out := make([]digest.Digest, 0, len(args))
 	for _, a := range args {
 		d, err := s.ResolveDigest(c.Context, a)
@@ -121,7 +121,7 @@ func contentInfo(c *cli.Context) error {
 	if err := jsonFormat(c); err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withContent(c, false, func(s store.Content) error {
 		ds, err := digestArgs(c, s, c.Args().Slice())
 		if err != nil {
 			return err
@@ -143,7 +143,7 @@ func contentGet(c *cli.Context) error {
 	if err := wantArgs(c, 1, 1); err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withContent(c, false, func(s store.Content) error {
 		ds, err := digestArgs(c, s, c.Args().Slice())
 		if err != nil {
 			return err
@@ -156,7 +156,7 @@ func contentRemove(c *cli.Context) error {
 	if err := wantArgs(c, 1, -1); err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withContentGC(c, false, func(s contentGC) error {
 		ds, err := digestArgs(c, s, c.Args().Slice())
 		if err != nil {
 			return err
@@ -176,7 +176,7 @@ func contentRemove(c *cli.Context) error {
 }
 
 func contentVerify(c *cli.Context) error {
-	return withStore(c, false, func(s store.API) error {
+	return withContent(c, false, func(s store.Content) error {
 		ds, err := digestArgs(c, s, c.Args().Slice())
 		if err != nil {
 			return err
@@ -215,7 +215,7 @@ func contentLabel(c *cli.Context) error {
 			return usagef("label %q: want key=value to set or key- to remove", a)
 		}
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withContent(c, false, func(s store.Content) error {
 		ds, err := digestArgs(c, s, c.Args().Slice()[:1])
 		if err != nil {
 			return err
@@ -234,7 +234,7 @@ func contentActive(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withContent(c, false, func(s store.Content) error {
 		sts, err := s.ActiveIngests(c.Context)
 		if err != nil {
 			return err
@@ -257,7 +257,7 @@ func contentExport(c *cli.Context) error {
 	if err := wantArgs(c, 1, -1); err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withContent(c, false, func(s store.Content) error {
 		ds, err := digestArgs(c, s, c.Args().Slice()[1:])
 		if err != nil {
 			return err
@@ -272,7 +272,7 @@ func contentImport(c *cli.Context) error {
 	if err := wantArgs(c, 1, 1); err != nil {
 		return err
 	}
-	return withStore(c, true, func(s store.API) error {
+	return withContent(c, true, func(s store.Content) error {
 		return readFile(c, c.Args().First(), func(r io.Reader) error {
 			infos, err := s.ImportContent(c.Context, r)
 			if err != nil {

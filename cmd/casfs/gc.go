@@ -87,7 +87,7 @@ func collectAction(opts store.CollectOptions) cli.ActionFunc {
 			return err
 		}
 		opts.DryRun = c.Bool("dry-run")
-		return withStore(c, false, func(s store.API) error {
+		return withGarbage(c, false, func(s store.Garbage) error {
 			rep, err := s.Collect(c.Context, opts)
 			if err != nil {
 				return err
@@ -106,7 +106,7 @@ func imagePrune(c *cli.Context) error {
 		return err
 	}
 	opts := store.ImagePruneOptions{All: c.Bool("all"), DryRun: c.Bool("dry-run")}
-	return withStore(c, false, func(s store.API) error {
+	return withGarbage(c, false, func(s store.Garbage) error {
 		rep, err := s.PruneImages(c.Context, opts)
 		if err != nil {
 			return err
@@ -166,7 +166,7 @@ func leaseList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withGarbage(c, false, func(s store.Garbage) error {
 		ls, err := s.ListLeases(c.Context)
 		if err != nil {
 			return err
@@ -207,7 +207,7 @@ func leaseCreate(c *cli.Context) error {
 		}
 		opts.Labels[k] = v
 	}
-	return withStore(c, true, func(s store.API) error {
+	return withGarbage(c, true, func(s store.Garbage) error {
 		l, err := s.CreateLease(c.Context, opts)
 		if err != nil {
 			return argError(err)
@@ -221,7 +221,7 @@ func leaseRemove(c *cli.Context) error {
 	if err := wantArgs(c, 1, -1); err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withGarbage(c, false, func(s store.Garbage) error {
 		for _, id := range c.Args().Slice() {
 			if err := s.RemoveLease(c.Context, id); err != nil {
 				return argError(err)

@@ -123,14 +123,14 @@ func pullOptions(c *cli.Context) (store.PullOptions, error) {
 }
 
 func imagePull(c *cli.Context) error {
-	return fetchImage(c, "pull", func(s store.API, ref string, opts store.PullOptions) (string, digest.Digest, error) {
+	return fetchImage(c, "pull", func(s store.Images, ref string, opts store.PullOptions) (string, digest.Digest, error) {
 		info, err := s.Pull(c.Context, ref, opts)
 		return info.Name, info.Target.Digest, err
 	})
 }
 
 func contentFetch(c *cli.Context) error {
-	return fetchImage(c, "fetch", func(s store.API, ref string, opts store.PullOptions) (string, digest.Digest, error) {
+	return fetchImage(c, "fetch", func(s store.Images, ref string, opts store.PullOptions) (string, digest.Digest, error) {
 		desc, err := s.FetchContent(c.Context, ref, opts)
 		return ref, desc.Digest, err
 	})
@@ -138,7 +138,7 @@ func contentFetch(c *cli.Context) error {
 
 // fetchImage is what pull and content fetch share: parse, show progress,
 // call, print "NAME: DIGEST".
-func fetchImage(c *cli.Context, verb string, call func(store.API, string, store.PullOptions) (string, digest.Digest, error)) error {
+func fetchImage(c *cli.Context, verb string, call func(store.Images, string, store.PullOptions) (string, digest.Digest, error)) error {
 	if err := wantArgs(c, 1, 1); err != nil {
 		return err
 	}
@@ -150,7 +150,7 @@ func fetchImage(c *cli.Context, verb string, call func(store.API, string, store.
 	if err := checkRefs(ref); err != nil {
 		return err
 	}
-	return withStore(c, true, func(s store.API) error {
+	return withImages(c, true, func(s store.Images) error {
 		p := newProgress(c, verb+" "+ref)
 		opts.Progress = p.Event
 		name, d, err := call(s, ref, opts)
@@ -186,7 +186,7 @@ func imagePush(c *cli.Context) error {
 	if err := checkRefs(c.Args().Slice()...); err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withImages(c, false, func(s store.Images) error {
 		p := newProgress(c, "push "+ref)
 		opts.Progress = p.Event
 		err := s.Push(c.Context, ref, remote, opts)
@@ -206,7 +206,7 @@ func imageList(c *cli.Context) error {
 	if err := wantArgs(c, 0, 0); err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withImages(c, false, func(s store.Images) error {
 		imgs, err := s.ListImages(c.Context)
 		if err != nil {
 			return err
@@ -232,7 +232,7 @@ func imageInfo(c *cli.Context) error {
 	if err := jsonFormat(c); err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withImages(c, false, func(s store.Images) error {
 		for _, ref := range c.Args().Slice() {
 			d, err := s.GetImage(c.Context, ref)
 			if err != nil {
@@ -258,7 +258,7 @@ func imageTag(c *cli.Context) error {
 		name, _ := store.NormalizeName(d)
 		dsts = append(dsts, name)
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withImages(c, false, func(s store.Images) error {
 		src, err := s.GetImage(c.Context, c.Args().First())
 		if err != nil {
 			return argError(err)
@@ -305,7 +305,7 @@ func imageConvert(c *cli.Context) error {
 			}
 		}
 	}
-	return withStore(c, true, func(s store.API) error {
+	return withImages(c, true, func(s store.Images) error {
 		info, err := s.ConvertImage(c.Context, c.Args().Get(0), c.Args().Get(1), opts)
 		if err != nil {
 			return argError(err)
@@ -327,7 +327,7 @@ func imageRemove(c *cli.Context) error {
 	if err := checkRefs(c.Args().Slice()...); err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withImages(c, false, func(s store.Images) error {
 		for _, ref := range c.Args().Slice() {
 			if _, err := s.GetImage(c.Context, ref); err != nil {
 				return argError(err)

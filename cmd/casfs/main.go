@@ -157,17 +157,37 @@ func openStore(c *cli.Context, create bool) (store.API, error) {
 	return store.Open(root, store.Options{Create: create, Limits: limits})
 }
 
-// withStore runs fn with an open store and closes it afterwards.
-func withStore(c *cli.Context, create bool, fn func(store.API) error) error {
-	s, err := openStore(c, create)
-	if err != nil {
+// withPart makes a runner that opens the store, hands fn the one part of
+// it a command group uses, and closes the store afterwards.
+func withPart[P any](part func(store.API) P) func(c *cli.Context, create bool, fn func(P) error) error {
+	return func(c *cli.Context, create bool, fn func(P) error) error {
+		s, err := openStore(c, create)
+		if err != nil {
+			return err
+		}
+		err = fn(part(s))
+		if cerr := s.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
 		return err
 	}
-	err = fn(s)
-	if cerr := s.Close(); err == nil && cerr != nil {
-		err = cerr
-	}
-	return err
+}
+
+// Each command group takes only its part of the store.
+var (
+	withContent   = withPart(func(s store.API) store.Content { return s })
+	withImages    = withPart(func(s store.API) store.Images { return s })
+	withArchives  = withPart(func(s store.API) store.Archives { return s })
+	withGarbage   = withPart(func(s store.API) store.Garbage { return s })
+	withSnapshots = withPart(func(s store.API) store.Snapshots { return s })
+	withChecker   = withPart(func(s store.API) store.Checker { return s })
+	withContentGC = withPart(func(s store.API) contentGC { return s })
+)
+
+// contentGC is what content rm needs: --force removes through the collector.
+type contentGC interface {
+	store.Content
+	store.Garbage
 }
 
 // subcommandsOf fails a group command called without a valid subcommand.

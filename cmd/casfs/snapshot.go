@@ -51,7 +51,7 @@ func snapshotList(c *cli.Context) error {
 	if err := wantArgs(c, 0, 0); err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withSnapshots(c, false, func(s store.Snapshots) error {
 		snaps, err := s.ListSnapshots(c.Context)
 		if err != nil {
 			return err
@@ -68,7 +68,7 @@ func snapshotRemove(c *cli.Context) error {
 	if err := wantArgs(c, 1, -1); err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withSnapshots(c, false, func(s store.Snapshots) error {
 		for _, key := range c.Args().Slice() {
 			if err := s.RemoveSnapshot(c.Context, key); err != nil {
 				return argError(err)
@@ -87,7 +87,7 @@ func snapshotUsage(c *cli.Context) error {
 	if err := wantArgs(c, 0, 1); err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withSnapshots(c, false, func(s store.Snapshots) error {
 		us, err := s.SnapshotUsage(c.Context, c.Args().First())
 		if err != nil {
 			return argError(err)
@@ -128,7 +128,7 @@ func imageMount(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withSnapshots(c, false, func(s store.Snapshots) error {
 		m, err := s.MountImage(c.Context, ref, target, store.MountOptions{ReadWrite: c.Bool("rw")})
 		if err != nil {
 			return argError(err)
@@ -146,7 +146,7 @@ func imageUnmount(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return withStore(c, false, func(s store.API) error {
+	return withSnapshots(c, false, func(s store.Snapshots) error {
 		m, err := s.UnmountImage(c.Context, target, c.Bool("rm"))
 		if err != nil {
 			return argError(err)
@@ -165,7 +165,7 @@ func imageCheck(c *cli.Context) error {
 		return err
 	}
 	ref := c.Args().First()
-	return withStore(c, false, func(s store.API) error {
+	return withSnapshots(c, false, func(s store.Snapshots) error {
 		rep, err := s.CheckImage(c.Context, ref, store.CheckOptions{VerifyDiffs: c.Bool("verify-diffs")})
 		if err != nil {
 			return fmt.Errorf("check %s: %w", ref, argError(err))
