@@ -24,7 +24,7 @@ func CheckDocumentType(desc ocispec.Descriptor) error {
 	switch {
 	case IsIndex(desc.MediaType), IsManifest(desc.MediaType):
 		return nil
-	case IsSchema1(desc.MediaType):
+	case isSchema1(desc.MediaType):
 		return fmt.Errorf("%s: schema1 manifests are not supported (deprecated); repush the image with a current client: %w", desc.Digest, errdefs.ErrNotImplemented)
 	}
 	return fmt.Errorf("%s: unsupported manifest media type %q: %w", desc.Digest, desc.MediaType, errdefs.ErrNotImplemented)

@@ -33,9 +33,9 @@ func IsManifest(mt string) bool {
 	return mt == ocispec.MediaTypeImageManifest || mt == MediaTypeDockerManifest
 }
 
-// IsSchema1 tells Docker's deprecated schema 1 manifests, which casfs
+// isSchema1 tells Docker's deprecated schema 1 manifests, which casfs
 // refuses with a reason rather than as an unknown type.
-func IsSchema1(mt string) bool {
+func isSchema1(mt string) bool {
 	return mt == MediaTypeDockerSchema1 || mt == MediaTypeDockerSchema1Signed
 }
 

@@ -36,7 +36,7 @@ func TestMediaTypePredicates(t *testing.T) {
 		{mt: "application/vnd.example+json"},
 	} {
 		c, ok := LayerCompression(tc.mt)
-		got := fmt.Sprint(IsIndex(tc.mt), IsManifest(tc.mt), IsConfig(tc.mt), IsLayer(tc.mt), IsSchema1(tc.mt), ok)
+		got := fmt.Sprint(IsIndex(tc.mt), IsManifest(tc.mt), IsConfig(tc.mt), IsLayer(tc.mt), isSchema1(tc.mt), ok)
 		want := fmt.Sprint(tc.index, tc.manifest, tc.config, tc.layer, tc.sch1, tc.layer)
 		if got != want || (ok && c != tc.comp) {
 			t.Errorf("%s: index manifest config layer schema1 ok = %s (compression %d), want %s (%d)", tc.mt, got, c, want, tc.comp)
