@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -411,10 +410,6 @@ func (l *Layer) decode(ce *estargz.TOCEntry, raw []byte) ([]byte, error) {
 	}
 	return d, nil
 }
-
-// removeCache deletes a layer's cache directory (after the layer became a
-// local blob).
-func removeCache(dir string) error { return os.RemoveAll(dir) }
 
 // completeRequest bounds one request of a completion.
 const completeRequest = 4 << 20
