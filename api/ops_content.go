@@ -17,7 +17,7 @@ import (
 
 // Content operations (store.Content), and the ping.
 
-var opPing = jsonOp(route{method: http.MethodGet, pattern: "/v1/ping", doc: `{"api":"v1"}`},
+var _ = jsonOp(route{method: http.MethodGet, pattern: "/v1/ping", doc: `{"api":"v1"}`},
 	func(context.Context, store.API, none) (map[string]string, error) {
 		return map[string]string{"api": "v1"}, nil
 	})

@@ -23,15 +23,15 @@ const (
 
 // Names of the metadata members.
 const (
-	LayoutFile         = "oci-layout"
-	IndexFile          = "index.json"
-	DockerManifestFile = "manifest.json"
-	RepositoriesFile   = "repositories"
+	layoutFile         = "oci-layout"
+	indexFile          = "index.json"
+	dockerManifestFile = "manifest.json"
+	repositoriesFile   = "repositories"
 	blobsDir           = "blobs/sha256/"
 )
 
-// MaxDocument bounds one metadata file or JSON document kept in memory.
-const MaxDocument = 4 << 20
+// maxDocument bounds one metadata file or JSON document kept in memory.
+const maxDocument = 4 << 20
 
 // maxDocsTotal bounds all documents of one archive kept in memory.
 const maxDocsTotal = 256 << 20

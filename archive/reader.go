@@ -97,7 +97,7 @@ func Read(ctx context.Context, r io.Reader, st Stager) (*Contents, error) {
 			return nil, fmt.Errorf("archive member %q is not a regular file, directory or symlink: %w", name, errdefs.ErrInvalidArgument)
 		}
 		switch name {
-		case LayoutFile, IndexFile, DockerManifestFile, RepositoriesFile:
+		case layoutFile, indexFile, dockerManifestFile, repositoriesFile:
 			b, err := readSmall(tr, name, hdr.Size)
 			if err != nil {
 				return nil, err
@@ -125,7 +125,7 @@ func Read(ctx context.Context, r io.Reader, st Stager) (*Contents, error) {
 		kind := kindOf(head)
 		var doc *bytes.Buffer
 		var body io.Reader = br
-		if kind == KindJSON && hdr.Size <= MaxDocument {
+		if kind == KindJSON && hdr.Size <= maxDocument {
 			doc = &bytes.Buffer{}
 			body = io.TeeReader(br, doc)
 		}
@@ -155,11 +155,11 @@ func Read(ctx context.Context, r io.Reader, st Stager) (*Contents, error) {
 
 func (c *Contents) metadata(name string) *[]byte {
 	switch name {
-	case LayoutFile:
+	case layoutFile:
 		return &c.Layout
-	case IndexFile:
+	case indexFile:
 		return &c.Index
-	case DockerManifestFile:
+	case dockerManifestFile:
 		return &c.DockerManifest
 	}
 	return &c.Repositories
@@ -170,8 +170,8 @@ func truncated(name string, err error) error {
 }
 
 func readSmall(r io.Reader, name string, size int64) ([]byte, error) {
-	if size > MaxDocument {
-		return nil, fmt.Errorf("archive member %q is %d bytes, more than %d: %w", name, size, MaxDocument, errdefs.ErrFailedPrecondition)
+	if size > maxDocument {
+		return nil, fmt.Errorf("archive member %q is %d bytes, more than %d: %w", name, size, maxDocument, errdefs.ErrFailedPrecondition)
 	}
 	b, err := io.ReadAll(r)
 	if err != nil {
@@ -202,7 +202,7 @@ func linkTarget(name, target string) (string, error) {
 		return "", fmt.Errorf("archive member %q is a symlink %s: %w", name, why, errdefs.ErrInvalidArgument)
 	}
 	switch {
-	case strings.HasPrefix(name, "blobs/"), name == LayoutFile, name == IndexFile, name == DockerManifestFile, name == RepositoriesFile:
+	case strings.HasPrefix(name, "blobs/"), name == layoutFile, name == indexFile, name == dockerManifestFile, name == repositoriesFile:
 		return bad("where a file must be")
 	case target == "" || path.IsAbs(target):
 		return bad("to an absolute path " + fmt.Sprintf("%q", target))

@@ -34,7 +34,7 @@ var epoch = time.Unix(0, 0)
 // docker's manifest.json, then the blobs directories.
 func (w *Writer) WriteMetadata(idx ocispec.Index, docker []DockerManifest) error {
 	layout, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
-	if err := w.file(LayoutFile, layout); err != nil {
+	if err := w.file(layoutFile, layout); err != nil {
 		return err
 	}
 	if idx.SchemaVersion == 0 {
@@ -47,7 +47,7 @@ func (w *Writer) WriteMetadata(idx ocispec.Index, docker []DockerManifest) error
 	if err != nil {
 		return err
 	}
-	if err := w.file(IndexFile, b); err != nil {
+	if err := w.file(indexFile, b); err != nil {
 		return err
 	}
 	if docker != nil {
@@ -55,7 +55,7 @@ func (w *Writer) WriteMetadata(idx ocispec.Index, docker []DockerManifest) error
 		if err != nil {
 			return err
 		}
-		if err := w.file(DockerManifestFile, b); err != nil {
+		if err := w.file(dockerManifestFile, b); err != nil {
 			return err
 		}
 	}

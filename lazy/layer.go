@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -123,7 +122,7 @@ func (l *Layer) cachedTail() (tail, int64, bool) {
 		return tail{}, 0, false
 	}
 	tocOff, _, err := estargz.OpenFooter(io.NewSectionReader(tail{off: size - estargz.FooterSize, data: foot}, 0, size))
-	if err != nil || tocOff < 0 || tocOff >= size || size-tocOff > MaxTOCCompressed || !l.sp.has(tocOff, size-tocOff) {
+	if err != nil || tocOff < 0 || tocOff >= size || size-tocOff > maxTOCCompressed || !l.sp.has(tocOff, size-tocOff) {
 		return tail{}, 0, false
 	}
 	b, err := l.sp.read(tocOff, size-tocOff)
@@ -411,10 +410,6 @@ func (l *Layer) decode(ce *estargz.TOCEntry, raw []byte) ([]byte, error) {
 	}
 	return d, nil
 }
-
-// RemoveCache deletes a layer's cache directory (after the layer became a
-// local blob).
-func RemoveCache(dir string) error { return os.RemoveAll(dir) }
 
 // completeRequest bounds one request of a completion.
 const completeRequest = 4 << 20

@@ -27,12 +27,12 @@ const TOCDigestAnnotation = estargz.TOCJSONDigestAnnotation
 
 // Bounds on untrusted TOCs.
 const (
-	// MaxTOCCompressed bounds the compressed TOC with its footer.
-	MaxTOCCompressed = 64 << 20
-	// MaxTOCJSON bounds the TOC JSON once decompressed.
-	MaxTOCJSON = 256 << 20
-	// MaxEntries bounds the TOC's entries.
-	MaxEntries = 4 << 20
+	// maxTOCCompressed bounds the compressed TOC with its footer.
+	maxTOCCompressed = 64 << 20
+	// maxTOCJSON bounds the TOC JSON once decompressed.
+	maxTOCJSON = 256 << 20
+	// maxEntries bounds the TOC's entries.
+	maxEntries = 4 << 20
 	// The first request reads a guess of the tail of a blob, footer and,
 	// for most layers, the whole TOC in one round trip: 1/64 of the blob
 	// within these bounds (a TOC is typically 1-2% of its layer); a larger
@@ -82,8 +82,8 @@ func fetchTail(ctx context.Context, remote RangeReader, size int64) (tail, int64
 	if tocOff < 0 || tocOff >= size-footerSize {
 		return tail{}, 0, fmt.Errorf("eStargz footer puts the TOC at %d, outside the layer's %d bytes: %w", tocOff, size, errdefs.ErrInvalidArgument)
 	}
-	if size-tocOff > MaxTOCCompressed {
-		return tail{}, 0, fmt.Errorf("eStargz TOC of %d bytes is over the limit of %d: %w", size-tocOff, MaxTOCCompressed, errdefs.ErrInvalidArgument)
+	if size-tocOff > maxTOCCompressed {
+		return tail{}, 0, fmt.Errorf("eStargz TOC of %d bytes is over the limit of %d: %w", size-tocOff, maxTOCCompressed, errdefs.ErrInvalidArgument)
 	}
 	if tocOff < t.off {
 		rest, err := remote(ctx, tocOff, t.off-tocOff)
@@ -116,14 +116,14 @@ func tocJSON(t tail, tocOff, size int64, want digest.Digest) ([]byte, error) {
 			errs = append(errs, err)
 			continue
 		}
-		js, err := io.ReadAll(io.LimitReader(rc, MaxTOCJSON+1))
+		js, err := io.ReadAll(io.LimitReader(rc, maxTOCJSON+1))
 		rc.Close()
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if len(js) > MaxTOCJSON {
-			return nil, fmt.Errorf("eStargz TOC JSON is over the limit of %d bytes: %w", MaxTOCJSON, errdefs.ErrInvalidArgument)
+		if len(js) > maxTOCJSON {
+			return nil, fmt.Errorf("eStargz TOC JSON is over the limit of %d bytes: %w", maxTOCJSON, errdefs.ErrInvalidArgument)
 		}
 		if got := digest.FromBytes(js); got != want {
 			return nil, fmt.Errorf("eStargz TOC is %s but the manifest pins %s: %w", got, want, errdefs.ErrDigestMismatch)
@@ -155,8 +155,8 @@ func openTOC(t tail, tocOff, size int64, want digest.Digest) (*estargz.Reader, e
 	walk = func(dir string, e *estargz.TOCEntry) error {
 		var err error
 		e.ForeachChild(func(base string, c *estargz.TOCEntry) bool {
-			if count++; count > MaxEntries {
-				err = fmt.Errorf("eStargz TOC has over %d entries: %w", MaxEntries, errdefs.ErrInvalidArgument)
+			if count++; count > maxEntries {
+				err = fmt.Errorf("eStargz TOC has over %d entries: %w", maxEntries, errdefs.ErrInvalidArgument)
 				return false
 			}
 			p := join(dir, base)

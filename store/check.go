@@ -534,33 +534,25 @@ func (c *checker) scanSnapshots(ctx context.Context) (map[string]index.Snapshot,
 // ones from abandoned ones (nobody holds them and they have not changed
 // for staleIngestAge).
 func (c *checker) ingests(ctx context.Context) error {
-	dir := filepath.Join(c.s.root, "ingest")
-	ents, err := os.ReadDir(dir)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("check: list ingests: %w", err)
+	ins, err := c.s.blobs.Ingests(ctx)
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
 	}
-	held := heldFlocks()
 	now := time.Now()
-	for _, e := range ents {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
+	for _, in := range ins {
 		c.rep.Checked.Ingests++
-		p := filepath.Join(dir, e.Name())
-		ref, refErr := os.ReadFile(filepath.Join(p, "ref"))
-		name := e.Name()
-		if refErr == nil {
-			name = strconv.Quote(string(ref))
+		name := in.Name
+		if in.Ref != "" {
+			name = strconv.Quote(in.Ref)
 		}
-		if held != nil && held[fileID(filepath.Join(p, "lock"))] {
+		if in.Locked {
 			c.note("ingest", name, "in progress")
 			continue
 		}
-		last := lastWrite(p)
-		age := now.Sub(last).Round(time.Second)
-		if now.Sub(last) < staleIngestAge {
-			if refErr == nil {
-				c.note("ingest", name, "resumable (%d bytes, last written %s ago; nobody holds it)", dataSize(p), age)
+		age := now.Sub(in.Updated).Round(time.Second)
+		if now.Sub(in.Updated) < staleIngestAge {
+			if in.Ref != "" {
+				c.note("ingest", name, "resumable (%d bytes, last written %s ago; nobody holds it)", in.Size, age)
 			} else {
 				c.note("ingest", name, "started but holds no data yet")
 			}
@@ -570,68 +562,13 @@ func (c *checker) ingests(ctx context.Context) error {
 			c.problem("ingest", name, "stale: nobody holds it and it has not changed for %s (--repair removes it)", age)
 			continue
 		}
-		if refErr == nil {
-			err = c.s.blobs.Abort(ctx, string(ref))
-		} else {
-			err = os.RemoveAll(p)
-		}
-		if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		if err := c.s.blobs.DiscardIngest(ctx, in); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			c.problem("ingest", name, "stale; removing it failed: %v", err)
 			continue
 		}
 		c.repaired("ingest", name, "removed a stale ingest (unchanged for %s)", age)
 	}
 	return nil
-}
-
-// lastWrite is when an ingest last changed: its data file, else its folder.
-func lastWrite(dir string) time.Time {
-	for _, name := range []string{"data", "updatedat", ""} {
-		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil {
-			return fi.ModTime()
-		}
-	}
-	return time.Time{}
-}
-
-func dataSize(dir string) int64 {
-	fi, err := os.Stat(filepath.Join(dir, "data"))
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// fileID names a file the way /proc/locks does: "major:minor:inode", the
-// device numbers in hex.
-func fileID(path string) string {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return ""
-	}
-	return fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
-}
-
-// heldFlocks reads the files with a granted flock from /proc/locks,
-// without taking any lock (which could fail a writer that starts at the
-// same moment). nil when /proc/locks cannot be read.
-func heldFlocks() map[string]bool {
-	f, err := os.Open("/proc/locks")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	out := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; waiters have "->".
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 6 || fields[1] == "->" || fields[1] != "FLOCK" {
-			continue
-		}
-		out[fields[5]] = true
-	}
-	return out
 }
 
 // mounts finds mounts of this store whose server is gone: overlays under

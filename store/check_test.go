@@ -12,7 +12,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sys/unix"
 
 	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/index"
@@ -295,24 +294,6 @@ func TestCheckReportsCleanupOnOpen(t *testing.T) {
 	}
 }
 
-func TestHeldFlocks(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "lock")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if heldFlocks()[fileID(p)] {
-		t.Fatal("unlocked file reported as held")
-	}
-	if err := flockNB(f); err != nil {
-		t.Fatal(err)
-	}
-	if !heldFlocks()[fileID(p)] {
-		t.Fatalf("flocked file %s not found in /proc/locks", fileID(p))
-	}
-}
-
 func TestUnescapeMount(t *testing.T) {
 	for in, want := range map[string]string{`/a\040b`: "/a b", `/plain`: "/plain", `/x\134`: `/x\`, `/t\01`: `/t\01`} {
 		if got := unescapeMount(in); got != want {
@@ -320,5 +301,3 @@ func TestUnescapeMount(t *testing.T) {
 		}
 	}
 }
-
-func flockNB(f *os.File) error { return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) }
