@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -156,7 +155,6 @@ type Pull struct {
 	Target ocispec.Descriptor // what the reference resolved to
 	o      *op
 	src    source
-	once   sync.Once
 }
 
 // Resolve resolves ref for a pull with opts.

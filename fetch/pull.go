@@ -30,7 +30,7 @@ type PullResult struct {
 
 // fetchManifest returns the bytes of a manifest or index, from the store
 // when present, else from the first endpoint that serves the right bytes,
-// committed to the store and recorded in the index. desc comes back with
+// committed to the store and recorded through Records. desc comes back with
 // its media type filled in when the parent did not say.
 func (f *op) fetchManifest(ctx context.Context, src source, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
 	if desc.MediaType != "" {
