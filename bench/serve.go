@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -72,42 +73,74 @@ func startServeNode(e *env, root string, args ...string) (*servedNode, error) {
 	return n, nil
 }
 
-// getBlob reads one blob over HTTP into nothing and returns the bytes read.
-func getBlob(client *http.Client, u string) (int64, error) {
+// getBlob reads one blob of size bytes over HTTP into nothing. It reads in 1 MiB steps, straight from the connection, so the client is
+// not what limits a fast server (io.Discard's ReadFrom reads 8 KiB at a
+// time).
+func getBlob(client *http.Client, u string, size int64) error {
 	resp, err := client.Get(u)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET %s: %s", u, resp.Status)
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
-	return io.Copy(io.Discard, resp.Body)
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		m, err := resp.Body.Read(buf)
+		n += int64(m)
+		if err == io.EOF {
+			break
+		} else if err != nil {
+			return fmt.Errorf("GET %s: %w", u, err)
+		}
+	}
+	if n != size {
+		return fmt.Errorf("GET %s: %d bytes, want %d", u, n, size)
+	}
+	return nil
 }
 
-// timeBlob is the best of runs warm reads of a blob.
-func timeBlob(client *http.Client, u string, size int64, runs int) (time.Duration, error) {
-	var bestD time.Duration
-	for i := 0; i < runs; i++ {
-		start := time.Now()
-		n, err := getBlob(client, u)
-		d := time.Since(start)
-		if err != nil {
-			return 0, err
-		}
-		if n != size {
-			return 0, fmt.Errorf("GET %s: %d bytes, want %d", u, n, size)
-		}
-		if i == 0 || d < bestD {
-			bestD = d
+// bestReads reads a blob of size bytes from each URL runs times,
+// alternating between them so that load on the machine hits each side
+// alike, with the page cache warm (one read of each first, untimed) and
+// dirty pages written back (sync) before every timed read. It returns the
+// best time of each URL, in order.
+func bestReads(client *http.Client, urls []string, size int64, runs int) ([]time.Duration, error) {
+	best := make([]time.Duration, len(urls))
+	for i := -1; i < runs; i++ {
+		for j, u := range urls {
+			syscall.Sync()
+			start := time.Now()
+			err := getBlob(client, u, size)
+			d := time.Since(start)
+			if err != nil {
+				return nil, err
+			}
+			if i >= 0 && (best[j] == 0 || d < best[j]) {
+				best[j] = d
+			}
 		}
 	}
-	return bestD, nil
+	return best, nil
 }
 
 func rate(n int64, d time.Duration) string {
 	return fmt.Sprintf("%.0f MiB/s", float64(n)/(1<<20)/d.Seconds())
 }
+
+// loadAvg is the one-minute load average, to quote next to a figure.
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
+// serveRuns is how many timed reads of the 1 GiB blob each side gets.
+const serveRuns = 7
 
 // benchServe: one casfs node serving the 1 GiB layer against
 // docker-registry serving the same blob; 16 concurrent clients of it with
@@ -129,18 +162,23 @@ func benchServe(e *env) ([]Row, error) {
 	defer node.stop()
 
 	big := set.large.layers[len(set.large.layers)-1]
-	client := &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 32}}
-	ours, err := timeBlob(client, fmt.Sprintf("http://%s/v2/%s/blobs/%s", node.host, refLarge, big.digest), big.size, 3)
+	// One client for both sides: keep-alive, no compression, and a read
+	// buffer the size of getBlob's reads.
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 32, ReadBufferSize: 1 << 20}}
+	best, err := bestReads(client, []string{
+		fmt.Sprintf("http://%s/v2/%s/blobs/%s", node.host, refLarge, big.digest),
+		fmt.Sprintf("http://%s/v2/%s/blobs/%s", set.reg.host, refLarge, big.digest),
+	}, big.size, serveRuns)
 	if err != nil {
 		return nil, err
 	}
-	theirs, err := timeBlob(client, fmt.Sprintf("http://%s/v2/%s/blobs/%s", set.reg.host, refLarge, big.digest), big.size, 3)
-	if err != nil {
-		return nil, err
-	}
+	ours, theirs := best[0], best[1]
 	rows := []Row{{
-		Name: fmt.Sprintf("serve: %s blob, warm", mib(big.size)), Ours: rate(big.size, ours), Baseline: rate(big.size, theirs) + " docker-registry",
-		Ratio: fmt.Sprintf("%.2fx", theirs.Seconds()/ours.Seconds()), Goal: ">= 1.0x throughput",
+		Name:     fmt.Sprintf("serve: %s blob, warm, best of %d alternating", mib(big.size), serveRuns),
+		Ours:     rate(big.size, ours) + " (load " + loadAvg() + ")",
+		Baseline: rate(big.size, theirs) + " docker-registry",
+		Ratio:    fmt.Sprintf("%.2fx", theirs.Seconds()/ours.Seconds()),
+		Goal:     ">= 1.0x throughput",
 	}}
 
 	const clients = 16
@@ -151,11 +189,7 @@ func benchServe(e *env) ([]Row, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n, err := getBlob(client, fmt.Sprintf("http://%s/v2/%s/blobs/%s", node.host, refLarge, big.digest))
-			if err == nil && n != big.size {
-				err = fmt.Errorf("short read: %d of %d", n, big.size)
-			}
-			errs <- err
+			errs <- getBlob(client, fmt.Sprintf("http://%s/v2/%s/blobs/%s", node.host, refLarge, big.digest), big.size)
 		}()
 	}
 	wg.Wait()
