@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/casfs/casfs/serve"
 	"github.com/casfs/casfs/store"
 )
@@ -23,6 +25,11 @@ func (r registrySource) Images(ctx context.Context) ([]serve.Image, error) {
 		out[i] = serve.Image{Name: rec.Name, Target: rec.Target, Updated: rec.UpdatedAt}
 	}
 	return out, nil
+}
+
+func (r registrySource) BlobSize(ctx context.Context, d digest.Digest) (int64, error) {
+	info, err := r.ContentInfo(ctx, d)
+	return info.Size, err
 }
 
 // registryURL is the base URL of the listening registry.
