@@ -9,6 +9,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/casfs/casfs/serve"
 	"github.com/casfs/casfs/store"
 )
@@ -38,6 +40,11 @@ func (r registrySource) Images(ctx context.Context) ([]serve.Image, error) {
 		out[i] = serve.Image{Name: rec.Name, Target: rec.Target, Updated: rec.UpdatedAt}
 	}
 	return out, nil
+}
+
+func (r registrySource) BlobSize(ctx context.Context, d digest.Digest) (int64, error) {
+	info, err := r.ContentInfo(ctx, d)
+	return info.Size, err
 }
 
 // registryURL is the base URL of the listening registry.

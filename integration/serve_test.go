@@ -334,6 +334,25 @@ func TestServeChain(t *testing.T) {
 	}
 	srvB := startServe(t, b, "--hosts-dir", viaA)
 
+	// A HEAD of the layer B does not hold answers from B's record: nothing
+	// is fetched from A and nothing is stored.
+	askedA := strings.Count(srvA.stderr.String(), "blobs/"+layer)
+	resp, err := http.Head(srvB.URL + "/v2/lab/chain/blobs/" + layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if size := idx.Images[0].Layers[1].Size; resp.StatusCode != http.StatusOK || resp.ContentLength != size ||
+		resp.Header.Get("Docker-Content-Digest") != layer {
+		t.Fatalf("HEAD of a layer B has not fetched: %s, length %d (want %d), digest %q", resp.Status, resp.ContentLength, size, resp.Header.Get("Docker-Content-Digest"))
+	}
+	if _, err := os.Stat(layerFile); err == nil {
+		t.Fatal("a HEAD made B fetch the layer")
+	}
+	if n := strings.Count(srvA.stderr.String(), "blobs/"+layer); n != askedA {
+		t.Fatalf("a HEAD on B asked A for the layer (%d requests, %d before)", n, askedA)
+	}
+
 	c := newCLI(t)
 	c.OK(nil, "image", "pull", "--hosts-dir", mirrorHosts(t, reg.Host, srvB.URL), "--platform", "linux/amd64", "-q", ref)
 	c.OK(nil, "content", "verify")

@@ -38,6 +38,8 @@ func writeError(w http.ResponseWriter, r *http.Request, err *regError) {
 		Errors []*regError `json:"errors"`
 	}{[]*regError{err}})
 	h := w.Header()
+	h.Del("Docker-Content-Digest") // set for the body the error replaces
+	h.Del("ETag")
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	if err.status == http.StatusMethodNotAllowed {

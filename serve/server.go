@@ -294,14 +294,17 @@ func (s *Server) blob(ctx context.Context, w http.ResponseWriter, r *http.Reques
 	if _, ok := reached[d]; !ok {
 		return errBlobUnknown
 	}
-	if !s.acquire(ctx) {
-		return errTooMany // the client went away while waiting
-	}
-	defer s.release()
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Docker-Content-Digest", d.String())
 	h.Set("ETag", `"`+d.String()+`"`)
+	if r.Method == http.MethodHead && r.Header.Get("Range") == "" {
+		return s.blobHead(ctx, w, d)
+	}
+	if !s.acquire(ctx) {
+		return errTooMany // the client went away while waiting
+	}
+	defer s.release()
 	if r.Method == http.MethodGet && r.Header.Get("Range") == "" {
 		if done, rerr := s.pullThrough(ctx, w, d); done || rerr != nil {
 			return rerr
@@ -322,6 +325,22 @@ func (s *Server) blob(ctx context.Context, w http.ResponseWriter, r *http.Reques
 	// ServeContent answers HEAD, Range (206) and bad ranges (416), and
 	// copies from the *os.File, which the kernel sends with sendfile.
 	http.ServeContent(w, r, "", time.Time{}, f)
+	return nil
+}
+
+// blobHead answers a HEAD from the blob's record, so a blob that is not
+// local is not fetched to tell its size. Its headers are those of a GET.
+func (s *Server) blobHead(ctx context.Context, w http.ResponseWriter, d digest.Digest) *regError {
+	size, err := s.st.BlobSize(ctx, d)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return errBlobUnknown
+	} else if err != nil {
+		return s.internal("look up blob "+d.String(), err)
+	}
+	h := w.Header()
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Length", strconv.FormatInt(size, 10))
+	w.WriteHeader(http.StatusOK)
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -32,6 +33,7 @@ type fakeStore struct {
 	remote   map[digest.Digest][]byte
 	broken   map[digest.Digest]bool
 	gate     chan struct{} // when set, remote bodies wait for it to close
+	streamed atomic.Int32  // remote blobs StreamBlob began to send
 }
 
 // gated holds a body back until its gate closes.
@@ -50,6 +52,7 @@ func (f *fakeStore) StreamBlob(_ context.Context, d digest.Digest) (io.ReadClose
 	if !ok {
 		return nil, 0, nil
 	}
+	f.streamed.Add(1)
 	var r io.Reader = strings.NewReader(string(b))
 	if f.broken[d] {
 		r = io.MultiReader(strings.NewReader(string(b[:len(b)/2])), iotest.ErrReader(errors.New("upstream went away")))
@@ -93,6 +96,19 @@ func (f *fakeStore) ReadManifest(_ context.Context, d digest.Digest) ([]byte, er
 		return nil, fmt.Errorf("%s: %w", d, errdefs.ErrNotFound)
 	}
 	return b, err
+}
+
+func (f *fakeStore) BlobSize(_ context.Context, d digest.Digest) (int64, error) {
+	if b, ok := f.remote[d]; ok {
+		return int64(len(b)), nil
+	}
+	fi, err := os.Stat(filepath.Join(f.dir, d.Encoded()))
+	if os.IsNotExist(err) {
+		return 0, fmt.Errorf("%s: %w", d, errdefs.ErrNotFound)
+	} else if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
 }
 
 func (f *fakeStore) OpenBlob(_ context.Context, d digest.Digest) (*os.File, error) {
@@ -270,8 +286,16 @@ func TestBlobs(t *testing.T) {
 		t.Fatalf("GET blob: %d %v %q", r.status, r.header, r.body)
 	}
 	h := do(t, "HEAD", path)
-	if h.status != 200 || h.body != "" || h.header.Get("Content-Length") != fmt.Sprint(len(x.layerBytes)) {
+	if h.status != 200 || h.body != "" {
 		t.Fatalf("HEAD blob: %d %v %q", h.status, h.header, h.body)
+	}
+	for _, k := range []string{"Content-Length", "Content-Type", "Docker-Content-Digest", "ETag", "Accept-Ranges"} {
+		if h.header.Get(k) != r.header.Get(k) {
+			t.Errorf("HEAD blob %s %q, GET's %q", k, h.header.Get(k), r.header.Get(k))
+		}
+	}
+	if e := do(t, "HEAD", x.url+"/v2/team/app/blobs/"+x.stray.Digest.String()); e.status != 404 || e.header.Get("Docker-Content-Digest") != "" {
+		t.Fatalf("HEAD of a blob no image reaches: %d %v", e.status, e.header)
 	}
 	p := do(t, "GET", path, "Range", "bytes=2-5")
 	if p.status != 206 || p.body != "2345" || p.header.Get("Content-Range") != fmt.Sprintf("bytes 2-5/%d", len(x.layerBytes)) {
@@ -414,10 +438,22 @@ func TestListenConfigCheck(t *testing.T) {
 func TestPullThrough(t *testing.T) {
 	x := newFixture(t)
 	base := x.url + "/v2/team/pinned/blobs/"
+	// HEAD answers from the record and fetches nothing.
+	h := do(t, "HEAD", base+digest.FromBytes(x.remote).String())
+	if h.status != 200 || h.body != "" || h.header.Get("Content-Length") != fmt.Sprint(len(x.remote)) ||
+		h.header.Get("Docker-Content-Digest") != digest.FromBytes(x.remote).String() || h.header.Get("Accept-Ranges") != "bytes" {
+		t.Fatalf("HEAD of a blob that is not local: %d %v", h.status, h.header)
+	}
+	if n := x.store.streamed.Load(); n != 0 {
+		t.Fatalf("HEAD fetched %d blobs from upstream", n)
+	}
 	r := do(t, "GET", base+digest.FromBytes(x.remote).String())
 	if r.status != 200 || r.body != string(x.remote) || r.header.Get("Content-Length") != fmt.Sprint(len(x.remote)) ||
 		r.header.Get("Docker-Content-Digest") != digest.FromBytes(x.remote).String() {
 		t.Fatalf("pull-through: %d %v, %d bytes", r.status, r.header, len(r.body))
+	}
+	if n := x.store.streamed.Load(); n != 1 {
+		t.Fatalf("GET streamed %d blobs from upstream, want 1", n)
 	}
 	resp, err := http.Get(base + digest.FromBytes(x.broken).String())
 	if err != nil {

@@ -29,6 +29,9 @@ type Store interface {
 	// ReadManifest returns the verified bytes of a manifest or index,
 	// fetching it first when it is recorded but not local.
 	ReadManifest(ctx context.Context, d digest.Digest) ([]byte, error)
+	// BlobSize returns a blob's recorded size, whether or not it is local,
+	// without fetching it.
+	BlobSize(ctx context.Context, d digest.Digest) (int64, error)
 	// OpenBlob opens a blob's file, fetching it first when it is recorded
 	// but not local. The file lets net/http send it with sendfile.
 	OpenBlob(ctx context.Context, d digest.Digest) (*os.File, error)
