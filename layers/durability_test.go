@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -119,5 +120,41 @@ func TestSnapshotterRebuildChecksDiffID(t *testing.T) {
 	err := s.Rebuild(ctx, key, bytes.NewReader(stack[1].blob), ocispec.MediaTypeImageLayerGzip)
 	if !errors.Is(err, errdefs.ErrDigestMismatch) || !strings.Contains(err.Error(), stack[0].diffID.String()) {
 		t.Fatalf("rebuild from the wrong blob: %v", err)
+	}
+}
+
+// An unpack schedules a sync of what it wrote; once it has run, the record
+// no longer says unsynced. After Close nothing is scheduled.
+func TestSnapshotterSyncSoon(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	s, _ := newSnapshotter(t)
+	s.SyncDelay = time.Millisecond
+	l := gzLayers(t, [][]tent{{tFile("x", 0o644, "x")}})[0]
+	key := l.diffID.String()
+	if _, err := s.Unpack(ctx, key, "", bytes.NewReader(l.blob), ocispec.MediaTypeImageLayerGzip, l.diffID); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := s.Stat(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Labels[LabelUnsynced] == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still unsynced after 30s: %v", r.Labels)
+		}
+		time.Sleep(5 * time.Millisecond) // polling the condition, bounded above
+	}
+	s.Close()
+	s.SyncSoon()
+	s.syncMu.Lock()
+	scheduled := s.syncTimer != nil
+	s.syncMu.Unlock()
+	if scheduled {
+		t.Fatal("a sync was scheduled after Close")
 	}
 }
