@@ -246,3 +246,15 @@ func writeMetaFile(dir, name, value string) error {
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// OpenIngest opens the data an ingest under ref holds so far, for reading
+// while its writer stays open (call the writer's Digest first: it flushes).
+// Nothing read this way is verified or committed: it is for work that
+// checks what it reads itself and can be thrown away.
+func (s *Store) OpenIngest(ref string) (*os.File, error) {
+	f, err := os.Open(filepath.Join(s.ingestDir(ref), fileData))
+	if err != nil {
+		return nil, fmt.Errorf("open ingest %s: %w", ref, err)
+	}
+	return f, nil
+}

@@ -9,16 +9,15 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/casfs/casfs/serve"
 	"github.com/casfs/casfs/store"
 )
 
 // registryStore is what the registry server reads of the store: serve.Store
-// but for Images, which registrySource answers from the image records.
+// but for Images and BlobSize, which registrySource answers from the records.
 type registryStore interface {
 	ImageRecords(ctx context.Context) ([]store.ImageInfo, error)
+	ContentInfo(ctx context.Context, d digest.Digest) (store.ContentInfo, error)
 	Reach(ctx context.Context, roots []ocispec.Descriptor) (map[digest.Digest]string, error)
 	ReadManifest(ctx context.Context, d digest.Digest) ([]byte, error)
 	OpenBlob(ctx context.Context, d digest.Digest) (*os.File, error)

@@ -72,8 +72,12 @@ type imageBudget struct {
 
 // ImageContext returns ctx with a fresh budget of o.MaxImageBytes that
 // every Apply under it charges (a failed Apply gives its bytes back): one
-// image's unpack runs under one.
+// image's unpack runs under one. A ctx that carries a budget keeps it, so
+// that an unpack finishing what an earlier one began charges the same.
 func (o ApplyOptions) ImageContext(ctx context.Context) context.Context {
+	if _, ok := ctx.Value(imageBudgetKey{}).(*imageBudget); ok {
+		return ctx // the image's layers share the budget already there
+	}
 	max := o.MaxImageBytes
 	if max <= 0 {
 		max = DefaultMaxImageBytes

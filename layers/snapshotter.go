@@ -41,6 +41,18 @@ type Snapshotter struct {
 	// Limits applies to every Unpack (zero fields: Apply's defaults).
 	Limits ApplyOptions
 
+	// BootID tells this boot from others (nil: ReadBootID); set it before
+	// the first Unpack. SyncDelay is SyncSoon's delay (0: DefaultSyncDelay).
+	BootID    func() (string, error)
+	SyncDelay time.Duration
+
+	bootOnce  sync.Once
+	bootID    string
+	syncRun   sync.Mutex // one Sync at a time
+	syncMu    sync.Mutex // guards syncTimer and closed
+	syncTimer *time.Timer
+	closed    bool
+
 	mu    sync.Mutex // serialises record changes that look at other records
 	keyMu sync.Mutex
 	keys  map[string]*keyLock // Unpack in progress, by chain ID
@@ -430,7 +442,10 @@ func (s *Snapshotter) Unpack(ctx context.Context, chainID, parentChainID string,
 	// A snapshot is derived data, rebuilt from its verified blob: like its
 	// files (written through the page cache, as containerd's overlay
 	// snapshotter does), its records are not synced one by one. The image
-	// record, synced, makes them durable along with it.
+	// record, synced, makes them durable along with it. The files are
+	// synced in the background later (SyncSoon); until then the record
+	// carries this boot's ID, so that a store opened after a power loss
+	// knows to rebuild them (Stale, Rebuild).
 	ctx = index.Unsynced(ctx)
 	// The snapshot and its parent go into ctx's lease (if any) before
 	// either is looked at, so a collection cannot take them from under us.
@@ -448,18 +463,6 @@ func (s *Snapshotter) Unpack(ctx context.Context, chainID, parentChainID string,
 	if rec, ok, err := s.existing(ctx, chainID); ok || err != nil {
 		return rec, err
 	}
-	var lowers []string
-	if parentChainID != "" {
-		if lowers, err = s.Lowers(ctx, parentChainID); err != nil {
-			return fail(err)
-		}
-	}
-	compressed := new(atomic.Int64)
-	rc, err := Decompress(mediaType, &compressedCounter{r: layer, n: compressed})
-	if err != nil {
-		return fail(err)
-	}
-	defer rc.Close()
 	id, err := newID()
 	if err != nil {
 		return fail(err)
@@ -474,19 +477,11 @@ func (s *Snapshotter) Unpack(ctx context.Context, chainID, parentChainID string,
 			slog.Warn("discarding failed extraction", "key", key, "err", err)
 		}
 	}
-	opts := s.Limits
-	opts.Lowers = lowers
-	opts.compressed = compressed // a plain tar is 1:1, never over
-	res, err := Apply(ctx, s.fsDir(active.ID), rc, opts)
-	if err != nil {
+	if err := s.extract(ctx, s.fsDir(active.ID), parentChainID, layer, mediaType, diffID); err != nil {
 		discard()
 		return fail(err)
 	}
-	if res.DiffID != diffID {
-		discard()
-		return fail(fmt.Errorf("uncompressed layer is %s, want %s: %w", res.DiffID, diffID, errdefs.ErrDigestMismatch))
-	}
-	rec, err := s.commit(ctx, chainID, key, map[string]string{LabelDiffID: diffID.String()})
+	rec, err := s.commit(ctx, chainID, key, map[string]string{LabelDiffID: diffID.String(), LabelUnsynced: s.boot()})
 	if errors.Is(err, errdefs.ErrExists) {
 		discard()
 		if rec, ok, err := s.existing(ctx, chainID); ok || err != nil {
@@ -497,6 +492,7 @@ func (s *Snapshotter) Unpack(ctx context.Context, chainID, parentChainID string,
 		discard()
 		return fail(err)
 	}
+	s.SyncSoon()
 	return rec, nil
 }
 

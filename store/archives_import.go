@@ -24,6 +24,7 @@ import (
 // own; nothing becomes visible until commit.
 type archiveStager struct {
 	s      *Local
+	u      *importUnpacker // nil: no unpack while reading
 	prefix string
 	n      int
 	staged map[digest.Digest]*stagedBlob
@@ -45,10 +46,39 @@ func verifyMember(member string, r io.Reader, expected digest.Digest) (digest.Di
 
 type stagedBlob struct {
 	w    cas.Writer
+	ref  string
 	size int64
 }
 
+// Stage stages one member, showing its bytes to the unpacker as they pass.
 func (a *archiveStager) Stage(ctx context.Context, member string, r io.Reader, size int64, expected digest.Digest) (digest.Digest, error) {
+	w := a.u.watch(expected, size)
+	if w != nil {
+		r = io.TeeReader(r, w)
+	}
+	d, err := a.stage(ctx, member, r, size, expected)
+	a.u.staged(w, d, a.opener(d), err)
+	return d, err
+}
+
+// opener reads d's staged bytes, or the stored blob.
+func (a *archiveStager) opener(d digest.Digest) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) {
+		if sb := a.staged[d]; sb != nil {
+			return a.s.blobs.OpenIngest(sb.ref)
+		}
+		ra, err := a.s.blobs.ReaderAt(context.Background(), d)
+		if err != nil {
+			return nil, err
+		}
+		return struct {
+			io.Reader
+			io.Closer
+		}{io.NewSectionReader(ra, 0, ra.Size()), ra}, nil
+	}
+}
+
+func (a *archiveStager) stage(ctx context.Context, member string, r io.Reader, size int64, expected digest.Digest) (digest.Digest, error) {
 	if expected != "" && a.staged[expected] != nil {
 		return verifyMember(member, r, expected) // the same blob again: keep the first
 	}
@@ -83,7 +113,7 @@ func (a *archiveStager) Stage(ctx context.Context, member string, r io.Reader, s
 		return "", mismatch(member, d)
 	}
 	if a.staged[d] == nil {
-		a.staged[d] = &stagedBlob{w: w, size: size}
+		a.staged[d] = &stagedBlob{w: w, ref: ref, size: size}
 		keep = true
 	}
 	return d, nil
@@ -121,9 +151,23 @@ func (s *Local) ImportImages(ctx context.Context, r io.Reader, opts ImportOption
 			return nil, fmt.Errorf("base name %q is not an image name: %w", opts.BaseName, errdefs.ErrInvalidArgument)
 		}
 	}
+	// Lease what the import makes before making it, so that a concurrent
+	// collection keeps it until the image records exist.
+	ctx, release, err := s.HoldLease(ctx, "import")
+	if err != nil {
+		return nil, fmt.Errorf("import: %w", err)
+	}
+	defer release()
 	st := &archiveStager{s: s, prefix: "archive-import-" + strings.ToLower(rand.Text()), staged: map[digest.Digest]*stagedBlob{}}
 	defer st.abort(context.WithoutCancel(ctx))
+	if !opts.NoUnpack {
+		if st.u, err = newImportUnpacker(ctx, s); err != nil {
+			return nil, fmt.Errorf("import: %w", err)
+		}
+		defer st.u.abort()
+	}
 	contents, err := archive.Read(ctx, r, st)
+	st.u.finish() // the staged ingests are renamed by the commits below
 	if err != nil {
 		return nil, fmt.Errorf("import: %w", err)
 	}
@@ -135,14 +179,6 @@ func (s *Local) ImportImages(ctx context.Context, r io.Reader, opts ImportOption
 	if err != nil {
 		return nil, fmt.Errorf("import: %w", err)
 	}
-
-	// Lease what the images reach before committing it, so that a
-	// concurrent collection keeps it until the image records exist.
-	ctx, release, err := s.HoldLease(ctx, "import")
-	if err != nil {
-		return nil, fmt.Errorf("import: %w", err)
-	}
-	defer release()
 	leased := make([]digest.Digest, 0, len(plan.Blobs))
 	for d := range plan.Blobs {
 		leased = append(leased, d)
@@ -180,7 +216,7 @@ func (s *Local) ImportImages(ctx context.Context, r io.Reader, opts ImportOption
 				if err != nil {
 					return nil, fmt.Errorf("import: unpack %s: %w", md.Digest, err)
 				}
-				if err := s.unpack(ctx, il, nil); err != nil {
+				if err := s.unpack(st.u.imageContext(ctx, md.Digest), il, nil); err != nil {
 					return nil, fmt.Errorf("import: %w", err)
 				}
 			}

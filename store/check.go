@@ -397,6 +397,9 @@ func (c *checker) snapshots(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, f := range c.s.takeRepairs() {
+		c.repaired(f.Kind, f.Name, "%s", f.Detail)
+	}
 	recs, dirs, err := c.scanSnapshots(ctx)
 	if err != nil {
 		return err
@@ -461,27 +464,13 @@ func (c *checker) snapshots(ctx context.Context) error {
 			c.problem("snapshot", key, "%s (--repair removes it; it is unpacked again when needed)", why)
 			continue
 		}
-		if err := c.removeSnapshotTree(ctx, sn, key, children); err != nil {
+		if err := removeSnapshotTree(ctx, sn, key, children); err != nil {
 			c.problem("snapshot", key, "%s; removing it failed: %v", why, err)
 			continue
 		}
 		c.repaired("snapshot", key, "removed: %s (unpacked again when needed)", why)
 	}
 	return nil
-}
-
-// removeSnapshotTree removes key after its descendants, top-most first.
-func (c *checker) removeSnapshotTree(ctx context.Context, sn *layers.Snapshotter, key string, children map[string][]string) error {
-	for _, ch := range children[key] {
-		if err := c.removeSnapshotTree(ctx, sn, ch, children); err != nil {
-			return err
-		}
-	}
-	err := sn.Remove(ctx, key)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return nil
-	}
-	return err
 }
 
 func recordsID(recs map[string]index.Snapshot, id string) bool {

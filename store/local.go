@@ -33,6 +33,9 @@ type Options struct {
 	// layer, bytes per image, entries per layer (zero fields: the layers
 	// package's defaults; Lowers is not used).
 	Limits layers.ApplyOptions
+	// BootID tells this boot of the machine from others (nil: the
+	// kernel's boot ID); a test fakes a reboot with it.
+	BootID func() (string, error)
 }
 
 // Local is the embedded store: this process owns the root.
@@ -58,6 +61,11 @@ type Local struct {
 	snapOnce sync.Once
 	snapErr  error
 	snaps    *layers.Snapshotter
+	bootID   func() (string, error)
+
+	// repairs are what opening the store repaired, for the next check.
+	repairsMu sync.Mutex
+	repairs   []CheckFinding
 
 	// lazy fetches a recorded blob whose file is missing; nil when the
 	// store has no registry access configured. A tee, when given, gets the
@@ -121,7 +129,7 @@ func Open(root string, opts Options) (*Local, error) {
 	closing, stop := context.WithCancel(context.Background())
 	limits := opts.Limits
 	limits.Lowers = nil
-	s := &Local{root: abs, blobs: blobs, host: oci.NewPlatform(host), limits: limits, closing: closing, stopClosing: stop}
+	s := &Local{root: abs, blobs: blobs, host: oci.NewPlatform(host), limits: limits, bootID: opts.BootID, closing: closing, stopClosing: stop}
 	s.fetch = fetch.New(blobs, fetchRecords{s})
 	return s, nil
 }
@@ -145,6 +153,10 @@ func (s *Local) Close() error {
 	var err error
 	s.stopClosing()
 	s.dbOnce.Do(func() { s.dbErr = errors.New("store closed") })
+	s.snapOnce.Do(func() { s.snapErr = errors.New("store closed") })
+	if s.snaps != nil {
+		s.snaps.Close()
+	}
 	if s.idx != nil {
 		err = s.idx.Close()
 		s.idx = nil

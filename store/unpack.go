@@ -24,10 +24,17 @@ func (s *Local) Snapshotter() (*layers.Snapshotter, error) {
 			s.snapErr = err
 			return
 		}
-		s.snaps, s.snapErr = layers.NewSnapshotter(s.root, db)
-		if s.snapErr == nil {
-			s.snaps.Limits = s.limits
+		sn, err := layers.NewSnapshotter(s.root, db)
+		if err != nil {
+			s.snapErr = err
+			return
 		}
+		sn.Limits, sn.BootID = s.limits, s.bootID
+		if err := s.repairStale(context.Background(), sn); err != nil {
+			s.snapErr = fmt.Errorf("open snapshotter: %w", err)
+			return
+		}
+		s.snaps = sn
 	})
 	return s.snaps, s.snapErr
 }
