@@ -57,13 +57,17 @@ func (s *Local) pullTOCs(ctx context.Context, f *fetch.Fetcher, res fetch.PullRe
 	g.SetLimit(maxTOCFetches)
 	for _, m := range res.Manifests {
 		for _, l := range m.Layers {
-			toc, ok := tocDigestOf(l)
-			if !ok || seen[l.Digest] {
+			if seen[l.Digest] {
 				continue
 			}
 			seen[l.Digest] = true
 			if _, err := s.blobs.Info(ctx, l.Digest); err == nil {
 				continue // local already: served from its snapshot
+			}
+			toc, ok := tocDigestOf(l)
+			if !ok {
+				slog.Info("lazy pull: layer is not eStargz, fetched whole on first access", "image", res.Name, "layer", l.Digest)
+				continue
 			}
 			g.Go(func() error {
 				if err := s.pullTOC(gctx, f, l, toc, noComplete); err != nil {
@@ -98,7 +102,7 @@ func (s *Local) pullTOC(ctx context.Context, f *fetch.Fetcher, l ocispec.Descrip
 	if _, err := s.LabelContent(ctx, l.Digest, set, del); err != nil {
 		return err
 	}
-	slog.Info("lazy layer: TOC fetched and verified", "layer", l.Digest, "toc", toc, "fetched", ll.Fetched())
+	slog.Info("lazy pull: eStargz layer served file by file, TOC fetched and verified", "layer", l.Digest, "toc", toc, "fetched", ll.Fetched())
 	return nil
 }
 
@@ -135,6 +139,24 @@ func (s *Local) openTOCForPull(ctx context.Context, f *fetch.Fetcher, l ocispec.
 	mount := ll.remote(l.Digest)
 	later.Store(&mount)
 	return ll.adopt(l.Digest, y).Layer, nil
+}
+
+// layerStates says which layers are local, which are lazy eStargz layers
+// (with what their chunk caches hold) and which are fetched whole on first
+// access.
+func (s *Local) layerStates(ctx context.Context, layers []ocispec.Descriptor) []LayerState {
+	out := make([]LayerState, len(layers))
+	for i, l := range layers {
+		st := LayerState{Digest: l.Digest, Size: l.Size, State: "remote"}
+		if _, err := s.blobs.Info(ctx, l.Digest); err == nil {
+			st.State = "local"
+		} else if _, ok := tocDigestOf(l); ok {
+			st.State = "lazy"
+			st.Cached = lazy.CachedBytes(s.lazyCacheDir(l.Digest))
+		}
+		out[i] = st
+	}
+	return out
 }
 
 // lazyLayers keeps the eStargz layers a mount serves, opened once each.
