@@ -74,3 +74,12 @@ func (s *Local) sweepLazyCaches(ctx context.Context, gone map[digest.Digest]bool
 	}
 	return out
 }
+
+// lazyCaches notes the chunk caches nothing reads any more: garbage that
+// gc reclaims, not damage.
+func (c *checker) lazyCaches(ctx context.Context) error {
+	for _, st := range c.s.staleLazyCaches(ctx, nil) {
+		c.note("lazy cache", st.Digest.String(), "chunk cache of %d bytes that nothing reads any more (gc removes it)", st.Size)
+	}
+	return nil
+}

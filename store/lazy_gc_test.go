@@ -15,7 +15,8 @@ import (
 // TestCollectRemovesStaleLazyCaches: gc removes the chunk caches of layers
 // with no record, of layers whose record it collects and of completed
 // layers, keeps the cache of a layer still lazy, and a dry run reports the
-// same caches without removing any.
+// same caches without removing any; check notes the caches of layers with
+// no record and of completed ones.
 func TestCollectRemovesStaleLazyCaches(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -73,6 +74,23 @@ func TestCollectRemovesStaleLazyCaches(t *testing.T) {
 		}
 		slices.Sort(out)
 		return out
+	}
+	chk, err := s.Check(ctx, StoreCheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var noted []digest.Digest
+	for _, n := range chk.Notes {
+		if n.Kind == "lazy cache" {
+			noted = append(noted, digest.Digest(n.Name))
+		}
+	}
+	slices.Sort(noted)
+	// Check knows no gc roots: the cache of a recorded layer it leaves to gc.
+	wantNoted := []digest.Digest{complete, orphan}
+	slices.Sort(wantNoted)
+	if !slices.Equal(noted, wantNoted) {
+		t.Fatalf("check notes stale caches %v, want %v", noted, wantNoted)
 	}
 	dry, err := s.Collect(ctx, CollectOptions{DryRun: true})
 	if err != nil {
