@@ -18,3 +18,10 @@ func unsynced(ctx context.Context) bool {
 	v, _ := ctx.Value(unsyncedKey{}).(bool)
 	return v
 }
+
+// Synced undoes Unsynced for the writes made with ctx: a record that
+// others act on, written at the end of an operation whose earlier records
+// were unsynced, makes them all durable at once.
+func Synced(ctx context.Context) context.Context {
+	return context.WithValue(ctx, unsyncedKey{}, false)
+}

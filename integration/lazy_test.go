@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -101,6 +102,25 @@ func layerBytes(t *testing.T, p *faultproxy.Proxy, img *testimage.Image) int64 {
 		}
 	}
 	return n
+}
+
+// layerStates is the state `image info` gives each layer of ref.
+func layerStates(t *testing.T, c *cli, ref string) map[digest.Digest]string {
+	t.Helper()
+	var info struct {
+		Layers []struct {
+			Digest digest.Digest
+			State  string
+		}
+	}
+	if err := json.NewDecoder(strings.NewReader(c.OK(nil, "image", "info", ref))).Decode(&info); err != nil {
+		t.Fatalf("image info %s: %v", ref, err)
+	}
+	out := map[digest.Digest]string{}
+	for _, l := range info.Layers {
+		out[l.Digest] = l.State
+	}
+	return out
 }
 
 // describeTree lists every path under dir (not dir itself) with type,
@@ -271,6 +291,9 @@ func TestLazyEStargzCompletes(t *testing.T) {
 	if r := c.Run(nil, "image", "check", ref); r.Code != 1 {
 		t.Fatalf("image check before completion: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
+	if got := layerStates(t, c, ref); got[base.Digest] != "local" || got[top.Digest] != "lazy" {
+		t.Fatalf("image info while the top layer is held: %v, want base local and top lazy", got)
+	}
 	proxy.Clear(hold)
 	waitFor(t, 90*time.Second, "image check passing after completion", func() bool {
 		return c.Run(nil, "image", "check", ref).Code == 0
@@ -280,6 +303,9 @@ func TestLazyEStargzCompletes(t *testing.T) {
 		if err != nil || digest.FromBytes(b) != l.Digest {
 			t.Fatalf("layer %s after completion: %v", l.Digest, err)
 		}
+	}
+	if got := layerStates(t, c, ref); got[base.Digest] != "local" || got[top.Digest] != "local" {
+		t.Fatalf("image info after completion: %v, want every layer local", got)
 	}
 	waitFor(t, 30*time.Second, "chunk caches removed", func() bool {
 		ents, _ := os.ReadDir(filepath.Join(c.Root, "lazy", "sha256"))

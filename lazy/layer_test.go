@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -367,4 +368,77 @@ func TestSpansLog(t *testing.T) {
 	if got := s.missing(); !slices.Equal(got, want) {
 		t.Fatalf("missing = %v, want %v", got, want)
 	}
+}
+
+// TestSequentialReadPrefetches: a reader going through a file from its
+// start has the chunks after it fetched in the background, so that the
+// rest of the file reads with the registry gone; a reader jumping around
+// gets only what it reads.
+func TestSequentialReadPrefetches(t *testing.T) {
+	t.Parallel()
+	desc, blob := buildBlob(t, testFiles(), 64<<10)
+	rb := &remoteBlob{blob: blob}
+	l, err := Open(context.Background(), desc, digest.Digest(desc.Annotations[TOCDigestAnnotation]),
+		Options{Dir: t.TempDir(), Remote: rb.read, ReadAhead: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+
+	// Random access: one read in the middle fetches its chunk only.
+	ra, err := l.Open(context.Background(), "usr/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := rb.bytes.Load()
+	if _, err := ra.ReadAt(make([]byte, 1000), 500<<10); err != nil {
+		t.Fatal(err)
+	}
+	if n := rb.bytes.Load() - before; n > 80<<10 {
+		t.Fatalf("a 1000-byte read in the middle fetched %d bytes", n)
+	}
+
+	// Sequential from the start: the first read brings the rest along.
+	seq, err := l.Open(context.Background(), "usr/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 64<<10)
+	if _, err := seq.ReadAt(head, 0); err != nil {
+		t.Fatal(err)
+	}
+	// The next maxPrefetches chunks arrive without being read.
+	ahead := int64(len(head) + maxPrefetches*(64<<10))
+	deadline := time.Now().Add(30 * time.Second)
+	for !cachedRange(l, "usr/big", int64(len(head)), ahead) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes after a sequential read of 64 KiB not prefetched within 30s", ahead-int64(len(head)))
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition
+	}
+	rb.down.Store(true)
+	rest := make([]byte, ahead-int64(len(head)))
+	if _, err := seq.ReadAt(rest, int64(len(head))); err != nil {
+		t.Fatalf("prefetched bytes with the registry down: %v", err)
+	}
+	if got := append(head, rest...); !bytes.Equal(got, bigFile[:ahead]) {
+		t.Fatal("prefetched bytes differ from the file")
+	}
+}
+
+// cachedRange reports whether every chunk of file p covering [from, to)
+// is in memory or in the chunk cache.
+func cachedRange(l *Layer, p string, from, to int64) bool {
+	for off := from; off < to; {
+		ce, ok := l.r.ChunkEntryForOffset(p, off)
+		if !ok {
+			return false
+		}
+		_, inMem := l.mem.get(chunkKey{ce.Offset, ce.InnerOffset})
+		if !inMem && !l.sp.has(ce.Offset, l.spanEnd(ce)-ce.Offset) {
+			return false
+		}
+		off = ce.ChunkOffset + ce.ChunkSize
+	}
+	return true
 }

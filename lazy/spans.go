@@ -84,6 +84,20 @@ func (s *spans) load() error {
 	return nil
 }
 
+// CachedBytes is the number of bytes the chunk cache in dir holds (0 when
+// there is none), read from its ranges log without opening the cache.
+func CachedBytes(dir string) int64 {
+	fi, err := os.Stat(filepath.Join(dir, "data"))
+	if err != nil {
+		return 0
+	}
+	s := &spans{dir: dir, size: fi.Size()}
+	if s.load() != nil {
+		return 0
+	}
+	return s.present()
+}
+
 // add merges r into the sorted set. Callers hold mu (or own s alone).
 func (s *spans) add(r span) {
 	i := sort.Search(len(s.have), func(i int) bool { return s.have[i].end() >= r.Off })

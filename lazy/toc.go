@@ -136,18 +136,18 @@ func tocJSON(t tail, tocOff, size int64, want digest.Digest) ([]byte, error) {
 // openTOC parses a verified tail with the upstream reader and checks what
 // the reader leaves to its callers: offsets inside the blob, known entry
 // types, bounded entry counts and chunk sizes.
-func openTOC(t tail, tocOff, size int64, want digest.Digest) (*estargz.Reader, estargz.TOCEntryVerifier, error) {
+func openTOC(t tail, tocOff, size int64, want digest.Digest) (*estargz.Reader, error) {
 	r, err := estargz.Open(io.NewSectionReader(t, 0, size), estargz.WithTOCOffset(tocOff))
 	if err != nil {
-		return nil, nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	v, err := r.VerifyTOC(want)
-	if err != nil {
-		return nil, nil, fmt.Errorf("eStargz TOC: %v: %w", err, errdefs.ErrDigestMismatch)
+	// Chunk digests are checked as each chunk is read (Layer.decode).
+	if got := r.TOCDigest(); got != want {
+		return nil, fmt.Errorf("eStargz TOC is %s but the manifest pins %s: %w", got, want, errdefs.ErrDigestMismatch)
 	}
 	root, ok := r.Lookup("")
 	if !ok {
-		return nil, nil, fmt.Errorf("eStargz TOC has no root: %w", errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("eStargz TOC has no root: %w", errdefs.ErrInvalidArgument)
 	}
 	count := 0
 	seen := map[*estargz.TOCEntry]bool{root: true}
@@ -176,9 +176,9 @@ func openTOC(t tail, tocOff, size int64, want digest.Digest) (*estargz.Reader, e
 		return err
 	}
 	if err := walk("", root); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return r, v, nil
+	return r, nil
 }
 
 func join(dir, base string) string {

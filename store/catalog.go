@@ -176,6 +176,7 @@ func (s *Local) GetImage(ctx context.Context, ref string) (ImageDetail, error) {
 		return d, err
 	}
 	d.Config, err = s.readDocument(ctx, m.Config.Digest, nil)
+	d.Layers = s.layerStates(ctx, m.Layers)
 	return d, err
 }
 

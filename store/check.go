@@ -120,7 +120,7 @@ func (s *Local) Check(ctx context.Context, opts StoreCheckOptions) (StoreCheckRe
 			s.changed()
 		}
 	}()
-	steps := []func(context.Context) error{c.images, c.blobs, c.snapshots, c.ingests, c.mounts, c.leases}
+	steps := []func(context.Context) error{c.images, c.blobs, c.snapshots, c.ingests, c.mounts, c.leases, c.lazyCaches}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return c.rep, err

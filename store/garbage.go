@@ -56,7 +56,10 @@ type GCReport struct {
 	Leases    []string          `json:"leases,omitempty"` // expired leases
 	Blobs     []RemovedBlob     `json:"blobs,omitempty"`
 	Snapshots []RemovedSnapshot `json:"snapshots,omitempty"`
-	Reclaimed int64             `json:"reclaimed"` // bytes of blob files and snapshots
+	// LazyCaches are the chunk caches of eStargz layers that nothing reads
+	// any more (layer gone or complete); Size is the bytes each held.
+	LazyCaches []RemovedBlob `json:"lazyCaches,omitempty"`
+	Reclaimed  int64         `json:"reclaimed"` // bytes of blob files, snapshots and chunk caches
 }
 
 // Garbage is leases and garbage collection (ctr leases, prune, gc).

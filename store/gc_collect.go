@@ -58,7 +58,18 @@ func (s *Local) Collect(ctx context.Context, opts CollectOptions) (GCReport, err
 			}
 		}
 	}
-	return s.execute(ctx, g, p, opts.DryRun)
+	rep, err := s.execute(ctx, g, p, opts.DryRun)
+	if err == nil && content {
+		gone := map[digest.Digest]bool{}
+		for _, b := range p.blobs {
+			gone[b.digest] = true
+		}
+		rep.LazyCaches = s.sweepLazyCaches(ctx, gone, opts.DryRun)
+		for _, c := range rep.LazyCaches {
+			rep.Reclaimed += c.Size
+		}
+	}
+	return rep, err
 }
 
 func (s *Local) PruneImages(ctx context.Context, opts ImagePruneOptions) (GCReport, error) {

@@ -28,6 +28,20 @@ type ImageDetail struct {
 	Index    json.RawMessage `json:"index,omitempty"`
 	Manifest json.RawMessage `json:"manifest,omitempty"`
 	Config   json.RawMessage `json:"config,omitempty"`
+	// Layers says where each layer of the shown manifest stands.
+	Layers []LayerState `json:"layers,omitempty"`
+}
+
+// LayerState is one layer of an image in `image info`.
+type LayerState struct {
+	Digest digest.Digest `json:"digest"`
+	Size   int64         `json:"size"`
+	// State is "local" (in blobs/), "lazy" (an eStargz layer served file
+	// by file from its TOC until it is complete) or "remote" (fetched
+	// whole on first access).
+	State string `json:"state"`
+	// Cached is the bytes of a lazy layer held in its chunk cache.
+	Cached int64 `json:"cached,omitempty"`
 }
 
 // RegistryOptions say how to reach registries. Password travels only in

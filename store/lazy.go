@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/casfs/casfs/errdefs"
@@ -48,43 +49,45 @@ func (s *Local) lazyCacheDir(d digest.Digest) string {
 // pullTOCs is the eStargz part of a lazy pull: for each layer with a TOC
 // digest annotation it fetches footer and TOC (Range requests), verifies
 // and checks them, keeps the TOC as a blob referenced from the layer's
-// record, and keeps the fetched bytes in the layer's chunk cache.
+// record, and keeps the fetched bytes in the layer's chunk cache. Layers go
+// in parallel: each costs one or two round trips to the registry.
 func (s *Local) pullTOCs(ctx context.Context, fo fetch.Options, res fetch.PullResult, noComplete bool) error {
 	seen := map[digest.Digest]bool{}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(maxTOCFetches)
 	for _, m := range res.Manifests {
 		for _, l := range m.Layers {
-			toc, ok := tocDigestOf(l)
-			if !ok || seen[l.Digest] {
+			if seen[l.Digest] {
 				continue
 			}
 			seen[l.Digest] = true
 			if _, err := s.blobs.Info(ctx, l.Digest); err == nil {
 				continue // local already: served from its snapshot
 			}
-			if err := s.pullTOC(ctx, fo, l, toc); err != nil {
-				return fmt.Errorf("pull %s: layer %s: %w", res.Name, l.Digest, err)
+			toc, ok := tocDigestOf(l)
+			if !ok {
+				slog.Info("lazy pull: layer is not eStargz, fetched whole on first access", "image", res.Name, "layer", l.Digest)
+				continue
 			}
-			set, del := map[string]string{}, []string{labelNoComplete}
-			if noComplete {
-				set, del = map[string]string{labelNoComplete: "false"}, nil
-			}
-			if _, err := s.LabelContent(ctx, l.Digest, set, del); err != nil {
-				return err
-			}
+			g.Go(func() error {
+				if err := s.pullTOC(gctx, fo, l, toc, noComplete); err != nil {
+					return fmt.Errorf("pull %s: layer %s: %w", res.Name, l.Digest, err)
+				}
+				return nil
+			})
 		}
 	}
-	return nil
+	return g.Wait()
 }
 
-func (s *Local) pullTOC(ctx context.Context, fo fetch.Options, l ocispec.Descriptor, toc digest.Digest) error {
-	remote := func(ctx context.Context, off, n int64) ([]byte, error) {
-		return s.fetch.ReadBlobRange(ctx, l.Digest, off, n, fo)
-	}
-	ll, err := lazy.Open(ctx, l, toc, lazy.Options{Dir: s.lazyCacheDir(l.Digest), Remote: remote})
+// maxTOCFetches bounds the layers whose TOCs one lazy pull fetches at once.
+const maxTOCFetches = 4
+
+func (s *Local) pullTOC(ctx context.Context, fo fetch.Options, l ocispec.Descriptor, toc digest.Digest, noComplete bool) error {
+	ll, err := s.openTOCForPull(ctx, fo, l, toc)
 	if err != nil {
 		return err
 	}
-	defer ll.Close()
 	if err := index.AddToLease(ctx, []digest.Digest{toc}); err != nil {
 		return err
 	}
@@ -92,11 +95,68 @@ func (s *Local) pullTOC(ctx context.Context, fo fetch.Options, l ocispec.Descrip
 	if _, err := s.Ingest(ctx, "estargz-toc-"+toc.String(), bytes.NewReader(js), IngestOptions{Expected: toc, Size: int64(len(js))}); err != nil {
 		return fmt.Errorf("store TOC %s: %w", toc, err)
 	}
-	if _, err := s.LabelContent(ctx, l.Digest, map[string]string{labelTOCRef: toc.String()}, nil); err != nil {
+	set, del := map[string]string{labelTOCRef: toc.String()}, []string{labelNoComplete}
+	if noComplete {
+		set[labelNoComplete], del = "false", nil
+	}
+	if _, err := s.LabelContent(ctx, l.Digest, set, del); err != nil {
 		return err
 	}
-	slog.Info("lazy layer: TOC fetched and verified", "layer", l.Digest, "toc", toc, "fetched", ll.Fetched())
+	slog.Info("lazy pull: eStargz layer served file by file, TOC fetched and verified", "layer", l.Digest, "toc", toc, "fetched", ll.Fetched())
 	return nil
+}
+
+// openTOCForPull opens a layer for a lazy pull: fetches and verifies its
+// TOC. In the mount daemon the opened layer is kept for the mount, which
+// then serves the image without reading or parsing the TOC again; its
+// later reads go through the mount's registry settings.
+func (s *Local) openTOCForPull(ctx context.Context, fo fetch.Options, l ocispec.Descriptor, toc digest.Digest) (*lazy.Layer, error) {
+	ll := s.lazyLayers
+	if ll != nil {
+		if x, ok := ll.cached(l.Digest); ok {
+			return x.Layer, nil
+		}
+	}
+	var later atomic.Pointer[lazy.RangeReader]
+	remote := func(ctx context.Context, off, n int64) ([]byte, error) {
+		if r := later.Load(); r != nil {
+			return (*r)(ctx, off, n)
+		}
+		return s.fetch.ReadBlobRange(ctx, l.Digest, off, n, fo)
+	}
+	opts := lazy.Options{Dir: s.lazyCacheDir(l.Digest), Remote: remote}
+	if ll != nil {
+		opts.Timeout = ll.timeout
+	}
+	y, err := lazy.Open(ctx, l, toc, opts)
+	if err != nil {
+		return nil, err
+	}
+	if ll == nil {
+		y.Close()
+		return y, nil
+	}
+	mount := ll.remote(l.Digest)
+	later.Store(&mount)
+	return ll.adopt(l.Digest, y).Layer, nil
+}
+
+// layerStates says which layers are local, which are lazy eStargz layers
+// (with what their chunk caches hold) and which are fetched whole on first
+// access.
+func (s *Local) layerStates(ctx context.Context, layers []ocispec.Descriptor) []LayerState {
+	out := make([]LayerState, len(layers))
+	for i, l := range layers {
+		st := LayerState{Digest: l.Digest, Size: l.Size, State: "remote"}
+		if _, err := s.blobs.Info(ctx, l.Digest); err == nil {
+			st.State = "local"
+		} else if _, ok := tocDigestOf(l); ok {
+			st.State = "lazy"
+			st.Cached = lazy.CachedBytes(s.lazyCacheDir(l.Digest))
+		}
+		out[i] = st
+	}
+	return out
 }
 
 // lazyLayers keeps the eStargz layers a mount serves, opened once each.
@@ -134,34 +194,64 @@ func (f *layerFiles) Open(ctx context.Context, p string) (merged.Content, error)
 	return f.Layer.Open(ctx, p)
 }
 
-func (ll *lazyLayers) get(ctx context.Context, l ocispec.Descriptor, toc digest.Digest) (*layerFiles, error) {
+// cached returns the layer if it is open already.
+func (ll *lazyLayers) cached(d digest.Digest) (*layerFiles, bool) {
 	ll.mu.Lock()
-	x, ok := ll.open[l.Digest]
-	ll.mu.Unlock()
-	if ok {
+	defer ll.mu.Unlock()
+	x, ok := ll.open[d]
+	return x, ok
+}
+
+// adopt keeps y, opened by a lazy pull, for the mount; if another open of
+// the same layer won, y is closed and that one is returned.
+func (ll *lazyLayers) adopt(d digest.Digest, y *lazy.Layer) *layerFiles {
+	ll.mu.Lock()
+	defer ll.mu.Unlock()
+	if x, ok := ll.open[d]; ok {
+		y.Close()
+		return x
+	}
+	x := &layerFiles{Layer: y}
+	ll.open[d] = x
+	slog.Info("lazy layer: serving eStargz layer file by file from its TOC", "layer", d, "cached", y.Cached())
+	return x
+}
+
+// remote reads ranges of a recorded layer blob with the mount's registry
+// settings; the fetcher is made on the first read (again after a failure).
+func (ll *lazyLayers) remote(d digest.Digest) lazy.RangeReader {
+	var (
+		mu sync.Mutex
+		r  lazy.RangeReader
+	)
+	return func(ctx context.Context, off, n int64) ([]byte, error) {
+		mu.Lock()
+		if r == nil {
+			var err error
+			if r, err = ll.s.rangeReader(ctx, ll.ro, d); err != nil {
+				mu.Unlock()
+				return nil, err
+			}
+		}
+		rr := r
+		mu.Unlock()
+		return rr(ctx, off, n)
+	}
+}
+
+func (ll *lazyLayers) get(ctx context.Context, l ocispec.Descriptor, toc digest.Digest) (*layerFiles, error) {
+	if x, ok := ll.cached(l.Digest); ok {
 		return x, nil
 	}
 	v, err, _ := ll.flight.Do(l.Digest.String(), func() (any, error) {
-		ll.mu.Lock()
-		x, ok := ll.open[l.Digest]
-		ll.mu.Unlock()
-		if ok {
+		if x, ok := ll.cached(l.Digest); ok {
 			return x, nil
 		}
-		remote, err := ll.s.rangeReader(ctx, ll.ro, l.Digest)
+		y, err := lazy.Open(ctx, l, toc, lazy.Options{Dir: ll.s.lazyCacheDir(l.Digest), Remote: ll.remote(l.Digest), Timeout: ll.timeout})
 		if err != nil {
 			return nil, err
 		}
-		y, err := lazy.Open(ctx, l, toc, lazy.Options{Dir: ll.s.lazyCacheDir(l.Digest), Remote: remote, Timeout: ll.timeout})
-		if err != nil {
-			return nil, err
-		}
-		x = &layerFiles{Layer: y}
-		slog.Info("lazy layer: serving eStargz layer file by file from its TOC", "layer", l.Digest, "cached", y.Cached())
-		ll.mu.Lock()
-		ll.open[l.Digest] = x
-		ll.mu.Unlock()
-		return x, nil
+		return ll.adopt(l.Digest, y), nil
 	})
 	if err != nil {
 		return nil, err

@@ -56,6 +56,12 @@ func (s *Local) fetchOptions(ro RegistryOptions, platform string, all, lazy bool
 }
 
 func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageInfo, error) {
+	if opts.Lazy {
+		// A lazy pull is a few small records and a start-up path: none of
+		// them is synced on its own; the image record's sync at the end
+		// makes them durable together (the log is written in order).
+		ctx = index.Unsynced(ctx)
+	}
 	ctx, release, err := s.HoldLease(ctx, "pull "+ref) // until the image record exists
 	if err != nil {
 		return ImageInfo{}, err
@@ -93,7 +99,7 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 			return ImageInfo{}, err
 		}
 	}
-	rec, err := s.recordImage(ctx, res.Name, res.Target)
+	rec, err := s.recordImage(index.Synced(ctx), res.Name, res.Target)
 	if err != nil {
 		return ImageInfo{}, err
 	}
