@@ -158,8 +158,7 @@ func (r *rawFS) lookupTree(ctx context.Context, id string, out *fuse.EntryOut) f
 		return fuse.Status(errno)
 	}
 	if !v.rootfs[id] {
-		out.SetEntryTimeout(r.f.opts.ListingTimeout)
-		return fuse.ENOENT
+		return r.negative(out)
 	}
 	rt, errno := r.f.tree(ctx, id) // holds a reference for this reply
 	if errno != 0 {
