@@ -196,9 +196,11 @@ func TestBlobsMemoryReturnsAfterForget(t *testing.T) {
 		src.addBlob(t, []byte(fmt.Sprintf("blob %d\n", i)))
 	}
 	m := mount(t, src)
-	if _, err := os.Stat(m.p("blobs/sha256")); err != nil {
-		t.Fatal(err)
-	}
+	// A first listing loads the blob listing and sorts its names once per
+	// view: that stays, so the bound is measured from after it and after
+	// the kernel forgot the nodes it made it hold.
+	run(t, "ls", m.p("blobs/sha256"))
+	dropCaches(t, m)
 	base := m.fs.Stats()
 	for walk := 1; walk <= 2; walk++ {
 		// ls -l: READDIRPLUS, then a stat of every name.

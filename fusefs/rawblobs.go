@@ -93,6 +93,9 @@ func (r *rawFS) forgetBlob(id, nlookup uint64) {
 	}
 	if n.refs <= nlookup {
 		delete(r.blobNodes, id)
+		if len(r.blobNodes) == 0 {
+			r.blobNodes = map[uint64]*blobNode{} // a map never shrinks: give its table back
+		}
 		return
 	}
 	n.refs -= nlookup
