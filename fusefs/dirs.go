@@ -9,7 +9,6 @@ import (
 
 	gfs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	digest "github.com/opencontainers/go-digest"
 )
 
 const (
@@ -196,7 +195,8 @@ func (b *blobsDir) OpendirHandle(ctx context.Context, flags uint32) (gfs.FileHan
 	for _, alg := range sortedKeys(v.blobs) {
 		ents = append(ents, fuse.DirEntry{Name: alg, Mode: syscall.S_IFDIR, Ino: ino("alg", alg)})
 	}
-	return newDirHandle(ents), dirFlags, 0
+	// Names only: rawFS learns the node ids of blobs/<alg>/ from their LOOKUP.
+	return &namesOnly{newDirHandle(ents)}, dirFlags, 0
 }
 
 // algDir is blobs/<alg>/: one file per blob.
@@ -217,39 +217,16 @@ func (a *algDir) Getattr(ctx context.Context, fh gfs.FileHandle, out *fuse.AttrO
 	return 0
 }
 
+// Lookup and OpendirHandle are not reached: rawFS answers the names and
+// listings of blobs/<alg>/ (see rawblobs.go).
 func (a *algDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gfs.Inode, syscall.Errno) {
-	v, errno := a.fs.view(ctx)
-	if errno != 0 {
-		return nil, errno
-	}
-	d := digest.NewDigestFromEncoded(digest.Algorithm(a.alg), name)
-	if d.Validate() != nil {
-		return nil, syscall.ENOENT
-	}
-	size, ok := v.blobs[a.alg][name]
-	if !ok {
-		// The listing may lag a blob committed since the last Refresh; the
-		// record is the authority.
-		info, err := a.fs.src.BlobInfo(ctx, d)
-		if err != nil {
-			return nil, a.fs.errno("blob info "+string(d), err)
-		}
-		size = info.Size
-	}
-	return a.fs.blobChild(ctx, &a.Inode, d, size, out)
+	a.fs.log.Error("fuse: blobs/ lookup reached the node bridge", "name", name)
+	return nil, syscall.EIO
 }
 
 func (a *algDir) OpendirHandle(ctx context.Context, flags uint32) (gfs.FileHandle, uint32, syscall.Errno) {
-	v, errno := a.fs.view(ctx)
-	if errno != 0 {
-		return nil, 0, errno
-	}
-	blobs := v.blobs[a.alg]
-	ents := make([]fuse.DirEntry, 0, len(blobs))
-	for _, hex := range sortedKeys(blobs) {
-		ents = append(ents, fuse.DirEntry{Name: hex, Mode: syscall.S_IFREG, Ino: blobIno(digest.NewDigestFromEncoded(digest.Algorithm(a.alg), hex))})
-	}
-	return newDirHandle(ents), dirFlags, 0
+	a.fs.log.Error("fuse: blobs/ listing reached the node bridge", "alg", a.alg)
+	return nil, 0, syscall.EIO
 }
 
 // rootfsDir is rootfs/: one merged tree per image root filesystem.

@@ -73,8 +73,15 @@ func (b *blobFile) Open(ctx context.Context, flags uint32) (gfs.FileHandle, uint
 	return b.fs.openHandle(f)
 }
 
-// blobChild returns the inode of a blob with a known size.
-func (f *FS) blobChild(ctx context.Context, parent *gfs.Inode, d digest.Digest, size int64, out *fuse.EntryOut) (*gfs.Inode, syscall.Errno) {
+// blobChildInfo returns the inode of a blob shown in an image directory.
+func (f *FS) blobChildInfo(ctx context.Context, parent *gfs.Inode, v *view, d digest.Digest, out *fuse.EntryOut) (*gfs.Inode, syscall.Errno) {
+	if d.Validate() != nil {
+		return nil, syscall.ENOENT
+	}
+	size, err := f.blobSize(ctx, v, d)
+	if err != nil {
+		return nil, f.errno("blob info "+string(d), err)
+	}
 	ch := f.newChild(ctx, parent, &blobFile{fs: f, d: d, size: size}, syscall.S_IFREG, blobIno(d))
 	bf, ok := ch.Operations().(*blobFile)
 	if !ok {
@@ -85,21 +92,14 @@ func (f *FS) blobChild(ctx context.Context, parent *gfs.Inode, d digest.Digest, 
 	return ch, 0
 }
 
-// blobChildInfo is blobChild for a blob whose size comes from the listing,
-// or from its record when the listing does not have it.
-func (f *FS) blobChildInfo(ctx context.Context, parent *gfs.Inode, v *view, d digest.Digest, out *fuse.EntryOut) (*gfs.Inode, syscall.Errno) {
-	if d.Validate() != nil {
-		return nil, syscall.ENOENT
+// blobSize is a blob's size from the listing or, when the listing lags a
+// blob committed since the last Refresh, from its record (the authority).
+func (f *FS) blobSize(ctx context.Context, v *view, d digest.Digest) (int64, error) {
+	if size, ok := v.blobs[d.Algorithm().String()][d.Encoded()]; ok {
+		return size, nil
 	}
-	size, ok := v.blobs[d.Algorithm().String()][d.Encoded()]
-	if !ok {
-		info, err := f.src.BlobInfo(ctx, d)
-		if err != nil {
-			return nil, f.errno("blob info "+string(d), err)
-		}
-		size = info.Size
-	}
-	return f.blobChild(ctx, parent, d, size, out)
+	info, err := f.src.BlobInfo(ctx, d)
+	return info.Size, err
 }
 
 // fileHandle is an open backing file: a blob or a file in a layer snapshot.

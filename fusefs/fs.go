@@ -52,6 +52,7 @@ type FS struct {
 	loadMu sync.Mutex // one Source listing at a time
 
 	server atomic.Pointer[fuse.Server]
+	raw    atomic.Pointer[rawFS] // the request layer, once mounted
 	root   *rootDir
 
 	treesMu    sync.Mutex

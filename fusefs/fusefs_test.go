@@ -420,6 +420,12 @@ func TestInvalidate(t *testing.T) {
 	}
 	before := lines(run(t, "ls", m.p("blobs/sha256")))
 	libBefore := lines(run(t, "ls", m.p("images/docker.io/library")))
+	newBlob := m.p("blobs/sha256/" + digest.FromBytes([]byte("a brand new layer")).Encoded())
+	for _, p := range []string{newBlob, m.p("rootfs/r2")} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("before: %s: %v", p, err)
+		}
+	}
 
 	nb := fx.src.addBlob(t, []byte("a brand new layer"))
 	img := fx.src.addImage(t, "docker.io/library/busybox:1", []digest.Digest{nb}, "", false)
@@ -430,6 +436,9 @@ func TestInvalidate(t *testing.T) {
 	b, err := os.ReadFile(newDir + "/digest")
 	if err != nil || string(b) != string(img.Target.Digest)+"\n" {
 		t.Fatalf("new image after Invalidate: %q, %v", b, err)
+	}
+	if b, err := os.ReadFile(newBlob); err != nil || string(b) != "a brand new layer" {
+		t.Errorf("new blob after Invalidate: %q, %v", b, err)
 	}
 	after := lines(run(t, "ls", m.p("blobs/sha256")))
 	if len(after) != len(before)+5 { // a layer and two configs and manifests

@@ -7,20 +7,22 @@ import (
 	"time"
 
 	"github.com/casfs/casfs/layers/merged"
+	digest "github.com/opencontainers/go-digest"
 )
 
 // dropCaches makes the kernel forget every inode nobody uses (what memory
 // pressure does), then waits until the filesystem has processed the
-// FORGETs of every rootfs tree node: the kernel sends them asynchronously.
+// FORGETs of every rootfs tree node and blob file: the kernel sends them
+// asynchronously.
 func dropCaches(t testing.TB, m *mounted) {
 	t.Helper()
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
 		require(t, "write /proc/sys/vm/drop_caches", err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for m.fs.heldTrees() > 0 {
+	for m.fs.heldTrees() > 0 || m.fs.heldBlobs() > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("after drop_caches the filesystem still holds %d trees", m.fs.heldTrees())
+			t.Fatalf("after drop_caches the filesystem still holds %d trees and %d blob nodes", m.fs.heldTrees(), m.fs.heldBlobs())
 		}
 		time.Sleep(10 * time.Millisecond) // polling a condition, bounded above
 	}
@@ -181,5 +183,58 @@ func TestManyImagesBuildNoTree(t *testing.T) {
 	}
 	if s := m.fs.Stats(); s.TreeBuilds != 1 || s.Trees != 1 {
 		t.Errorf("after opening one rootfs: %d trees built, %d held; want 1 and 1", s.TreeBuilds, s.Trees)
+	}
+}
+
+// TestBlobsMemoryReturnsAfterForget lists and stats 10k blobs twice: each
+// blob the kernel holds costs the daemon a small bounded amount, and the
+// heap returns to the idle mount's once the kernel forgets them.
+func TestBlobsMemoryReturnsAfterForget(t *testing.T) {
+	const n = 10_000
+	src := newFakeSource(t)
+	for i := 0; i < n; i++ {
+		src.addBlob(t, []byte(fmt.Sprintf("blob %d\n", i)))
+	}
+	m := mount(t, src)
+	// A first listing loads the blob listing and sorts its names once per
+	// view: that stays, so the bound is measured from after it and after
+	// the kernel forgot the nodes it made it hold.
+	run(t, "ls", m.p("blobs/sha256"))
+	dropCaches(t, m)
+	base := m.fs.Stats()
+	for walk := 1; walk <= 2; walk++ {
+		// ls -l: READDIRPLUS, then a stat of every name.
+		if got := len(lines(run(t, "ls", "-l", m.p("blobs/sha256")))); got != n+1 {
+			t.Fatalf("walk %d: ls -l printed %d lines, want %d and the total", walk, got, n)
+		}
+		held := m.fs.Stats()
+		perBlob := (int64(held.HeapAlloc) - int64(base.HeapAlloc)) / n
+		t.Logf("walk %d: %d blob nodes held, heap +%d bytes per blob", walk, held.BlobNodes, perBlob)
+		if held.BlobNodes != n {
+			t.Errorf("walk %d: %d blob nodes held after ls -l, want %d", walk, held.BlobNodes, n)
+		}
+		if perBlob > 250 {
+			t.Errorf("walk %d: the heap grew by %d bytes per blob the kernel holds, want at most 250", walk, perBlob)
+		}
+		dropCaches(t, m)
+		after := m.fs.Stats()
+		if after.BlobNodes != 0 {
+			t.Errorf("walk %d: after drop_caches %d blob nodes held, want none", walk, after.BlobNodes)
+		}
+		if after.HeapAlloc > base.HeapAlloc+1<<20 {
+			t.Errorf("walk %d: heap %d KiB after the kernel forgot the blobs, want within 1 MiB of the idle mount's %d KiB",
+				walk, after.HeapAlloc>>10, base.HeapAlloc>>10)
+		}
+	}
+	// Reads still work after the nodes were forgotten and looked up again.
+	for d := range src.blobs {
+		b, err := os.ReadFile(m.p("blobs/sha256/" + d.Encoded()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if digest.FromBytes(b) != d {
+			t.Fatalf("%s: content hashes to %s", d, digest.FromBytes(b))
+		}
+		break
 	}
 }

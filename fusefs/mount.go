@@ -77,6 +77,7 @@ func Mount(ctx context.Context, mountpoint string, fs *FS, opts MountOptions) (*
 		RootStableAttr:  &gfs.StableAttr{Ino: 1},
 	}
 	raw := newRawFS(gfs.NewNodeFS(fs.root, gopts), fs)
+	fs.raw.Store(raw)
 	srv, err := fuse.NewServer(raw, mountpoint, &gopts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount casfs on %s: %w", mountpoint, err)

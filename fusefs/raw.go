@@ -43,6 +43,15 @@ type rawFS struct {
 	// the id registered by its first open (a second one fails with EIO,
 	// e.g. exec of a binary that is already running).
 	backings map[uint64]*backing
+	// dirs are the open blobs/<alg>/ listings by handle.
+	dirs map[uint64]*blobListing
+
+	blobsMu sync.Mutex
+	// blobNodes are the blob files the kernel holds, by node id (see
+	// rawblobs.go).
+	blobNodes map[uint64]*blobNode
+	// algNodes are the node ids the bridge gave blobs/<alg>/, by alg.
+	algNodes map[string]uint64
 }
 
 type backing struct {
@@ -55,7 +64,8 @@ type backing struct {
 const treeNodeFlag = 1 << 63
 
 func newRawFS(bridge fuse.RawFileSystem, f *FS) *rawFS {
-	return &rawFS{RawFileSystem: bridge, f: f, files: map[uint64]*treeFile{}, backings: map[uint64]*backing{}}
+	return &rawFS{RawFileSystem: bridge, f: f, files: map[uint64]*treeFile{}, backings: map[uint64]*backing{},
+		dirs: map[uint64]*blobListing{}, blobNodes: map[uint64]*blobNode{}, algNodes: map[string]uint64{}}
 }
 
 func nodeID(rt *rtree, i merged.Ino) uint64 { return treeNodeFlag | rt.base | uint64(i) }
@@ -73,7 +83,9 @@ func (r *rawFS) node(id uint64) (rt *rtree, i merged.Ino, ok bool) {
 	return rt, i, true
 }
 
-func (r *rawFS) isTree(id uint64) bool { return id&treeNodeFlag != 0 }
+// isRaw reports whether rawFS serves node id itself: a tree node or a
+// blob file.
+func (r *rawFS) isRaw(id uint64) bool { return id&(treeNodeFlag|blobNodeFlag) != 0 }
 
 func ctxOf(cancel <-chan struct{}, h *fuse.InHeader) context.Context {
 	return &fuse.Context{Caller: h.Caller, Cancel: cancel}
@@ -114,12 +126,23 @@ func (r *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, ou
 		r.entry(rt, c, out)
 		return fuse.OK
 	}
-	if rn := r.rootfsNode.Load(); rn != 0 && h.NodeId == rn && name != "." && name != ".." {
-		return r.lookupTree(ctxOf(cancel, h), name, out)
+	if isBlobNode(h.NodeId) {
+		return fuse.ENOTDIR
+	}
+	if name != "." && name != ".." {
+		if rn := r.rootfsNode.Load(); rn != 0 && h.NodeId == rn {
+			return r.lookupTree(ctxOf(cancel, h), name, out)
+		}
+		if alg, ok := r.algDir(h.NodeId); ok {
+			return r.lookupBlob(ctxOf(cancel, h), alg, name, out)
+		}
 	}
 	st := r.RawFileSystem.Lookup(cancel, h, name, out)
-	if st == fuse.OK && out.Attr.Ino == rootfsIno {
-		r.rootfsNode.Store(out.NodeId)
+	if st == fuse.OK {
+		if out.Attr.Ino == rootfsIno {
+			r.rootfsNode.Store(out.NodeId)
+		}
+		r.learnAlgDir(name, out)
 	}
 	return st
 }
@@ -135,8 +158,7 @@ func (r *rawFS) lookupTree(ctx context.Context, id string, out *fuse.EntryOut) f
 		return fuse.Status(errno)
 	}
 	if !v.rootfs[id] {
-		out.SetEntryTimeout(r.f.opts.ListingTimeout)
-		return fuse.ENOENT
+		return r.negative(out)
 	}
 	rt, errno := r.f.tree(ctx, id) // holds a reference for this reply
 	if errno != 0 {
@@ -150,8 +172,12 @@ func (r *rawFS) lookupTree(ctx context.Context, id string, out *fuse.EntryOut) f
 }
 
 func (r *rawFS) Forget(id, nlookup uint64) {
-	if !r.isTree(id) {
+	if !r.isRaw(id) {
 		r.RawFileSystem.Forget(id, nlookup)
+		return
+	}
+	if isBlobNode(id) {
+		r.forgetBlob(id, nlookup)
 		return
 	}
 	if rt, _, _ := r.node(id); rt != nil {
@@ -160,6 +186,15 @@ func (r *rawFS) Forget(id, nlookup uint64) {
 }
 
 func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	if isBlobNode(in.NodeId) {
+		n := r.blobNode(in.NodeId)
+		if n == nil {
+			return fuse.ENOENT
+		}
+		r.blobAttr(n, &out.Attr)
+		out.SetTimeout(r.f.opts.ImmutableTimeout)
+		return fuse.OK
+	}
 	rt, i, ok := r.node(in.NodeId)
 	if !ok {
 		return r.RawFileSystem.GetAttr(cancel, in, out)
@@ -173,6 +208,9 @@ func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.At
 }
 
 func (r *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
+	if isBlobNode(h.NodeId) {
+		return nil, fuse.EINVAL
+	}
 	rt, i, ok := r.node(h.NodeId)
 	if !ok {
 		return r.RawFileSystem.Readlink(cancel, h)
@@ -187,7 +225,7 @@ func (r *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse
 }
 
 func (r *rawFS) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
-	if !r.isTree(in.NodeId) {
+	if !r.isRaw(in.NodeId) {
 		return r.RawFileSystem.Access(cancel, in)
 	}
 	if in.Mask&unix.W_OK != 0 {
@@ -204,6 +242,9 @@ func (r *rawFS) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 // asking, while the kernel, which only remembers ENOSYS, keeps sending every
 // other query, so real xattrs such as security.capability still show.
 func (r *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	if isBlobNode(h.NodeId) {
+		return 0, fuse.Status(syscall.EOPNOTSUPP) // as noXattrs
+	}
 	rt, i, ok := r.node(h.NodeId)
 	if !ok {
 		return r.RawFileSystem.GetXAttr(cancel, h, attr, dest)
@@ -226,6 +267,9 @@ func (r *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, 
 }
 
 func (r *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	if isBlobNode(h.NodeId) {
+		return 0, fuse.OK
+	}
 	rt, i, ok := r.node(h.NodeId)
 	if !ok {
 		return r.RawFileSystem.ListXAttr(cancel, h, dest)
@@ -256,6 +300,12 @@ func (r *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte)
 
 // OpenDir needs no handle: listings are served by offset from the tree.
 func (r *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	if isBlobNode(in.NodeId) {
+		return fuse.ENOTDIR
+	}
+	if alg, ok := r.algDir(in.NodeId); ok {
+		return r.openBlobDir(ctxOf(cancel, &in.InHeader), alg, out)
+	}
 	rt, i, ok := r.node(in.NodeId)
 	if !ok {
 		return r.RawFileSystem.OpenDir(cancel, in, out)
@@ -272,7 +322,11 @@ func (r *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenO
 }
 
 func (r *rawFS) ReleaseDir(in *fuse.ReleaseIn) {
-	if !r.isTree(in.NodeId) {
+	if _, ok := r.algDir(in.NodeId); ok {
+		r.releaseBlobDir(in.Fh)
+		return
+	}
+	if !r.isRaw(in.NodeId) {
 		r.RawFileSystem.ReleaseDir(in)
 	}
 }
@@ -289,6 +343,12 @@ func (r *rawFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.D
 // entry), filling attributes too for READDIRPLUS: one round trip per
 // buffer instead of a LOOKUP per name.
 func (r *rawFS) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
+	if isBlobNode(in.NodeId) {
+		return fuse.ENOTDIR
+	}
+	if _, ok := r.algDir(in.NodeId); ok {
+		return r.readBlobDir(ctxOf(cancel, &in.InHeader), in, out, plus)
+	}
 	rt, dir, ok := r.node(in.NodeId)
 	if !ok {
 		if plus {
@@ -300,23 +360,34 @@ func (r *rawFS) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEn
 		return fuse.ENOENT
 	}
 	t := rt.t
-	n := t.NumEntries(dir)
-	for k := int(min(in.Offset, uint64(n))); k < n; k++ {
+	fillListing(out, in.Offset, t.NumEntries(dir), plus, func(k int) fuse.DirEntry {
 		e := t.Entry(dir, k)
-		de := fuse.DirEntry{Name: e.Name, Mode: t.Mode(e.Ino), Ino: rt.base | uint64(e.Ino), Off: uint64(k + 1)}
+		return fuse.DirEntry{Name: e.Name, Mode: t.Mode(e.Ino), Ino: rt.base | uint64(e.Ino)}
+	}, func(k int, eo *fuse.EntryOut) {
+		r.entry(rt, t.Entry(dir, k).Ino, eo)
+	})
+	return fuse.OK
+}
+
+// fillListing adds the entries from index off of a listing of n names to
+// out, each with its lookup reply for READDIRPLUS, until out is full. An
+// entry's offset is the index of the next one.
+func fillListing(out *fuse.DirEntryList, off uint64, n int, plus bool, entry func(k int) fuse.DirEntry, lookup func(k int, eo *fuse.EntryOut)) {
+	for k := int(min(off, uint64(n))); k < n; k++ {
+		de := entry(k)
+		de.Off = uint64(k + 1)
 		if !plus {
 			if !out.AddDirEntry(de) {
-				break
+				return
 			}
 			continue
 		}
 		eo := out.AddDirLookupEntry(de)
 		if eo == nil {
-			break
+			return
 		}
-		r.entry(rt, e.Ino, eo)
+		lookup(k, eo)
 	}
-	return fuse.OK
 }
 
 // treeFile is an open file of a tree.
@@ -327,6 +398,9 @@ type treeFile struct {
 }
 
 func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	if isBlobNode(in.NodeId) {
+		return r.openBlob(cancel, in, out)
+	}
 	rt, i, ok := r.node(in.NodeId)
 	if !ok {
 		return r.RawFileSystem.Open(cancel, in, out)
@@ -346,16 +420,42 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	if err != nil {
 		return fuse.Status(r.f.errno("open rootfs file "+p, err))
 	}
+	r.addFile(in.NodeId, c, out)
+	return fuse.OK
+}
+
+// openBlob opens a blob file: the local blob, fetched first when the
+// index knows it but the disk lacks it.
+func (r *rawFS) openBlob(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	n := r.blobNode(in.NodeId)
+	if n == nil {
+		return fuse.ENOENT
+	}
+	if in.Flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
+		return fuse.EROFS
+	}
+	f, err := r.f.src.OpenBlob(ctxOf(cancel, &in.InHeader), n.d)
+	if err != nil {
+		return fuse.Status(r.f.errno("open blob "+string(n.d), err))
+	}
+	r.addFile(in.NodeId, f, out)
+	return fuse.OK
+}
+
+// addFile gives an opened file a handle, reading through passthrough when
+// it is a local file and the kernel takes it.
+func (r *rawFS) addFile(node uint64, c merged.Content, out *fuse.OpenOut) {
 	tf := &treeFile{content: c}
 	out.OpenFlags = fileFlags
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if f, isFile := c.(*os.File); isFile {
 		tf.file = f
-		b := r.backings[in.NodeId]
+		b := r.backings[node]
 		if b == nil {
 			if id := r.f.backingFd(f); id != 0 {
 				b = &backing{id: id}
-				r.backings[in.NodeId] = b
+				r.backings[node] = b
 			}
 		}
 		if b != nil {
@@ -369,12 +469,10 @@ func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	r.nextFh++
 	out.Fh = r.nextFh
 	r.files[out.Fh] = tf
-	r.mu.Unlock()
-	return fuse.OK
 }
 
 func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
-	if !r.isTree(in.NodeId) {
+	if !r.isRaw(in.NodeId) {
 		return r.RawFileSystem.Read(cancel, in, buf)
 	}
 	r.mu.Lock()
@@ -389,14 +487,14 @@ func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.
 	}
 	n, err := tf.content.ReadAt(buf[:size], int64(in.Offset))
 	if err != nil && !errors.Is(err, io.EOF) {
-		r.f.log.Error("fuse: read rootfs file failed", "err", err)
+		r.f.log.Error("fuse: read failed", "err", err)
 		return nil, fuse.EIO
 	}
 	return fuse.ReadResultData(buf[:n]), fuse.OK
 }
 
 func (r *rawFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
-	if !r.isTree(in.NodeId) {
+	if !r.isRaw(in.NodeId) {
 		r.RawFileSystem.Release(cancel, in)
 		return
 	}
@@ -425,7 +523,7 @@ func (r *rawFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 }
 
 func (r *rawFS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
-	if r.isTree(h.NodeId) {
+	if r.isRaw(h.NodeId) {
 		root := *h
 		root.NodeId = fuse.FUSE_ROOT_ID
 		return r.RawFileSystem.StatFs(cancel, &root, out)
@@ -437,175 +535,175 @@ func (r *rawFS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.Statf
 // refuses most of them on a read-only mount before asking.
 
 func (r *rawFS) Statx(cancel <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.ENOSYS // the kernel falls back to GETATTR
 	}
 	return r.RawFileSystem.Statx(cancel, in, out)
 }
 
 func (r *rawFS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.ENOSYS
 	}
 	return r.RawFileSystem.Lseek(cancel, in, out)
 }
 
 func (r *rawFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.OK
 	}
 	return r.RawFileSystem.Flush(cancel, in)
 }
 
 func (r *rawFS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.OK
 	}
 	return r.RawFileSystem.Fsync(cancel, in)
 }
 
 func (r *rawFS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.OK
 	}
 	return r.RawFileSystem.FsyncDir(cancel, in)
 }
 
 func (r *rawFS) GetLk(cancel <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.ENOSYS // the kernel keeps locks itself
 	}
 	return r.RawFileSystem.GetLk(cancel, in, out)
 }
 
 func (r *rawFS) SetLk(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.ENOSYS
 	}
 	return r.RawFileSystem.SetLk(cancel, in)
 }
 
 func (r *rawFS) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.ENOSYS
 	}
 	return r.RawFileSystem.SetLkw(cancel, in)
 }
 
 func (r *rawFS) Ioctl(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []byte, out *fuse.IoctlOut, outbuf []byte) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.Status(syscall.ENOTTY)
 	}
 	return r.RawFileSystem.Ioctl(cancel, in, inbuf, out, outbuf)
 }
 
 func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.EROFS
 	}
 	return r.RawFileSystem.SetAttr(cancel, in, out)
 }
 
 func (r *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.EROFS
 	}
 	return r.RawFileSystem.Mknod(cancel, in, name, out)
 }
 
 func (r *rawFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.EROFS
 	}
 	return r.RawFileSystem.Mkdir(cancel, in, name, out)
 }
 
 func (r *rawFS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	if r.isTree(h.NodeId) {
+	if r.isRaw(h.NodeId) {
 		return fuse.EROFS
 	}
 	return r.RawFileSystem.Unlink(cancel, h, name)
 }
 
 func (r *rawFS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	if r.isTree(h.NodeId) {
+	if r.isRaw(h.NodeId) {
 		return fuse.EROFS
 	}
 	return r.RawFileSystem.Rmdir(cancel, h, name)
 }
 
 func (r *rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
-	if r.isTree(in.NodeId) || r.isTree(in.Newdir) {
+	if r.isRaw(in.NodeId) || r.isRaw(in.Newdir) {
 		return fuse.EROFS
 	}
 	return r.RawFileSystem.Rename(cancel, in, oldName, newName)
 }
 
 func (r *rawFS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
-	if r.isTree(in.NodeId) || r.isTree(in.Oldnodeid) {
+	if r.isRaw(in.NodeId) || r.isRaw(in.Oldnodeid) {
 		return fuse.EROFS
 	}
 	return r.RawFileSystem.Link(cancel, in, name, out)
 }
 
 func (r *rawFS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
-	if r.isTree(h.NodeId) {
+	if r.isRaw(h.NodeId) {
 		return fuse.EROFS
 	}
 	return r.RawFileSystem.Symlink(cancel, h, target, name, out)
 }
 
 func (r *rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.EROFS
 	}
 	return r.RawFileSystem.SetXAttr(cancel, in, attr, data)
 }
 
 func (r *rawFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
-	if r.isTree(h.NodeId) {
+	if r.isRaw(h.NodeId) {
 		return fuse.EROFS
 	}
 	return r.RawFileSystem.RemoveXAttr(cancel, h, attr)
 }
 
 func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.EROFS
 	}
 	return r.RawFileSystem.Create(cancel, in, name, out)
 }
 
 func (r *rawFS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.EROFS
 	}
 	return r.RawFileSystem.Tmpfile(cancel, in, out)
 }
 
 func (r *rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return 0, fuse.EROFS
 	}
 	return r.RawFileSystem.Write(cancel, in, data)
 }
 
 func (r *rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return 0, fuse.EROFS
 	}
 	return r.RawFileSystem.Writev(cancel, in, data)
 }
 
 func (r *rawFS) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
-	if r.isTree(in.NodeId) || r.isTree(in.NodeIdOut) {
+	if r.isRaw(in.NodeId) || r.isRaw(in.NodeIdOut) {
 		return 0, fuse.EROFS
 	}
 	return r.RawFileSystem.CopyFileRange(cancel, in)
 }
 
 func (r *rawFS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
-	if r.isTree(in.NodeId) {
+	if r.isRaw(in.NodeId) {
 		return fuse.EROFS
 	}
 	return r.RawFileSystem.Fallocate(cancel, in)

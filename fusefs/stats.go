@@ -19,6 +19,9 @@ type Stats struct {
 	// nodes (about one per node it has looked up and not forgotten). They
 	// cost the daemon nothing beyond the trees.
 	KernelRefs int64 `json:"kernel_refs"`
+	// BlobNodes is the number of blob files under blobs/ the kernel holds
+	// (about 150 bytes each; dropped when the kernel forgets them).
+	BlobNodes int `json:"blob_nodes"`
 	// TreeBuilds counts the trees built since the mount started.
 	TreeBuilds int64 `json:"tree_builds"`
 	// HeapAlloc, HeapSys and Sys are the Go runtime's figures (bytes of
@@ -50,6 +53,7 @@ func (f *FS) Stats() Stats {
 	}
 	f.treesMu.Unlock()
 	s.TreeBuilds = f.treeBuilds.Load()
+	s.BlobNodes = f.heldBlobs()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	s.HeapAlloc, s.HeapSys, s.Sys = ms.HeapAlloc, ms.HeapSys, ms.Sys
@@ -62,4 +66,15 @@ func (f *FS) heldTrees() int {
 	f.treesMu.Lock()
 	defer f.treesMu.Unlock()
 	return len(f.byBase)
+}
+
+// heldBlobs is the number of blob files the kernel holds nodes of.
+func (f *FS) heldBlobs() int {
+	r := f.raw.Load()
+	if r == nil {
+		return 0
+	}
+	r.blobsMu.Lock()
+	defer r.blobsMu.Unlock()
+	return len(r.blobNodes)
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -18,6 +19,9 @@ type view struct {
 	blobs  map[string]map[string]int64 // algorithm -> hex -> size
 	images *imgDir
 	rootfs map[string]bool
+
+	namesMu     sync.Mutex
+	sortedBlobs map[string][]string // algorithm -> sorted hex names, see blobNames
 }
 
 // imgDir is one directory under images/: a repository path element, an

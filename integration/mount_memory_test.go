@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -23,6 +24,7 @@ type debugMemory struct {
 	TreeNodes  int    `json:"tree_nodes"`
 	KernelRefs int64  `json:"kernel_refs"`
 	TreeBuilds int64  `json:"tree_builds"`
+	BlobNodes  int    `json:"blob_nodes"`
 	HeapAlloc  uint64 `json:"heap_alloc"`
 	RSS        int64  `json:"rss"`
 }
@@ -117,13 +119,7 @@ func TestMountDropsForgottenTrees(t *testing.T) {
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for getDebugMemory(t, c.Root).Trees != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("30s after drop_caches the daemon still holds: %+v", getDebugMemory(t, c.Root))
-		}
-		time.Sleep(50 * time.Millisecond) // polling a condition, bounded above
-	}
+	waitDebugMemory(t, c.Root, "the daemon to drop the tree after drop_caches", func(m debugMemory) bool { return m.Trees == 0 })
 
 	second := walkMount(t, rootfs)
 	for p, v := range first {
@@ -137,4 +133,80 @@ func TestMountDropsForgottenTrees(t *testing.T) {
 	if m := getDebugMemory(t, c.Root); m.TreeBuilds != 2 {
 		t.Errorf("tree builds after two walks with a forget between: %d, want 2", m.TreeBuilds)
 	}
+}
+
+// waitDebugMemory polls the daemon's /debug/memory until ok, bounded.
+func waitDebugMemory(t *testing.T, root, what string, ok func(debugMemory) bool) debugMemory {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m := getDebugMemory(t, root)
+		if ok(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30s waiting for %s; the daemon holds: %+v", what, m)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition, bounded above
+	}
+}
+
+// TestMountStartWith100ImagesBuildsNoTree: a daemon started on a store with
+// 100 image records builds no tree, neither at start nor for listings of
+// images/ and the names in rootfs/; opening one rootfs builds that one. Listing blobs/
+// holds one small record per blob, dropped when the kernel forgets them.
+func TestMountStartWith100ImagesBuildsNoTree(t *testing.T) {
+	t.Parallel()
+	testenv.RequireRoot(t)
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	ref := pushTestImage(t, reg, "lab/many", "0", busyboxImage(t))
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "--plain-http", "-q", ref)
+	tags := []string{"image", "tag", ref}
+	for i := 1; i < 100; i++ {
+		tags = append(tags, fmt.Sprintf("%s/lab/many:%d", reg.Host, i))
+	}
+	c.OK(nil, tags...)
+	if got := len(strings.Fields(c.OK(nil, "image", "ls", "-q"))); got != 100 {
+		t.Fatalf("image ls -q: %d images, want 100", got)
+	}
+	mnt := mountCASFS(t, c)
+
+	if m := getDebugMemory(t, c.Root); m.TreeBuilds != 0 || m.Trees != 0 {
+		t.Fatalf("after the daemon started: %+v, want no tree built", m)
+	}
+	// ls -l of rootfs/ would look each id up, which builds its tree.
+	for _, args := range [][]string{{"-lR", filepath.Join(mnt, "images")}, {filepath.Join(mnt, "rootfs")}} {
+		if out, err := exec.Command("ls", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ls %v: %v\n%s", args, err, out)
+		}
+	}
+	tags99, err := os.Readlink(filepath.Join(mnt, "images", reg.Host, "lab", "many", "99", "rootfs"))
+	if err != nil || !strings.Contains(tags99, "rootfs/") {
+		t.Fatalf("images/.../many/99/rootfs -> %q, %v", tags99, err)
+	}
+	if m := getDebugMemory(t, c.Root); m.TreeBuilds != 0 || m.Trees != 0 {
+		t.Fatalf("after ls -lR images/ and ls rootfs/: %+v, want no tree built", m)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "images", reg.Host, "lab", "many", "42", "rootfs", "etc", "motd")); err != nil {
+		t.Fatal(err)
+	}
+	if m := getDebugMemory(t, c.Root); m.TreeBuilds != 1 || m.Trees != 1 {
+		t.Errorf("after opening one rootfs: %+v, want 1 tree built and held", m)
+	}
+
+	blobs := strings.Fields(c.OK(nil, "content", "ls", "-q"))
+	out, err := exec.Command("ls", "-l", filepath.Join(mnt, "blobs", "sha256")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ls -l blobs/sha256: %v\n%s", err, out)
+	}
+	if m := getDebugMemory(t, c.Root); m.BlobNodes != len(blobs) {
+		t.Errorf("after ls -l blobs/sha256 of %d blobs: %d blob nodes held, want as many", len(blobs), m.BlobNodes)
+	}
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatal(err)
+	}
+	waitDebugMemory(t, c.Root, "the kernel to forget the blobs and the tree", func(m debugMemory) bool {
+		return m.BlobNodes == 0 && m.Trees == 0
+	})
 }
