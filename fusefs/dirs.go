@@ -226,17 +226,7 @@ func (a *algDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*
 	if d.Validate() != nil {
 		return nil, syscall.ENOENT
 	}
-	size, ok := v.blobs[a.alg][name]
-	if !ok {
-		// The listing may lag a blob committed since the last Refresh; the
-		// record is the authority.
-		info, err := a.fs.src.BlobInfo(ctx, d)
-		if err != nil {
-			return nil, a.fs.errno("blob info "+string(d), err)
-		}
-		size = info.Size
-	}
-	return a.fs.blobChild(ctx, &a.Inode, d, size, out)
+	return a.fs.blobChildInfo(ctx, &a.Inode, v, d, out)
 }
 
 func (a *algDir) OpendirHandle(ctx context.Context, flags uint32) (gfs.FileHandle, uint32, syscall.Errno) {

@@ -44,7 +44,7 @@ type blobFile struct {
 	noXattrs
 	fs   *FS
 	d    digest.Digest
-	size int64
+	meta blobMeta
 }
 
 var (
@@ -52,12 +52,8 @@ var (
 	_ gfs.NodeGetattrer = (*blobFile)(nil)
 )
 
-// blobTime is the mtime shown for blobs: content-addressed data has no
-// meaningful time, and a constant keeps tar and rsync output reproducible.
-var blobTime = time.Unix(0, 0)
-
 func (b *blobFile) Getattr(ctx context.Context, fh gfs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fileAttr(&out.Attr, blobIno(b.d), b.fs.blobMode(), b.size, blobTime)
+	fileAttr(&out.Attr, blobIno(b.d), b.fs.blobMode(), b.meta.size, b.meta.modTime())
 	out.SetTimeout(b.fs.opts.ImmutableTimeout)
 	return 0
 }
@@ -73,33 +69,35 @@ func (b *blobFile) Open(ctx context.Context, flags uint32) (gfs.FileHandle, uint
 	return b.fs.openHandle(f)
 }
 
-// blobChild returns the inode of a blob with a known size.
-func (f *FS) blobChild(ctx context.Context, parent *gfs.Inode, d digest.Digest, size int64, out *fuse.EntryOut) (*gfs.Inode, syscall.Errno) {
-	ch := f.newChild(ctx, parent, &blobFile{fs: f, d: d, size: size}, syscall.S_IFREG, blobIno(d))
+// blobChild returns the inode of a blob with a known record.
+func (f *FS) blobChild(ctx context.Context, parent *gfs.Inode, d digest.Digest, meta blobMeta, out *fuse.EntryOut) (*gfs.Inode, syscall.Errno) {
+	ch := f.newChild(ctx, parent, &blobFile{fs: f, d: d, meta: meta}, syscall.S_IFREG, blobIno(d))
 	bf, ok := ch.Operations().(*blobFile)
 	if !ok {
 		return nil, syscall.EIO
 	}
-	fileAttr(&out.Attr, blobIno(d), f.blobMode(), bf.size, blobTime)
+	fileAttr(&out.Attr, blobIno(d), f.blobMode(), bf.meta.size, bf.meta.modTime())
 	f.setTimeouts(out, f.opts.ImmutableTimeout, f.opts.ImmutableTimeout)
 	return ch, 0
 }
 
-// blobChildInfo is blobChild for a blob whose size comes from the listing,
-// or from its record when the listing does not have it.
+// blobChildInfo is blobChild for a blob whose size and time come from the
+// listing, or from its record when the listing does not have it (the
+// listing may lag a blob committed since the last Refresh; the record is
+// the authority).
 func (f *FS) blobChildInfo(ctx context.Context, parent *gfs.Inode, v *view, d digest.Digest, out *fuse.EntryOut) (*gfs.Inode, syscall.Errno) {
 	if d.Validate() != nil {
 		return nil, syscall.ENOENT
 	}
-	size, ok := v.blobs[d.Algorithm().String()][d.Encoded()]
+	meta, ok := v.blobs[d.Algorithm().String()][d.Encoded()]
 	if !ok {
 		info, err := f.src.BlobInfo(ctx, d)
 		if err != nil {
 			return nil, f.errno("blob info "+string(d), err)
 		}
-		size = info.Size
+		meta = metaOf(info)
 	}
-	return f.blobChild(ctx, parent, d, size, out)
+	return f.blobChild(ctx, parent, d, meta, out)
 }
 
 // fileHandle is an open backing file: a blob or a file in a layer snapshot.

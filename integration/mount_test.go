@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -125,8 +126,19 @@ func TestMountLifecycle(t *testing.T) {
 	// Commands work through the socket while mounted, and show at once.
 	d2 := strings.TrimSpace(c.OK(strings.NewReader("second"), "content", "ingest", "-q", "m2"))
 	for _, dg := range []string{d, d2} {
-		if _, err := os.Stat(filepath.Join(mnt, "blobs", "sha256", strings.TrimPrefix(dg, "sha256:"))); err != nil {
+		fi, err := os.Stat(filepath.Join(mnt, "blobs", "sha256", strings.TrimPrefix(dg, "sha256:")))
+		if err != nil {
 			t.Fatalf("blob %s not in the mount: %v", dg, err)
+		}
+		// A blob's mtime is its record's time.
+		var info struct {
+			CreatedAt time.Time `json:"createdAt"`
+		}
+		if err := json.Unmarshal([]byte(c.OK(nil, "content", "info", dg)), &info); err != nil || info.CreatedAt.IsZero() {
+			t.Fatalf("content info %s: %+v %v", dg, info, err)
+		}
+		if !fi.ModTime().Equal(info.CreatedAt) {
+			t.Errorf("blob %s: mtime %v in the mount, want its record's %v", dg, fi.ModTime(), info.CreatedAt)
 		}
 	}
 	c.OK(nil, "content", "rm", d2)
