@@ -52,6 +52,8 @@ type Options struct {
 	Timeout time.Duration
 	// Deadlines, where set, win over hosts.toml's read deadlines.
 	Deadlines ReadDeadlines
+	// TLS, where set, wins over hosts.toml's TLS settings.
+	TLS TLSOptions
 	// Lazy pulls manifests and configs only; layers get their index
 	// records (with source labels) and are fetched on first read through
 	// FetchBlob.
@@ -101,7 +103,7 @@ func New(store *cas.Store, db *index.DB, opts Options) (*Fetcher, error) {
 	}
 	r, err := NewResolver(RegistryOptions{
 		HostsDir: opts.HostsDir, PlainHTTP: opts.PlainHTTP,
-		Username: opts.Username, Password: opts.Password, Timeout: opts.Timeout, Deadlines: opts.Deadlines,
+		Username: opts.Username, Password: opts.Password, Timeout: opts.Timeout, Deadlines: opts.Deadlines, TLS: opts.TLS,
 	})
 	if err != nil {
 		return nil, err

@@ -72,6 +72,8 @@ type RegistryOptions struct {
 	Timeout time.Duration
 	// Deadlines, where set, win over hosts.toml's read deadlines.
 	Deadlines ReadDeadlines
+	// TLS, where set, wins over hosts.toml's TLS settings.
+	TLS TLSOptions
 }
 
 // Resolver turns references into descriptors and hands out oras
@@ -121,7 +123,7 @@ func (r *Resolver) Endpoints(host string) ([]Endpoint, error) {
 	if eps, ok := r.endpoints[host]; ok {
 		return eps, nil
 	}
-	eps, err := LoadEndpoints(r.opts.HostsDir, host, HostsOptions{PlainHTTP: r.opts.PlainHTTP, Timeout: r.opts.Timeout, Deadlines: r.opts.Deadlines})
+	eps, err := LoadEndpoints(r.opts.HostsDir, host, HostsOptions{PlainHTTP: r.opts.PlainHTTP, Timeout: r.opts.Timeout, Deadlines: r.opts.Deadlines, TLS: r.opts.TLS})
 	if err != nil {
 		return nil, err
 	}

@@ -180,3 +180,40 @@ func TestContentFetch(t *testing.T) {
 	}
 	c.OK(nil, "content", "verify")
 }
+
+// TestRegistryTLSFlags: ctr's --tlscacert, --tlscert, --tlskey and
+// -k/--skip-verify reach a registry that requires a client certificate, on
+// pull, push and content fetch, with no hosts.toml; they win over a
+// hosts.toml whose CA file does not exist.
+func TestRegistryTLSFlags(t *testing.T) {
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{ClientCA: true})
+	img := busyboxImage(t)
+	ref := pushTestImage(t, reg, "lab/tls", "1", img)
+	c := newCLI(t)
+	empty := t.TempDir()
+	client := []string{"--tlscert", reg.ClientCertPath, "--tlskey", reg.ClientKeyPath}
+
+	c.Fail(1, nil, []string{"image", "pull", "--hosts-dir", empty, ref}, "certificate")
+	c.Fail(1, nil, []string{"image", "pull", "--hosts-dir", empty, "--tlscacert", reg.CACertPath, ref}, ref)
+	c.Fail(2, nil, []string{"image", "pull", "--hosts-dir", empty, "--tlskey", reg.ClientKeyPath, ref}, "--tlskey needs --tlscert")
+	c.Fail(2, nil, []string{"image", "pull", "--hosts-dir", empty, "--tlscacert", filepath.Join(empty, "none.crt"), ref}, "--tlscacert", "none.crt")
+
+	out := c.OK(nil, append(append([]string{"image", "pull", "--hosts-dir", empty, "--tlscacert", reg.CACertPath}, client...), ref)...)
+	if !strings.Contains(out, img.Manifest.Digest.String()) {
+		t.Fatalf("pull with --tlscacert and a client certificate:\n%s", out)
+	}
+
+	// -k instead of the CA, on push; the hosts.toml's missing CA is overruled.
+	hosts := t.TempDir()
+	os.MkdirAll(filepath.Join(hosts, reg.Host), 0o755)
+	os.WriteFile(filepath.Join(hosts, reg.Host, "hosts.toml"), []byte("ca = \"missing.crt\"\n"), 0o644)
+	pushed := reg.Ref("lab/tls-pushed", "1")
+	c.OK(nil, append(append([]string{"image", "push", "--hosts-dir", hosts, "-k"}, client...), ref, pushed)...)
+
+	other := newCLI(t)
+	out = other.OK(nil, append(append([]string{"content", "fetch", "--hosts-dir", empty, "--tlscacert", reg.CACertPath}, client...), pushed)...)
+	if !strings.Contains(out, img.Manifest.Digest.String()) {
+		t.Fatalf("content fetch of the pushed image:\n%s", out)
+	}
+}

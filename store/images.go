@@ -39,6 +39,8 @@ type RegistryOptions struct {
 	Password  string `json:"password,omitempty"`
 	// Deadlines, where set, win over hosts.toml's read deadlines.
 	Deadlines fetch.ReadDeadlines `json:"deadlines,omitempty"`
+	// TLS, where set, wins over hosts.toml's TLS settings.
+	TLS fetch.TLSOptions `json:"tls,omitempty"`
 }
 
 // ProgressEvent reports one blob's state during a pull or push.

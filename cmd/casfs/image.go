@@ -1,21 +1,28 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/store"
 )
 
 var registryFlags = []cli.Flag{
 	&cli.StringFlag{Name: "hosts-dir", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration, containerd's hosts.toml layout (default: the first of /etc/casfs/certs.d, /etc/containerd/certs.d, /etc/docker/certs.d that exists)"},
 	&cli.BoolFlag{Name: "plain-http", Usage: "talk plain HTTP to the registry (loopback registries)"},
+	&cli.BoolFlag{Name: "skip-verify", Aliases: []string{"k"}, Usage: "accept any TLS certificate of the registries (wins over hosts.toml's skip_verify)"},
+	&cli.StringFlag{Name: "tlscacert", Usage: "trust the CA certificates in this PEM file (wins over hosts.toml's ca)"},
+	&cli.StringFlag{Name: "tlscert", Usage: "TLS client certificate, PEM (wins over hosts.toml's client)"},
+	&cli.StringFlag{Name: "tlskey", Usage: "key of --tlscert, PEM (default: in the --tlscert file)"},
 	&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "registry credentials as user[:password]; the password is prompted when omitted and stdin is a terminal"},
 	&cli.BoolFlag{Name: "debug", Usage: "log each registry request (--log-level debug)"},
 	&cli.DurationFlag{Name: "progress-timeout", Usage: "fail a registry transfer that sends less than --progress-kib within this time (default 30s, or hosts.toml's progress_timeout)"},
@@ -78,16 +85,19 @@ func contentFetchCommand() *cli.Command {
 	}
 }
 
-func registryOptions(c *cli.Context) (store.RegistryOptions, error) {
+func registryOptions(c *cli.Context) (o store.RegistryOptions, err error) {
 	if c.Bool("debug") && !slog.Default().Enabled(c.Context, slog.LevelDebug) {
 		setLogLevel(c, slog.LevelDebug)
 	}
-	o := store.RegistryOptions{HostsDir: c.String("hosts-dir"), PlainHTTP: c.Bool("plain-http")}
+	o = store.RegistryOptions{HostsDir: c.String("hosts-dir"), PlainHTTP: c.Bool("plain-http")}
 	o.Deadlines.ProgressTimeout = c.Duration("progress-timeout")
 	o.Deadlines.ProgressBytes = c.Int64("progress-kib") << 10
 	o.Deadlines.ManifestTimeout = c.Duration("manifest-timeout")
 	if o.Deadlines.ProgressTimeout < 0 || o.Deadlines.ProgressBytes < 0 || o.Deadlines.ManifestTimeout < 0 {
 		return o, usagef("--progress-timeout, --progress-kib and --manifest-timeout must be positive")
+	}
+	if o.TLS, err = tlsOptions(c); err != nil {
+		return o, err
 	}
 	if u := c.String("user"); u != "" {
 		user, pass, err := credentials(c, u)
@@ -97,6 +107,34 @@ func registryOptions(c *cli.Context) (store.RegistryOptions, error) {
 		o.Username, o.Password = user, pass
 	}
 	return o, nil
+}
+
+// tlsOptions reads --skip-verify, --tlscacert, --tlscert and --tlskey; the
+// files must exist (named as typed in the error) and travel as absolute
+// paths, since a daemon in another directory may read them.
+func tlsOptions(c *cli.Context) (fetch.TLSOptions, error) {
+	t := fetch.TLSOptions{SkipVerify: c.Bool("skip-verify")}
+	if c.String("tlskey") != "" && c.String("tlscert") == "" {
+		return t, usagef("--tlskey needs --tlscert")
+	}
+	for _, f := range []struct {
+		flag string
+		dst  *string
+	}{{"tlscacert", &t.CAFile}, {"tlscert", &t.CertFile}, {"tlskey", &t.KeyFile}} {
+		p := c.String(f.flag)
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err != nil {
+			return t, usagef("--%s %s: %v", f.flag, p, errors.Unwrap(err))
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return t, usagef("--%s %s: %v", f.flag, p, err)
+		}
+		*f.dst = abs
+	}
+	return t, nil
 }
 
 func pullOptions(c *cli.Context) (store.PullOptions, error) {
