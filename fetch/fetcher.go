@@ -54,6 +54,8 @@ type Options struct {
 	Deadlines ReadDeadlines
 	// TLS, where set, wins over hosts.toml's TLS settings.
 	TLS TLSOptions
+	// Config is config.toml's registry section (see RegistryOptions).
+	Config *RegistryConfig
 	// Lazy pulls manifests and configs only; layers get their index
 	// records (with source labels) and are fetched on first read through
 	// FetchBlob.
@@ -103,7 +105,7 @@ func New(store *cas.Store, db *index.DB, opts Options) (*Fetcher, error) {
 	}
 	r, err := NewResolver(RegistryOptions{
 		HostsDir: opts.HostsDir, PlainHTTP: opts.PlainHTTP,
-		Username: opts.Username, Password: opts.Password, Timeout: opts.Timeout, Deadlines: opts.Deadlines, TLS: opts.TLS,
+		Username: opts.Username, Password: opts.Password, Timeout: opts.Timeout, Deadlines: opts.Deadlines, TLS: opts.TLS, Config: opts.Config,
 	})
 	if err != nil {
 		return nil, err

@@ -107,6 +107,9 @@ type HostsOptions struct {
 	// TLS, where set, wins over hosts.toml's ca, client and skip_verify
 	// for every endpoint.
 	TLS TLSOptions
+	// Config is config.toml's registry section: mirrors for a namespace
+	// without hosts.toml, and TLS settings hosts.toml leaves unsaid.
+	Config *RegistryConfig
 }
 
 // TLSOptions are TLS settings given on the command line (ctr's
@@ -193,11 +196,19 @@ func LoadEndpoints(dir, host string, opts HostsOptions) ([]Endpoint, error) {
 				return nil, err
 			}
 		}
+		var eps []Endpoint
+		for _, m := range opts.Config.mirrors(host, server) {
+			ep, err := newEndpoint(host, m, hostConfig{}, true, "", opts)
+			if err != nil {
+				return nil, fmt.Errorf("registry config: mirror %q of %s: %w", m, host, err)
+			}
+			eps = append(eps, ep)
+		}
 		ep, err := newEndpoint(host, server, cfg, false, hostDir, opts)
 		if err != nil {
 			return nil, err
 		}
-		return []Endpoint{ep}, nil
+		return append(eps, ep), nil
 	}
 	file := filepath.Join(hostDir, "hosts.toml")
 	data, err := os.ReadFile(file)
@@ -392,7 +403,7 @@ func newEndpoint(namespace, rawURL string, cfg hostConfig, mirror bool, baseDir 
 	if err := opts.TLS.Validate(); err != nil {
 		return Endpoint{}, err
 	}
-	tlsConfig, err := tlsConfigFor(opts.TLS.over(cfg), baseDir)
+	tlsConfig, err := tlsConfigFor(opts.TLS.over(opts.Config.under(cfg, u.Host)), baseDir)
 	if err != nil {
 		return Endpoint{}, err
 	}

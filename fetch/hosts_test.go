@@ -194,6 +194,21 @@ func TestParseReference(t *testing.T) {
 	}
 }
 
+// getServerV2 asks the namespace's server endpoint for /v2/.
+func getServerV2(dir, host string, opts HostsOptions) error {
+	eps, err := LoadEndpoints(dir, host, opts)
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, eps[len(eps)-1].URL.String()+"/v2/", nil)
+	resp, err := eps[len(eps)-1].Client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
 // Command-line TLS settings win over hosts.toml's for every endpoint: a CA
 // file replaces hosts.toml's (missing) one, and skip-verify reaches a
 // server whose certificate nothing trusts.
@@ -207,20 +222,7 @@ func TestLoadEndpointsTLSOptionsWin(t *testing.T) {
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	get := func(opts HostsOptions, dir string) error {
-		t.Helper()
-		eps, err := LoadEndpoints(dir, host, opts)
-		if err != nil {
-			return err
-		}
-		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, eps[len(eps)-1].URL.String()+"/v2/", nil)
-		resp, err := eps[len(eps)-1].Client.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	}
+	get := func(opts HostsOptions, dir string) error { return getServerV2(dir, host, opts) }
 	empty := t.TempDir()
 	if err := get(HostsOptions{}, empty); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("untrusted server: err = %v, want a certificate error", err)

@@ -41,6 +41,8 @@ type RegistryOptions struct {
 	Deadlines fetch.ReadDeadlines `json:"deadlines,omitempty"`
 	// TLS, where set, wins over hosts.toml's TLS settings.
 	TLS fetch.TLSOptions `json:"tls,omitempty"`
+	// Config is config.toml's registry section, read by the command.
+	Config *fetch.RegistryConfig `json:"config,omitempty"`
 }
 
 // ProgressEvent reports one blob's state during a pull or push.

@@ -49,7 +49,7 @@ func (s *Local) fetcher(ro RegistryOptions, platform string, all, lazy bool, max
 		return nil, err
 	}
 	opts := fetch.Options{
-		HostsDir: ro.HostsDir, PlainHTTP: ro.PlainHTTP, Username: ro.Username, Password: ro.Password, Deadlines: ro.Deadlines, TLS: ro.TLS,
+		HostsDir: ro.HostsDir, PlainHTTP: ro.PlainHTTP, Username: ro.Username, Password: ro.Password, Deadlines: ro.Deadlines, TLS: ro.TLS, Config: ro.Config,
 		Platform: platform, HostPlatform: s.host.Spec(), AllPlatforms: all, MaxConcurrent: maxConc, Lazy: lazy,
 	}
 	if progress != nil {

@@ -18,6 +18,7 @@ import (
 
 var registryFlags = []cli.Flag{
 	&cli.StringFlag{Name: "hosts-dir", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration, containerd's hosts.toml layout (default: the first of /etc/casfs/certs.d, /etc/containerd/certs.d, /etc/docker/certs.d that exists)"},
+	&cli.StringFlag{Name: "config", EnvVars: []string{"CASFS_CONFIG"}, Usage: "containerd config.toml whose registry section to read (default " + fetch.DefaultRegistryConfig + " when it exists)"},
 	&cli.BoolFlag{Name: "plain-http", Usage: "talk plain HTTP to the registry (loopback registries)"},
 	&cli.BoolFlag{Name: "skip-verify", Aliases: []string{"k"}, Usage: "accept any TLS certificate of the registries (wins over hosts.toml's skip_verify)"},
 	&cli.StringFlag{Name: "tlscacert", Usage: "trust the CA certificates in this PEM file (wins over hosts.toml's ca)"},
@@ -99,6 +100,12 @@ func registryOptions(c *cli.Context) (o store.RegistryOptions, err error) {
 	if o.TLS, err = tlsOptions(c); err != nil {
 		return o, err
 	}
+	if o.Config, err = registryConfig(c); err != nil {
+		return o, err
+	}
+	if o.HostsDir == "" && o.Config != nil {
+		o.HostsDir = o.Config.ConfigPath
+	}
 	if u := c.String("user"); u != "" {
 		user, pass, err := credentials(c, u)
 		if err != nil {
@@ -107,6 +114,27 @@ func registryOptions(c *cli.Context) (o store.RegistryOptions, err error) {
 		o.Username, o.Password = user, pass
 	}
 	return o, nil
+}
+
+// registryConfig reads the registry section of --config, or of the
+// default file when it exists; a file with passwords that others may read
+// gets a warning.
+func registryConfig(c *cli.Context) (*fetch.RegistryConfig, error) {
+	file := c.String("config")
+	if file == "" {
+		if _, err := os.Stat(fetch.DefaultRegistryConfig); err != nil {
+			return nil, nil
+		}
+		file = fetch.DefaultRegistryConfig
+	}
+	cfg, warning, err := fetch.LoadRegistryConfig(file)
+	if err != nil {
+		return nil, err
+	}
+	if warning != "" {
+		slog.Warn(warning)
+	}
+	return cfg, nil
 }
 
 // tlsOptions reads --skip-verify, --tlscacert, --tlscert and --tlskey; the
