@@ -64,8 +64,11 @@ lint:
 SOAK_TRIALS ?= 200
 SOAK_DISKFULL_TRIALS ?= 20
 FUZZTIME ?= 60s
+# The whole log goes to bin/soak.log, so a failed trial's details are kept;
+# the terminal shows the summary lines and each failure.
 soak: prereqs
-	bash -o pipefail -c "CASFS_CRASH_TRIALS=$(SOAK_TRIALS) CASFS_DISKFULL_TRIALS=$(SOAK_DISKFULL_TRIALS) $(GO) test -count=1 -timeout 120m -run 'TestCrashTrials|TestDiskFullTrials' -v ./integration/ | grep -E '^(=== RUN|--- |crash|disk-full|ok|FAIL|PASS)'"
+	@mkdir -p bin
+	bash -o pipefail -c "CASFS_CRASH_TRIALS=$(SOAK_TRIALS) CASFS_DISKFULL_TRIALS=$(SOAK_DISKFULL_TRIALS) $(GO) test -count=1 -timeout 120m -run 'TestCrashTrials|TestDiskFullTrials' -v ./integration/ 2>&1 | tee bin/soak.log | grep -E '^ *(--- FAIL|crash|disk-full|ok|FAIL|PASS)'"
 
 fuzz:
 	@scripts/fuzz.sh $(FUZZTIME)
