@@ -56,7 +56,8 @@ func imageCommand() *cli.Command {
 					&cli.IntFlag{Name: "max-concurrent-uploads", Value: 3, Usage: "blobs sent at once"},
 					quietFlag),
 				Action: imagePush},
-			{Name: "ls", Usage: "list images", Flags: []cli.Flag{quietFlag, formatFlag}, Action: imageList},
+			{Name: "ls", Usage: "list images (platforms in parentheses are in the index but not local)", ArgsUsage: "[FILTER...]",
+				Description: imageFilterHelp, Flags: []cli.Flag{quietFlag, formatFlag}, Action: imageList},
 			{Name: "info", Usage: "show images' records, manifests and configs as JSON, one object per REF", ArgsUsage: "REF...",
 				Flags: []cli.Flag{jsonFormatFlag}, Action: imageInfo},
 			{Name: "tag", Usage: "give an image more names (an existing name is moved only with --force)", ArgsUsage: "SRC DST...",
@@ -269,7 +270,11 @@ func imageList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(c, 0, 0); err != nil {
+	fs, err := parseFilters(c.Args().Slice())
+	if err != nil {
+		return err
+	}
+	if err := fs.check(func(p []string) bool { _, ok := imageField(store.ImageInfo{}, p); return ok || isLabelPath(p) }); err != nil {
 		return err
 	}
 	return withStore(c, false, func(s store.API) error {
@@ -278,17 +283,39 @@ func imageList(c *cli.Context) error {
 			return err
 		}
 		return listing[store.ImageInfo]{
-			header: []string{"REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS"},
+			header: []string{"REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"},
 			id:     func(i store.ImageInfo) string { return i.Name },
 			row: func(i store.ImageInfo) []any {
-				platforms := strings.Join(i.Platforms, ",")
-				if platforms == "" {
-					platforms = "-"
+				platforms := i.Platforms
+				for _, p := range i.RemotePlatforms {
+					platforms = append(platforms, "("+p+")")
 				}
-				return []any{i.Name, i.Target.MediaType, i.Target.Digest, humanSize(i.Size), platforms}
+				ps := strings.Join(platforms, ",")
+				if ps == "" {
+					ps = "-"
+				}
+				return []any{i.Name, i.Target.MediaType, i.Target.Digest, humanSize(i.Size), ps, formatLabels(i.Labels)}
 			},
-		}.print(c, format, imgs)
+		}.print(c, format, filterItems(fs, imgs, imageField))
 	})
+}
+
+const imageFilterHelp = `FILTER is ctr's: field[==|!=|~=value], several clauses joined by commas must all hold, and an
+image matching any FILTER argument is listed. Fields: name, target.digest, target.mediatype,
+labels.KEY (labels."KEY" for keys with dots); ~= takes a regular expression, and a field alone
+means it is set. Example: casfs image ls 'name~=^docker.io/' 'labels."env"==prod'`
+
+// imageField is an image's value for a filter field.
+func imageField(i store.ImageInfo, path []string) (string, bool) {
+	switch strings.Join(path, ".") {
+	case "name":
+		return i.Name, true
+	case "target.digest":
+		return i.Target.Digest.String(), true
+	case "target.mediatype":
+		return i.Target.MediaType, true
+	}
+	return labelField(i.Labels, path)
 }
 
 func imageInfo(c *cli.Context) error {
