@@ -68,7 +68,7 @@ FUZZTIME ?= 60s
 # the terminal shows the summary lines and each failure.
 soak: prereqs
 	@mkdir -p bin
-	bash -o pipefail -c "CASFS_CRASH_TRIALS=$(SOAK_TRIALS) CASFS_DISKFULL_TRIALS=$(SOAK_DISKFULL_TRIALS) $(GO) test -count=1 -timeout 120m -run 'TestCrashTrials|TestDiskFullTrials' -v ./integration/ 2>&1 | tee bin/soak.log | grep -E '^ *(--- FAIL|crash|disk-full|ok|FAIL|PASS)'"
+	bash -o pipefail -c "CASFS_CRASH_TRIALS=$(SOAK_TRIALS) CASFS_DISKFULL_TRIALS=$(SOAK_DISKFULL_TRIALS) $(GO) test -count=1 -timeout 120m -run 'TestCrashTrials|TestDiskFullTrials' -v ./integration/ 2>&1 | tee bin/soak.log | grep -E '^( *--- FAIL|crash trials|disk-full trials|ok|FAIL|PASS)'"
 
 fuzz:
 	@scripts/fuzz.sh $(FUZZTIME)

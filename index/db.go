@@ -53,7 +53,7 @@ func Open(dir string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := dropEmptyValueLogs(dir); err != nil {
+	if err := dropEmptyLogs(dir); err != nil {
 		lock.release()
 		return nil, err
 	}
@@ -86,20 +86,22 @@ func openBadger(dir string, readOnly bool) (*badger.DB, error) {
 	return bdb, nil
 }
 
-// dropEmptyValueLogs removes value-log files of zero bytes. A process killed
-// between creating a new value log and writing its header leaves one, and
-// badger (v4.9) then refuses to open the database for good: it bootstraps
-// the empty file but reports that as an error ("Create a new file"). An
-// empty file holds no entries, so removing it loses nothing.
-func dropEmptyValueLogs(dir string) error {
-	logs, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
-	if err != nil {
-		return fmt.Errorf("open index %s: %w", dir, err)
-	}
-	for _, p := range logs {
-		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
-			if err := os.Remove(p); err != nil {
-				return fmt.Errorf("open index %s: drop empty value log: %w", dir, err)
+// dropEmptyLogs removes value-log and memtable files of zero bytes. A
+// process killed between creating one of them and writing its header leaves
+// an empty file, and badger (v4.9) then refuses to open the database for
+// good: it bootstraps the empty file but reports that as an error ("Create a
+// new file"). An empty file holds no entries, so removing it loses nothing.
+func dropEmptyLogs(dir string) error {
+	for _, pattern := range []string{"*.vlog", "*.mem"} {
+		logs, err := filepath.Glob(filepath.Join(dir, pattern))
+		if err != nil {
+			return fmt.Errorf("open index %s: %w", dir, err)
+		}
+		for _, p := range logs {
+			if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+				if err := os.Remove(p); err != nil {
+					return fmt.Errorf("open index %s: drop empty log %s: %w", dir, filepath.Base(p), err)
+				}
 			}
 		}
 	}

@@ -282,25 +282,29 @@ func TestBadgerLogsBelowDebug(t *testing.T) {
 	}
 }
 
-// A process killed between creating a value log and writing its header
-// leaves an empty .vlog file; the index must still open, with its data.
-func TestOpenAfterKillLeftEmptyValueLog(t *testing.T) {
-	dir := t.TempDir()
-	db, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Images().Put(ctx, "lab/x:1", Image{Name: "lab/x:1"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "000099.vlog"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	db = openTest(t, dir)
-	if got, err := db.Images().Get(ctx, "lab/x:1"); err != nil || got.Name != "lab/x:1" {
-		t.Fatalf("after reopen: %+v, %v", got, err)
+// A process killed between creating a value log or a memtable and writing
+// its header leaves an empty file; the index must still open, with its data.
+func TestOpenAfterKillLeftEmptyLog(t *testing.T) {
+	for _, name := range []string{"000099.vlog", "00099.mem"} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			db, err := Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Images().Put(ctx, "lab/x:1", Image{Name: "lab/x:1"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			db = openTest(t, dir)
+			if got, err := db.Images().Get(ctx, "lab/x:1"); err != nil || got.Name != "lab/x:1" {
+				t.Fatalf("after reopen: %+v, %v", got, err)
+			}
+		})
 	}
 }
