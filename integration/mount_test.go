@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net"
@@ -272,5 +273,40 @@ func TestFstab(t *testing.T) {
 	}
 	if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
 		t.Fatalf("umount: %v: %s", err, out)
+	}
+}
+
+// TestDaemonUsesCallerCredentials: a pull through the socket logs in with
+// the caller's DOCKER_CONFIG, not the daemon's environment (which has none),
+// and neither the daemon's log nor any output holds the password.
+func TestDaemonUsesCallerCredentials(t *testing.T) {
+	t.Parallel()
+	testenv.RequireRoot(t)
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Auth: true})
+	img := gcTestImage(t, "caller")
+	pushAuthed(t, reg, "lab/caller", "1", img)
+	ref := reg.Ref("lab/caller", "1")
+
+	c := newCLI(t)
+	c.Env = append(c.Env, "DOCKER_CONFIG="+t.TempDir())
+	mountCASFS(t, c)
+	r := c.Fail(1, nil, []string{"image", "pull", "--plain-http", "--no-unpack", "--hosts-dir", t.TempDir(), ref}, "unauthorized")
+
+	creds := t.TempDir()
+	auth := base64.StdEncoding.EncodeToString([]byte(reg.Username + ":" + reg.Password))
+	if err := os.WriteFile(filepath.Join(creds, "config.json"), []byte(`{"auths":{"`+reg.Host+`":{"auth":"`+auth+`"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Env = append(c.Env, "DOCKER_CONFIG="+creds)
+	out := c.OK(nil, "image", "pull", "--plain-http", "--no-unpack", "--hosts-dir", t.TempDir(), ref)
+	if !strings.Contains(out, img.Manifest.Digest.String()) {
+		t.Fatalf("pull through the daemon with the caller's DOCKER_CONFIG:\n%s", out)
+	}
+	log, err := os.ReadFile(filepath.Join(c.Root, "casfs.log"))
+	if err != nil {
+		t.Fatalf("daemon log: %v", err)
+	}
+	if strings.Contains(string(log)+r.Stderr+out, reg.Password) {
+		t.Fatalf("the password appears in the daemon's log or the output")
 	}
 }

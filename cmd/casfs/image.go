@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 
+	"github.com/casfs/casfs/api"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/store"
@@ -218,6 +219,10 @@ func fetchImage(c *cli.Context, verb string, call func(store.API, string, store.
 		return err
 	}
 	return withStore(c, true, func(s store.API) error {
+		if _, viaDaemon := s.(*api.Client); viaDaemon && opts.Username == "" {
+			// The daemon logs in as the caller, not with its own environment.
+			opts.Config = fetch.WithCallerCredentials(c.Context, opts.Config, ref)
+		}
 		p := newProgress(c, verb+" "+ref)
 		opts.Progress = p.Event
 		name, d, err := call(s, ref, opts)
