@@ -39,7 +39,7 @@ func (s *source) Blobs(ctx context.Context) ([]fusefs.BlobInfo, error) {
 	}
 	out := make([]fusefs.BlobInfo, len(infos))
 	for i, c := range infos {
-		out[i] = fusefs.BlobInfo{Digest: c.Digest, Size: c.Size}
+		out[i] = blobInfo(c)
 	}
 	return out, nil
 }
@@ -49,7 +49,17 @@ func (s *source) BlobInfo(ctx context.Context, d digest.Digest) (fusefs.BlobInfo
 	if err != nil {
 		return fusefs.BlobInfo{}, err
 	}
-	return fusefs.BlobInfo{Digest: c.Digest, Size: c.Size}, nil
+	return blobInfo(c), nil
+}
+
+// blobInfo is what the filesystem shows of a blob record: its time is when
+// the store first recorded it (the update time for a record without one).
+func blobInfo(c store.ContentInfo) fusefs.BlobInfo {
+	at := c.CreatedAt
+	if at.IsZero() {
+		at = c.UpdatedAt
+	}
+	return fusefs.BlobInfo{Digest: c.Digest, Size: c.Size, ModTime: at}
 }
 
 func (s *source) OpenBlob(ctx context.Context, d digest.Digest) (*os.File, error) {

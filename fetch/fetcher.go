@@ -77,6 +77,10 @@ type Options struct {
 	Timeout time.Duration
 	// Deadlines, where set, win over hosts.toml's read deadlines.
 	Deadlines ReadDeadlines
+	// TLS, where set, wins over hosts.toml's TLS settings.
+	TLS TLSOptions
+	// Config is config.toml's registry section (see RegistryOptions).
+	Config *RegistryConfig
 	// Lazy pulls manifests and configs only; layers get their records
 	// (with sources) and are fetched on first read through FetchBlob.
 	Lazy bool
@@ -125,7 +129,7 @@ func (f *Fetcher) op(opts Options) (*op, error) {
 	}
 	r, err := NewResolver(RegistryOptions{
 		HostsDir: opts.HostsDir, PlainHTTP: opts.PlainHTTP,
-		Username: opts.Username, Password: opts.Password, Timeout: opts.Timeout, Deadlines: opts.Deadlines,
+		Username: opts.Username, Password: opts.Password, Timeout: opts.Timeout, Deadlines: opts.Deadlines, TLS: opts.TLS, Config: opts.Config,
 	})
 	if err != nil {
 		return nil, err

@@ -104,6 +104,52 @@ type HostsOptions struct {
 	Timeout time.Duration
 	// Deadlines, where set, win over hosts.toml's.
 	Deadlines ReadDeadlines
+	// TLS, where set, wins over hosts.toml's ca, client and skip_verify
+	// for every endpoint.
+	TLS TLSOptions
+	// Config is config.toml's registry section: mirrors for a namespace
+	// without hosts.toml, and TLS settings hosts.toml leaves unsaid.
+	Config *RegistryConfig
+}
+
+// TLSOptions are TLS settings given on the command line (ctr's
+// --skip-verify, --tlscacert, --tlscert, --tlskey). Paths must be absolute:
+// they may be read by another process (the daemon) in another directory.
+type TLSOptions struct {
+	SkipVerify bool   `json:"skipVerify,omitempty"`
+	CAFile     string `json:"caFile,omitempty"`
+	CertFile   string `json:"certFile,omitempty"`
+	KeyFile    string `json:"keyFile,omitempty"` // "" when the key is in CertFile
+}
+
+// Validate reports settings that cannot work: a key without a
+// certificate, or relative paths.
+func (t TLSOptions) Validate() error {
+	if t.KeyFile != "" && t.CertFile == "" {
+		return fmt.Errorf("a TLS client key needs its certificate: %w", errdefs.ErrInvalidArgument)
+	}
+	for _, p := range []string{t.CAFile, t.CertFile, t.KeyFile} {
+		if p != "" && !filepath.IsAbs(p) {
+			return fmt.Errorf("TLS file %s: path must be absolute: %w", p, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// over returns cfg with t's settings in place of its own.
+func (t TLSOptions) over(cfg hostConfig) hostConfig {
+	if t.SkipVerify {
+		// Nothing is verified, so hosts.toml's CA files are not read.
+		skip := true
+		cfg.SkipVerify, cfg.CA = &skip, nil
+	}
+	if t.CAFile != "" {
+		cfg.CA = t.CAFile
+	}
+	if t.CertFile != "" {
+		cfg.Client = []any{[]any{t.CertFile, t.KeyFile}}
+	}
+	return cfg
 }
 
 // hostConfig is one [host."URL"] table, or the top level of a hosts.toml.
@@ -150,11 +196,19 @@ func LoadEndpoints(dir, host string, opts HostsOptions) ([]Endpoint, error) {
 				return nil, err
 			}
 		}
+		var eps []Endpoint
+		for _, m := range opts.Config.mirrors(host, server) {
+			ep, err := newEndpoint(host, m, hostConfig{}, true, "", opts)
+			if err != nil {
+				return nil, fmt.Errorf("registry config: mirror %q of %s: %w", m, host, err)
+			}
+			eps = append(eps, ep)
+		}
 		ep, err := newEndpoint(host, server, cfg, false, hostDir, opts)
 		if err != nil {
 			return nil, err
 		}
-		return []Endpoint{ep}, nil
+		return append(eps, ep), nil
 	}
 	file := filepath.Join(hostDir, "hosts.toml")
 	data, err := os.ReadFile(file)
@@ -346,7 +400,10 @@ func newEndpoint(namespace, rawURL string, cfg hostConfig, mirror bool, baseDir 
 			return Endpoint{}, fmt.Errorf("header %s: value must be a string or a list of strings: %w", k, errdefs.ErrInvalidArgument)
 		}
 	}
-	tlsConfig, err := tlsConfigFor(cfg, baseDir)
+	if err := opts.TLS.Validate(); err != nil {
+		return Endpoint{}, err
+	}
+	tlsConfig, err := tlsConfigFor(opts.TLS.over(opts.Config.under(cfg, u.Host)), baseDir)
 	if err != nil {
 		return Endpoint{}, err
 	}

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -190,5 +191,56 @@ func TestParseReference(t *testing.T) {
 		if _, err := ParseReference(bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("%q: want ErrInvalidArgument, got %v", bad, err)
 		}
+	}
+}
+
+// getServerV2 asks the namespace's server endpoint for /v2/.
+func getServerV2(dir, host string, opts HostsOptions) error {
+	eps, err := LoadEndpoints(dir, host, opts)
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, eps[len(eps)-1].URL.String()+"/v2/", nil)
+	resp, err := eps[len(eps)-1].Client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// Command-line TLS settings win over hosts.toml's for every endpoint: a CA
+// file replaces hosts.toml's (missing) one, and skip-verify reaches a
+// server whose certificate nothing trusts.
+func TestLoadEndpointsTLSOptionsWin(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "https://")
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	get := func(opts HostsOptions, dir string) error { return getServerV2(dir, host, opts) }
+	empty := t.TempDir()
+	if err := get(HostsOptions{}, empty); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("untrusted server: err = %v, want a certificate error", err)
+	}
+	dir := t.TempDir()
+	writeHostsToml(t, dir, host, "ca = \"nope.crt\"\nskip_verify = false\n")
+	for _, d := range []string{empty, dir} {
+		if err := get(HostsOptions{TLS: TLSOptions{SkipVerify: true}}, d); err != nil {
+			t.Fatalf("skip-verify: %v", err)
+		}
+	}
+	if err := get(HostsOptions{TLS: TLSOptions{CAFile: ca}}, dir); err != nil {
+		t.Fatalf("--tlscacert over hosts.toml's ca: %v", err)
+	}
+	if err := get(HostsOptions{TLS: TLSOptions{CAFile: "ca.pem"}}, empty); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "absolute") {
+		t.Fatalf("relative CA path: err = %v, want ErrInvalidArgument naming it", err)
+	}
+	if err := get(HostsOptions{TLS: TLSOptions{KeyFile: ca}}, empty); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("key without certificate: err = %v, want ErrInvalidArgument", err)
 	}
 }

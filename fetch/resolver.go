@@ -72,6 +72,11 @@ type RegistryOptions struct {
 	Timeout time.Duration
 	// Deadlines, where set, win over hosts.toml's read deadlines.
 	Deadlines ReadDeadlines
+	// TLS, where set, wins over hosts.toml's TLS settings.
+	TLS TLSOptions
+	// Config is config.toml's registry section: its credentials come
+	// after Username and Password, before docker's config.json.
+	Config *RegistryConfig
 }
 
 // Resolver turns references into descriptors and hands out oras
@@ -96,7 +101,7 @@ func NewResolver(opts RegistryOptions) (*Resolver, error) {
 		cred := auth.Credential{Username: opts.Username, Password: opts.Password}
 		r.credential = func(context.Context, string) (auth.Credential, error) { return cred, nil }
 	} else {
-		r.credential = dockerCredential()
+		r.credential = configCredential(opts.Config, dockerCredential())
 	}
 	return r, nil
 }
@@ -121,7 +126,7 @@ func (r *Resolver) Endpoints(host string) ([]Endpoint, error) {
 	if eps, ok := r.endpoints[host]; ok {
 		return eps, nil
 	}
-	eps, err := LoadEndpoints(r.opts.HostsDir, host, HostsOptions{PlainHTTP: r.opts.PlainHTTP, Timeout: r.opts.Timeout, Deadlines: r.opts.Deadlines})
+	eps, err := LoadEndpoints(r.opts.HostsDir, host, HostsOptions{PlainHTTP: r.opts.PlainHTTP, Timeout: r.opts.Timeout, Deadlines: r.opts.Deadlines, TLS: r.opts.TLS, Config: r.opts.Config})
 	if err != nil {
 		return nil, err
 	}

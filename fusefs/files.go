@@ -44,7 +44,7 @@ type blobFile struct {
 	noXattrs
 	fs   *FS
 	d    digest.Digest
-	size int64
+	meta blobMeta
 }
 
 var (
@@ -52,12 +52,8 @@ var (
 	_ gfs.NodeGetattrer = (*blobFile)(nil)
 )
 
-// blobTime is the mtime shown for blobs: content-addressed data has no
-// meaningful time, and a constant keeps tar and rsync output reproducible.
-var blobTime = time.Unix(0, 0)
-
 func (b *blobFile) Getattr(ctx context.Context, fh gfs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fileAttr(&out.Attr, blobIno(b.d), b.fs.blobMode(), b.size, blobTime)
+	fileAttr(&out.Attr, blobIno(b.d), b.fs.blobMode(), b.meta.size, b.meta.modTime())
 	out.SetTimeout(b.fs.opts.ImmutableTimeout)
 	return 0
 }
@@ -78,28 +74,32 @@ func (f *FS) blobChildInfo(ctx context.Context, parent *gfs.Inode, v *view, d di
 	if d.Validate() != nil {
 		return nil, syscall.ENOENT
 	}
-	size, err := f.blobSize(ctx, v, d)
+	meta, err := f.blobMeta(ctx, v, d)
 	if err != nil {
 		return nil, f.errno("blob info "+string(d), err)
 	}
-	ch := f.newChild(ctx, parent, &blobFile{fs: f, d: d, size: size}, syscall.S_IFREG, blobIno(d))
+	ch := f.newChild(ctx, parent, &blobFile{fs: f, d: d, meta: meta}, syscall.S_IFREG, blobIno(d))
 	bf, ok := ch.Operations().(*blobFile)
 	if !ok {
 		return nil, syscall.EIO
 	}
-	fileAttr(&out.Attr, blobIno(d), f.blobMode(), bf.size, blobTime)
+	fileAttr(&out.Attr, blobIno(d), f.blobMode(), bf.meta.size, bf.meta.modTime())
 	f.setTimeouts(out, f.opts.ImmutableTimeout, f.opts.ImmutableTimeout)
 	return ch, 0
 }
 
-// blobSize is a blob's size from the listing or, when the listing lags a
-// blob committed since the last Refresh, from its record (the authority).
-func (f *FS) blobSize(ctx context.Context, v *view, d digest.Digest) (int64, error) {
-	if size, ok := v.blobs[d.Algorithm().String()][d.Encoded()]; ok {
-		return size, nil
+// blobMeta is a blob's size and time from the listing or, when the listing
+// lags a blob committed since the last Refresh, from its record (the
+// authority).
+func (f *FS) blobMeta(ctx context.Context, v *view, d digest.Digest) (blobMeta, error) {
+	if meta, ok := v.blobs[d.Algorithm().String()][d.Encoded()]; ok {
+		return meta, nil
 	}
 	info, err := f.src.BlobInfo(ctx, d)
-	return info.Size, err
+	if err != nil {
+		return blobMeta{}, err
+	}
+	return metaOf(info), nil
 }
 
 // fileHandle is an open backing file: a blob or a file in a layer snapshot.

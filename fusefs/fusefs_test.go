@@ -126,8 +126,8 @@ func TestBlobsTree(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Size() != size || st.Mode() != 0o400 {
-			t.Errorf("%s: size %d mode %v, want %d and -r--------", d, st.Size(), st.Mode(), size)
+		if st.Size() != size || st.Mode() != 0o400 || !st.ModTime().Equal(fakeBlobTime) {
+			t.Errorf("%s: size %d mode %v mtime %v, want %d, -r-------- and the record's %v", d, st.Size(), st.Mode(), st.ModTime(), size, fakeBlobTime)
 		}
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -254,6 +254,14 @@ func TestImagesTree(t *testing.T) {
 	for dir, img := range map[string]ImageInfo{alpine: fx.alpine, app1: fx.app1, pinned: fx.pinned, app1 + "/latest": fx.appSub} {
 		checkFile(dir+"/manifest.json", blob(img.Manifest))
 		checkFile(dir+"/config.json", blob(img.Config))
+		for _, name := range []string{"manifest.json", "config.json", "layers/0"} {
+			st, err := os.Stat(filepath.Join(dir, name))
+			if err != nil {
+				t.Errorf("stat %s/%s: %v", dir, name, err)
+			} else if !st.ModTime().Equal(fakeBlobTime) {
+				t.Errorf("%s/%s: mtime %v, want the record's %v", dir, name, st.ModTime(), fakeBlobTime)
+			}
+		}
 		checkFile(dir+"/digest", []byte(string(img.Target.Digest)+"\n"))
 		for i, l := range img.Layers {
 			p := filepath.Join(dir, "layers", string(rune('0'+i)))

@@ -61,6 +61,9 @@ type fakeSource struct {
 	rootfsCalls int
 }
 
+// fakeBlobTime is the time of every fake blob record.
+var fakeBlobTime = time.Date(2026, 3, 4, 5, 6, 7, 8, time.UTC)
+
 func newFakeSource(t testing.TB) *fakeSource {
 	return &fakeSource{
 		dir:      t.TempDir(),
@@ -104,7 +107,7 @@ func (s *fakeSource) Blobs(ctx context.Context) ([]BlobInfo, error) {
 	defer s.mu.Unlock()
 	var out []BlobInfo
 	for d, n := range s.blobs {
-		out = append(out, BlobInfo{Digest: d, Size: n})
+		out = append(out, BlobInfo{Digest: d, Size: n, ModTime: fakeBlobTime})
 	}
 	return out, nil
 }
@@ -116,7 +119,7 @@ func (s *fakeSource) BlobInfo(ctx context.Context, d digest.Digest) (BlobInfo, e
 	if !ok {
 		return BlobInfo{}, fmt.Errorf("blob %s: %w", d, errdefs.ErrNotFound)
 	}
-	return BlobInfo{Digest: d, Size: n}, nil
+	return BlobInfo{Digest: d, Size: n, ModTime: fakeBlobTime}, nil
 }
 
 func (s *fakeSource) OpenBlob(ctx context.Context, d digest.Digest) (*os.File, error) {

@@ -26,7 +26,7 @@ const blobNodeFlag = 1 << 62
 // blobNode is a blob file the kernel holds.
 type blobNode struct {
 	d    digest.Digest
-	size int64
+	meta blobMeta
 	refs uint64 // the kernel's lookups, given back by FORGET
 }
 
@@ -62,12 +62,12 @@ func (r *rawFS) blobNode(id uint64) *blobNode {
 
 // blobEntry fills a LOOKUP or READDIRPLUS reply for a blob and counts the
 // kernel's new reference.
-func (r *rawFS) blobEntry(d digest.Digest, size int64, out *fuse.EntryOut) {
+func (r *rawFS) blobEntry(d digest.Digest, meta blobMeta, out *fuse.EntryOut) {
 	r.blobsMu.Lock()
 	id := r.blobNodeID(d)
 	n := r.blobNodes[id]
 	if n == nil {
-		n = &blobNode{d: d, size: size}
+		n = &blobNode{d: d, meta: meta}
 		r.blobNodes[id] = n
 	}
 	n.refs++
@@ -81,7 +81,7 @@ func (r *rawFS) blobEntry(d digest.Digest, size int64, out *fuse.EntryOut) {
 }
 
 func (r *rawFS) blobAttr(n *blobNode, a *fuse.Attr) {
-	fileAttr(a, blobIno(n.d), r.f.blobMode(), n.size, blobTime)
+	fileAttr(a, blobIno(n.d), r.f.blobMode(), n.meta.size, n.meta.modTime())
 }
 
 func (r *rawFS) forgetBlob(id, nlookup uint64) {
@@ -136,14 +136,14 @@ func (r *rawFS) lookupBlob(ctx context.Context, alg, name string, out *fuse.Entr
 	if d.Validate() != nil {
 		return r.negative(out)
 	}
-	size, err := r.f.blobSize(ctx, v, d)
+	meta, err := r.f.blobMeta(ctx, v, d)
 	if err != nil {
 		if errno := r.f.errno("blob info "+string(d), err); errno != syscall.ENOENT {
 			return fuse.Status(errno)
 		}
 		return r.negative(out)
 	}
-	r.blobEntry(d, size, out)
+	r.blobEntry(d, meta, out)
 	return fuse.OK
 }
 
@@ -191,8 +191,8 @@ func (r *rawFS) readBlobDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirE
 	}, func(k int, eo *fuse.EntryOut) {
 		// A blob gone since the listing was opened keeps node id 0: the
 		// kernel skips it and looks the name up if someone asks.
-		if size, ok := blobs[l.names[k]]; ok {
-			r.blobEntry(dgst(k), size, eo)
+		if meta, ok := blobs[l.names[k]]; ok {
+			r.blobEntry(dgst(k), meta, eo)
 		}
 	})
 	return fuse.OK

@@ -26,6 +26,7 @@ package fusefs
 import (
 	"context"
 	"os"
+	"time"
 
 	"github.com/casfs/casfs/layers/merged"
 	digest "github.com/opencontainers/go-digest"
@@ -58,6 +59,9 @@ type Source interface {
 type BlobInfo struct {
 	Digest digest.Digest
 	Size   int64
+	// ModTime is the record's time (when the store first recorded the
+	// blob), shown as the file's mtime; zero shows as the epoch.
+	ModTime time.Time
 }
 
 // ImageInfo is one image name and what the filesystem shows for it.

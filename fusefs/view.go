@@ -15,14 +15,31 @@ import (
 // view is one consistent snapshot of what the Source lists. It is immutable
 // once built; Refresh swaps in a new one and tells the kernel what changed.
 type view struct {
-	at     time.Time                   // shown as the mtime of the listing directories
-	blobs  map[string]map[string]int64 // algorithm -> hex -> size
+	at     time.Time                      // shown as the mtime of the listing directories
+	blobs  map[string]map[string]blobMeta // algorithm -> hex -> record
 	images *imgDir
 	rootfs map[string]bool
 
 	namesMu     sync.Mutex
 	sortedBlobs map[string][]string // algorithm -> sorted hex names, see blobNames
 }
+
+// blobMeta is what the listing keeps of one blob record: its size and its
+// time in Unix nanoseconds (zero when the record has none).
+type blobMeta struct {
+	size  int64
+	mtime int64
+}
+
+func metaOf(b BlobInfo) blobMeta {
+	m := blobMeta{size: b.Size}
+	if !b.ModTime.IsZero() {
+		m.mtime = b.ModTime.UnixNano()
+	}
+	return m
+}
+
+func (m blobMeta) modTime() time.Time { return time.Unix(0, m.mtime) }
 
 // imgDir is one directory under images/: a repository path element, an
 // image (tag or digest) directory, or both at once.
@@ -42,7 +59,7 @@ func loadView(ctx context.Context, src Source, log *slog.Logger) (*view, error) 
 	}
 	v := &view{
 		at:     time.Now(),
-		blobs:  map[string]map[string]int64{digest.SHA256.String(): {}},
+		blobs:  map[string]map[string]blobMeta{digest.SHA256.String(): {}},
 		images: &imgDir{},
 		rootfs: map[string]bool{},
 	}
@@ -53,9 +70,9 @@ func loadView(ctx context.Context, src Source, log *slog.Logger) (*view, error) 
 		}
 		alg := b.Digest.Algorithm().String()
 		if v.blobs[alg] == nil {
-			v.blobs[alg] = map[string]int64{}
+			v.blobs[alg] = map[string]blobMeta{}
 		}
-		v.blobs[alg][b.Digest.Encoded()] = b.Size
+		v.blobs[alg][b.Digest.Encoded()] = metaOf(b)
 	}
 	for i := range images {
 		img := &images[i]

@@ -111,3 +111,32 @@ func TestCheckStaleMount(t *testing.T) {
 	}
 	c.OK(nil, "check")
 }
+
+// A needed layer removed with content rm --force (file and record) is
+// named by check with the way back, and check --repair fetches it again
+// from the registry its manifest came from.
+func TestCheckRepairRefetchesForcedRemoval(t *testing.T) {
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := gcTestImage(t, "forced")
+	ref := pushTestImage(t, reg, "lab/forced", "1", img)
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "-q", "--no-unpack", "--plain-http", ref)
+	layer := img.Layers[0].Digest
+	c.OK(nil, "content", "rm", "--force", layer.String())
+
+	r := c.Fail(1, nil, []string{"check"}, "1 problem(s) found")
+	if want := "needs blob " + layer.String() + ", which is neither stored nor recorded (--repair fetches it from its registry)"; !strings.Contains(r.Stdout, want) {
+		t.Fatalf("check does not say %q:\n%s", want, r.Stdout)
+	}
+	out := c.OK(nil, "check", "--repair")
+	if want := "repaired: blob " + layer.String() + ": fetched again from its registry (image " + ref + " needs it)"; !strings.Contains(out, want) {
+		t.Fatalf("check --repair does not say %q:\n%s", want, out)
+	}
+	if got := c.OK(nil, "content", "get", layer.String()); got != string(img.Blobs[layer]) {
+		t.Fatalf("layer after repair: %d bytes, want %d", len(got), len(img.Blobs[layer]))
+	}
+	if out := c.OK(nil, "check"); !strings.Contains(out, "0 problems") {
+		t.Fatalf("check after repair:\n%s", out)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -299,5 +300,35 @@ func TestCLIHelpVersionCompletionTerminal(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "refusing to write a tar archive to a terminal") {
 			t.Errorf("%s on a terminal: %v\n%s", args, err, out)
 		}
+	}
+}
+
+// Progress in a pseudo-terminal: without a window size (script with no
+// terminal around it) it prints lines; with one it draws bars. Both show
+// sizes as "N B" / "N.N KiB", and bars show an ETA.
+func TestCLIProgressInPty(t *testing.T) {
+	t.Parallel()
+	testenv.Require(t, "script")
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := gcTestImage(t, "pty")
+	ref := pushTestImage(t, reg, "lab/pty", "1", img)
+	run := func(c *cli, shell string) string {
+		t.Helper()
+		cmd := exec.Command("script", "-qec", shell+casfsBin+" --root "+c.Root+" image pull --plain-http --no-unpack "+ref, "/dev/null")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("pull in a pty: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	manifest := img.Manifest.Digest
+	lines := run(newCLI(t), "")
+	want := "sha256:" + manifest.Encoded()[:12] + " done " + strconv.Itoa(len(img.Blobs[manifest])) + " B"
+	if !strings.Contains(lines, want) || !strings.Contains(lines, "total: ") {
+		t.Fatalf("pty without a window size: want the line %q and a total:\n%s", want, lines)
+	}
+	bars := run(newCLI(t), "stty cols 120 rows 40; ")
+	if !strings.Contains(bars, " B / ") || strings.Contains(bars, " b ") || !strings.Contains(bars, "/s") {
+		t.Fatalf("bars in a pty with a window size: want sizes as N B and a rate:\n%q", bars)
 	}
 }

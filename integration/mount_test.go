@@ -3,6 +3,8 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -125,8 +127,19 @@ func TestMountLifecycle(t *testing.T) {
 	// Commands work through the socket while mounted, and show at once.
 	d2 := strings.TrimSpace(c.OK(strings.NewReader("second"), "content", "ingest", "-q", "m2"))
 	for _, dg := range []string{d, d2} {
-		if _, err := os.Stat(filepath.Join(mnt, "blobs", "sha256", strings.TrimPrefix(dg, "sha256:"))); err != nil {
+		fi, err := os.Stat(filepath.Join(mnt, "blobs", "sha256", strings.TrimPrefix(dg, "sha256:")))
+		if err != nil {
 			t.Fatalf("blob %s not in the mount: %v", dg, err)
+		}
+		// A blob's mtime is its record's time.
+		var info struct {
+			CreatedAt time.Time `json:"createdAt"`
+		}
+		if err := json.Unmarshal([]byte(c.OK(nil, "content", "info", dg)), &info); err != nil || info.CreatedAt.IsZero() {
+			t.Fatalf("content info %s: %+v %v", dg, info, err)
+		}
+		if !fi.ModTime().Equal(info.CreatedAt) {
+			t.Errorf("blob %s: mtime %v in the mount, want its record's %v", dg, fi.ModTime(), info.CreatedAt)
 		}
 	}
 	c.OK(nil, "content", "rm", d2)
@@ -260,5 +273,40 @@ func TestFstab(t *testing.T) {
 	}
 	if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
 		t.Fatalf("umount: %v: %s", err, out)
+	}
+}
+
+// TestDaemonUsesCallerCredentials: a pull through the socket logs in with
+// the caller's DOCKER_CONFIG, not the daemon's environment (which has none),
+// and neither the daemon's log nor any output holds the password.
+func TestDaemonUsesCallerCredentials(t *testing.T) {
+	t.Parallel()
+	testenv.RequireRoot(t)
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Auth: true})
+	img := gcTestImage(t, "caller")
+	pushAuthed(t, reg, "lab/caller", "1", img)
+	ref := reg.Ref("lab/caller", "1")
+
+	c := newCLI(t)
+	c.Env = append(c.Env, "DOCKER_CONFIG="+t.TempDir())
+	mountCASFS(t, c)
+	r := c.Fail(1, nil, []string{"image", "pull", "--plain-http", "--no-unpack", "--hosts-dir", t.TempDir(), ref}, "unauthorized")
+
+	creds := t.TempDir()
+	auth := base64.StdEncoding.EncodeToString([]byte(reg.Username + ":" + reg.Password))
+	if err := os.WriteFile(filepath.Join(creds, "config.json"), []byte(`{"auths":{"`+reg.Host+`":{"auth":"`+auth+`"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Env = append(c.Env, "DOCKER_CONFIG="+creds)
+	out := c.OK(nil, "image", "pull", "--plain-http", "--no-unpack", "--hosts-dir", t.TempDir(), ref)
+	if !strings.Contains(out, img.Manifest.Digest.String()) {
+		t.Fatalf("pull through the daemon with the caller's DOCKER_CONFIG:\n%s", out)
+	}
+	log, err := os.ReadFile(filepath.Join(c.Root, "casfs.log"))
+	if err != nil {
+		t.Fatalf("daemon log: %v", err)
+	}
+	if strings.Contains(string(log)+r.Stderr+out, reg.Password) {
+		t.Fatalf("the password appears in the daemon's log or the output")
 	}
 }

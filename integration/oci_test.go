@@ -72,3 +72,63 @@ func TestNestedIndexInMountAndLs(t *testing.T) {
 		t.Errorf("rootfs/nested = %q, %v", got, err)
 	}
 }
+
+// image ls shows every platform of an index, the ones not pulled in
+// parentheses, and a LABELS column; image ls and content ls take ctr's
+// filters.
+func TestImageListPlatformsAndFilters(t *testing.T) {
+	t.Parallel()
+	other := "arm64"
+	if runtime.GOARCH == other {
+		other = "amd64"
+	}
+	idx := platformIndex(t, []string{runtime.GOARCH, other}, func(arch string) []testimage.Layer {
+		return []testimage.Layer{{Files: []testimage.File{testimage.Reg("arch", 0o644, arch+"\n")}}}
+	})
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := testimage.Push(ctx, reg.URL, "lab/multi", "1", idx.Blobs, idx.Desc, reg.Client()); err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Ref("lab/multi", "1")
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "--plain-http", "--no-unpack", "-q", ref)
+	c.OK(nil, "image", "tag", ref, "lab.local/copy:2")
+
+	out := lines(c.OK(nil, "image", "ls"))
+	if len(out) != 3 || !strings.Contains(out[0], "PLATFORMS") || !strings.HasSuffix(strings.TrimSpace(out[0]), "LABELS") {
+		t.Fatalf("image ls:\n%s", strings.Join(out, "\n"))
+	}
+	want := "linux/" + runtime.GOARCH + ",(linux/" + other + ")"
+	for _, l := range out[1:] {
+		if !strings.Contains(l, want) {
+			t.Errorf("image ls line %q does not show %s", l, want)
+		}
+	}
+	var infos []struct {
+		RemotePlatforms []string `json:"remotePlatforms"`
+	}
+	if err := json.Unmarshal([]byte(c.OK(nil, "image", "ls", "--format", "json")), &infos); err != nil || len(infos) != 2 || !slices.Equal(infos[0].RemotePlatforms, []string{"linux/" + other}) {
+		t.Fatalf("image ls --format json: %+v %v", infos, err)
+	}
+
+	for args, want := range map[string]string{
+		"name~=^lab\\.local/": "lab.local/copy:2",
+		"name==" + ref:        ref,
+		"target.digest==" + idx.Desc.Digest.String() + ",name~=copy": "lab.local/copy:2",
+		"labels.nothing": "",
+	} {
+		if got := strings.TrimSpace(c.OK(nil, "image", "ls", "-q", args)); got != want {
+			t.Errorf("image ls -q %s = %q, want %q", args, got, want)
+		}
+	}
+	c.Fail(2, nil, []string{"image", "ls", "name~=("}, "filter")
+	c.Fail(2, nil, []string{"image", "ls", "nmae==x"}, "unknown field nmae")
+
+	man := idx.Desc.Digest.String()
+	c.OK(nil, "content", "label", man, "team=blue")
+	if got := strings.TrimSpace(c.OK(nil, "content", "ls", "-q", `labels."team"==blue`)); got != man {
+		t.Errorf("content ls -q labels.team==blue = %q, want %s", got, man)
+	}
+}

@@ -180,3 +180,92 @@ func TestContentFetch(t *testing.T) {
 	}
 	c.OK(nil, "content", "verify")
 }
+
+// TestRegistryTLSFlags: ctr's --tlscacert, --tlscert, --tlskey and
+// -k/--skip-verify reach a registry that requires a client certificate, on
+// pull, push and content fetch, with no hosts.toml; they win over a
+// hosts.toml whose CA file does not exist.
+func TestRegistryTLSFlags(t *testing.T) {
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{ClientCA: true})
+	img := busyboxImage(t)
+	ref := pushTestImage(t, reg, "lab/tls", "1", img)
+	c := newCLI(t)
+	empty := t.TempDir()
+	client := []string{"--tlscert", reg.ClientCertPath, "--tlskey", reg.ClientKeyPath}
+
+	c.Fail(1, nil, []string{"image", "pull", "--hosts-dir", empty, ref}, "certificate")
+	c.Fail(1, nil, []string{"image", "pull", "--hosts-dir", empty, "--tlscacert", reg.CACertPath, ref}, ref)
+	c.Fail(2, nil, []string{"image", "pull", "--hosts-dir", empty, "--tlskey", reg.ClientKeyPath, ref}, "--tlskey needs --tlscert")
+	c.Fail(2, nil, []string{"image", "pull", "--hosts-dir", empty, "--tlscacert", filepath.Join(empty, "none.crt"), ref}, "--tlscacert", "none.crt")
+
+	out := c.OK(nil, append(append([]string{"image", "pull", "--hosts-dir", empty, "--tlscacert", reg.CACertPath}, client...), ref)...)
+	if !strings.Contains(out, img.Manifest.Digest.String()) {
+		t.Fatalf("pull with --tlscacert and a client certificate:\n%s", out)
+	}
+
+	// -k instead of the CA, on push; the hosts.toml's missing CA is overruled.
+	hosts := t.TempDir()
+	os.MkdirAll(filepath.Join(hosts, reg.Host), 0o755)
+	os.WriteFile(filepath.Join(hosts, reg.Host, "hosts.toml"), []byte("ca = \"missing.crt\"\n"), 0o644)
+	pushed := reg.Ref("lab/tls-pushed", "1")
+	c.OK(nil, append(append([]string{"image", "push", "--hosts-dir", hosts, "-k"}, client...), ref, pushed)...)
+
+	other := newCLI(t)
+	out = other.OK(nil, append(append([]string{"content", "fetch", "--hosts-dir", empty, "--tlscacert", reg.CACertPath}, client...), pushed)...)
+	if !strings.Contains(out, img.Manifest.Digest.String()) {
+		t.Fatalf("content fetch of the pushed image:\n%s", out)
+	}
+}
+
+// TestRegistryConfigToml: containerd's config.toml registry section given
+// with --config: configs."host".auth logs in to an htpasswd registry (with
+// a warning when the file is readable by others, and the password in no
+// output), and mirrors."host".endpoint serves a namespace that has no
+// registry of its own.
+func TestRegistryConfigToml(t *testing.T) {
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Auth: true})
+	img := gcTestImage(t, "config-toml")
+	pushAuthed(t, reg, "lab/conf", "1", img)
+	mirror := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	pushTestImage(t, mirror, "lab/mirrored", "1", img)
+
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "config.toml")
+	body := "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n" +
+		"  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"mirrored.example\"]\n" +
+		"    endpoint = [\"http://" + mirror.Host + "\"]\n" +
+		"  [plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"" + reg.Host + "\".auth]\n" +
+		"    username = \"" + reg.Username + "\"\n    password = \"" + reg.Password + "\"\n"
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newCLI(t)
+	c.Env = append(c.Env, "DOCKER_CONFIG="+t.TempDir())
+	ref := reg.Ref("lab/conf", "1")
+	args := []string{"image", "pull", "--plain-http", "--hosts-dir", t.TempDir(), "--no-unpack"}
+
+	c.Fail(1, nil, append(args, ref), "unauthorized")
+	r := c.Run(nil, append(args, "--config", conf, ref)...)
+	if r.Code != 0 || !strings.Contains(r.Stdout, img.Manifest.Digest.String()) || strings.Contains(r.Stderr, "readable") {
+		t.Fatalf("pull with config.toml auth: exit %d\nstdout: %s\nstderr: %s", r.Code, r.Stdout, r.Stderr)
+	}
+
+	os.Chmod(conf, 0o644)
+	r = c.Run(nil, append(args, "--config", conf, ref)...)
+	if r.Code != 0 || !strings.Contains(r.Stderr, conf+" holds registry passwords and is readable by others") {
+		t.Fatalf("world-readable config.toml: exit %d, want 0 and a warning\nstderr: %s", r.Code, r.Stderr)
+	}
+	if strings.Contains(r.Stdout+r.Stderr, reg.Password) {
+		t.Fatalf("the password appears in the output:\n%s%s", r.Stdout, r.Stderr)
+	}
+
+	// The mirror answers for a namespace nothing else serves; CASFS_CONFIG names the file too.
+	c.Env = append(c.Env, "CASFS_CONFIG="+conf)
+	out := c.OK(nil, "image", "pull", "--hosts-dir", t.TempDir(), "--no-unpack", "mirrored.example/lab/mirrored:1")
+	if !strings.Contains(out, img.Manifest.Digest.String()) {
+		t.Fatalf("pull through the config.toml mirror:\n%s", out)
+	}
+	c.Fail(1, nil, []string{"image", "pull", "--config", filepath.Join(dir, "none.toml"), ref}, "none.toml")
+}

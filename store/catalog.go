@@ -119,6 +119,22 @@ func (s *Local) imageInfo(ctx context.Context, rec index.Image) ImageInfo {
 			info.Platforms = append(info.Platforms, ps)
 		}
 	}
+	if !oci.IsIndex(rec.Target.MediaType) {
+		return info
+	}
+	all, err := s.indexManifests(ctx, rec.Target)
+	if err != nil {
+		return info
+	}
+	local := map[digest.Digest]bool{}
+	for _, md := range mans {
+		local[md.Digest] = true
+	}
+	for _, md := range all {
+		if ps := oci.FormatPlatform(md.Platform); !local[md.Digest] && ps != "" && ps != "unknown/unknown" {
+			info.RemotePlatforms = append(info.RemotePlatforms, ps)
+		}
+	}
 	return info
 }
 

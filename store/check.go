@@ -145,14 +145,16 @@ func (c *checker) images(ctx context.Context) error {
 	}
 	c.rep.Checked.Images = len(imgs)
 	for _, img := range imgs {
-		c.walkImage(ctx, img.Name, img.Target, true)
+		c.walkImage(ctx, img.Name, img.Target, true, index.Blob{})
 	}
 	return nil
 }
 
 // walkImage marks d and what it reaches as needed by name. required is
-// false for the platform manifests of an index, which may not have been pulled.
-func (c *checker) walkImage(ctx context.Context, name string, d ocispec.Descriptor, required bool) {
+// false for the platform manifests of an index, which may not have been
+// pulled. parent is the record of the document that names d (zero for an
+// image's target): a blob removed with its record inherits its sources.
+func (c *checker) walkImage(ctx context.Context, name string, d ocispec.Descriptor, required bool, parent index.Blob) {
 	if _, seen := c.needed[d.Digest]; seen {
 		return
 	}
@@ -161,10 +163,10 @@ func (c *checker) walkImage(ctx context.Context, name string, d ocispec.Descript
 		return
 	}
 	c.needed[d.Digest] = name
-	if !known {
-		c.problem("image", name, "needs blob %s, which is neither stored nor recorded", d.Digest)
+	if !known && !c.restore(ctx, name, d, parent) {
 		return
 	}
+	rec, _ := c.db.Blobs().Get(ctx, d.Digest.String())
 	if !oci.IsIndex(d.MediaType) && !oci.IsManifest(d.MediaType) {
 		return
 	}
@@ -179,8 +181,42 @@ func (c *checker) walkImage(ctx context.Context, name string, d ocispec.Descript
 	// A manifest needs all its parts; an index may name platforms that
 	// were never pulled.
 	for _, p := range doc.Parts() {
-		c.walkImage(ctx, name, p, doc.Manifest != nil)
+		c.walkImage(ctx, name, p, doc.Manifest != nil, rec)
 	}
+}
+
+// restore handles a blob an image needs that is neither stored nor
+// recorded (removed with content rm --force): with --repair it is recorded
+// with the sources of the document that names it and fetched again;
+// otherwise the problem says what will restore it. It reports whether the
+// blob is back.
+func (c *checker) restore(ctx context.Context, name string, d ocispec.Descriptor, parent index.Blob) bool {
+	if !hasSource(parent) {
+		c.problem("image", name, "needs blob %s, which is neither stored nor recorded, and no registry source is known (casfs image pull %s restores it)", d.Digest, name)
+		return false
+	}
+	if !c.opts.Repair {
+		c.problem("image", name, "needs blob %s, which is neither stored nor recorded (--repair fetches it from its registry)", d.Digest)
+		return false
+	}
+	now := time.Now().UTC()
+	rec := index.Blob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, CreatedAt: now, UpdatedAt: now, Labels: map[string]string{}}
+	for k, v := range parent.Labels {
+		if strings.HasPrefix(k, labelSourcePrefix) {
+			rec.Labels[k] = v
+		}
+	}
+	if err := c.db.Blobs().Create(ctx, d.Digest.String(), rec); err != nil && !errors.Is(err, errdefs.ErrExists) {
+		c.problem("image", name, "needs blob %s, which is neither stored nor recorded; recording it failed: %v", d.Digest, err)
+		return false
+	}
+	c.changed = true
+	if err := c.s.fetchMissing(ctx, c.opts.RegistryOptions, d.Digest, nil); err != nil {
+		c.problem("image", name, "needs blob %s, which was neither stored nor recorded; fetching it from its registry failed (it stays recorded as not local): %v", d.Digest, err)
+		return false
+	}
+	c.repaired("blob", d.Digest.String(), "fetched again from its registry (image %s needs it)", name)
+	return true
 }
 
 // known: the blob has a record or a file.

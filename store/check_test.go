@@ -209,6 +209,8 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 	}
 	wantFinding(t, "repair", rep.Problems, "blob", neededCorrupt.String(), "cannot re-fetch")
 	wantFinding(t, "repair", rep.Problems, "image", "example.com/app:1", ghost.String())
+	// No registry source is known for it: the problem names the command that restores it.
+	wantFinding(t, "repair", rep.Problems, "image", "example.com/app:1", "no registry source is known (casfs image pull example.com/app:1 restores it)")
 	wantFinding(t, "repair", rep.Repaired, "blob", spareCorrupt.String(), "removed the corrupt blob")
 	wantFinding(t, "repair", rep.Repaired, "blob", noFile.String(), "dropped the record")
 	wantFinding(t, "repair", rep.Repaired, "file", orphanD.String(), "recorded")

@@ -16,7 +16,10 @@ type ImageInfo struct {
 	Name      string             `json:"name"`
 	Target    ocispec.Descriptor `json:"target"`
 	Size      int64              `json:"size"` // bytes of the selected platform(s)' manifests, configs and layers
-	Platforms []string           `json:"platforms,omitempty"`
+	Platforms []string           `json:"platforms,omitempty"` // the platforms whose manifests are local
+	// RemotePlatforms are the platforms the image's index names whose
+	// manifests are not local (not pulled).
+	RemotePlatforms []string `json:"remotePlatforms,omitempty"`
 	Labels    map[string]string  `json:"labels,omitempty"`
 	CreatedAt time.Time          `json:"createdAt"`
 	UpdatedAt time.Time          `json:"updatedAt"`
@@ -53,6 +56,10 @@ type RegistryOptions struct {
 	Password  string `json:"password,omitempty"`
 	// Deadlines, where set, win over hosts.toml's read deadlines.
 	Deadlines fetch.ReadDeadlines `json:"deadlines,omitempty"`
+	// TLS, where set, wins over hosts.toml's TLS settings.
+	TLS fetch.TLSOptions `json:"tls,omitempty"`
+	// Config is config.toml's registry section, read by the command.
+	Config *fetch.RegistryConfig `json:"config,omitempty"`
 }
 
 // ProgressEvent reports one blob's state during a pull or push.

@@ -46,7 +46,7 @@ func (p progressAdapter) Done(d ocispec.Descriptor, err error, existed bool) {
 // fetchOptions are what one operation asks of the store's fetcher.
 func (s *Local) fetchOptions(ro RegistryOptions, platform string, all, lazy bool, maxConc int, progress ProgressFunc, status string) fetch.Options {
 	opts := fetch.Options{
-		HostsDir: ro.HostsDir, PlainHTTP: ro.PlainHTTP, Username: ro.Username, Password: ro.Password, Deadlines: ro.Deadlines,
+		HostsDir: ro.HostsDir, PlainHTTP: ro.PlainHTTP, Username: ro.Username, Password: ro.Password, Deadlines: ro.Deadlines, TLS: ro.TLS, Config: ro.Config,
 		Platform: platform, HostPlatform: s.host.Spec(), AllPlatforms: all, MaxConcurrent: maxConc, Lazy: lazy,
 	}
 	if progress != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -28,7 +29,7 @@ func contentCommand() *cli.Command {
 				},
 				Action: contentIngest,
 			},
-			{Name: "ls", Usage: "list blobs", Flags: []cli.Flag{quietFlag, formatFlag}, Action: contentList},
+			{Name: "ls", Usage: "list blobs", ArgsUsage: "[FILTER...]", Description: contentFilterHelp, Flags: []cli.Flag{quietFlag, formatFlag}, Action: contentList},
 			{Name: "info", Usage: "show blobs' records as JSON, one object per DIGEST", ArgsUsage: "DIGEST...", Flags: []cli.Flag{jsonFormatFlag}, Action: contentInfo},
 			{Name: "get", Usage: "write a blob to stdout", ArgsUsage: "DIGEST", Action: contentGet},
 			{
@@ -83,7 +84,11 @@ func contentList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(c, 0, 0); err != nil {
+	fs, err := parseFilters(c.Args().Slice())
+	if err != nil {
+		return err
+	}
+	if err := fs.check(func(p []string) bool { _, ok := contentField(store.ContentInfo{}, p); return ok || isLabelPath(p) }); err != nil {
 		return err
 	}
 	return withContent(c, false, func(s store.Content) error {
@@ -97,8 +102,25 @@ func contentList(c *cli.Context) error {
 			row: func(i store.ContentInfo) []any {
 				return []any{i.Digest, humanSize(i.Size), age(i.CreatedAt), formatLabels(i.Labels)}
 			},
-		}.print(c, format, infos)
+		}.print(c, format, filterItems(fs, infos, contentField))
 	})
+}
+
+const contentFilterHelp = `FILTER is ctr's: field[==|!=|~=value], several clauses joined by commas must all hold, and a
+blob matching any FILTER argument is listed. Fields: digest, size, mediatype, labels.KEY
+(labels."KEY" for keys with dots). Example: casfs content ls 'labels."containerd.io/gc.root"'`
+
+// contentField is a blob's value for a filter field.
+func contentField(i store.ContentInfo, path []string) (string, bool) {
+	switch strings.Join(path, ".") {
+	case "digest":
+		return i.Digest.String(), true
+	case "size":
+		return strconv.FormatInt(i.Size, 10), true
+	case "mediatype":
+		return i.MediaType, true
+	}
+	return labelField(i.Labels, path)
 }
 
 // digestArgs resolves every argument (full digest or unique prefix).

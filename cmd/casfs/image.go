@@ -1,21 +1,30 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 
+	"github.com/casfs/casfs/api"
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/store"
 )
 
 var registryFlags = []cli.Flag{
 	&cli.StringFlag{Name: "hosts-dir", EnvVars: []string{"CASFS_HOSTS_DIR"}, Usage: "registry host configuration, containerd's hosts.toml layout (default: the first of /etc/casfs/certs.d, /etc/containerd/certs.d, /etc/docker/certs.d that exists)"},
+	&cli.StringFlag{Name: "config", EnvVars: []string{"CASFS_CONFIG"}, Usage: "containerd config.toml whose registry section to read (default " + fetch.DefaultRegistryConfig + " when it exists)"},
 	&cli.BoolFlag{Name: "plain-http", Usage: "talk plain HTTP to the registry (loopback registries)"},
+	&cli.BoolFlag{Name: "skip-verify", Aliases: []string{"k"}, Usage: "accept any TLS certificate of the registries (wins over hosts.toml's skip_verify)"},
+	&cli.StringFlag{Name: "tlscacert", Usage: "trust the CA certificates in this PEM file (wins over hosts.toml's ca)"},
+	&cli.StringFlag{Name: "tlscert", Usage: "TLS client certificate, PEM (wins over hosts.toml's client)"},
+	&cli.StringFlag{Name: "tlskey", Usage: "key of --tlscert, PEM (default: in the --tlscert file)"},
 	&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "registry credentials as user[:password]; the password is prompted when omitted and stdin is a terminal"},
 	&cli.BoolFlag{Name: "debug", Usage: "log each registry request (--log-level debug)"},
 	&cli.DurationFlag{Name: "progress-timeout", Usage: "fail a registry transfer that sends less than --progress-kib within this time (default 30s, or hosts.toml's progress_timeout)"},
@@ -48,7 +57,8 @@ func imageCommand() *cli.Command {
 					&cli.IntFlag{Name: "max-concurrent-uploads", Value: 3, Usage: "blobs sent at once"},
 					quietFlag),
 				Action: imagePush},
-			{Name: "ls", Usage: "list images", Flags: []cli.Flag{quietFlag, formatFlag}, Action: imageList},
+			{Name: "ls", Usage: "list images (platforms in parentheses are in the index but not local)", ArgsUsage: "[FILTER...]",
+				Description: imageFilterHelp, Flags: []cli.Flag{quietFlag, formatFlag}, Action: imageList},
 			{Name: "info", Usage: "show images' records, manifests and configs as JSON, one object per REF", ArgsUsage: "REF...",
 				Flags: []cli.Flag{jsonFormatFlag}, Action: imageInfo},
 			{Name: "tag", Usage: "give an image more names (an existing name is moved only with --force)", ArgsUsage: "SRC DST...",
@@ -78,16 +88,25 @@ func contentFetchCommand() *cli.Command {
 	}
 }
 
-func registryOptions(c *cli.Context) (store.RegistryOptions, error) {
+func registryOptions(c *cli.Context) (o store.RegistryOptions, err error) {
 	if c.Bool("debug") && !slog.Default().Enabled(c.Context, slog.LevelDebug) {
 		setLogLevel(c, slog.LevelDebug)
 	}
-	o := store.RegistryOptions{HostsDir: c.String("hosts-dir"), PlainHTTP: c.Bool("plain-http")}
+	o = store.RegistryOptions{HostsDir: c.String("hosts-dir"), PlainHTTP: c.Bool("plain-http")}
 	o.Deadlines.ProgressTimeout = c.Duration("progress-timeout")
 	o.Deadlines.ProgressBytes = c.Int64("progress-kib") << 10
 	o.Deadlines.ManifestTimeout = c.Duration("manifest-timeout")
 	if o.Deadlines.ProgressTimeout < 0 || o.Deadlines.ProgressBytes < 0 || o.Deadlines.ManifestTimeout < 0 {
 		return o, usagef("--progress-timeout, --progress-kib and --manifest-timeout must be positive")
+	}
+	if o.TLS, err = tlsOptions(c); err != nil {
+		return o, err
+	}
+	if o.Config, err = registryConfig(c); err != nil {
+		return o, err
+	}
+	if o.HostsDir == "" && o.Config != nil {
+		o.HostsDir = o.Config.ConfigPath
 	}
 	if u := c.String("user"); u != "" {
 		user, pass, err := credentials(c, u)
@@ -97,6 +116,55 @@ func registryOptions(c *cli.Context) (store.RegistryOptions, error) {
 		o.Username, o.Password = user, pass
 	}
 	return o, nil
+}
+
+// registryConfig reads the registry section of --config, or of the
+// default file when it exists; a file with passwords that others may read
+// gets a warning.
+func registryConfig(c *cli.Context) (*fetch.RegistryConfig, error) {
+	file := c.String("config")
+	if file == "" {
+		if _, err := os.Stat(fetch.DefaultRegistryConfig); err != nil {
+			return nil, nil
+		}
+		file = fetch.DefaultRegistryConfig
+	}
+	cfg, warning, err := fetch.LoadRegistryConfig(file)
+	if err != nil {
+		return nil, err
+	}
+	if warning != "" {
+		slog.Warn(warning)
+	}
+	return cfg, nil
+}
+
+// tlsOptions reads --skip-verify, --tlscacert, --tlscert and --tlskey; the
+// files must exist (named as typed in the error) and travel as absolute
+// paths, since a daemon in another directory may read them.
+func tlsOptions(c *cli.Context) (fetch.TLSOptions, error) {
+	t := fetch.TLSOptions{SkipVerify: c.Bool("skip-verify")}
+	if c.String("tlskey") != "" && c.String("tlscert") == "" {
+		return t, usagef("--tlskey needs --tlscert")
+	}
+	for _, f := range []struct {
+		flag string
+		dst  *string
+	}{{"tlscacert", &t.CAFile}, {"tlscert", &t.CertFile}, {"tlskey", &t.KeyFile}} {
+		p := c.String(f.flag)
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err != nil {
+			return t, usagef("--%s %s: %v", f.flag, p, errors.Unwrap(err))
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return t, usagef("--%s %s: %v", f.flag, p, err)
+		}
+		*f.dst = abs
+	}
+	return t, nil
 }
 
 func pullOptions(c *cli.Context) (store.PullOptions, error) {
@@ -151,6 +219,10 @@ func fetchImage(c *cli.Context, verb string, call func(store.Images, string, sto
 		return err
 	}
 	return withImages(c, true, func(s store.Images) error {
+		if _, viaDaemon := s.(*api.Client); viaDaemon && opts.Username == "" {
+			// The daemon logs in as the caller, not with its own environment.
+			opts.Config = fetch.WithCallerCredentials(c.Context, opts.Config, ref)
+		}
 		p := newProgress(c, verb+" "+ref)
 		opts.Progress = p.Event
 		name, d, err := call(s, ref, opts)
@@ -203,7 +275,11 @@ func imageList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := wantArgs(c, 0, 0); err != nil {
+	fs, err := parseFilters(c.Args().Slice())
+	if err != nil {
+		return err
+	}
+	if err := fs.check(func(p []string) bool { _, ok := imageField(store.ImageInfo{}, p); return ok || isLabelPath(p) }); err != nil {
 		return err
 	}
 	return withImages(c, false, func(s store.Images) error {
@@ -212,17 +288,39 @@ func imageList(c *cli.Context) error {
 			return err
 		}
 		return listing[store.ImageInfo]{
-			header: []string{"REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS"},
+			header: []string{"REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"},
 			id:     func(i store.ImageInfo) string { return i.Name },
 			row: func(i store.ImageInfo) []any {
-				platforms := strings.Join(i.Platforms, ",")
-				if platforms == "" {
-					platforms = "-"
+				platforms := i.Platforms
+				for _, p := range i.RemotePlatforms {
+					platforms = append(platforms, "("+p+")")
 				}
-				return []any{i.Name, i.Target.MediaType, i.Target.Digest, humanSize(i.Size), platforms}
+				ps := strings.Join(platforms, ",")
+				if ps == "" {
+					ps = "-"
+				}
+				return []any{i.Name, i.Target.MediaType, i.Target.Digest, humanSize(i.Size), ps, formatLabels(i.Labels)}
 			},
-		}.print(c, format, imgs)
+		}.print(c, format, filterItems(fs, imgs, imageField))
 	})
+}
+
+const imageFilterHelp = `FILTER is ctr's: field[==|!=|~=value], several clauses joined by commas must all hold, and an
+image matching any FILTER argument is listed. Fields: name, target.digest, target.mediatype,
+labels.KEY (labels."KEY" for keys with dots); ~= takes a regular expression, and a field alone
+means it is set. Example: casfs image ls 'name~=^docker.io/' 'labels."env"==prod'`
+
+// imageField is an image's value for a filter field.
+func imageField(i store.ImageInfo, path []string) (string, bool) {
+	switch strings.Join(path, ".") {
+	case "name":
+		return i.Name, true
+	case "target.digest":
+		return i.Target.Digest.String(), true
+	case "target.mediatype":
+		return i.Target.MediaType, true
+	}
+	return labelField(i.Labels, path)
 }
 
 func imageInfo(c *cli.Context) error {

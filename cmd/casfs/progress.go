@@ -43,14 +43,41 @@ func newProgress(c *cli.Context, title string) *progress {
 	// Progress is a diagnostic: it goes to stderr, so that $(casfs image
 	// pull ...) captures only the result.
 	p := &progress{out: c.App.ErrWriter, quiet: c.Bool("quiet"), start: time.Now(), blobs: map[digest.Digest]*blobBar{}}
-	if f, ok := c.App.ErrWriter.(*os.File); ok && !p.quiet && term.IsTerminal(int(f.Fd())) {
+	if f, ok := c.App.ErrWriter.(*os.File); ok && !p.quiet && barsFit(f) {
 		p.bars = mpb.New(mpb.WithOutput(f), mpb.WithWidth(32), mpb.WithRefreshRate(150*time.Millisecond))
 		p.total = p.bars.New(0, mpb.BarStyle(),
 			mpb.PrependDecorators(decor.Name(title, decor.WCSyncSpaceR)),
-			mpb.AppendDecorators(decor.CountersKibiByte("% .1f / % .1f"), decor.Name(" "), decor.AverageSpeed(decor.SizeB1024(0), "% .1f")),
+			mpb.AppendDecorators(counters(), decor.Any(p.rate), decor.Name(" "), decor.AverageETA(decor.ET_STYLE_MMSS)),
 			mpb.BarPriority(1<<30))
 	}
 	return p
+}
+
+// barsFit reports whether f is a terminal that bars can be drawn on: a
+// pseudo-terminal without a window size (script, some CI runners) gets
+// lines, as a pipe does.
+func barsFit(f *os.File) bool {
+	if !term.IsTerminal(int(f.Fd())) {
+		return false
+	}
+	w, _, err := term.GetSize(int(f.Fd()))
+	return err == nil && w > 0
+}
+
+// counters shows "done / total" in the same units as the line output.
+func counters() decor.Decorator {
+	return decor.Any(func(s decor.Statistics) string {
+		return humanSize(s.Current) + " / " + humanSize(s.Total)
+	}, decor.WCSyncSpace)
+}
+
+// rate is the average transfer rate since the command started.
+func (p *progress) rate(s decor.Statistics) string {
+	secs := time.Since(p.start).Seconds()
+	if secs <= 0 {
+		return ""
+	}
+	return " " + humanSize(int64(float64(s.Current)/secs)) + "/s"
 }
 
 // Event records one progress event; safe for concurrent use.
@@ -68,7 +95,7 @@ func (p *progress) Event(ev store.ProgressEvent) {
 		if p.bars != nil {
 			b.bar = p.bars.New(ev.Total, mpb.BarStyle(),
 				mpb.PrependDecorators(decor.Name(shortDigest(ev.Digest), decor.WCSyncSpaceR), decor.Any(func(decor.Statistics) string { return b.label() }, decor.WCSyncSpaceR)),
-				mpb.AppendDecorators(decor.CountersKibiByte("% .1f / % .1f")))
+				mpb.AppendDecorators(counters(), decor.Name(" "), decor.AverageETA(decor.ET_STYLE_MMSS)))
 			p.total.SetTotal(p.sumSize, false)
 		}
 	}
