@@ -15,14 +15,14 @@ import (
 type ImageInfo struct {
 	Name      string             `json:"name"`
 	Target    ocispec.Descriptor `json:"target"`
-	Size      int64              `json:"size"` // bytes of the selected platform(s)' manifests, configs and layers
+	Size      int64              `json:"size"`                // bytes of the selected platform(s)' manifests, configs and layers
 	Platforms []string           `json:"platforms,omitempty"` // the platforms whose manifests are local
 	// RemotePlatforms are the platforms the image's index names whose
 	// manifests are not local (not pulled).
-	RemotePlatforms []string `json:"remotePlatforms,omitempty"`
-	Labels    map[string]string  `json:"labels,omitempty"`
-	CreatedAt time.Time          `json:"createdAt"`
-	UpdatedAt time.Time          `json:"updatedAt"`
+	RemotePlatforms []string          `json:"remotePlatforms,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"`
+	CreatedAt       time.Time         `json:"createdAt"`
+	UpdatedAt       time.Time         `json:"updatedAt"`
 }
 
 // ImageDetail is `image info`: the record plus the documents it points at.
