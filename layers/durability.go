@@ -262,6 +262,7 @@ func (s *Snapshotter) Close() {
 		s.syncTimer = nil
 	}
 	s.syncMu.Unlock()
-	s.syncRun.Lock() // a Sync under way finishes first
-	s.syncRun.Unlock()
+	// Taking syncRun waits for a Sync under way to finish.
+	s.syncRun.Lock()
+	defer s.syncRun.Unlock()
 }
