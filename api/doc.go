@@ -56,6 +56,7 @@
 //	POST   /v1/images/pull                  Pull; body {"ref":R,"options":PullOptions} -> progress stream, result ImageInfo
 //	POST   /v1/images/push                  Push; body {"ref":R,"remote":R2,"options":PushOptions} -> progress stream, result {}
 //	POST   /v1/images/tag                   TagImage; body {"source":R,"targets":[R]} -> 204
+//	POST   /v1/images/labels                LabelImage; body {"name":R,"set":{k:v},"delete":[k]} -> ImageInfo
 //	POST   /v1/images/convert               ConvertImage; body {"source":R,"target":R,"options":ConvertOptions} -> ImageInfo
 //	GET    /v1/snapshots                    ListSnapshots -> [SnapshotInfo]
 //	DELETE /v1/snapshots/by-key?key=K       RemoveSnapshot -> 204

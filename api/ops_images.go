@@ -71,6 +71,16 @@ func (c *Client) TagImage(ctx context.Context, src string, dsts []string) error 
 	return err
 }
 
+var opLabelImage = jsonOp(route{method: http.MethodPost, pattern: "/v1/images/labels",
+	doc: `LabelImage; body {"name":R,"set":{k:v},"delete":[k]} -> ImageInfo`},
+	func(ctx context.Context, s store.API, req ImageLabelsRequest) (store.ImageInfo, error) {
+		return s.LabelImage(ctx, req.Name, req.Set, req.Delete)
+	})
+
+func (c *Client) LabelImage(ctx context.Context, ref string, set map[string]string, del []string) (store.ImageInfo, error) {
+	return opLabelImage.call(ctx, c, ImageLabelsRequest{Name: ref, Set: set, Delete: del})
+}
+
 var opConvertImage = jsonOp(route{method: http.MethodPost, pattern: "/v1/images/convert",
 	doc: `ConvertImage; body {"source":R,"target":R,"options":ConvertOptions} -> ImageInfo`},
 	func(ctx context.Context, s store.API, req ConvertRequest) (store.ImageInfo, error) {

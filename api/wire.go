@@ -68,6 +68,13 @@ type TagRequest struct {
 	Targets []string `json:"targets"`
 }
 
+// ImageLabelsRequest is the body of POST /v1/images/labels.
+type ImageLabelsRequest struct {
+	Name   string            `json:"name"`
+	Set    map[string]string `json:"set,omitempty"`
+	Delete []string          `json:"delete,omitempty"`
+}
+
 // ConvertRequest is the body of POST /v1/images/convert.
 type ConvertRequest struct {
 	Source  string               `json:"source"`

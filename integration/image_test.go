@@ -226,3 +226,36 @@ func TestTagPinnedNameAndLabelControls(t *testing.T) {
 	c.Fail(2, nil, []string{"lease", "create", "--label", "k=\x1b[31mred"}, "control character")
 	c.OK(nil, "content", "label", img.Config.Digest.String(), "note=fine")
 }
+
+// image label sets and removes labels of an image record (ctr images
+// label); image info and filtered image ls show them.
+func TestImageLabel(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	ref := pushTestImage(t, reg, "lab/labelled", "1", busyboxImage(t))
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "-q", "--no-unpack", "--plain-http", ref)
+
+	if got := strings.TrimSpace(c.OK(nil, "image", "label", ref, "team=blue", "env=prod")); got != "env=prod,team=blue" {
+		t.Fatalf("image label printed %q, want env=prod,team=blue", got)
+	}
+	if got := strings.TrimSpace(c.OK(nil, "image", "label", ref, "env-")); got != "team=blue" {
+		t.Fatalf("after removing env: %q, want team=blue", got)
+	}
+	var info struct {
+		Labels map[string]string `json:"labels"`
+	}
+	if err := json.Unmarshal([]byte(c.OK(nil, "image", "info", ref)), &info); err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Labels) != 1 || info.Labels["team"] != "blue" {
+		t.Fatalf("image info labels = %v, want team=blue", info.Labels)
+	}
+	if got := strings.TrimSpace(c.OK(nil, "image", "ls", "-q", `labels."team"==blue`)); got != ref {
+		t.Fatalf("image ls by label = %q, want %s", got, ref)
+	}
+	c.Fail(2, nil, []string{"image", "label", ref, "note=a\nfake row"}, "control character")
+	c.Fail(2, nil, []string{"image", "label", ref, "novalue"}, "want key=value to set or key- to remove")
+	c.Fail(1, nil, []string{"image", "label", reg.Host + "/lab/absent:1", "a=b"}, "not found")
+}

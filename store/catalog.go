@@ -231,6 +231,27 @@ func (s *Local) TagImage(ctx context.Context, src string, dsts []string) error {
 	return nil
 }
 
+func (s *Local) LabelImage(ctx context.Context, ref string, set map[string]string, del []string) (ImageInfo, error) {
+	if err := checkLabels(set); err != nil {
+		return ImageInfo{}, err
+	}
+	rec, err := s.image(ctx, ref)
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	db, _ := s.Index()
+	rec, err = db.Images().Update(ctx, rec.Name, func(img *index.Image) error {
+		img.Labels = editLabels(img.Labels, set, del)
+		img.UpdatedAt = time.Now().UTC()
+		return nil
+	})
+	if err != nil {
+		return ImageInfo{}, fmt.Errorf("label %s: %w", ref, err)
+	}
+	s.changed()
+	return s.imageInfo(ctx, rec), nil
+}
+
 func (s *Local) RemoveImage(ctx context.Context, ref string) error {
 	rec, err := s.image(ctx, ref)
 	if err != nil {

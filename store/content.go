@@ -271,18 +271,7 @@ func (s *Local) LabelContent(ctx context.Context, d digest.Digest, set map[strin
 		return ContentInfo{}, err
 	}
 	b, err := db.Blobs().Update(ctx, d.String(), func(b *index.Blob) error {
-		if b.Labels == nil {
-			b.Labels = map[string]string{}
-		}
-		for k, v := range set {
-			b.Labels[k] = v
-		}
-		for _, k := range del {
-			delete(b.Labels, k)
-		}
-		if len(b.Labels) == 0 {
-			b.Labels = nil
-		}
+		b.Labels = editLabels(b.Labels, set, del)
 		b.UpdatedAt = time.Now().UTC()
 		return nil
 	})

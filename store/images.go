@@ -109,6 +109,9 @@ type Images interface {
 	GetImage(ctx context.Context, ref string) (ImageDetail, error)
 	TagImage(ctx context.Context, src string, dsts []string) error
 	RemoveImage(ctx context.Context, ref string) error
+	// LabelImage sets and removes labels of the image record ref (like
+	// ctr images label) and returns the updated record.
+	LabelImage(ctx context.Context, ref string, set map[string]string, del []string) (ImageInfo, error)
 	// ConvertImage records dst as a copy of the local image src with its
 	// layers recompressed (eStargz, or plain gzip back).
 	ConvertImage(ctx context.Context, src, dst string, opts ConvertOptions) (ImageInfo, error)

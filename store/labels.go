@@ -24,3 +24,21 @@ func checkLabels(labels map[string]string) error {
 	}
 	return nil
 }
+
+// editLabels applies set, then del, to labels (which may be nil) and
+// returns the result, nil when no label is left.
+func editLabels(labels, set map[string]string, del []string) map[string]string {
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	for k, v := range set {
+		labels[k] = v
+	}
+	for _, k := range del {
+		delete(labels, k)
+	}
+	if len(labels) == 0 {
+		return nil
+	}
+	return labels
+}

@@ -225,17 +225,9 @@ func contentLabel(c *cli.Context) error {
 	if err := wantArgs(c, 2, -1); err != nil {
 		return err
 	}
-	set := map[string]string{}
-	var del []string
-	for _, a := range c.Args().Slice()[1:] {
-		switch k, v, ok := strings.Cut(a, "="); {
-		case ok && k != "":
-			set[k] = v
-		case !ok && strings.HasSuffix(a, "-") && len(a) > 1:
-			del = append(del, strings.TrimSuffix(a, "-"))
-		default:
-			return usagef("label %q: want key=value to set or key- to remove", a)
-		}
+	set, del, err := parseLabelArgs(c.Args().Slice()[1:])
+	if err != nil {
+		return err
 	}
 	return withContent(c, false, func(s store.Content) error {
 		ds, err := digestArgs(c, s, c.Args().Slice()[:1])
@@ -249,6 +241,23 @@ func contentLabel(c *cli.Context) error {
 		fmt.Fprintln(c.App.Writer, formatLabels(info.Labels))
 		return nil
 	})
+}
+
+// parseLabelArgs reads the LABEL arguments of content label and image
+// label: key=value sets, key- removes.
+func parseLabelArgs(args []string) (set map[string]string, del []string, err error) {
+	set = map[string]string{}
+	for _, a := range args {
+		switch k, v, ok := strings.Cut(a, "="); {
+		case ok && k != "":
+			set[k] = v
+		case !ok && strings.HasSuffix(a, "-") && len(a) > 1:
+			del = append(del, strings.TrimSuffix(a, "-"))
+		default:
+			return nil, nil, usagef("label %q: want key=value to set or key- to remove", a)
+		}
+	}
+	return set, del, nil
 }
 
 func contentActive(c *cli.Context) error {

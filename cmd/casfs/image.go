@@ -64,6 +64,7 @@ func imageCommand() *cli.Command {
 			{Name: "tag", Usage: "give an image more names (an existing name is moved only with --force)", ArgsUsage: "SRC DST...",
 				Flags:  []cli.Flag{&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "move names that already point at another image"}},
 				Action: imageTag},
+			{Name: "label", Usage: "set (key=value) or remove (key-) labels of an image", ArgsUsage: "REF LABEL...", Action: imageLabel},
 			{
 				Name: "convert", Usage: "make a copy of a local image with eStargz (lazily readable) or plain gzip layers", ArgsUsage: "SRC DST",
 				Flags: append([]cli.Flag{
@@ -464,4 +465,29 @@ func opError(verb, ref string, err error) error {
 		return err
 	}
 	return fmt.Errorf("%s: %w", verb, err)
+}
+
+func imageLabel(c *cli.Context) error {
+	if err := wantArgs(c, 2, -1); err != nil {
+		return err
+	}
+	ref := c.Args().First()
+	if err := checkRefs(ref); err != nil {
+		return err
+	}
+	set, del, err := parseLabelArgs(c.Args().Slice()[1:])
+	if err != nil {
+		return err
+	}
+	return withImages(c, false, func(s store.Images) error {
+		info, err := s.LabelImage(c.Context, ref, set, del)
+		if err != nil {
+			if errors.Is(err, errdefs.ErrInvalidArgument) {
+				return argError(err) // a label the store refuses is malformed input
+			}
+			return opError("label", ref, err)
+		}
+		fmt.Fprintln(c.App.Writer, formatLabels(info.Labels))
+		return nil
+	})
 }
