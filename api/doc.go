@@ -51,7 +51,8 @@
 //	POST   /v1/gc/images                    PruneImages; body ImagePruneOptions -> GCReport
 //	DELETE /v1/gc/content/{digest}          ForceRemoveContent -> 204
 //	GET    /v1/images                       ListImages -> [ImageInfo]
-//	GET    /v1/images/by-name?name=R        GetImage -> ImageDetail
+//	GET    /v1/images/by-name?name=R[&platform=P]
+//	                                        GetImage -> ImageDetail
 //	DELETE /v1/images/by-name?name=R        RemoveImage -> 204
 //	POST   /v1/images/pull                  Pull; body {"ref":R,"options":PullOptions} -> progress stream, result ImageInfo
 //	POST   /v1/images/push                  Push; body {"ref":R,"remote":R2,"options":PushOptions} -> progress stream, result {}

@@ -372,8 +372,8 @@ func (f *fakeStore) ListImages(ctx context.Context) ([]store.ImageInfo, error) {
 	return nil, fmt.Errorf("image ls: %w", errdefs.ErrNotImplemented)
 }
 
-func (f *fakeStore) GetImage(ctx context.Context, ref string) (store.ImageDetail, error) {
-	return store.ImageDetail{}, fmt.Errorf("image info %s: %w", ref, errdefs.ErrNotImplemented)
+func (f *fakeStore) GetImage(ctx context.Context, ref, platform string) (store.ImageDetail, error) {
+	return store.ImageDetail{}, fmt.Errorf("image info %s (platform %q): %w", ref, platform, errdefs.ErrNotImplemented)
 }
 
 func (f *fakeStore) TagImage(ctx context.Context, src string, dsts []string) error {

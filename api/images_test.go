@@ -48,8 +48,8 @@ func imageParity(t *testing.T, s store.API, class error) {
 			func() (any, error) { return nil, s.Push(ctx, name, "", store.PushOptions{RegistryOptions: reg}) }},
 		{"list", func() (any, error) { return c.ListImages(ctx) },
 			func() (any, error) { return s.ListImages(ctx) }},
-		{"get", func() (any, error) { return c.GetImage(ctx, name) },
-			func() (any, error) { return s.GetImage(ctx, name) }},
+		{"get", func() (any, error) { return c.GetImage(ctx, name, "") },
+			func() (any, error) { return s.GetImage(ctx, name, "") }},
 		{"tag", func() (any, error) { return nil, c.TagImage(ctx, name, []string{"lab/y:2"}) },
 			func() (any, error) { return nil, s.TagImage(ctx, name, []string{"lab/y:2"}) }},
 		{"remove", func() (any, error) { return nil, c.RemoveImage(ctx, name) },
@@ -73,11 +73,13 @@ func TestImageNamesTravelIntact(t *testing.T) {
 	f := newFakeStore()
 	c := serve(t, f).client
 	for _, name := range []string{"localhost:5000/a/b/c:tag", "x@sha256:" + digest.FromString("y").Encoded(), "with space&x=1", ""} {
-		_, err := c.GetImage(ctx, name)
-		_, want := f.GetImage(ctx, name)
-		sameErr(t, "GetImage "+name, err, want, errdefs.ErrNotImplemented)
-		err = c.RemoveImage(ctx, name)
-		want = f.RemoveImage(ctx, name)
+		for _, platform := range []string{"", "linux/arm64/v8"} {
+			_, err := c.GetImage(ctx, name, platform)
+			_, want := f.GetImage(ctx, name, platform)
+			sameErr(t, "GetImage "+name+" "+platform, err, want, errdefs.ErrNotImplemented)
+		}
+		err := c.RemoveImage(ctx, name)
+		want := f.RemoveImage(ctx, name)
 		sameErr(t, "RemoveImage "+name, err, want, errdefs.ErrNotImplemented)
 	}
 }

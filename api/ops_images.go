@@ -19,13 +19,13 @@ func (c *Client) ListImages(ctx context.Context) ([]store.ImageInfo, error) {
 	return opListImages.call(ctx, c, none{})
 }
 
-var opGetImage = jsonOp(route{method: http.MethodGet, pattern: "/v1/images/by-name", docPath: "/v1/images/by-name?name=R", doc: "GetImage -> ImageDetail"},
-	func(ctx context.Context, s store.API, q nameQuery) (store.ImageDetail, error) {
-		return s.GetImage(ctx, q.name)
+var opGetImage = jsonOp(route{method: http.MethodGet, pattern: "/v1/images/by-name", docPath: "/v1/images/by-name?name=R[&platform=P]", doc: "GetImage -> ImageDetail"},
+	func(ctx context.Context, s store.API, q imageQuery) (store.ImageDetail, error) {
+		return s.GetImage(ctx, q.name, q.platform)
 	})
 
-func (c *Client) GetImage(ctx context.Context, ref string) (store.ImageDetail, error) {
-	return opGetImage.call(ctx, c, nameQuery{ref})
+func (c *Client) GetImage(ctx context.Context, ref, platform string) (store.ImageDetail, error) {
+	return opGetImage.call(ctx, c, imageQuery{ref, platform})
 }
 
 var opRemoveImage = jsonOp(route{method: http.MethodDelete, pattern: "/v1/images/by-name", docPath: "/v1/images/by-name?name=R", doc: "RemoveImage -> 204"},
@@ -92,6 +92,23 @@ func (c *Client) ConvertImage(ctx context.Context, src, dst string, opts store.C
 }
 
 // nameQuery is an image name as the query's name; the server requires it.
+// imageQuery names an image and, optionally, the platform to show.
+type imageQuery struct{ name, platform string }
+
+func (q imageQuery) wire() (wire, error) {
+	v := url.Values{"name": {q.name}}
+	if q.platform != "" {
+		v.Set("platform", q.platform)
+	}
+	return wire{query: v}, nil
+}
+
+func (q *imageQuery) bind(_ *Server, _ http.ResponseWriter, r *http.Request) (err error) {
+	q.platform = r.URL.Query().Get("platform")
+	q.name, err = requireQuery(r, "name")
+	return err
+}
+
 type nameQuery struct{ name string }
 
 func (q nameQuery) wire() (wire, error) { return wire{query: url.Values{"name": {q.name}}}, nil }

@@ -168,7 +168,7 @@ func (s *Local) image(ctx context.Context, ref string) (index.Image, error) {
 	return rec, err
 }
 
-func (s *Local) GetImage(ctx context.Context, ref string) (ImageDetail, error) {
+func (s *Local) GetImage(ctx context.Context, ref, platform string) (ImageDetail, error) {
 	rec, err := s.image(ctx, ref)
 	if err != nil {
 		return ImageDetail{}, err
@@ -183,10 +183,23 @@ func (s *Local) GetImage(ctx context.Context, ref string) (ImageDetail, error) {
 			return d, err
 		}
 	}
-	if len(mans) == 0 {
+	var md ocispec.Descriptor
+	switch {
+	case platform != "":
+		p, err := oci.ParsePlatform(platform, s.host.Spec())
+		if err != nil {
+			return d, err
+		}
+		i := oci.NewPlatform(p).Best(mans)
+		if i < 0 {
+			return d, fmt.Errorf("image %s has no local manifest for platform %s (it has %s): %w", rec.Name, oci.FormatPlatform(&p), manifestPlatforms(mans), errdefs.ErrNotFound)
+		}
+		md = mans[i]
+	case len(mans) == 0:
 		return d, nil
+	default:
+		md = s.pickManifest(mans)
 	}
-	md := s.pickManifest(mans)
 	var m ocispec.Manifest
 	if d.Manifest, err = s.readDocument(ctx, md.Digest, &m); err != nil {
 		return d, err
@@ -194,6 +207,20 @@ func (s *Local) GetImage(ctx context.Context, ref string) (ImageDetail, error) {
 	d.Config, err = s.readDocument(ctx, m.Config.Digest, nil)
 	d.Layers = s.layerStates(ctx, m.Layers)
 	return d, err
+}
+
+// manifestPlatforms lists the platforms of mans for an error message.
+func manifestPlatforms(mans []ocispec.Descriptor) string {
+	var ps []string
+	for _, m := range mans {
+		if p := oci.FormatPlatform(m.Platform); p != "" {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) == 0 {
+		return "none"
+	}
+	return strings.Join(ps, ", ")
 }
 
 // pickManifest prefers this machine's platform among local manifests.

@@ -106,7 +106,9 @@ type Images interface {
 	// Push sends the local image ref to remote ("" means ref itself).
 	Push(ctx context.Context, ref, remote string, opts PushOptions) error
 	ListImages(ctx context.Context) ([]ImageInfo, error)
-	GetImage(ctx context.Context, ref string) (ImageDetail, error)
+	// GetImage shows the record and the manifest, config and layers for
+	// platform ("" means this machine's best local match).
+	GetImage(ctx context.Context, ref, platform string) (ImageDetail, error)
 	TagImage(ctx context.Context, src string, dsts []string) error
 	RemoveImage(ctx context.Context, ref string) error
 	// LabelImage sets and removes labels of the image record ref (like

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -66,7 +67,7 @@ func wantShown(t *testing.T, s *Local, name string, img *testimage.Image) {
 func shown(t *testing.T, s *Local, name string) (detail, view []byte) {
 	t.Helper()
 	ctx := context.Background()
-	d, err := s.GetImage(ctx, name)
+	d, err := s.GetImage(ctx, name, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +116,35 @@ func TestArm64HostShowsArm64Manifest(t *testing.T) {
 	idx, _, arm := twoPlatforms(t)
 	putImage(t, s, "lab/multi:1", idx.Desc, idx.Blobs, false)
 	wantShown(t, s, "lab/multi:1", arm)
+}
+
+// GetImage with a platform shows that platform's manifest of an index, and
+// names the platforms it has when it has no manifest for the one asked.
+func TestGetImagePlatform(t *testing.T) {
+	t.Parallel()
+	s := openAs(t, linuxAmd64)
+	idx, amd, arm := twoPlatforms(t)
+	putImage(t, s, "lab/multi:1", idx.Desc, idx.Blobs, false)
+	ctx := context.Background()
+	for platform, want := range map[string]*testimage.Image{"": amd, "linux/amd64": amd, "linux/arm64": arm, "linux/arm64/v8": arm} {
+		d, err := s.GetImage(ctx, "lab/multi:1", platform)
+		if err != nil {
+			t.Fatalf("GetImage platform %q: %v", platform, err)
+		}
+		if !bytes.Equal(d.Manifest, want.ManifestBytes()) {
+			t.Errorf("GetImage platform %q: manifest %.60q, want %s", platform, d.Manifest, want.Manifest.Digest)
+		}
+		if len(d.Layers) != 1 || d.Layers[0].Digest != want.Layers[0].Digest {
+			t.Errorf("GetImage platform %q: layers %v, want %s", platform, d.Layers, want.Layers[0].Digest)
+		}
+	}
+	_, err := s.GetImage(ctx, "lab/multi:1", "linux/s390x")
+	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "it has linux/amd64, linux/arm64/v8") {
+		t.Errorf("GetImage linux/s390x: %v, want not found naming linux/amd64, linux/arm64/v8", err)
+	}
+	if _, err := s.GetImage(ctx, "lab/multi:1", "linx"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("GetImage platform linx: %v, want invalid argument", err)
+	}
 }
 
 // exportMembers exports ref with opts and returns the archive's member names.

@@ -60,7 +60,7 @@ func imageCommand() *cli.Command {
 			{Name: "ls", Usage: "list images (platforms in parentheses are in the index but not local)", ArgsUsage: "[FILTER...]",
 				Description: imageFilterHelp, Flags: []cli.Flag{quietFlag, formatFlag}, Action: imageList},
 			{Name: "info", Usage: "show images' records, manifests and configs as JSON, one object per REF", ArgsUsage: "REF...",
-				Flags: []cli.Flag{jsonFormatFlag}, Action: imageInfo},
+				Flags: []cli.Flag{jsonFormatFlag, &cli.StringFlag{Name: "platform", Usage: "show this os/arch[/variant]'s manifest of an index (default: this machine's)"}}, Action: imageInfo},
 			{Name: "tag", Usage: "give an image more names (an existing name is moved only with --force)", ArgsUsage: "SRC DST...",
 				Flags:  []cli.Flag{&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "move names that already point at another image"}},
 				Action: imageTag},
@@ -333,7 +333,7 @@ func imageInfo(c *cli.Context) error {
 	}
 	return withImages(c, false, func(s store.Images) error {
 		for _, ref := range c.Args().Slice() {
-			d, err := s.GetImage(c.Context, ref)
+			d, err := s.GetImage(c.Context, ref, c.String("platform"))
 			if err != nil {
 				return argError(err)
 			}
@@ -358,7 +358,7 @@ func imageTag(c *cli.Context) error {
 		dsts = append(dsts, name)
 	}
 	return withImages(c, false, func(s store.Images) error {
-		src, err := s.GetImage(c.Context, c.Args().First())
+		src, err := s.GetImage(c.Context, c.Args().First(), "")
 		if err != nil {
 			return argError(err)
 		}
@@ -366,7 +366,7 @@ func imageTag(c *cli.Context) error {
 			// Like ctr: a name that already points at another image is
 			// only moved on request.
 			for _, d := range dsts {
-				old, err := s.GetImage(c.Context, d)
+				old, err := s.GetImage(c.Context, d, "")
 				if err == nil && old.Target.Digest != src.Target.Digest {
 					return fmt.Errorf("tag %s: %w: it names %s (use --force to move it)", d, errdefs.ErrExists, old.Target.Digest)
 				}
@@ -428,7 +428,7 @@ func imageRemove(c *cli.Context) error {
 	}
 	return withImages(c, false, func(s store.Images) error {
 		for _, ref := range c.Args().Slice() {
-			if _, err := s.GetImage(c.Context, ref); err != nil {
+			if _, err := s.GetImage(c.Context, ref, ""); err != nil {
 				return argError(err)
 			}
 		}
