@@ -84,7 +84,8 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 	defer st.Close()
 	if _, err := st.Index(); err != nil {
-		return err // another process holds the store: say so before mounting anything
+		// Another process holds the store: say so before mounting anything.
+		return heldForDaemon(st.Root(), err)
 	}
 	if _, err := st.Snapshotter(); err != nil {
 		return err
@@ -105,15 +106,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()
-	apiSrv := api.NewServer(st, api.ServerOptions{Logger: log, Debug: debugHandler(fsys), ShutdownGrace: apiGrace})
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- apiSrv.Serve(srvCtx, SocketPath(st.Root())) }()
-	select {
-	case <-apiSrv.Ready():
-	case err := <-serveErr:
-		return fmt.Errorf("serve %s: %w", SocketPath(st.Root()), err)
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("serve %s: socket not ready within 10s: %w", SocketPath(st.Root()), errdefs.ErrUnavailable)
+	_, serveErr, err := startAPI(srvCtx, st, api.ServerOptions{Logger: log, Debug: debugHandler(fsys), ShutdownGrace: apiGrace})
+	if err != nil {
+		return err
 	}
 
 	regErr := make(chan error, 1)

@@ -122,7 +122,7 @@ func TestMountLifecycle(t *testing.T) {
 	// A second daemon on the same root is refused with a clear reason.
 	other := filepath.Join(t.TempDir(), "other")
 	os.Mkdir(other, 0o755)
-	c.Fail(1, nil, []string{"mount", "-d", other}, "in use by another casfs process")
+	c.Fail(1, nil, []string{"mount", "-d", other}, "is held by process", "(casfs", "which serves its socket: commands go through it")
 
 	// Commands work through the socket while mounted, and show at once.
 	d2 := strings.TrimSpace(c.OK(strings.NewReader("second"), "content", "ingest", "-q", "m2"))

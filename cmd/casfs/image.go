@@ -220,7 +220,7 @@ func fetchImage(c *cli.Context, verb string, call func(store.Images, string, sto
 		return err
 	}
 	return withImages(c, true, func(s store.Images) error {
-		if _, viaDaemon := s.(*api.Client); viaDaemon && opts.Username == "" {
+		if api.Remote(s) && opts.Username == "" {
 			// The daemon logs in as the caller, not with its own environment.
 			opts.Config = fetch.WithCallerCredentials(c.Context, opts.Config, ref)
 		}
