@@ -82,11 +82,15 @@ type opener struct {
 
 // reach returns a client of the root's socket, or nil once this process
 // holds the store (o.held). A store held by a process whose socket does not
-// answer within opts.Wait is an error naming that process.
+// answer within opts.Wait is an error naming that process; a holder that is
+// finishing other commands' requests (its socket still there, closed to new
+// connections) is waited for as long as it takes, with one notice: it ends
+// when they do, and the caller's context (Ctrl-C) bounds the wait.
 func (o *opener) reach(ctx context.Context) (*api.Client, error) {
 	sock := SocketPath(o.root)
 	deadline := time.Now().Add(o.opts.Wait)
 	pause := 10 * time.Millisecond
+	finishing := false
 	for {
 		client, err := api.DialWith(sock, api.DialOptions{Reconnect: o.reconnect})
 		if err == nil {
@@ -105,7 +109,15 @@ func (o *opener) reach(ctx context.Context) (*api.Client, error) {
 		}
 		// Another process took the store a moment ago and is starting to
 		// serve, or is finishing and about to let go: look again shortly.
-		if time.Now().After(deadline) {
+		// Once seen finishing, it is waited for until it lets go (its last
+		// step, closing the store, comes after its socket is gone).
+		if !finishing && isSocket(sock) {
+			finishing = true
+			if o.opts.Notice != nil {
+				fmt.Fprintf(o.opts.Notice, "casfs: %s is finishing other commands' requests; waiting for it (Ctrl-C to give up)\n", holderName(o.root))
+			}
+		}
+		if !finishing && time.Now().After(deadline) {
 			return nil, holderError(o.root, noSocket)
 		}
 		select {
@@ -115,6 +127,15 @@ func (o *opener) reach(ctx context.Context) (*api.Client, error) {
 		}
 		pause = min(2*pause, 200*time.Millisecond)
 	}
+}
+
+// isSocket reports whether a socket file is at path. Found while the store
+// is held and nobody answers on it, it is the holder's, closed to new
+// connections while it finishes (or a killed holder's, about to be
+// replaced by the process that now holds the lock).
+func isSocket(path string) bool {
+	fi, err := os.Lstat(path)
+	return err == nil && fi.Mode().Type() == os.ModeSocket
 }
 
 // reconnect runs when the client's socket stopped answering: the process
@@ -246,18 +267,28 @@ func heldForDaemon(root string, err error) error {
 // holderError says which process holds the store at root and what that
 // means for the caller; it wraps errdefs.ErrInUse.
 func holderError(root, what string) error {
-	abs, err := filepath.Abs(root)
-	if err != nil {
-		abs = root
+	return heldError("store " + absRoot(root) + " is held by " + holderName(root) + ", which " + what)
+}
+
+// holderName names the process holding the store at root: "process PID
+// (COMMAND LINE)" as far as the kernel tells.
+func holderName(root string) string {
+	pid := index.LockHolder(filepath.Join(absRoot(root), "meta"))
+	if pid <= 0 {
+		return "another process"
 	}
-	who := "another process"
-	if pid := index.LockHolder(filepath.Join(abs, "meta")); pid > 0 {
-		who = fmt.Sprintf("process %d", pid)
-		if cmd := commandLine(pid); cmd != "" {
-			who += " (" + cmd + ")"
-		}
+	who := fmt.Sprintf("process %d", pid)
+	if cmd := commandLine(pid); cmd != "" {
+		who += " (" + cmd + ")"
 	}
-	return heldError("store " + abs + " is held by " + who + ", which " + what)
+	return who
+}
+
+func absRoot(root string) string {
+	if abs, err := filepath.Abs(root); err == nil {
+		return abs
+	}
+	return root
 }
 
 // heldError is errdefs.ErrInUse with the whole message, without repeating

@@ -86,6 +86,28 @@ func TestOpenServesOtherCommandsAndDrains(t *testing.T) {
 	if got, want := <-notices, "casfs: waiting for 1 request from another casfs command\n"; got != want {
 		t.Fatalf("notice %q, want %q", got, want)
 	}
+	// A command started now waits for the finishing holder, however short
+	// its own wait for a socket is, and says so.
+	laterNotices := make(lines, 1)
+	type opened struct {
+		s   store.API
+		err error
+	}
+	later := make(chan opened, 1)
+	go func() {
+		s, err := Open(t.Context(), root, OpenOptions{Wait: 1, Notice: laterNotices, Logger: quiet})
+		later <- opened{s, err}
+	}()
+	want := fmt.Sprintf("casfs: process %d (", os.Getpid())
+	select {
+	case got := <-laterNotices:
+		if !strings.HasPrefix(got, want) || !strings.HasSuffix(got, ") is finishing other commands' requests; waiting for it (Ctrl-C to give up)\n") {
+			t.Fatalf("notice of a command waiting for the finishing holder: %q", got)
+		}
+	case o := <-later:
+		t.Fatalf("a command started while the holder finished did not wait for it: %v", o.err)
+	}
+
 	go func() {
 		pw.Write([]byte("part two"))
 		pw.Close()
@@ -97,17 +119,31 @@ func TestOpenServesOtherCommandsAndDrains(t *testing.T) {
 	if err := <-closed; err != nil {
 		t.Fatalf("holder Close: %v", err)
 	}
+	third := <-later
+	if third.err != nil {
+		t.Fatalf("command started while the holder finished: %v", third.err)
+	}
+	if api.Remote(third.s) {
+		t.Fatal("the command that waited did not take the store")
+	}
 
-	// The holder is gone: the second command takes the store and serves.
+	// The second command's next call goes through the new holder.
 	infos, err := second.ListContent(t.Context())
 	if err != nil || len(infos) != 1 || infos[0].Digest != r.info.Digest {
 		t.Fatalf("list after the holder left: %v %v", infos, err)
 	}
-	third := open(t, root, OpenOptions{})
-	if !api.Remote(third) {
-		t.Fatal("a third command did not go through the second's socket")
+	if err := third.s.Close(); err != nil {
+		t.Fatal(err)
 	}
-	third.Close()
+	// Now nobody serves: the second command takes the store itself.
+	if _, err := second.ListContent(t.Context()); err != nil {
+		t.Fatalf("list after the second holder left: %v", err)
+	}
+	fourth := open(t, root, OpenOptions{})
+	if !api.Remote(fourth) {
+		t.Fatal("a fourth command did not go through the second's socket")
+	}
+	fourth.Close()
 	if err := second.Close(); err != nil {
 		t.Fatal(err)
 	}
