@@ -172,6 +172,11 @@ func (o *opener) hold() (*holding, error) {
 		st.Close()
 		return nil, err
 	}
+	if api.TooLong(SocketPath(st.Root())) {
+		// Nobody could dial it: others are told the store is held.
+		o.opts.Logger.Debug("store root too long for a socket; not serving it to other commands", "root", st.Root())
+		return &holding{st: st}, nil
+	}
 	notice := o.opts.Notice
 	srv, served, err := startAPI(context.Background(), st, api.ServerOptions{Logger: o.opts.Logger, OnDrain: func(n int) {
 		if notice != nil {
