@@ -32,7 +32,7 @@ func lockSocket(socketPath string) (*socketLock, error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another casfs daemon is serving %s: %w", socketPath, errdefs.ErrInUse)
+			return nil, fmt.Errorf("another casfs process is serving %s: %w", socketPath, errdefs.ErrInUse)
 		}
 		return nil, fmt.Errorf("api socket lock %s: %w", name, err)
 	}
@@ -63,7 +63,7 @@ func checkStale(socketPath string) error {
 	c, err := net.DialTimeout("unix", socketPath, dialTimeout)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("another casfs daemon is serving %s: %w", socketPath, errdefs.ErrInUse)
+		return fmt.Errorf("another casfs process is serving %s: %w", socketPath, errdefs.ErrInUse)
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		return nil // stale: its server died without removing it

@@ -1,7 +1,9 @@
 // Package daemon runs the casfs daemon: it owns the store, serves the store
 // API on <root>/casfs.sock, and shows the store as a FUSE filesystem, as a
 // read-only OCI registry, or both, until it is told to stop; then it
-// unmounts, stops serving and releases the store.
+// unmounts, stops serving and releases the store. Open is how a command
+// reaches a store: through the socket of the process holding it, or by
+// holding it and serving the socket itself while it runs (holder.go).
 package daemon
 
 import (
