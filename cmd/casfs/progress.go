@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -37,6 +38,10 @@ type blobBar struct {
 	status string
 	unpack string // unpacking or unpacked, which may overlap fetching
 	final  bool
+	// shown is label() for the bar's decorator, which runs on the bar's
+	// own goroutine: it cannot take progress.mu, which Event holds while
+	// it waits for that goroutine.
+	shown atomic.Value
 }
 
 func newProgress(c *cli.Context, title string) *progress {
@@ -94,7 +99,7 @@ func (p *progress) Event(ev store.ProgressEvent) {
 		p.sumSize += ev.Total
 		if p.bars != nil {
 			b.bar = p.bars.New(ev.Total, mpb.BarStyle(),
-				mpb.PrependDecorators(decor.Name(shortDigest(ev.Digest), decor.WCSyncSpaceR), decor.Any(func(decor.Statistics) string { return b.label() }, decor.WCSyncSpaceR)),
+				mpb.PrependDecorators(decor.Name(shortDigest(ev.Digest), decor.WCSyncSpaceR), decor.Any(func(decor.Statistics) string { s, _ := b.shown.Load().(string); return s }, decor.WCSyncSpaceR)),
 				mpb.AppendDecorators(counters(), decor.Name(" "), decor.AverageETA(decor.ET_STYLE_MMSS)))
 			p.total.SetTotal(p.sumSize, false)
 		}
@@ -103,6 +108,7 @@ func (p *progress) Event(ev store.ProgressEvent) {
 		// Unpacking may overlap the download: it changes the blob's status
 		// line, never its byte counts.
 		b.unpack = ev.Status
+		b.shown.Store(b.label())
 		if p.bars == nil && ev.Status == "unpacked" {
 			fmt.Fprintf(p.out, "%s unpacked %s\n", shortDigest(ev.Digest), humanSize(ev.Total))
 		}
@@ -110,6 +116,7 @@ func (p *progress) Event(ev store.ProgressEvent) {
 	}
 	p.sumDone += ev.Done - b.ev.Done
 	b.ev, b.status = ev, ev.Status
+	b.shown.Store(b.label())
 	final := ev.Status == "done" || ev.Status == "exists" || ev.Status == "error"
 	if p.bars != nil {
 		b.bar.SetCurrent(ev.Done)
