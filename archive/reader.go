@@ -23,14 +23,14 @@ type Stager interface {
 	Stage(ctx context.Context, member string, r io.Reader, size int64, expected digest.Digest) (digest.Digest, error)
 }
 
-// Kind is what a blob's first bytes say it is.
-type Kind int
+// blobKind is what a blob's first bytes say it is.
+type blobKind int
 
 const (
-	KindOther Kind = iota
-	KindJSON
-	KindGzip
-	KindZstd
+	kindOther blobKind = iota
+	kindJSON
+	kindGzip
+	kindZstd
 )
 
 // Contents is what Read found in an archive.
@@ -46,7 +46,7 @@ type Contents struct {
 	// point at (docker-archive writers link legacy layer.tar files).
 	Links map[string]string
 	Sizes map[digest.Digest]int64
-	Kinds map[digest.Digest]Kind
+	kinds map[digest.Digest]blobKind
 	// Docs holds the blobs that look like JSON documents (manifests,
 	// indexes, configs), which Resolve parses.
 	Docs map[digest.Digest][]byte
@@ -60,7 +60,7 @@ type Contents struct {
 func Read(ctx context.Context, r io.Reader, st Stager) (*Contents, error) {
 	c := &Contents{
 		Files: map[string]digest.Digest{}, Links: map[string]string{},
-		Sizes: map[digest.Digest]int64{}, Kinds: map[digest.Digest]Kind{}, Docs: map[digest.Digest][]byte{},
+		Sizes: map[digest.Digest]int64{}, kinds: map[digest.Digest]blobKind{}, Docs: map[digest.Digest][]byte{},
 	}
 	docsTotal := 0
 	err := walk(ctx, r, func(name string, hdr *tar.Header, body io.Reader) error {
@@ -93,7 +93,7 @@ func Read(ctx context.Context, r io.Reader, st Stager) (*Contents, error) {
 		kind := kindOf(head)
 		var doc *bytes.Buffer
 		var in io.Reader = br
-		if kind == KindJSON && hdr.Size <= maxDocument {
+		if kind == kindJSON && hdr.Size <= maxDocument {
 			doc = &bytes.Buffer{}
 			in = io.TeeReader(br, doc)
 		}
@@ -106,7 +106,7 @@ func Read(ctx context.Context, r io.Reader, st Stager) (*Contents, error) {
 		}
 		c.Files[name] = d
 		c.Sizes[d] = hdr.Size
-		c.Kinds[d] = kind
+		c.kinds[d] = kind
 		if doc != nil && c.Docs[d] == nil {
 			docsTotal += doc.Len()
 			if docsTotal > maxDocsTotal {
@@ -286,17 +286,17 @@ func linkTarget(name, target string) (string, error) {
 	return clean, nil
 }
 
-func kindOf(head []byte) Kind {
+func kindOf(head []byte) blobKind {
 	switch {
 	case len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b:
-		return KindGzip
+		return kindGzip
 	case len(head) >= 4 && head[0] == 0x28 && head[1] == 0xb5 && head[2] == 0x2f && head[3] == 0xfd:
-		return KindZstd
+		return kindZstd
 	}
 	if t := bytes.TrimLeft(head, " \t\r\n"); len(t) > 0 && t[0] == '{' {
-		return KindJSON
+		return kindJSON
 	}
-	return KindOther
+	return kindOther
 }
 
 // file resolves an archive path (following symlinks inside the archive)
