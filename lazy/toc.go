@@ -35,11 +35,13 @@ const (
 	// maxEntries bounds the TOC's entries.
 	maxEntries = 4 << 20
 	// The first request reads a guess of the tail of a blob, footer and,
-	// for most layers, the whole TOC in one round trip: 1/64 of the blob
-	// within these bounds (a TOC is typically 1-2% of its layer); a larger
-	// TOC costs one more request for exactly the rest.
+	// for small layers, the whole TOC in one round trip: 1/64 of the blob
+	// within these bounds. A larger TOC costs one more request for exactly
+	// the rest, so that a guess never fetches more than 64 KiB that are
+	// not TOC (a TOC is typically 1-2% of its layer: a guess that covers
+	// it for most layers would overshoot it by as much again for others).
 	minTailGuess = 16 << 10
-	maxTailGuess = 256 << 10
+	maxTailGuess = 64 << 10
 )
 
 // RangeReader reads n bytes at off of one layer blob from its registry.
