@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	digest "github.com/opencontainers/go-digest"
 )
 
@@ -117,4 +118,23 @@ func diff(a, b []string) []string {
 		}
 	}
 	return d
+}
+
+// TestDirHandleSeekPastEnd: a listing that shrank between two pages ends
+// where the kernel's offset lies beyond it.
+func TestDirHandleSeekPastEnd(t *testing.T) {
+	t.Parallel()
+	h := newDirHandle([]fuse.DirEntry{{Name: "a"}, {Name: "b"}})
+	if errno := h.Seekdir(t.Context(), 1); errno != 0 {
+		t.Fatalf("seek to 1: %v", errno)
+	}
+	if e, errno := h.Readdirent(t.Context()); errno != 0 || e == nil || e.Name != "b" {
+		t.Fatalf("after seek to 1: %+v, %v; want b", e, errno)
+	}
+	if errno := h.Seekdir(t.Context(), 7); errno != 0 {
+		t.Fatalf("seek past the end: %v", errno)
+	}
+	if e, errno := h.Readdirent(t.Context()); errno != 0 || e != nil {
+		t.Errorf("after seek past the end: %+v, %v; want the end", e, errno)
+	}
 }
