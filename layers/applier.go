@@ -51,7 +51,8 @@ type applier struct {
 	// Any removal of a directory forgets it.
 	lastDir   string
 	lastDirFd int
-	buf       []byte // file data on its way from the tar to a file
+	buf       []byte           // file data on its way from the tar to a file
+	space     diskspace.Budget // free space, looked at every few MiB
 }
 
 // dirFd returns an O_PATH descriptor of directory rel, owned by the applier
@@ -270,7 +271,7 @@ func (a *applier) replace(pfd int, base, rel string, create func() error) error 
 // It stops with ENOSPC before the file's bytes would eat into the space kept
 // free for the metadata database (package diskspace).
 func (a *applier) writeFile(pfd int, base, rel string, hdr *tar.Header, r io.Reader) error {
-	if err := diskspace.CheckFd(pfd, hdr.Size); err != nil {
+	if err := a.space.CheckFd(pfd, hdr.Size); err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
 	fd := -1
