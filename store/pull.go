@@ -98,6 +98,9 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 		if err := s.pullTOCs(ctx, fo, res, opts.NoComplete); err != nil {
 			return ImageInfo{}, err
 		}
+		if s.lazyLayers != nil {
+			s.lazyLayers.keepCaller(ref, opts.RegistryOptions)
+		}
 	}
 	rec, err := s.recordImage(index.Synced(ctx), res.Name, res.Target)
 	if err != nil {
@@ -202,6 +205,7 @@ func (s *Local) fetchMissing(ctx context.Context, ro RegistryOptions, d digest.D
 	if err != nil {
 		return err
 	}
+	ro = s.registryFor(b, ro)
 	ro.PlainHTTP = ro.PlainHTTP || b.Labels[labelPlainHTTP] == "true"
 	if tee != nil {
 		ctx = fetch.WithTee(ctx, tee)

@@ -11,7 +11,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 
-	"github.com/casfs/casfs/api"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/store"
@@ -220,9 +219,8 @@ func fetchImage(c *cli.Context, verb string, call func(store.Images, string, sto
 		return err
 	}
 	return withImages(c, true, func(s store.Images) error {
-		if _, viaDaemon := s.(*api.Client); viaDaemon && opts.Username == "" {
-			// The daemon logs in as the caller, not with its own environment.
-			opts.Config = fetch.WithCallerCredentials(c.Context, opts.Config, ref)
+		if err := asCaller(c, s, &opts.RegistryOptions, refHosts(ref)); err != nil {
+			return err
 		}
 		p := newProgress(c, verb+" "+ref)
 		opts.Progress = p.Event
@@ -260,6 +258,10 @@ func imagePush(c *cli.Context) error {
 		return err
 	}
 	return withImages(c, false, func(s store.Images) error {
+		// The target's registry: REMOTE's, or REF's when REMOTE is not given.
+		if err := asCaller(c, s, &opts.RegistryOptions, refHosts(c.Args().Get(c.NArg()-1))); err != nil {
+			return err
+		}
 		p := newProgress(c, "push "+ref)
 		opts.Progress = p.Event
 		err := s.Push(c.Context, ref, remote, opts)
