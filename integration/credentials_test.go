@@ -68,8 +68,8 @@ func deadHostsDir(t *testing.T, host string) string {
 	return dir
 }
 
-// TestDaemonCallerCredentialsPushRepairExport: push, check --repair and
-// an export that fetches a lazily pulled image's layers, each through the
+// TestDaemonCallerCredentialsPushRepairExport: push, check --repair, and
+// an export and a convert that fetch a lazily pulled image's layers, each through the
 // socket of a daemon without credentials, log in with the caller's docker
 // credentials; the password shows nowhere.
 func TestDaemonCallerCredentialsPushRepairExport(t *testing.T) {
@@ -78,16 +78,19 @@ func TestDaemonCallerCredentialsPushRepairExport(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{Auth: true})
 	img := gcTestImage(t, "repaired")
 	lazyImg := gcTestImage(t, "exported")
+	convImg := gcTestImage(t, "converted")
 	pushAuthed(t, reg, "lab/creds", "1", img)
 	pushAuthed(t, reg, "lab/creds-lazy", "1", lazyImg)
-	ref, lazyRef := reg.Ref("lab/creds", "1"), reg.Ref("lab/creds-lazy", "1")
+	pushAuthed(t, reg, "lab/creds-conv", "1", convImg)
+	ref, lazyRef, convRef := reg.Ref("lab/creds", "1"), reg.Ref("lab/creds-lazy", "1"), reg.Ref("lab/creds-conv", "1")
 	user := reg.Username + ":" + reg.Password
 
 	// Without a daemon: one image whole (then a layer removed by force),
-	// one lazily (layers recorded, not fetched).
+	// two lazily (layers recorded, not fetched).
 	c := newCLI(t)
 	c.OK(nil, "image", "pull", "-q", "--plain-http", "--no-unpack", "--user", user, ref)
 	c.OK(nil, "image", "pull", "-q", "--plain-http", "--lazy", "--user", user, lazyRef)
+	c.OK(nil, "image", "pull", "-q", "--plain-http", "--lazy", "--user", user, convRef)
 	layer, lazyLayer := img.Layers[0].Digest, lazyImg.Layers[0].Digest
 	c.OK(nil, "content", "rm", "--force", layer.String())
 
@@ -115,6 +118,11 @@ func TestDaemonCallerCredentialsPushRepairExport(t *testing.T) {
 	run("image", "export", "--plain-http", tar, lazyRef)
 	if got := c.OK(nil, "content", "get", lazyLayer.String()); got != string(lazyImg.Blobs[lazyLayer]) {
 		t.Fatalf("lazy layer after export: %d bytes, want %d", len(got), len(lazyImg.Blobs[lazyLayer]))
+	}
+
+	run("image", "convert", "--oci", "--plain-http", convRef, "lab/converted:1")
+	if got := c.OK(nil, "content", "get", convImg.Layers[0].Digest.String()); got != string(convImg.Blobs[convImg.Layers[0].Digest]) {
+		t.Fatalf("lazy layer after convert: %d bytes, want %d", len(got), len(convImg.Blobs[convImg.Layers[0].Digest]))
 	}
 
 	run("image", "push", "--plain-http", ref, reg.Ref("lab/pushed", "2"))

@@ -195,6 +195,18 @@ func (s *Local) EnableLazyFetch(ro RegistryOptions, timeout time.Duration) {
 	}
 }
 
+// fetchRecorded fetches a recorded blob whose file is missing for an
+// operation that brought registry options ro: with ro when a caller sent
+// them or no daemon fetches lazily, else through the daemon's lazy fetch
+// (one download shared by every reader, with the daemon's options or the
+// caller's kept for the blob's source).
+func (s *Local) fetchRecorded(ctx context.Context, ro RegistryOptions, d digest.Digest) error {
+	if s.lazy != nil && !ro.fromCaller() {
+		return s.lazy(ctx, d, nil)
+	}
+	return s.fetchMissing(ctx, ro, d, nil)
+}
+
 func (s *Local) fetchMissing(ctx context.Context, ro RegistryOptions, d digest.Digest, tee fetch.TeeWriter) error {
 	ctx, release, err := s.HoldLease(ctx, "lazy fetch "+d.String())
 	if err != nil {

@@ -71,7 +71,7 @@ func imageCommand() *cli.Command {
 					&cli.BoolFlag{Name: "oci", Usage: "plain gzip layers (converts an eStargz image back)"},
 					&cli.StringFlag{Name: "prioritized-files", Usage: "`FILE` listing paths (one a line) to put first in eStargz layers, fetched first by background completion"},
 					quietFlag,
-				}, limitFlags()...),
+				}, append(append([]cli.Flag{}, registryFlags...), limitFlags()...)...),
 				Action: imageConvert,
 			},
 			{Name: "rm", Usage: "remove image names", ArgsUsage: "REF...", Action: imageRemove},
@@ -391,7 +391,11 @@ func imageConvert(c *cli.Context) error {
 	if c.Bool("estargz") == c.Bool("oci") {
 		return usagef("image convert: give one of --estargz and --oci")
 	}
-	opts := store.ConvertOptions{EStargz: c.Bool("estargz")}
+	ro, err := registryOptions(c)
+	if err != nil {
+		return err
+	}
+	opts := store.ConvertOptions{EStargz: c.Bool("estargz"), RegistryOptions: ro}
 	if p := c.String("prioritized-files"); p != "" {
 		if !opts.EStargz {
 			return usagef("image convert: --prioritized-files goes with --estargz")
@@ -407,6 +411,10 @@ func imageConvert(c *cli.Context) error {
 		}
 	}
 	return withImages(c, true, func(s store.Images) error {
+		// Layers of a lazily pulled image come from their registries.
+		if err := asCaller(c, s, &opts.RegistryOptions, sourceHosts(c, s)); err != nil {
+			return err
+		}
 		info, err := s.ConvertImage(c.Context, c.Args().Get(0), c.Args().Get(1), opts)
 		if err != nil {
 			return argError(err)
