@@ -26,15 +26,17 @@ func dockerConfig(t *testing.T, creds map[string]string) {
 }
 
 // TestCallerConfig: the caller's configuration carries its docker
-// credentials for the registry and for every mirror its hosts.toml lists,
+// credentials for the registry and for every mirror its hosts.toml or
+// config.toml lists,
 // config.toml's own credentials win, and the process that uses it reads no
 // docker config.json of its own.
 func TestCallerConfig(t *testing.T) {
 	dockerConfig(t, map[string]string{
-		"reg.example":    "alice:reg-pass",
-		"mirror.example": "alice:mirror-pass",
-		"other.example":  "alice:other-pass",
-		"cfg.example":    "alice:docker-pass",
+		"reg.example":       "alice:reg-pass",
+		"mirror.example":    "alice:mirror-pass",
+		"other.example":     "alice:other-pass",
+		"cfg.example":       "alice:docker-pass",
+		"cfgmirror.example": "alice:cfgmirror-pass",
 	})
 	hosts := t.TempDir()
 	os.MkdirAll(filepath.Join(hosts, "reg.example"), 0o755)
@@ -42,13 +44,16 @@ func TestCallerConfig(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(hosts, "reg.example", "hosts.toml"), []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := &RegistryConfig{Hosts: map[string]HostAuthTLS{"cfg.example": {Username: "bob", Password: "cfg-pass"}, "tls.example": {SkipVerify: true}}}
+	cfg := &RegistryConfig{
+		Hosts:   map[string]HostAuthTLS{"cfg.example": {Username: "bob", Password: "cfg-pass"}, "tls.example": {SkipVerify: true}},
+		Mirrors: map[string][]string{"cfg.example": {"https://cfgmirror.example"}},
+	}
 
 	out, dir := CallerConfig(context.Background(), cfg, hosts, false, []string{"reg.example", "cfg.example"})
 	if dir != hosts || !out.Caller {
 		t.Fatalf("hosts dir %q, caller %v: want %q, true", dir, out.Caller, hosts)
 	}
-	want := map[string]string{"reg.example": "reg-pass", "mirror.example": "mirror-pass", "cfg.example": "cfg-pass"}
+	want := map[string]string{"reg.example": "reg-pass", "mirror.example": "mirror-pass", "cfg.example": "cfg-pass", "cfgmirror.example": "cfgmirror-pass"}
 	for h, p := range want {
 		if got := out.Hosts[h]; got.Password != p {
 			t.Errorf("%s: password %q, want %q", h, got.Password, p)
