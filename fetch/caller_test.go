@@ -27,9 +27,8 @@ func dockerConfig(t *testing.T, creds map[string]string) {
 
 // TestCallerConfig: the caller's configuration carries its docker
 // credentials for the registry and for every mirror its hosts.toml or
-// config.toml lists,
-// config.toml's own credentials win, and the process that uses it reads no
-// docker config.json of its own.
+// config.toml lists, config.toml's own credentials win, and the process
+// that uses it reads no docker config.json of its own.
 func TestCallerConfig(t *testing.T) {
 	dockerConfig(t, map[string]string{
 		"reg.example":       "alice:reg-pass",
