@@ -12,14 +12,17 @@ import (
 // daemon's socket: the daemon then logs in with the caller's docker
 // credentials for each of hosts (and the mirrors configured for them) and
 // reads the caller's hosts directory, never its own environment. hosts is
-// called only then. --user needs nothing more.
+// called only then, and not for --user, which applies to every host.
 func asCaller(c *cli.Context, s any, ro *store.RegistryOptions, hosts func() ([]string, error)) error {
-	if _, viaDaemon := s.(*api.Client); !viaDaemon || ro.Username != "" {
+	if _, viaDaemon := s.(*api.Client); !viaDaemon {
 		return nil
 	}
-	hs, err := hosts()
-	if err != nil {
-		return err
+	var hs []string
+	if ro.Username == "" {
+		var err error
+		if hs, err = hosts(); err != nil {
+			return err
+		}
 	}
 	ro.Config, ro.HostsDir = fetch.CallerConfig(c.Context, ro.Config, ro.HostsDir, ro.PlainHTTP, hs)
 	return nil
