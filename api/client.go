@@ -344,7 +344,7 @@ func (c *Client) progress(ctx context.Context, req request, fn store.ProgressFun
 	defer resp.Body.Close()
 	dec := json.NewDecoder(resp.Body)
 	for {
-		var line StreamLine
+		var line streamLine
 		if err := dec.Decode(&line); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

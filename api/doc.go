@@ -64,9 +64,9 @@
 //	DELETE /v1/snapshots/by-key?key=K       RemoveSnapshot -> 204
 //	GET    /v1/snapshots/usage?key=K        SnapshotUsage (no key: all) -> [SnapshotUsage]
 //	GET    /v1/images/mounts                ListImageMounts -> [ImageMount]
-//	POST   /v1/images/mount                 MountImage; body MountRequest {"ref":R,"target":T,"options":MountOptions} -> ImageMount
-//	POST   /v1/images/unmount               UnmountImage; body UnmountRequest {"target":T,"remove":B} -> ImageMount
-//	POST   /v1/images/check                 CheckImage; body CheckRequest {"ref":R,"options":CheckOptions} -> CheckReport
+//	POST   /v1/images/mount                 MountImage; body {"ref":R,"target":T,"options":MountOptions} -> ImageMount
+//	POST   /v1/images/unmount               UnmountImage; body {"target":T,"remove":B} -> ImageMount
+//	POST   /v1/images/check                 CheckImage; body {"ref":R,"options":CheckOptions} -> CheckReport
 //
 // Image names carry slashes, colons and '@', so they travel as the query
 // parameter name (URL-encoded), never as path segments. Ingest refs are one
