@@ -1,14 +1,15 @@
 // Package api carries store.API over a unix socket, so that every casfs
 // command works the same whether it opens the store itself (embedded mode)
-// or a mount daemon owns it.
+// or another process owns it.
 //
-// The daemon runs a Server on <root>/casfs.sock (mode 0600; a lock file
-// casfs.sock.lock beside it keeps two daemons from racing for the path).
-// A command calls Dial: when that fails with an error wrapping
-// errdefs.ErrNotFound there is no daemon and the command opens the store
-// itself; otherwise the returned Client implements store.API and every
-// error it returns reads exactly like the embedded store's, with the same
-// errdefs classes for errors.Is.
+// The process that holds the store (a mount daemon, or a command that
+// opened it; see daemon.Open) runs a Server on <root>/casfs.sock (mode
+// 0600; a lock file casfs.sock.lock beside it keeps two servers from racing
+// for the path). A command calls Dial: when that fails with an error
+// wrapping errdefs.ErrNotFound nobody serves the root and the command opens
+// the store itself; otherwise the returned Client implements store.API and
+// every error it returns reads exactly like the embedded store's, with the
+// same errdefs classes for errors.Is.
 //
 // # Protocol
 //

@@ -175,10 +175,11 @@ type hostsFile struct {
 
 // loadEndpoints returns the endpoints for the registry namespace host, in
 // the order to try them: hosts.toml mirrors in file order, then the server.
-// dir "" means the first of defaultHostsDirs that exists; a missing
+// dir "" means the first of defaultHostsDirs that exists (none when
+// opts.Config is a caller's, whose own default travelled as dir); a missing
 // directory means defaults.
 func loadEndpoints(dir, host string, opts hostsOptions) ([]hostEndpoint, error) {
-	if dir == "" {
+	if dir == "" && (opts.Config == nil || !opts.Config.Caller) {
 		dir = defaultHostsDir()
 	}
 	if opts.Timeout <= 0 {
@@ -241,6 +242,9 @@ func loadEndpoints(dir, host string, opts hostsOptions) ([]hostEndpoint, error) 
 // host_port_, host:port, then _default. hasToml tells whether it holds a
 // hosts.toml; a folder without one may still hold legacy cert files.
 func findHostDir(dir, host string) (string, bool, error) {
+	if dir == "" {
+		return "", false, nil
+	}
 	var names []string
 	if h, p, err := net.SplitHostPort(host); err == nil {
 		names = append(names, h+"_"+p+"_")
