@@ -90,9 +90,10 @@ type Options struct {
 // serves every operation on the store, so that operations asking for the
 // same blob at the same time share one download.
 type Fetcher struct {
-	store  *cas.Store
-	rec    Records
-	flight singleflight.Group
+	store     *cas.Store
+	rec       Records
+	flight    singleflight.Group
+	resolvers resolvers
 }
 
 // New makes the store's fetcher; no network or file access happens yet.
@@ -100,7 +101,8 @@ func New(store *cas.Store, rec Records) *Fetcher {
 	return &Fetcher{store: store, rec: rec}
 }
 
-// op is one operation of the Fetcher: its options, resolver and platform.
+// op is one operation of the Fetcher: its options, resolver (shared with
+// the operations that bring the same registry options) and platform.
 type op struct {
 	*Fetcher
 	opts     Options
@@ -127,7 +129,7 @@ func (f *Fetcher) op(opts Options) (*op, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := newResolver(registryOptions{
+	r, err := f.resolvers.get(registryOptions{
 		HostsDir: opts.HostsDir, PlainHTTP: opts.PlainHTTP,
 		Username: opts.Username, Password: opts.Password, Timeout: opts.Timeout, Deadlines: opts.Deadlines, TLS: opts.TLS, Config: opts.Config,
 	})

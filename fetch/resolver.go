@@ -88,6 +88,7 @@ type registryResolver struct {
 
 	mu        sync.Mutex
 	endpoints map[string][]hostEndpoint
+	stamps    map[string]string // hostsStamp of each host in endpoints
 }
 
 // newResolver reads no files yet: hosts.toml is read on first use of a
@@ -96,7 +97,7 @@ func newResolver(opts registryOptions) (*registryResolver, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = defaultTimeout
 	}
-	r := &registryResolver{opts: opts, cache: auth.NewCache(), endpoints: map[string][]hostEndpoint{}}
+	r := &registryResolver{opts: opts, cache: auth.NewCache(), endpoints: map[string][]hostEndpoint{}, stamps: map[string]string{}}
 	if opts.Username != "" || opts.Password != "" {
 		cred := auth.Credential{Username: opts.Username, Password: opts.Password}
 		r.credential = func(context.Context, string) (auth.Credential, error) { return cred, nil }
@@ -126,12 +127,43 @@ func (r *registryResolver) Endpoints(host string) ([]hostEndpoint, error) {
 	if eps, ok := r.endpoints[host]; ok {
 		return eps, nil
 	}
+	stamp := hostsStamp(r.opts.HostsDir, host)
 	eps, err := loadEndpoints(r.opts.HostsDir, host, hostsOptions{PlainHTTP: r.opts.PlainHTTP, Timeout: r.opts.Timeout, Deadlines: r.opts.Deadlines, TLS: r.opts.TLS, Config: r.opts.Config})
 	if err != nil {
 		return nil, err
 	}
 	r.endpoints[host] = eps
+	r.stamps[host] = stamp
 	return eps, nil
+}
+
+// forgetChangedHosts drops the endpoints of every host whose hosts.toml
+// folder changed since they were loaded; the next use loads them again.
+func (r *registryResolver) forgetChangedHosts() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for host, stamp := range r.stamps {
+		if hostsStamp(r.opts.HostsDir, host) != stamp {
+			closeIdle(r.endpoints[host])
+			delete(r.endpoints, host)
+			delete(r.stamps, host)
+		}
+	}
+}
+
+// closeIdle closes the kept-alive connections of every endpoint loaded.
+func (r *registryResolver) closeIdle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, eps := range r.endpoints {
+		closeIdle(eps)
+	}
+}
+
+func closeIdle(eps []hostEndpoint) {
+	for _, ep := range eps {
+		ep.Client.CloseIdleConnections()
+	}
 }
 
 // endpointsWith filters the namespace's endpoints by capability.

@@ -9,9 +9,9 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 )
 
-// SchemaVersion is the layout of keys and records this package writes.
+// schemaVersion is the layout of keys and records this package writes.
 // Bump it, and teach checkSchema to migrate, when that layout changes.
-const SchemaVersion = 1
+const schemaVersion = 1
 
 // schemaKey holds the version as decimal text. Table keys all contain a
 // '/', so it cannot collide with a record.
@@ -30,7 +30,7 @@ func (db *DB) checkSchema() error {
 			if db.readOnly {
 				return nil
 			}
-			return txn.Set(schemaKey, []byte(strconv.Itoa(SchemaVersion)))
+			return txn.Set(schemaKey, []byte(strconv.Itoa(schemaVersion)))
 		}
 		if err != nil {
 			return fmt.Errorf("open index %s: read schema version: %w", db.dir, err)
@@ -44,13 +44,13 @@ func (db *DB) checkSchema() error {
 			return fmt.Errorf("open index %s: unreadable schema version %q: %w",
 				db.dir, raw, errdefs.ErrFailedPrecondition)
 		}
-		if v > SchemaVersion {
+		if v > schemaVersion {
 			return fmt.Errorf("open index %s: schema version %d is newer than this casfs knows (%d): upgrade casfs: %w",
-				db.dir, v, SchemaVersion, errdefs.ErrFailedPrecondition)
+				db.dir, v, schemaVersion, errdefs.ErrFailedPrecondition)
 		}
-		if v != SchemaVersion {
+		if v != schemaVersion {
 			return fmt.Errorf("open index %s: unknown schema version %d (this casfs knows %d): %w",
-				db.dir, v, SchemaVersion, errdefs.ErrFailedPrecondition)
+				db.dir, v, schemaVersion, errdefs.ErrFailedPrecondition)
 		}
 		return nil
 	})

@@ -147,7 +147,7 @@ func TestWalkNestedIndexEachDigestOnce(t *testing.T) {
 	inner := d.add(t, ocispec.MediaTypeImageIndex, ocispec.Index{Manifests: []ocispec.Descriptor{arm, amd}})
 	outer := d.add(t, ocispec.MediaTypeImageIndex, ocispec.Index{Manifests: []ocispec.Descriptor{inner, amd}})
 	var seen []digest.Digest
-	h := ChildrenHandler(d.read)
+	h := childrenHandler(d.read)
 	err := Walk(context.Background(), HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		seen = append(seen, desc.Digest)
 		return h(ctx, desc)
@@ -179,7 +179,7 @@ func TestWalkRefusesCyclesAndDepth(t *testing.T) {
 	self := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromString("self"), Size: 1}
 	loop, _ := json.Marshal(ocispec.Index{Manifests: []ocispec.Descriptor{self}})
 	d[self.Digest] = loop
-	err := Walk(context.Background(), ChildrenHandler(d.read), self)
+	err := Walk(context.Background(), childrenHandler(d.read), self)
 	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "references itself") {
 		t.Errorf("cycle: err = %v", err)
 	}
@@ -188,13 +188,13 @@ func TestWalkRefusesCyclesAndDepth(t *testing.T) {
 	for range MaxDepth + 1 {
 		next = d.add(t, ocispec.MediaTypeImageIndex, ocispec.Index{Manifests: []ocispec.Descriptor{next}})
 	}
-	err = Walk(context.Background(), ChildrenHandler(d.read), next)
+	err = Walk(context.Background(), childrenHandler(d.read), next)
 	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "nested deeper than") {
 		t.Errorf("depth: err = %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := Walk(ctx, ChildrenHandler(d.read), next); !errors.Is(err, context.Canceled) {
+	if err := Walk(ctx, childrenHandler(d.read), next); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled walk: err = %v", err)
 	}
 }

@@ -72,9 +72,9 @@ func (w *walker) walk(ctx context.Context, descs []ocispec.Descriptor, stack []d
 // ReadFunc returns the bytes of a document.
 type ReadFunc func(ctx context.Context, desc ocispec.Descriptor) ([]byte, error)
 
-// ChildrenHandler reads each index or manifest with read and returns its
+// childrenHandler reads each index or manifest with read and returns its
 // children; other descriptors (configs, layers) have none and are not read.
-func ChildrenHandler(read ReadFunc) HandlerFunc {
+func childrenHandler(read ReadFunc) HandlerFunc {
 	return func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		if !IsIndex(desc.MediaType) && !IsManifest(desc.MediaType) {
 			return nil, nil

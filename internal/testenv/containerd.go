@@ -14,10 +14,10 @@ import (
 	"time"
 )
 
-// ContainerdBinary and CtrBinary are Debian's containerd package.
+// containerdBinary and ctrBinary are Debian's containerd package.
 const (
-	ContainerdBinary = "containerd"
-	CtrBinary        = "ctr"
+	containerdBinary = "containerd"
+	ctrBinary        = "ctr"
 )
 
 // Containerd is a containerd daemon owned by one test, with its own root,
@@ -39,8 +39,8 @@ type Containerd struct {
 // accepts connections and stops it when the test ends.
 func StartContainerd(t testing.TB) *Containerd {
 	t.Helper()
-	Require(t, ContainerdBinary, CtrBinary)
-	bin, _ := LookPath(ContainerdBinary)
+	Require(t, containerdBinary, ctrBinary)
+	bin, _ := lookPath(containerdBinary)
 	dir := t.TempDir()
 	// A unix socket path must fit in 108 bytes; test temp dirs can be long.
 	sockDir, err := os.MkdirTemp("", "ctrd-")
@@ -158,7 +158,7 @@ func (c *Containerd) Ctr(t testing.TB, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	bin, _ := LookPath(CtrBinary)
+	bin, _ := lookPath(ctrBinary)
 	cmd := exec.CommandContext(ctx, bin, append([]string{"--address", c.Address}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -19,9 +19,9 @@ import (
 	"time"
 )
 
-// RegistryBinary is the distribution v2.8 registry shipped by Debian's
+// registryBinary is the distribution v2.8 registry shipped by Debian's
 // docker-registry package.
-const RegistryBinary = "docker-registry"
+const registryBinary = "docker-registry"
 
 // readyTimeout bounds how long StartRegistry waits for GET /v2/ to answer.
 const readyTimeout = 20 * time.Second
@@ -81,7 +81,7 @@ type Registry struct {
 // registry's log, if the registry does not answer within 20 seconds.
 func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	t.Helper()
-	Require(t, RegistryBinary)
+	Require(t, registryBinary)
 	if opts.ClientCA {
 		opts.TLS = true
 	}
@@ -181,7 +181,7 @@ func (r *Registry) writeCerts() error {
 // writeHtpasswd hashes a random password with bcrypt through htpasswd(1),
 // passing the password on stdin so that it never shows in a process list.
 func (r *Registry) writeHtpasswd() error {
-	if _, err := LookPath("htpasswd"); err != nil {
+	if _, err := lookPath("htpasswd"); err != nil {
 		return fmt.Errorf("auth needs htpasswd (apache2-utils): %w", err)
 	}
 	b := make([]byte, 16)
@@ -240,7 +240,7 @@ func (r *Registry) start(t testing.TB) {
 
 // launch starts the process and waits until it answers as itself.
 func (r *Registry) launch() error {
-	bin, err := LookPath(RegistryBinary)
+	bin, err := lookPath(registryBinary)
 	if err != nil {
 		return fmt.Errorf("start registry: %w", err)
 	}

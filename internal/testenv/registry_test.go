@@ -124,11 +124,11 @@ func TestRegistryClientCA(t *testing.T) {
 }
 
 func TestRequireFindsSbin(t *testing.T) {
-	if _, err := LookPath("sh"); err != nil {
+	if _, err := lookPath("sh"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LookPath("no-such-command-casfs"); err == nil {
-		t.Fatal("LookPath found a command that does not exist")
+	if _, err := lookPath("no-such-command-casfs"); err == nil {
+		t.Fatal("lookPath found a command that does not exist")
 	}
 }
 

@@ -12,8 +12,8 @@ import (
 // which a non-login shell's PATH may lack.
 var extraDirs = []string{"/usr/sbin", "/sbin"}
 
-// LookPath finds cmd in PATH or, failing that, in /usr/sbin and /sbin.
-func LookPath(cmd string) (string, error) {
+// lookPath finds cmd in PATH or, failing that, in /usr/sbin and /sbin.
+func lookPath(cmd string) (string, error) {
 	if p, err := exec.LookPath(cmd); err == nil {
 		return p, nil
 	}
@@ -32,7 +32,7 @@ func LookPath(cmd string) (string, error) {
 func Require(t testing.TB, cmds ...string) {
 	t.Helper()
 	for _, c := range cmds {
-		if _, err := LookPath(c); err != nil {
+		if _, err := lookPath(c); err != nil {
 			missing(t, c)
 		}
 	}

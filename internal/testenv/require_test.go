@@ -73,7 +73,7 @@ func TestRequireFailsWithOrWithoutCI(t *testing.T) {
 // TestKilledTestLeavesNoRegistry kills a test binary that runs a registry
 // and checks that the kernel took the registry down with it.
 func TestKilledTestLeavesNoRegistry(t *testing.T) {
-	Require(t, RegistryBinary)
+	Require(t, registryBinary)
 	cmd := runHelper(t, "registry-then-hang")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

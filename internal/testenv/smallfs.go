@@ -29,7 +29,7 @@ func SmallFS(t testing.TB, size int64) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mkfs, _ := LookPath("mkfs.ext4")
+	mkfs, _ := lookPath("mkfs.ext4")
 	if out, err := exec.Command(mkfs, "-q", "-F", "-m", "0", "-E", "nodiscard", img).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v: %s", err, out)
 	}

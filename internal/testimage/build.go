@@ -68,7 +68,7 @@ func Build(spec ImageSpec) (*Image, error) {
 	if plat.OS == "" && plat.Architecture == "" {
 		plat.OS, plat.Architecture = "linux", "amd64"
 	}
-	created := DefaultModTime
+	created := defaultModTime
 	cfg := ocispec.Image{
 		Created:  &created,
 		Platform: plat,
@@ -136,7 +136,7 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 	if !l.KeepOrder {
 		files = sortedFiles(files)
 	}
-	raw, err := Tar(files)
+	raw, err := tarFiles(files)
 	if err != nil {
 		return ocispec.Descriptor{}, "", nil, err
 	}
@@ -182,9 +182,9 @@ func Gzip(b []byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Zstd compresses b in one frame with a single encoder goroutine, so the
+// zstdBytes compresses b in one frame with a single encoder goroutine, so the
 // output depends only on b.
-func Zstd(b []byte) ([]byte, error) {
+func zstdBytes(b []byte) ([]byte, error) {
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, fmt.Errorf("zstd: %w", err)

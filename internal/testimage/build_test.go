@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"io"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -133,8 +132,8 @@ func TestBuildDeterministicAndConsistent(t *testing.T) {
 	if len(h0) != 3 || h0[0].Name != "etc" || h0[1].Name != "etc/hostname" || h0[2].Typeflag != tar.TypeSymlink || h0[2].Linkname != "/usr/share/zoneinfo/UTC" {
 		t.Errorf("layer 0 entries: %+v", h0)
 	}
-	if !h0[0].ModTime.Equal(DefaultModTime) {
-		t.Errorf("mtime %v, want %v", h0[0].ModTime, DefaultModTime)
+	if !h0[0].ModTime.Equal(defaultModTime) {
+		t.Errorf("mtime %v, want %v", h0[0].ModTime, defaultModTime)
 	}
 	h1 := readTar(t, raws[1])
 	if h1[1].Mode != 0o4755 || h1[2].Typeflag != tar.TypeLink || h1[2].Linkname != "bin/tool" {
@@ -184,55 +183,7 @@ func TestRawTarKeepsHostileNamesAndOrder(t *testing.T) {
 			t.Fatalf("names %q, want %q", names, want)
 		}
 	}
-	if _, err := Tar([]File{{Path: "s", Mode: os.ModeSocket}}); err == nil {
+	if _, err := tarFiles([]File{{Path: "s", Mode: os.ModeSocket}}); err == nil {
 		t.Error("socket accepted")
-	}
-}
-
-func TestFromDir(t *testing.T) {
-	dir := t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.MkdirAll(filepath.Join(dir, "a/b"), 0o750))
-	must(os.WriteFile(filepath.Join(dir, "a/b/f"), []byte("hello"), 0o640))
-	must(os.Link(filepath.Join(dir, "a/b/f"), filepath.Join(dir, "a/g")))
-	must(os.Symlink("b/f", filepath.Join(dir, "a/l")))
-	files, err := FromDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]File{}
-	var order []string
-	for _, f := range files {
-		got[f.Path] = f
-		order = append(order, f.Path)
-	}
-	want := []string{"a", "a/b", "a/b/f", "a/g", "a/l"}
-	if len(order) != len(want) {
-		t.Fatalf("paths %q, want %q", order, want)
-	}
-	for i := range want {
-		if order[i] != want[i] {
-			t.Fatalf("paths %q, want %q", order, want)
-		}
-	}
-	if f := got["a/b/f"]; string(f.Data) != "hello" || f.Mode != 0o640 {
-		t.Errorf("a/b/f = %+v", f)
-	}
-	if f := got["a/g"]; !f.Hardlink || f.Linkname != "a/b/f" {
-		t.Errorf("a/g = %+v, want hard link to a/b/f", f)
-	}
-	if f := got["a/l"]; f.Mode&os.ModeSymlink == 0 || f.Linkname != "b/f" {
-		t.Errorf("a/l = %+v", f)
-	}
-	if f := got["a"]; !f.Mode.IsDir() || f.Mode.Perm() != 0o750 {
-		t.Errorf("a = %+v", f)
-	}
-	if _, err := Build(ImageSpec{Layers: []Layer{{Files: files}}}); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -57,7 +57,7 @@ func compressTar(l Layer, raw []byte) ([]byte, digest.Digest, map[string]string,
 	case "estargz":
 		return buildEStargz(l, raw)
 	case "zstd":
-		b, err := Zstd(raw)
+		b, err := zstdBytes(raw)
 		return b, digest.FromBytes(raw), nil, err
 	case "none":
 		return raw, digest.FromBytes(raw), nil, nil

@@ -26,7 +26,7 @@ func TestBuildSharesCompressionNotBytes(t *testing.T) {
 		t.Fatalf("manifest %s, then %s", first.Manifest.Digest, second.Manifest.Digest)
 	}
 	for i, l := range spec.Layers {
-		raw, err := Tar(sortedFiles(l.Files))
+		raw, err := tarFiles(sortedFiles(l.Files))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,6 @@
 // casfs against an independent producer.
 //
 // Everything it builds is deterministic: entries keep a fixed order, times
-// default to DefaultModTime, and compression runs with fixed settings, so
+// default to defaultModTime, and compression runs with fixed settings, so
 // the same spec always yields the same digests.
 package testimage

@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// DefaultModTime is the mtime of every entry whose File.ModTime is zero, and
+// defaultModTime is the mtime of every entry whose File.ModTime is zero, and
 // the creation time of every image.
-var DefaultModTime = time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+var defaultModTime = time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // File is one tar entry. Mode carries the type (os.ModeDir, os.ModeSymlink,
 // os.ModeDevice, os.ModeDevice|os.ModeCharDevice, os.ModeNamedPipe) as well
@@ -60,10 +60,10 @@ func Opaque(dir string) File {
 	return File{Path: p, Mode: 0o644}
 }
 
-// Tar writes files as an uncompressed tar stream in the given order. Names
+// tarFiles writes files as an uncompressed tar stream in the given order. Names
 // are written as they are: hostile names such as "../x" or "/etc/passwd"
 // and whiteouts pass through untouched.
-func Tar(files []File) ([]byte, error) {
+func tarFiles(files []File) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, f := range files {
@@ -86,10 +86,10 @@ func Tar(files []File) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// RawTar is Tar for test code: it panics on a File that tar cannot encode
+// RawTar is tarFiles for test code: it panics on a File that tar cannot encode
 // (such as a negative uid), which is a bug in the test, not input.
 func RawTar(files []File) []byte {
-	b, err := Tar(files)
+	b, err := tarFiles(files)
 	if err != nil {
 		panic("testimage.RawTar: " + err.Error())
 	}
@@ -107,7 +107,7 @@ func sortedFiles(files []File) []File {
 func header(f File) (*tar.Header, error) {
 	mt := f.ModTime
 	if mt.IsZero() {
-		mt = DefaultModTime
+		mt = defaultModTime
 	}
 	h := &tar.Header{
 		Name:     f.Path,
