@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casfs/casfs/internal/testenv"
 	"github.com/casfs/casfs/layers/merged"
 	digest "github.com/opencontainers/go-digest"
 )
@@ -29,6 +30,7 @@ func dropCaches(t testing.TB, m *mounted) {
 }
 
 func TestRootfsAfterDropCaches(t *testing.T) {
+	testenv.KernelCacheLock(t)
 	fx := newFixture(t)
 	m := mount(t, fx.src)
 	root := m.p("rootfs/r1")
@@ -108,6 +110,7 @@ func bigLayers(t testing.TB, n int) (layers []string, names, links int) {
 // kernel holds the nodes and returns to where it was once the kernel
 // forgets them.
 func TestMemoryReturnsAfterForget(t *testing.T) {
+	testenv.KernelCacheLock(t)
 	if testing.Short() {
 		t.Skip("writes 100k files")
 	}
@@ -156,6 +159,7 @@ func TestMemoryReturnsAfterForget(t *testing.T) {
 // (images/ in full, the names in rootfs/, with READDIRPLUS) builds no tree;
 // only opening one image's rootfs builds that one.
 func TestManyImagesBuildNoTree(t *testing.T) {
+	testenv.KernelCacheLock(t)
 	fx := newFixture(t)
 	src := newFakeSource(t)
 	for i := 0; i < 100; i++ {
@@ -190,6 +194,7 @@ func TestManyImagesBuildNoTree(t *testing.T) {
 // blob the kernel holds costs the daemon a small bounded amount, and the
 // heap returns to the idle mount's once the kernel forgets them.
 func TestBlobsMemoryReturnsAfterForget(t *testing.T) {
+	testenv.KernelCacheLock(t)
 	const n = 10_000
 	src := newFakeSource(t)
 	for i := 0; i < n; i++ {
