@@ -57,10 +57,24 @@ func BuildLayers(ctx context.Context, layers []Layer) (*Tree, error) {
 	if len(layers) > math.MaxUint16 {
 		return nil, fmt.Errorf("build merged tree: %d layers is too many", len(layers))
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops a walk ahead when applying fails
 	b := &builder{links: map[linkKey]*bnode{}}
+	var next *walkAhead
 	for i, l := range layers {
 		b.lastDir, b.lastNode = "", nil
-		err := l.Walk(ctx, func(e *Entry) error { return b.apply(e, uint16(i)) })
+		cur := next
+		next = nil
+		if i+1 < len(layers) {
+			next = startWalkAhead(ctx, layers[i+1])
+		}
+		apply := func(e *Entry) error { return b.apply(e, uint16(i)) }
+		var err error
+		if cur == nil {
+			err = l.Walk(ctx, apply)
+		} else {
+			err = cur.each(apply)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("build merged tree: layer %d: %w", i, err)
 		}
@@ -73,6 +87,49 @@ func BuildLayers(ctx context.Context, layers []Layer) (*Tree, error) {
 		return nil, fmt.Errorf("build merged tree: %w", err)
 	}
 	return t, nil
+}
+
+// walkAheadEntries bounds how far the next layer's walk runs ahead of the
+// layer being applied (about 150 bytes an entry).
+const walkAheadEntries = 8192
+
+// walkAhead walks a layer in the background while the layer below it is
+// applied: on a cold cache a walk mostly waits for the disk (directory
+// blocks and inodes), and two walks overlap those waits.
+type walkAhead struct {
+	ents chan Entry
+	err  error // set before ents is closed
+}
+
+func startWalkAhead(ctx context.Context, l Layer) *walkAhead {
+	w := &walkAhead{ents: make(chan Entry, walkAheadEntries)}
+	go func() {
+		defer close(w.ents)
+		w.err = l.Walk(ctx, func(e *Entry) error {
+			c := *e // the layer may reuse e and its slices
+			c.Xattrs = nil
+			for _, x := range e.Xattrs {
+				c.Xattrs = append(c.Xattrs, Xattr{Name: x.Name, Value: append([]byte(nil), x.Value...)})
+			}
+			select {
+			case w.ents <- c:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	return w
+}
+
+// each hands the walked entries to fn in order, then the walk's error.
+func (w *walkAhead) each(fn func(*Entry) error) error {
+	for e := range w.ents {
+		if err := fn(&e); err != nil {
+			return err // the caller cancels the walk
+		}
+	}
+	return w.err
 }
 
 func newBnode(e *Entry, layer uint16) *bnode {
