@@ -83,13 +83,26 @@ func (b *Batch) Add(ctx context.Context, r io.Reader, expected digest.Digest, si
 
 // Commit makes every staged blob visible and returns their digests.
 func (b *Batch) Commit(ctx context.Context) ([]digest.Digest, error) {
+	return b.commit(ctx, true)
+}
+
+// CommitUnsynced is Commit without syncing the filesystem: for blobs
+// derived from verified data that can be fetched again (eStargz TOCs),
+// which a crash may lose or leave short; check reports such a blob.
+func (b *Batch) CommitUnsynced(ctx context.Context) ([]digest.Digest, error) {
+	return b.commit(ctx, false)
+}
+
+func (b *Batch) commit(ctx context.Context, sync bool) ([]digest.Digest, error) {
 	defer b.Abort()
 	if len(b.blobs) == 0 {
 		return nil, nil
 	}
 	// One syncfs instead of one fdatasync per blob.
-	if err := unix.Syncfs(int(b.lock.Fd())); err != nil {
-		return nil, fmt.Errorf("commit batch: sync: %w", err)
+	if sync {
+		if err := unix.Syncfs(int(b.lock.Fd())); err != nil {
+			return nil, fmt.Errorf("commit batch: sync: %w", err)
+		}
 	}
 	var done []digest.Digest
 	for d := range b.blobs {
@@ -108,6 +121,9 @@ func (b *Batch) Commit(ctx context.Context) ([]digest.Digest, error) {
 			return done, fmt.Errorf("commit batch: move %s into blobs: %w", d, err)
 		}
 		done = append(done, d)
+	}
+	if !sync {
+		return done, nil
 	}
 	if err := syncDir(b.s.blobDir()); err != nil {
 		return done, fmt.Errorf("commit batch: sync %s: %w", b.s.blobDir(), err)

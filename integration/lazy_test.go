@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -104,20 +105,28 @@ func layerBytes(t *testing.T, p *faultproxy.Proxy, img *testimage.Image) int64 {
 	return n
 }
 
-// layerStates is the state `image info` gives each layer of ref.
-func layerStates(t *testing.T, c *cli, ref string) map[digest.Digest]string {
+// infoLayer is one layer as `image info` shows it.
+type infoLayer struct {
+	Digest digest.Digest
+	State  string
+	Cached int64
+}
+
+// infoLayers is the layers `image info` shows for ref.
+func infoLayers(t *testing.T, c *cli, ref string) []infoLayer {
 	t.Helper()
-	var info struct {
-		Layers []struct {
-			Digest digest.Digest
-			State  string
-		}
-	}
+	var info struct{ Layers []infoLayer }
 	if err := json.NewDecoder(strings.NewReader(c.OK(nil, "image", "info", ref))).Decode(&info); err != nil {
 		t.Fatalf("image info %s: %v", ref, err)
 	}
+	return info.Layers
+}
+
+// layerStates is the state `image info` gives each layer of ref.
+func layerStates(t *testing.T, c *cli, ref string) map[digest.Digest]string {
+	t.Helper()
 	out := map[digest.Digest]string{}
-	for _, l := range info.Layers {
+	for _, l := range infoLayers(t, c, ref) {
 		out[l.Digest] = l.State
 	}
 	return out
@@ -324,6 +333,85 @@ func TestLazyEStargzCompletes(t *testing.T) {
 		t.Fatalf("a file opened after the switch: %q %v", b, err)
 	}
 	c.OK(nil, "check")
+}
+
+// TestLazyEStargzResumesAfterKill: a mount daemon killed (SIGKILL) in the
+// middle of background completion leaves its fetched ranges in the chunk
+// cache; the next mount resumes completion from there, asks the registry
+// for less than the whole layer, commits blobs that match their digests,
+// and leaves a store that check finds clean.
+func TestLazyEStargzResumesAfterKill(t *testing.T) {
+	_, img, proxy, ref := lazyFixture(t, "lab/resume")
+	top := img.Layers[1]
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "--plain-http", "--lazy", "-q", ref)
+
+	// Completion fetches the top layer in blob order, one request per
+	// 4 MiB: the first passes, the second is held, and the daemon is
+	// killed while it waits.
+	if top.Size <= 8<<20 {
+		t.Fatalf("top layer of %d bytes: the test needs more than two completion requests", top.Size)
+	}
+	held := make(chan struct{})
+	var once sync.Once
+	first, rest := faultproxy.Blob(top.Digest), "(?:)"+faultproxy.Blob(top.Digest)
+	if err := proxy.Set(first, faultproxy.Fault{Kind: faultproxy.Pass, Method: "GET", Times: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := proxy.Set(rest, faultproxy.Fault{Kind: faultproxy.Stall, Method: "GET", OnHold: func() { once.Do(func() { close(held) }) }}); err != nil {
+		t.Fatal(err)
+	}
+	mnt := mountCASFS(t, c, "--fetch-timeout", "5s")
+	select {
+	case <-held:
+	case <-time.After(2 * cmdTimeout):
+		t.Fatal("completion never asked for the top layer's second range")
+	}
+	out, err := exec.Command("pgrep", "-f", "notify-fd 3.*"+mnt).Output()
+	pid, perr := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil || perr != nil {
+		t.Fatalf("mount daemon of %s: %q %v %v", mnt, out, err, perr)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	unmount(t, mnt)
+	before := layerBytes(t, proxy, img)
+	if got := lazyCached(t, c, ref, top.Digest); got < 4<<20 {
+		t.Fatalf("chunk cache of the top layer holds %d bytes after the kill, want the first 4 MiB range", got)
+	}
+	proxy.Reset()
+
+	mountCASFS(t, c, "--fetch-timeout", "5s")
+	waitFor(t, 2*cmdTimeout, "image check passing after the resumed completion", func() bool {
+		return c.Run(nil, "image", "check", ref).Code == 0
+	})
+	for _, l := range img.Layers {
+		b, err := os.ReadFile(filepath.Join(c.Root, "blobs", "sha256", l.Digest.Encoded()))
+		if err != nil || digest.FromBytes(b) != l.Digest {
+			t.Fatalf("layer %s after the resumed completion: %v", l.Digest, err)
+		}
+	}
+	if again := layerBytes(t, proxy, img) - before; again > top.Size-4<<20 {
+		t.Fatalf("the resumed completion fetched %d layer bytes; the cached 4 MiB of the top layer (%d bytes) were fetched again", again, top.Size)
+	}
+	c.OK(nil, "check")
+}
+
+// lazyCached is the bytes the chunk cache of layer d of ref holds, as
+// image info reports them; d must be lazy.
+func lazyCached(t *testing.T, c *cli, ref string, d digest.Digest) int64 {
+	t.Helper()
+	for _, l := range infoLayers(t, c, ref) {
+		if l.Digest == d {
+			if l.State != "lazy" {
+				t.Fatalf("layer %s is %s, want lazy", d, l.State)
+			}
+			return l.Cached
+		}
+	}
+	t.Fatalf("image info %s lists no layer %s", ref, d)
+	return 0
 }
 
 // TestLazyEStargzFailures: a chunk corrupted on the way is EIO and is not

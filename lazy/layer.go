@@ -98,7 +98,7 @@ func (l *Layer) openTOC(ctx context.Context, want digest.Digest) error {
 	if err != nil {
 		return err
 	}
-	r, err := openTOC(t, tocOff, size, want)
+	r, err := openTOC(js, tocOff, size, want)
 	if err != nil {
 		return err
 	}

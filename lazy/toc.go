@@ -12,6 +12,7 @@ package lazy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 
@@ -34,11 +35,13 @@ const (
 	// maxEntries bounds the TOC's entries.
 	maxEntries = 4 << 20
 	// The first request reads a guess of the tail of a blob, footer and,
-	// for most layers, the whole TOC in one round trip: 1/64 of the blob
-	// within these bounds (a TOC is typically 1-2% of its layer); a larger
-	// TOC costs one more request for exactly the rest.
+	// for small layers, the whole TOC in one round trip: 1/64 of the blob
+	// within these bounds. A larger TOC costs one more request for exactly
+	// the rest, so that a guess never fetches more than 64 KiB that are
+	// not TOC (a TOC is typically 1-2% of its layer: a guess that covers
+	// it for most layers would overshoot it by as much again for others).
 	minTailGuess = 16 << 10
-	maxTailGuess = 256 << 10
+	maxTailGuess = 64 << 10
 )
 
 // RangeReader reads n bytes at off of one layer blob from its registry.
@@ -116,8 +119,12 @@ func tocJSON(t tail, tocOff, size int64, want digest.Digest) ([]byte, error) {
 			errs = append(errs, err)
 			continue
 		}
-		js, err := io.ReadAll(io.LimitReader(rc, maxTOCJSON+1))
+		// A TOC's JSON is typically 5-10 times its compressed size:
+		// one buffer of that size saves the regrowth of io.ReadAll.
+		buf := bytes.NewBuffer(make([]byte, 0, min(maxTOCJSON+1, 8*(end-tocOff))))
+		_, err = buf.ReadFrom(io.LimitReader(rc, maxTOCJSON+1))
 		rc.Close()
+		js := buf.Bytes()
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -133,11 +140,17 @@ func tocJSON(t tail, tocOff, size int64, want digest.Digest) ([]byte, error) {
 	return nil, fmt.Errorf("malformed eStargz TOC: %v: %w", errs, errdefs.ErrInvalidArgument)
 }
 
-// openTOC parses a verified tail with the upstream reader and checks what
-// the reader leaves to its callers: offsets inside the blob, known entry
-// types, bounded entry counts and chunk sizes.
-func openTOC(t tail, tocOff, size int64, want digest.Digest) (*estargz.Reader, error) {
-	r, err := estargz.Open(io.NewSectionReader(t, 0, size), estargz.WithTOCOffset(tocOff))
+// openTOC indexes the TOC JSON js, which tocJSON verified against want,
+// with the upstream reader, and checks what the reader leaves to its
+// callers: offsets inside the blob, known entry types, bounded entry
+// counts and chunk sizes.
+func openTOC(js []byte, tocOff, size int64, want digest.Digest) (*estargz.Reader, error) {
+	toc := new(estargz.JTOC)
+	if err := json.Unmarshal(js, toc); err != nil {
+		return nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	r, err := estargz.Open(io.NewSectionReader(decodedTOC{size: size}, 0, size+decodedFooterSize),
+		estargz.WithDecompressors(decodedTOC{toc: toc, digest: want}))
 	if err != nil {
 		return nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
@@ -179,6 +192,57 @@ func openTOC(t tail, tocOff, size int64, want digest.Digest) (*estargz.Reader, e
 		return nil, err
 	}
 	return r, nil
+}
+
+// decodedTOC hands estargz.Open a TOC decoded already, so that the
+// reader indexes it without decompressing, hashing and decoding it a
+// second time: the reader is opened over the blob's size followed by a
+// footer only decodedTOC parses (the gzip footers fail on it), which
+// says "TOC outside the blob", and ParseTOC then returns the decoded TOC
+// with the digest tocJSON verified. Entry offsets stay the blob's: the
+// last chunk's end is clamped to the TOC offset (Layer.spanEnd).
+type decodedTOC struct {
+	size   int64 // the blob's
+	toc    *estargz.JTOC
+	digest digest.Digest
+}
+
+// decodedFooterSize is larger than the gzip footers, so that estargz.Open
+// reads all of decodedFooter and hands the gzip parsers bytes of it.
+const decodedFooterSize = 64
+
+var decodedFooter = bytes.Repeat([]byte{'T'}, decodedFooterSize)
+
+func (d decodedTOC) ReadAt(p []byte, off int64) (int, error) {
+	if off < d.size || off > d.size+decodedFooterSize {
+		return 0, fmt.Errorf("read at %d of a decoded TOC: %w", off, errdefs.ErrInvalidArgument)
+	}
+	n := copy(p, decodedFooter[off-d.size:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// Reader is not used: Layer.decode reads the chunks.
+func (d decodedTOC) Reader(io.Reader) (io.ReadCloser, error) {
+	return nil, fmt.Errorf("a decoded TOC reads no chunks: %w", errdefs.ErrNotImplemented)
+}
+
+func (d decodedTOC) FooterSize() int64 { return decodedFooterSize }
+
+func (d decodedTOC) ParseFooter(p []byte) (int64, int64, int64, error) {
+	if !bytes.Equal(p, decodedFooter) {
+		return 0, 0, 0, fmt.Errorf("not a decoded TOC")
+	}
+	return 0, -1, 0, nil
+}
+
+func (d decodedTOC) ParseTOC(io.Reader) (*estargz.JTOC, digest.Digest, error) {
+	if d.toc == nil {
+		return nil, "", fmt.Errorf("no decoded TOC")
+	}
+	return d.toc, d.digest, nil
 }
 
 func join(dir, base string) string {

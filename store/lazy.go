@@ -52,6 +52,14 @@ func (s *Local) lazyCacheDir(d digest.Digest) string {
 // record, and keeps the fetched bytes in the layer's chunk cache. Layers go
 // in parallel: each costs one or two round trips to the registry.
 func (s *Local) pullTOCs(ctx context.Context, fo fetch.Options, res fetch.PullResult, noComplete bool) error {
+	type opened struct {
+		layer, toc digest.Digest
+		ll         *lazy.Layer
+	}
+	var (
+		mu   sync.Mutex
+		tocs []opened
+	)
 	seen := map[digest.Digest]bool{}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(maxTOCFetches)
@@ -70,41 +78,69 @@ func (s *Local) pullTOCs(ctx context.Context, fo fetch.Options, res fetch.PullRe
 				continue
 			}
 			g.Go(func() error {
-				if err := s.pullTOC(gctx, fo, l, toc, noComplete); err != nil {
+				ll, err := s.openTOCForPull(gctx, fo, l, toc)
+				if err != nil {
 					return fmt.Errorf("pull %s: layer %s: %w", res.Name, l.Digest, err)
 				}
+				mu.Lock()
+				tocs = append(tocs, opened{l.Digest, toc, ll})
+				mu.Unlock()
 				return nil
 			})
 		}
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if len(tocs) == 0 {
+		return nil
+	}
+	// The TOCs are stored together and not synced: each is verified data
+	// that can be fetched again, and the pull waits for no disk flush.
+	var ds []digest.Digest
+	for _, t := range tocs {
+		ds = append(ds, t.toc)
+	}
+	if err := index.AddToLease(ctx, ds); err != nil {
+		return err
+	}
+	b, err := s.blobs.NewBatch()
+	if err != nil {
+		return err
+	}
+	defer b.Abort()
+	for _, t := range tocs {
+		js := t.ll.TOC()
+		if err := b.Add(ctx, bytes.NewReader(js), t.toc, int64(len(js))); err != nil {
+			return fmt.Errorf("store TOC %s: %w", t.toc, err)
+		}
+	}
+	if _, err := b.CommitUnsynced(ctx); err != nil {
+		return fmt.Errorf("store TOCs: %w", err)
+	}
+	db, err := s.Index()
+	if err != nil {
+		return err
+	}
+	defer s.changed()
+	for _, t := range tocs {
+		if _, err := s.record(ctx, db, t.toc, ""); err != nil {
+			return err
+		}
+		set, del := map[string]string{labelTOCRef: t.toc.String()}, []string{labelNoComplete}
+		if noComplete {
+			set[labelNoComplete], del = "false", nil
+		}
+		if _, err := s.LabelContent(ctx, t.layer, set, del); err != nil {
+			return err
+		}
+		slog.Info("lazy pull: eStargz layer served file by file, TOC fetched and verified", "layer", t.layer, "toc", t.toc, "fetched", t.ll.Fetched())
+	}
+	return nil
 }
 
 // maxTOCFetches bounds the layers whose TOCs one lazy pull fetches at once.
 const maxTOCFetches = 4
-
-func (s *Local) pullTOC(ctx context.Context, fo fetch.Options, l ocispec.Descriptor, toc digest.Digest, noComplete bool) error {
-	ll, err := s.openTOCForPull(ctx, fo, l, toc)
-	if err != nil {
-		return err
-	}
-	if err := index.AddToLease(ctx, []digest.Digest{toc}); err != nil {
-		return err
-	}
-	js := ll.TOC()
-	if _, err := s.Ingest(ctx, "estargz-toc-"+toc.String(), bytes.NewReader(js), IngestOptions{Expected: toc, Size: int64(len(js))}); err != nil {
-		return fmt.Errorf("store TOC %s: %w", toc, err)
-	}
-	set, del := map[string]string{labelTOCRef: toc.String()}, []string{labelNoComplete}
-	if noComplete {
-		set[labelNoComplete], del = "false", nil
-	}
-	if _, err := s.LabelContent(ctx, l.Digest, set, del); err != nil {
-		return err
-	}
-	slog.Info("lazy pull: eStargz layer served file by file, TOC fetched and verified", "layer", l.Digest, "toc", toc, "fetched", ll.Fetched())
-	return nil
-}
 
 // openTOCForPull opens a layer for a lazy pull: fetches and verifies its
 // TOC. In the mount daemon the opened layer is kept for the mount, which
@@ -174,6 +210,9 @@ type lazyLayers struct {
 	open       map[digest.Digest]*layerFiles
 	completing map[string]bool // rootfs ids with a completion running
 	flight     singleflight.Group
+	// callers are the registry options lazy pulls through the socket
+	// came with, by registry source (lazy_callers.go); in memory only.
+	callers map[fetch.Source]RegistryOptions
 }
 
 // layerFiles serves the files of one eStargz layer: chunk by chunk until
@@ -266,6 +305,7 @@ func (s *Local) rangeReader(ctx context.Context, ro RegistryOptions, d digest.Di
 	if err != nil {
 		return nil, err
 	}
+	ro = s.registryFor(b, ro)
 	ro.PlainHTTP = ro.PlainHTTP || b.Labels[labelPlainHTTP] == "true"
 	fo := s.fetchOptions(ro, "", false, false, 1, nil, "")
 	return func(ctx context.Context, off, n int64) ([]byte, error) {
