@@ -17,7 +17,8 @@ func (e *env) coldRuns(large bool) int {
 }
 
 // benchFetch: cold fetch of each image (content only, no unpack) by casfs,
-// ctr and skopeo from the same local registry; peak RSS of each client.
+// ctr and skopeo from the same local registry, the large one also against
+// the machine's limit (measureLimit); peak RSS of each client.
 func benchFetch(e *env) ([]Row, error) {
 	set, err := e.loadImages()
 	if err != nil {
@@ -86,6 +87,11 @@ func benchFetch(e *env) ([]Row, error) {
 			},
 		)
 		if c.large {
+			l, err := e.measureLimit(set, c.repo, set.imageBy(c.repo), false, n)
+			if err != nil {
+				return nil, err
+			}
+			rows = append(rows, limitRow(fmt.Sprintf("fetch large vs the machine's limit (cold, best of %d)", n), o.wall, l, ">= 0.75x"))
 			rows = append(rows, Row{
 				Name:     "fetch large: peak RSS of the client",
 				Ours:     mib(o.maxRSS),

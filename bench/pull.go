@@ -14,7 +14,8 @@ import (
 // benchPull: cold pull with unpack by casfs and by containerd (overlayfs
 // snapshotter), on a quiet disk and while a background writer streams 2 GiB
 // to the same filesystem (both sides under the same writer), wall time and
-// CPU seconds (containerd's: the daemon's and ctr's); then walks over each
+// CPU seconds (containerd's: the daemon's and ctr's), and the large image
+// against the machine's limit (measureLimit); then walks over each
 // side's mounted rootfs of the realistic image.
 func benchPull(e *env) ([]Row, error) {
 	set, err := e.loadImages()
@@ -78,6 +79,13 @@ func benchPull(e *env) ([]Row, error) {
 			Ratio:    ratio(o.cpu, t.cpu),
 			Goal:     "<= 1x",
 		})
+		if c.large {
+			l, err := e.measureLimit(set, c.repo, set.imageBy(c.repo), true, len(ours))
+			if err != nil {
+				return nil, err
+			}
+			rows = append(rows, limitRow(fmt.Sprintf("pull+unpack large vs the machine's limit (cold, best of %d)", len(ours)), o.wall, l, ">= 0.8x"))
+		}
 	}
 	walk, err := benchImageMountWalk(e, set)
 	if err != nil {
