@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -163,21 +164,23 @@ func (l *Layer) Walk(ctx context.Context, fn func(*merged.Entry) error) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var kids []string
-		byName := map[string]*estargz.TOCEntry{}
+		type kid struct {
+			base string
+			e    *estargz.TOCEntry
+		}
+		var kids []kid
 		e.ForeachChild(func(base string, c *estargz.TOCEntry) bool {
-			kids = append(kids, base)
-			byName[base] = c
+			kids = append(kids, kid{base, c})
 			return true
 		})
-		sort.Strings(kids)
+		slices.SortFunc(kids, func(a, b kid) int { return strings.Compare(a.base, b.base) })
 		me := entryOf(dir, e, 0)
 		me.Opaque = opaque
 		if err := fn(&me); err != nil {
 			return err
 		}
-		for _, base := range kids {
-			c := byName[base]
+		for _, k := range kids {
+			base, c := k.base, k.e
 			p := join(dir, base)
 			switch {
 			case dir == "" && merged.IsEStargzMetadata(p), base == opaqueMarker:
