@@ -14,7 +14,7 @@ STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(GOTOOLS)/sta
 # Tests always run as CI would: a missing prerequisite fails, never skips.
 export CI := true
 
-.PHONY: all build test containerd-content unit integration demo bench lint install prereqs soak fuzz clean
+.PHONY: all build test test-integration test-unit prereqs-packages conformance containerd-content unit integration demo bench lint install prereqs soak fuzz clean
 
 all: build
 
@@ -25,24 +25,44 @@ build:
 prereqs:
 	@scripts/prereqs.sh
 
+prereqs-packages:
+	@scripts/prereqs.sh packages
+
+# make test runs its parts at once: the integration package, the other
+# packages, lint and the two nested modules. The integration package is the
+# longest part and mostly waits on processes, registries and the disk; the
+# other parts fill the cores around it at a lower priority (nice), so that it
+# does not wait for a core behind them. Every part runs to its end, each
+# part's output is printed in one piece when it ends, and make test fails if
+# any part failed.
+NICE ?= nice -n 10
+test: prereqs-packages
+	@$(MAKE) --no-print-directory -k -j5 --output-sync=target NICE_PART="$(NICE)" \
+	  test-integration test-unit lint conformance containerd-content
+
+# The parts other than the integration package run under $(NICE_PART) when
+# make test starts them; on their own they run at the usual priority.
+NICE_PART ?=
+
+test-integration:
+	$(GO) test $(GOFLAGS_TEST) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./integration/
+
+test-unit:
+	$(NICE_PART) $(GO) test $(GOFLAGS_TEST) -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /integration)
+
 # The distribution-spec conformance suite is a nested module (its own go.mod)
 # so that its dependencies stay out of casfs's.
-test: prereqs lint
-	$(GO) test $(GOFLAGS_TEST) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./...
-	cd integration/conformance && $(GO) test $(GOFLAGS_TEST) -timeout 5m ./...
-	$(MAKE) containerd-content
+conformance:
+	cd integration/conformance && $(NICE_PART) $(GO) test $(GOFLAGS_TEST) -timeout 5m ./...
 
 # containerd's content-store test suite against casfs's store: a nested
 # module, so containerd's dependencies stay out of casfs's go.mod.
 containerd-content:
-	cd integration/containerd-content && $(GO) test $(GOFLAGS_TEST) ./...
+	cd integration/containerd-content && $(NICE_PART) $(GO) test $(GOFLAGS_TEST) ./...
 
-unit:
-	$(GO) test $(GOFLAGS_TEST) $$($(GO) list ./... | grep -v /integration)
+unit: test-unit
 
-integration: prereqs
-	$(GO) test $(GOFLAGS_TEST) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./integration/...
-	cd integration/conformance && $(GO) test $(GOFLAGS_TEST) -timeout 5m ./...
+integration: prereqs test-integration conformance
 
 demo: prereqs build
 	@scripts/demo.sh
@@ -53,11 +73,11 @@ bench: prereqs build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
-	@test -x "$(STATICCHECK)" || GOTOOLS="$(GOTOOLS)" scripts/prereqs.sh tools
-	$(STATICCHECK) ./...
+	$(NICE_PART) $(GO) vet ./...
+	@test -x "$(STATICCHECK)" || GOTOOLS="$(GOTOOLS)" $(NICE_PART) scripts/prereqs.sh tools
+	$(NICE_PART) $(STATICCHECK) ./...
 	$(GO) mod tidy -diff
-	cd integration/conformance && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) mod tidy -diff
+	cd integration/conformance && $(NICE_PART) $(GO) vet ./... && $(NICE_PART) $(STATICCHECK) ./... && $(GO) mod tidy -diff
 
 # Long runs, not part of make test: 200 crash trials, 20 pulls into a full
 # disk, and each fuzz target for FUZZTIME.

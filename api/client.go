@@ -45,6 +45,22 @@ const maxErrorBody = 1 << 20
 // nothing listens on it, the error wraps errdefs.ErrNotFound: the caller
 // should open the store itself (embedded mode).
 func Dial(socketPath string) (*Client, error) {
+	return DialWith(socketPath, DialOptions{})
+}
+
+// DialOptions tune a Client.
+type DialOptions struct {
+	// Reconnect, when set, is called when a later connection finds nobody
+	// listening on the socket (its server stopped since Dial): it makes a
+	// server answer there again, or says why none can, and the connection
+	// is tried once more. A client with Reconnect opens a connection per
+	// request, so that no request is lost on a connection its stopping
+	// server closed while idle.
+	Reconnect func(ctx context.Context) error
+}
+
+// DialWith is Dial with options.
+func DialWith(socketPath string, opts DialOptions) (*Client, error) {
 	fi, err := os.Stat(socketPath)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no casfs daemon: %s does not exist: %w", socketPath, errdefs.ErrNotFound)
@@ -62,16 +78,27 @@ func Dial(socketPath string) (*Client, error) {
 	c.Close()
 
 	d := &net.Dialer{Timeout: dialTimeout}
+	dial := func(ctx context.Context) (net.Conn, error) {
+		c, err := d.DialContext(ctx, "unix", socketPath)
+		if err != nil {
+			return nil, dialError(socketPath, err)
+		}
+		return c, nil
+	}
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, "unix", socketPath)
-			if err != nil {
-				return nil, dialError(socketPath, err)
+			c, err := dial(ctx)
+			if err == nil || opts.Reconnect == nil || !errors.Is(err, errdefs.ErrNotFound) {
+				return c, err
 			}
-			return c, nil
+			if err := opts.Reconnect(ctx); err != nil {
+				return nil, err
+			}
+			return dial(ctx)
 		},
 		Proxy:                 nil, // never route the socket through an HTTP proxy
 		DisableCompression:    true,
+		DisableKeepAlives:     opts.Reconnect != nil,
 		MaxIdleConns:          8,
 		MaxIdleConnsPerHost:   8,
 		IdleConnTimeout:       30 * time.Second,
@@ -106,6 +133,13 @@ func (c *Client) Close() error {
 
 // Socket is the path the client connects to.
 func (c *Client) Socket() string { return c.socket }
+
+// Remote reports whether s reaches its store through a socket (a Client, or
+// a wrapper of one whose Socket is not empty) rather than in this process.
+func Remote(s any) bool {
+	r, ok := s.(interface{ Socket() string })
+	return ok && r.Socket() != ""
+}
 
 // request is one API call.
 type request struct {
@@ -310,7 +344,7 @@ func (c *Client) progress(ctx context.Context, req request, fn store.ProgressFun
 	defer resp.Body.Close()
 	dec := json.NewDecoder(resp.Body)
 	for {
-		var line StreamLine
+		var line streamLine
 		if err := dec.Decode(&line); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

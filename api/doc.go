@@ -1,14 +1,15 @@
 // Package api carries store.API over a unix socket, so that every casfs
 // command works the same whether it opens the store itself (embedded mode)
-// or a mount daemon owns it.
+// or another process owns it.
 //
-// The daemon runs a Server on <root>/casfs.sock (mode 0600; a lock file
-// casfs.sock.lock beside it keeps two daemons from racing for the path).
-// A command calls Dial: when that fails with an error wrapping
-// errdefs.ErrNotFound there is no daemon and the command opens the store
-// itself; otherwise the returned Client implements store.API and every
-// error it returns reads exactly like the embedded store's, with the same
-// errdefs classes for errors.Is.
+// The process that holds the store (a mount daemon, or a command that
+// opened it; see daemon.Open) runs a Server on <root>/casfs.sock (mode
+// 0600; a lock file casfs.sock.lock beside it keeps two servers from racing
+// for the path). A command calls Dial: when that fails with an error
+// wrapping errdefs.ErrNotFound nobody serves the root and the command opens
+// the store itself; otherwise the returned Client implements store.API and
+// every error it returns reads exactly like the embedded store's, with the
+// same errdefs classes for errors.Is.
 //
 // # Protocol
 //
@@ -63,9 +64,9 @@
 //	DELETE /v1/snapshots/by-key?key=K       RemoveSnapshot -> 204
 //	GET    /v1/snapshots/usage?key=K        SnapshotUsage (no key: all) -> [SnapshotUsage]
 //	GET    /v1/images/mounts                ListImageMounts -> [ImageMount]
-//	POST   /v1/images/mount                 MountImage; body MountRequest {"ref":R,"target":T,"options":MountOptions} -> ImageMount
-//	POST   /v1/images/unmount               UnmountImage; body UnmountRequest {"target":T,"remove":B} -> ImageMount
-//	POST   /v1/images/check                 CheckImage; body CheckRequest {"ref":R,"options":CheckOptions} -> CheckReport
+//	POST   /v1/images/mount                 MountImage; body {"ref":R,"target":T,"options":MountOptions} -> ImageMount
+//	POST   /v1/images/unmount               UnmountImage; body {"target":T,"remove":B} -> ImageMount
+//	POST   /v1/images/check                 CheckImage; body {"ref":R,"options":CheckOptions} -> CheckReport
 //
 // Image names carry slashes, colons and '@', so they travel as the query
 // parameter name (URL-encoded), never as path segments. Ingest refs are one

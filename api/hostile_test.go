@@ -96,7 +96,7 @@ func TestCurlShapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ing IngestResponse
+	var ing ingestResponse
 	json.NewDecoder(resp.Body).Decode(&ing)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated || ing.Info.Size != 6 || ing.ResumedAt != nil {
@@ -115,7 +115,7 @@ func TestCurlShapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v VerifyResponse
+	var v verifyResponse
 	err = json.NewDecoder(resp.Body).Decode(&v)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || err != nil || len(v.Problems) != 0 {

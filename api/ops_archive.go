@@ -12,8 +12,8 @@ import (
 
 // Image export and import (store.Archives).
 
-// ExportRequest is the body of POST /v1/images/export.
-type ExportRequest struct {
+// exportRequest is the body of POST /v1/images/export.
+type exportRequest struct {
 	Refs    []string            `json:"refs"`
 	Options store.ExportOptions `json:"options"`
 }
@@ -23,12 +23,12 @@ type ExportRequest struct {
 var opExportImages = dataOutOp(route{method: http.MethodPost, pattern: "/v1/images/export",
 	doc: `ExportImages; body {"refs":[R],"options":ExportOptions} -> application/x-tar`},
 	"application/x-tar",
-	func(ctx context.Context, s store.API, req ExportRequest, w io.Writer) error {
+	func(ctx context.Context, s store.API, req exportRequest, w io.Writer) error {
 		return s.ExportImages(ctx, w, req.Refs, req.Options)
 	})
 
 func (c *Client) ExportImages(ctx context.Context, w io.Writer, refs []string, opts store.ExportOptions) error {
-	return opExportImages.call(ctx, c, ExportRequest{Refs: refs, Options: opts}, w)
+	return opExportImages.call(ctx, c, exportRequest{Refs: refs, Options: opts}, w)
 }
 
 // opImportImages reads the archive from the request body; the options are

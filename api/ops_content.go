@@ -24,9 +24,9 @@ var _ = jsonOp(route{method: http.MethodGet, pattern: "/v1/ping", doc: `{"api":"
 
 var opResolve = jsonOp(route{method: http.MethodGet, pattern: "/v1/resolve", docPath: "/v1/resolve?digest=S",
 	doc: `ResolveDigest(S) -> {"digest":D}`},
-	func(ctx context.Context, s store.API, q resolveQuery) (ResolveResponse, error) {
+	func(ctx context.Context, s store.API, q resolveQuery) (resolveResponse, error) {
 		d, err := s.ResolveDigest(ctx, q.s)
-		return ResolveResponse{Digest: d}, err
+		return resolveResponse{Digest: d}, err
 	})
 
 func (c *Client) ResolveDigest(ctx context.Context, s string) (digest.Digest, error) {
@@ -77,30 +77,30 @@ var opLabelContent = jsonOp(route{method: http.MethodPatch, pattern: "/v1/conten
 	})
 
 func (c *Client) LabelContent(ctx context.Context, d digest.Digest, set map[string]string, del []string) (store.ContentInfo, error) {
-	return opLabelContent.call(ctx, c, labelsCall{digestPath{d}, LabelsRequest{Set: set, Delete: del}})
+	return opLabelContent.call(ctx, c, labelsCall{digestPath{d}, labelsRequest{Set: set, Delete: del}})
 }
 
 var opVerifyContent = jsonOp(route{method: http.MethodPost, pattern: "/v1/content/verify",
 	doc: `VerifyContent; body {"digests":[D]} (empty: all) -> {"problems":[Problem]}`},
-	func(ctx context.Context, s store.API, req VerifyRequest) (VerifyResponse, error) {
+	func(ctx context.Context, s store.API, req verifyRequest) (verifyResponse, error) {
 		problems, err := s.VerifyContent(ctx, req.Digests)
-		return VerifyResponse{Problems: problems}, err
+		return verifyResponse{Problems: problems}, err
 	})
 
 func (c *Client) VerifyContent(ctx context.Context, ds []digest.Digest) ([]store.Problem, error) {
-	resp, err := opVerifyContent.call(ctx, c, VerifyRequest{Digests: ds})
+	resp, err := opVerifyContent.call(ctx, c, verifyRequest{Digests: ds})
 	return resp.Problems, err
 }
 
 var opFetchContent = progressOp(route{method: http.MethodPost, pattern: "/v1/content/fetch",
 	doc: `FetchContent; body {"ref":R,"options":PullOptions} -> progress stream, result Descriptor`},
-	func(ctx context.Context, s store.API, req PullRequest, fn store.ProgressFunc) (ocispec.Descriptor, error) {
+	func(ctx context.Context, s store.API, req pullRequest, fn store.ProgressFunc) (ocispec.Descriptor, error) {
 		req.Options.Progress = fn
 		return s.FetchContent(ctx, req.Ref, req.Options)
 	})
 
 func (c *Client) FetchContent(ctx context.Context, ref string, opts store.PullOptions) (ocispec.Descriptor, error) {
-	return opFetchContent.call(ctx, c, PullRequest{Ref: ref, Options: opts}, opts.Progress)
+	return opFetchContent.call(ctx, c, pullRequest{Ref: ref, Options: opts}, opts.Progress)
 }
 
 var opActiveIngests = jsonOp(route{method: http.MethodGet, pattern: "/v1/ingests", doc: "ActiveIngests -> [IngestStatus]"},
@@ -115,11 +115,11 @@ func (c *Client) ActiveIngests(ctx context.Context) ([]store.IngestStatus, error
 // opIngest streams the request body into the store; nothing is buffered.
 var opIngest = dataInOp(route{method: http.MethodPut, pattern: "/v1/ingests/{ref...}", status: http.StatusCreated,
 	docPath: "/v1/ingests/{ref}?expected=D&size=N", doc: `Ingest; body is the data -> 201 {"info":ContentInfo,"resumedAt":N}`},
-	func(ctx context.Context, s store.API, p ingestQuery, body io.Reader) (IngestResponse, error) {
-		var resp IngestResponse
+	func(ctx context.Context, s store.API, p ingestQuery, body io.Reader) (ingestResponse, error) {
+		var resp ingestResponse
 		opts := store.IngestOptions{Expected: p.expected, Size: p.size}
 		opts.Resumed = func(off int64) { resp.ResumedAt = &off }
-		opts.Restarted = func(stored, kept int64) { resp.Restarted = &IngestRestart{Stored: stored, Kept: kept} }
+		opts.Restarted = func(stored, kept int64) { resp.Restarted = &ingestRestart{Stored: stored, Kept: kept} }
 		info, err := s.Ingest(ctx, p.ref, body, opts)
 		resp.Info = info
 		return resp, err
@@ -179,10 +179,10 @@ func (p *digestPath) bind(_ *Server, _ http.ResponseWriter, r *http.Request) err
 	return nil
 }
 
-// labelsCall is a blob in the path and a LabelsRequest as the body.
+// labelsCall is a blob in the path and a labelsRequest as the body.
 type labelsCall struct {
 	digestPath
-	body LabelsRequest
+	body labelsRequest
 }
 
 func (p labelsCall) wire() (wire, error) {

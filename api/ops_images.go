@@ -40,55 +40,55 @@ func (c *Client) RemoveImage(ctx context.Context, ref string) error {
 
 var opPull = progressOp(route{method: http.MethodPost, pattern: "/v1/images/pull",
 	doc: `Pull; body {"ref":R,"options":PullOptions} -> progress stream, result ImageInfo`},
-	func(ctx context.Context, s store.API, req PullRequest, fn store.ProgressFunc) (store.ImageInfo, error) {
+	func(ctx context.Context, s store.API, req pullRequest, fn store.ProgressFunc) (store.ImageInfo, error) {
 		req.Options.Progress = fn
 		return s.Pull(ctx, req.Ref, req.Options)
 	})
 
 func (c *Client) Pull(ctx context.Context, ref string, opts store.PullOptions) (store.ImageInfo, error) {
-	return opPull.call(ctx, c, PullRequest{Ref: ref, Options: opts}, opts.Progress)
+	return opPull.call(ctx, c, pullRequest{Ref: ref, Options: opts}, opts.Progress)
 }
 
 var opPush = progressOp(route{method: http.MethodPost, pattern: "/v1/images/push",
 	doc: `Push; body {"ref":R,"remote":R2,"options":PushOptions} -> progress stream, result {}`},
-	func(ctx context.Context, s store.API, req PushRequest, fn store.ProgressFunc) (none, error) {
+	func(ctx context.Context, s store.API, req pushRequest, fn store.ProgressFunc) (none, error) {
 		req.Options.Progress = fn
 		return none{}, s.Push(ctx, req.Ref, req.Remote, req.Options)
 	})
 
 func (c *Client) Push(ctx context.Context, ref, remote string, opts store.PushOptions) error {
-	_, err := opPush.call(ctx, c, PushRequest{Ref: ref, Remote: remote, Options: opts}, opts.Progress)
+	_, err := opPush.call(ctx, c, pushRequest{Ref: ref, Remote: remote, Options: opts}, opts.Progress)
 	return err
 }
 
 var opTagImage = jsonOp(route{method: http.MethodPost, pattern: "/v1/images/tag", doc: `TagImage; body {"source":R,"targets":[R]} -> 204`},
-	func(ctx context.Context, s store.API, req TagRequest) (none, error) {
+	func(ctx context.Context, s store.API, req tagRequest) (none, error) {
 		return none{}, s.TagImage(ctx, req.Source, req.Targets)
 	})
 
 func (c *Client) TagImage(ctx context.Context, src string, dsts []string) error {
-	_, err := opTagImage.call(ctx, c, TagRequest{Source: src, Targets: dsts})
+	_, err := opTagImage.call(ctx, c, tagRequest{Source: src, Targets: dsts})
 	return err
 }
 
 var opLabelImage = jsonOp(route{method: http.MethodPost, pattern: "/v1/images/labels",
 	doc: `LabelImage; body {"name":R,"set":{k:v},"delete":[k]} -> ImageInfo`},
-	func(ctx context.Context, s store.API, req ImageLabelsRequest) (store.ImageInfo, error) {
+	func(ctx context.Context, s store.API, req imageLabelsRequest) (store.ImageInfo, error) {
 		return s.LabelImage(ctx, req.Name, req.Set, req.Delete)
 	})
 
 func (c *Client) LabelImage(ctx context.Context, ref string, set map[string]string, del []string) (store.ImageInfo, error) {
-	return opLabelImage.call(ctx, c, ImageLabelsRequest{Name: ref, Set: set, Delete: del})
+	return opLabelImage.call(ctx, c, imageLabelsRequest{Name: ref, Set: set, Delete: del})
 }
 
 var opConvertImage = jsonOp(route{method: http.MethodPost, pattern: "/v1/images/convert",
 	doc: `ConvertImage; body {"source":R,"target":R,"options":ConvertOptions} -> ImageInfo`},
-	func(ctx context.Context, s store.API, req ConvertRequest) (store.ImageInfo, error) {
+	func(ctx context.Context, s store.API, req convertRequest) (store.ImageInfo, error) {
 		return s.ConvertImage(ctx, req.Source, req.Target, req.Options)
 	})
 
 func (c *Client) ConvertImage(ctx context.Context, src, dst string, opts store.ConvertOptions) (store.ImageInfo, error) {
-	return opConvertImage.call(ctx, c, ConvertRequest{Source: src, Target: dst, Options: opts})
+	return opConvertImage.call(ctx, c, convertRequest{Source: src, Target: dst, Options: opts})
 }
 
 // nameQuery is an image name as the query's name; the server requires it.

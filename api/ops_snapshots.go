@@ -11,21 +11,21 @@ import (
 // Snapshots, image mounts and image checks (store.Snapshots). Snapshot keys
 // go in the query, like image names, since they hold colons.
 
-// MountRequest is the body of POST /v1/images/mount.
-type MountRequest struct {
+// mountRequest is the body of POST /v1/images/mount.
+type mountRequest struct {
 	Ref     string             `json:"ref"`
 	Target  string             `json:"target"` // absolute, as the daemon sees it
 	Options store.MountOptions `json:"options"`
 }
 
-// UnmountRequest is the body of POST /v1/images/unmount.
-type UnmountRequest struct {
+// unmountRequest is the body of POST /v1/images/unmount.
+type unmountRequest struct {
 	Target string `json:"target"`
 	Remove bool   `json:"remove,omitempty"`
 }
 
-// CheckRequest is the body of POST /v1/images/check.
-type CheckRequest struct {
+// checkRequest is the body of POST /v1/images/check.
+type checkRequest struct {
 	Ref     string             `json:"ref"`
 	Options store.CheckOptions `json:"options"`
 }
@@ -68,33 +68,33 @@ func (c *Client) ListImageMounts(ctx context.Context) ([]store.ImageMount, error
 }
 
 var opMountImage = jsonOp(route{method: http.MethodPost, pattern: "/v1/images/mount",
-	doc: `MountImage; body MountRequest {"ref":R,"target":T,"options":MountOptions} -> ImageMount`},
-	func(ctx context.Context, s store.API, req MountRequest) (store.ImageMount, error) {
+	doc: `MountImage; body {"ref":R,"target":T,"options":MountOptions} -> ImageMount`},
+	func(ctx context.Context, s store.API, req mountRequest) (store.ImageMount, error) {
 		return s.MountImage(ctx, req.Ref, req.Target, req.Options)
 	})
 
 func (c *Client) MountImage(ctx context.Context, ref, target string, opts store.MountOptions) (store.ImageMount, error) {
-	return opMountImage.call(ctx, c, MountRequest{Ref: ref, Target: target, Options: opts})
+	return opMountImage.call(ctx, c, mountRequest{Ref: ref, Target: target, Options: opts})
 }
 
 var opUnmountImage = jsonOp(route{method: http.MethodPost, pattern: "/v1/images/unmount",
-	doc: `UnmountImage; body UnmountRequest {"target":T,"remove":B} -> ImageMount`},
-	func(ctx context.Context, s store.API, req UnmountRequest) (store.ImageMount, error) {
+	doc: `UnmountImage; body {"target":T,"remove":B} -> ImageMount`},
+	func(ctx context.Context, s store.API, req unmountRequest) (store.ImageMount, error) {
 		return s.UnmountImage(ctx, req.Target, req.Remove)
 	})
 
 func (c *Client) UnmountImage(ctx context.Context, target string, remove bool) (store.ImageMount, error) {
-	return opUnmountImage.call(ctx, c, UnmountRequest{Target: target, Remove: remove})
+	return opUnmountImage.call(ctx, c, unmountRequest{Target: target, Remove: remove})
 }
 
 var opCheckImage = jsonOp(route{method: http.MethodPost, pattern: "/v1/images/check",
-	doc: `CheckImage; body CheckRequest {"ref":R,"options":CheckOptions} -> CheckReport`},
-	func(ctx context.Context, s store.API, req CheckRequest) (store.CheckReport, error) {
+	doc: `CheckImage; body {"ref":R,"options":CheckOptions} -> CheckReport`},
+	func(ctx context.Context, s store.API, req checkRequest) (store.CheckReport, error) {
 		return s.CheckImage(ctx, req.Ref, req.Options)
 	})
 
 func (c *Client) CheckImage(ctx context.Context, ref string, opts store.CheckOptions) (store.CheckReport, error) {
-	return opCheckImage.call(ctx, c, CheckRequest{Ref: ref, Options: opts})
+	return opCheckImage.call(ctx, c, checkRequest{Ref: ref, Options: opts})
 }
 
 // keyQuery is a snapshot key as the query's key; the server requires it.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/casfs/casfs/errdefs"
@@ -32,6 +33,10 @@ type ServerOptions struct {
 	// Debug, when set, serves GET /debug/... next to the API (the mount
 	// daemon's memory figures).
 	Debug http.Handler
+	// OnDrain, when set, is told how many requests are still running once
+	// a shutdown has stopped accepting connections and waits for them
+	// (only when there are any).
+	OnDrain func(inFlight int)
 }
 
 // DefaultMaxJSONBody is the cap on JSON request bodies.
@@ -63,6 +68,9 @@ type Server struct {
 	log   *slog.Logger
 	// allowPeer decides whether a connecting uid may use the API.
 	allowPeer func(uid int) bool
+
+	// inFlight counts the requests being handled.
+	inFlight atomic.Int64
 
 	mu       sync.Mutex
 	hs       *http.Server
@@ -140,7 +148,11 @@ func (srv *Server) Serve(ctx context.Context, socketPath string) error {
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			handlers.Add(1)
-			defer handlers.Done()
+			srv.inFlight.Add(1)
+			defer func() {
+				srv.inFlight.Add(-1)
+				handlers.Done()
+			}()
 			h.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: srv.opts.ReadHeaderTimeout,
@@ -151,6 +163,15 @@ func (srv *Server) Serve(ctx context.Context, socketPath string) error {
 		BaseContext: func(net.Listener) context.Context { return baseCtx },
 		ConnContext: connContext,
 		ErrorLog:    slog.NewLogLogger(srv.log.Handler(), slog.LevelWarn),
+	}
+	if srv.opts.OnDrain != nil {
+		// Shutdown runs this once its listener is closed: what is counted
+		// now is exactly what the shutdown waits for.
+		hs.RegisterOnShutdown(func() {
+			if n := srv.inFlight.Load(); n > 0 {
+				srv.opts.OnDrain(int(n))
+			}
+		})
 	}
 	srv.mu.Lock()
 	if srv.closed {

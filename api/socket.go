@@ -32,7 +32,7 @@ func lockSocket(socketPath string) (*socketLock, error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another casfs daemon is serving %s: %w", socketPath, errdefs.ErrInUse)
+			return nil, fmt.Errorf("another casfs process is serving %s: %w", socketPath, errdefs.ErrInUse)
 		}
 		return nil, fmt.Errorf("api socket lock %s: %w", name, err)
 	}
@@ -63,7 +63,7 @@ func checkStale(socketPath string) error {
 	c, err := net.DialTimeout("unix", socketPath, dialTimeout)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("another casfs daemon is serving %s: %w", socketPath, errdefs.ErrInUse)
+		return fmt.Errorf("another casfs process is serving %s: %w", socketPath, errdefs.ErrInUse)
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		return nil // stale: its server died without removing it
@@ -84,10 +84,21 @@ func listenPrivate(socketPath string) (*net.UnixListener, os.FileInfo, error) {
 	}
 	defer os.RemoveAll(tmpDir)
 	tmp := filepath.Join(tmpDir, "s")
-	if len(tmp) >= len(unix.RawSockaddrUnix{}.Path) {
+	if TooLong(socketPath) {
 		return nil, nil, fmt.Errorf("api socket path %s is too long for a unix socket: %w", socketPath, errdefs.ErrInvalidArgument)
 	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	bindName := tmp
+	if TooLong(tmp) {
+		// The temporary name is longer than the final one: bind it through
+		// the directory's descriptor, whose /proc name is short.
+		d, err := os.Open(tmpDir)
+		if err != nil {
+			return nil, nil, fmt.Errorf("api socket %s: %w", socketPath, err)
+		}
+		defer d.Close()
+		bindName = fmt.Sprintf("/proc/self/fd/%d/s", d.Fd())
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: bindName, Net: "unix"})
 	if err != nil {
 		return nil, nil, fmt.Errorf("api socket %s: %w", socketPath, err)
 	}
@@ -110,6 +121,10 @@ func listenPrivate(socketPath string) (*net.UnixListener, os.FileInfo, error) {
 	}
 	return l, fi, nil
 }
+
+// TooLong reports whether path cannot be a unix socket's address: nobody
+// could bind or dial it.
+func TooLong(path string) bool { return len(path) >= len(unix.RawSockaddrUnix{}.Path) }
 
 // removeIfOurs removes socketPath only when it is still the socket we
 // created: a successor may already have replaced it.

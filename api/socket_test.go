@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -201,5 +202,49 @@ func TestDefaultPeerPolicy(t *testing.T) {
 	}
 	if os.Getuid() != 4242 && srv.allowPeer(4242) {
 		t.Error("another uid was allowed")
+	}
+}
+
+// A root whose socket path fits in a unix address, but not the temporary
+// name it is bound under first, still gets its socket; a longer one is
+// refused with the reason.
+func TestSocketPathNearTheLimit(t *testing.T) {
+	base := t.TempDir()
+	pad := 92 - len(base) - 1
+	if pad < 1 {
+		t.Skipf("temporary directory %s is too long to build the case", base)
+	}
+	dir := filepath.Join(base, strings.Repeat("d", pad))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "casfs.sock")
+	if TooLong(sock) || !TooLong(filepath.Join(dir, ".casfs-sock-1234567890", "s")) {
+		t.Fatalf("case not built: %d-byte socket path", len(sock))
+	}
+	srv, errc := startServe(t, sock)
+	select {
+	case <-srv.Ready():
+	case err := <-errc:
+		t.Fatalf("Serve on a %d-byte path: %v", len(sock), err)
+	}
+	c, err := Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.ListContent(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket: %v %v", fi.Mode(), err)
+	}
+	srv.Shutdown(t.Context())
+	<-errc
+
+	long := filepath.Join(dir, strings.Repeat("s", 20))
+	_, errc = startServe(t, long)
+	if err := <-errc; !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "too long for a unix socket") {
+		t.Fatalf("Serve on a %d-byte path: %v, want too long", len(long), err)
 	}
 }

@@ -84,7 +84,7 @@ func newProgressStream(w http.ResponseWriter, cancel context.CancelFunc) *progre
 	return &progressStream{w: w, rc: http.NewResponseController(w), cancel: cancel}
 }
 
-func (p *progressStream) writeLine(line StreamLine) {
+func (p *progressStream) writeLine(line streamLine) {
 	if !p.started {
 		p.started = true
 		p.w.Header().Set("Content-Type", "application/x-ndjson")
@@ -115,7 +115,7 @@ func (p *progressStream) Event(ev store.ProgressEvent) {
 	if p.ended {
 		return
 	}
-	p.writeLine(StreamLine{Event: &ev})
+	p.writeLine(streamLine{Event: &ev})
 }
 
 // finish writes the last line; it returns err when nothing was streamed yet,
@@ -129,7 +129,7 @@ func (p *progressStream) finish(result any, err error) error {
 			return err
 		}
 		body, _ := errorBody(err)
-		p.writeLine(StreamLine{ErrorBody: &body})
+		p.writeLine(streamLine{ErrorBody: &body})
 		return nil
 	}
 	raw, merr := json.Marshal(result)
@@ -138,9 +138,9 @@ func (p *progressStream) finish(result any, err error) error {
 			return merr
 		}
 		body, _ := errorBody(merr)
-		p.writeLine(StreamLine{ErrorBody: &body})
+		p.writeLine(streamLine{ErrorBody: &body})
 		return nil
 	}
-	p.writeLine(StreamLine{Result: raw})
+	p.writeLine(streamLine{Result: raw})
 	return nil
 }

@@ -16,8 +16,8 @@ import (
 // directory is imported by the same checked path as an archive. Symlinks are
 // written as symlinks (Read refuses them where blobs must be); other special
 // files are refused.
-func TarDir(ctx context.Context, dir string, w io.Writer) error {
-	tw := tar.NewWriter(w)
+func TarDir(ctx context.Context, dir string, out io.Writer) error {
+	w := NewWriter(out)
 	err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -34,18 +34,16 @@ func TarDir(ctx context.Context, dir string, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		hdr := &tar.Header{Name: rel, Mode: int64(fi.Mode().Perm()), ModTime: epoch, Format: tar.FormatPAX}
+		mode := int64(fi.Mode().Perm())
 		switch {
 		case fi.IsDir():
-			hdr.Typeflag, hdr.Name = tar.TypeDir, rel+"/"
-			return tw.WriteHeader(hdr)
+			return w.header(tar.Header{Name: rel + "/", Typeflag: tar.TypeDir, Mode: mode})
 		case fi.Mode()&fs.ModeSymlink != 0:
 			target, err := os.Readlink(p)
 			if err != nil {
 				return err
 			}
-			hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, target
-			return tw.WriteHeader(hdr)
+			return w.header(tar.Header{Name: rel, Typeflag: tar.TypeSymlink, Linkname: target, Mode: mode})
 		case !fi.Mode().IsRegular():
 			return fmt.Errorf("%s is not a regular file: %w", p, errdefs.ErrInvalidArgument)
 		}
@@ -54,15 +52,14 @@ func TarDir(ctx context.Context, dir string, w io.Writer) error {
 			return err
 		}
 		defer f.Close()
-		hdr.Typeflag, hdr.Size = tar.TypeReg, fi.Size()
-		if err := tw.WriteHeader(hdr); err != nil {
+		if err := w.header(tar.Header{Name: rel, Typeflag: tar.TypeReg, Mode: mode, Size: fi.Size()}); err != nil {
 			return err
 		}
-		_, err = io.Copy(tw, f)
+		_, err = io.Copy(w.tw, f)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("read layout %s: %w", dir, err)
 	}
-	return tw.Close()
+	return w.Close()
 }

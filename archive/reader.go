@@ -23,14 +23,14 @@ type Stager interface {
 	Stage(ctx context.Context, member string, r io.Reader, size int64, expected digest.Digest) (digest.Digest, error)
 }
 
-// Kind is what a blob's first bytes say it is.
-type Kind int
+// blobKind is what a blob's first bytes say it is.
+type blobKind int
 
 const (
-	KindOther Kind = iota
-	KindJSON
-	KindGzip
-	KindZstd
+	kindOther blobKind = iota
+	kindJSON
+	kindGzip
+	kindZstd
 )
 
 // Contents is what Read found in an archive.
@@ -46,111 +46,183 @@ type Contents struct {
 	// point at (docker-archive writers link legacy layer.tar files).
 	Links map[string]string
 	Sizes map[digest.Digest]int64
-	Kinds map[digest.Digest]Kind
+	kinds map[digest.Digest]blobKind
 	// Docs holds the blobs that look like JSON documents (manifests,
 	// indexes, configs), which Resolve parses.
 	Docs map[digest.Digest][]byte
 }
 
 // Read reads a tar archive, staging every regular member (metadata files
-// are kept in memory instead). Member names are checked before anything is
-// staged: absolute paths, ".." and links leaving the archive are refused,
-// as are device files and hard links. A blobs/sha256/<hex> member is staged
-// with <hex> as its expected digest.
+// are kept in memory instead). Members pass the rule every archive reader
+// shares (see walk); symlinks are kept where docker-archive writers put
+// them. A blobs/sha256/<hex> member is staged with <hex> as its expected
+// digest.
 func Read(ctx context.Context, r io.Reader, st Stager) (*Contents, error) {
 	c := &Contents{
 		Files: map[string]digest.Digest{}, Links: map[string]string{},
-		Sizes: map[digest.Digest]int64{}, Kinds: map[digest.Digest]Kind{}, Docs: map[digest.Digest][]byte{},
+		Sizes: map[digest.Digest]int64{}, kinds: map[digest.Digest]blobKind{}, Docs: map[digest.Digest][]byte{},
 	}
 	docsTotal := 0
+	err := walk(ctx, r, func(name string, hdr *tar.Header, body io.Reader) error {
+		if hdr.Typeflag == tar.TypeSymlink {
+			target, err := linkTarget(name, hdr.Linkname)
+			if err != nil {
+				return err
+			}
+			c.Links[name] = target
+			return nil
+		}
+		switch name {
+		case layoutFile, indexFile, dockerManifestFile, repositoriesFile:
+			b, err := readSmall(body, name, hdr.Size)
+			if err != nil {
+				return err
+			}
+			*c.metadata(name) = b
+			return nil
+		}
+		expected, _, err := blobName(name)
+		if err != nil {
+			return err
+		}
+		if old, ok := c.Files[name]; ok && expected != "" && old == expected {
+			return nil
+		}
+		br := bufio.NewReaderSize(body, 64<<10)
+		head, _ := br.Peek(512)
+		kind := kindOf(head)
+		var doc *bytes.Buffer
+		var in io.Reader = br
+		if kind == kindJSON && hdr.Size <= maxDocument {
+			doc = &bytes.Buffer{}
+			in = io.TeeReader(br, doc)
+		}
+		d, err := st.Stage(ctx, name, in, hdr.Size, expected)
+		if err != nil {
+			return err
+		}
+		if old, ok := c.Files[name]; ok && old != d {
+			return fmt.Errorf("archive member %q appears twice with different content: %w", name, errdefs.ErrInvalidArgument)
+		}
+		c.Files[name] = d
+		c.Sizes[d] = hdr.Size
+		c.kinds[d] = kind
+		if doc != nil && c.Docs[d] == nil {
+			docsTotal += doc.Len()
+			if docsTotal > maxDocsTotal {
+				return fmt.Errorf("archive holds more than %d bytes of JSON documents: %w", maxDocsTotal, errdefs.ErrFailedPrecondition)
+			}
+			c.Docs[d] = doc.Bytes()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Blob is one blob a tar of blobs carried.
+type Blob struct {
+	Digest digest.Digest
+	Size   int64
+}
+
+// ReadBlobs reads a tar of blobs alone (blobs/sha256/<hex> members, what a
+// Writer writes without metadata: `casfs content export`), staging each
+// with its name as the expected digest. Members pass the rule every archive
+// reader shares (see walk); as every member must be a blob, symlinks and
+// files elsewhere are refused. It returns the blobs in archive order, each
+// once.
+func ReadBlobs(ctx context.Context, r io.Reader, st Stager) ([]Blob, error) {
+	var out []Blob
+	seen := map[digest.Digest]bool{}
+	err := walk(ctx, r, func(name string, hdr *tar.Header, body io.Reader) error {
+		if hdr.Typeflag == tar.TypeSymlink {
+			return symlinkWhereFile(name)
+		}
+		d, ok, err := blobName(name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("archive member %q is not under %s: %w", name, blobsDir, errdefs.ErrInvalidArgument)
+		}
+		if seen[d] {
+			return nil
+		}
+		if _, err := st.Stage(ctx, name, body, hdr.Size, d); err != nil {
+			return err
+		}
+		seen[d] = true
+		out = append(out, Blob{Digest: d, Size: hdr.Size})
+		return nil
+	})
+	return out, err
+}
+
+// walk reads a tar and hands each member to fn, under the one rule every
+// archive reader shares: names are cleaned and must stay inside the
+// archive; directories (and global headers) are skipped; regular files and
+// symlinks go to fn, which decides where a symlink may be; hard links,
+// devices, fifos and anything else are refused. A body that ends early, or
+// a member fn leaves unread, is reported as a truncated archive.
+func walk(ctx context.Context, r io.Reader, fn func(name string, hdr *tar.Header, body io.Reader) error) error {
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return nil
 		}
 		if err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil, fmt.Errorf("archive is truncated: %w", errdefs.ErrInvalidArgument)
+				return fmt.Errorf("archive is truncated: %v: %w", err, errdefs.ErrInvalidArgument)
 			}
-			return nil, fmt.Errorf("archive is not a readable tar: %v: %w", err, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("archive is not a readable tar: %v: %w", err, errdefs.ErrInvalidArgument)
 		}
 		name, err := memberName(hdr.Name)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		switch hdr.Typeflag {
 		case tar.TypeDir, tar.TypeXGlobalHeader:
 			continue
-		case tar.TypeSymlink:
-			target, err := linkTarget(name, hdr.Linkname)
-			if err != nil {
-				return nil, err
-			}
-			c.Links[name] = target
-			continue
-		case tar.TypeReg: // the reader reports the old TypeRegA as TypeReg
+		case tar.TypeReg, tar.TypeSymlink: // the reader reports the old TypeRegA as TypeReg
 		default:
-			return nil, fmt.Errorf("archive member %q is not a regular file, directory or symlink: %w", name, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("archive member %q is not a regular file, directory or symlink: %w", name, errdefs.ErrInvalidArgument)
 		}
-		switch name {
-		case layoutFile, indexFile, dockerManifestFile, repositoriesFile:
-			b, err := readSmall(tr, name, hdr.Size)
-			if err != nil {
-				return nil, err
-			}
-			*c.metadata(name) = b
-			continue
-		}
-		var expected digest.Digest
-		if rest, ok := strings.CutPrefix(name, blobsDir); ok {
-			expected = digest.NewDigestFromEncoded(digest.SHA256, rest)
-			if expected.Validate() != nil {
-				return nil, fmt.Errorf("archive member %q is not named by a sha256 digest: %w", name, errdefs.ErrInvalidArgument)
-			}
-		} else if strings.HasPrefix(name, "blobs/") {
-			return nil, fmt.Errorf("archive member %q: only sha256 blobs are supported: %w", name, errdefs.ErrNotImplemented)
-		}
-		if old, ok := c.Files[name]; ok && expected != "" && old == expected {
-			if _, err := io.Copy(io.Discard, tr); err != nil {
-				return nil, truncated(name, err)
-			}
-			continue
-		}
-		br := bufio.NewReaderSize(tr, 64<<10)
-		head, _ := br.Peek(512)
-		kind := kindOf(head)
-		var doc *bytes.Buffer
-		var body io.Reader = br
-		if kind == KindJSON && hdr.Size <= maxDocument {
-			doc = &bytes.Buffer{}
-			body = io.TeeReader(br, doc)
-		}
-		d, err := st.Stage(ctx, name, body, hdr.Size, expected)
-		if err != nil {
+		if err := fn(name, hdr, tr); err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil, truncated(name, err)
+				return truncated(name, io.ErrUnexpectedEOF)
 			}
-			return nil, err
+			return err
 		}
-		if old, ok := c.Files[name]; ok && old != d {
-			return nil, fmt.Errorf("archive member %q appears twice with different content: %w", name, errdefs.ErrInvalidArgument)
-		}
-		c.Files[name] = d
-		c.Sizes[d] = hdr.Size
-		c.Kinds[d] = kind
-		if doc != nil && c.Docs[d] == nil {
-			docsTotal += doc.Len()
-			if docsTotal > maxDocsTotal {
-				return nil, fmt.Errorf("archive holds more than %d bytes of JSON documents: %w", maxDocsTotal, errdefs.ErrFailedPrecondition)
-			}
-			c.Docs[d] = doc.Bytes()
-		}
+		// Next skips what fn left unread; a short member shows there.
 	}
-	return c, nil
+}
+
+// blobName says whether an archive path names a blob (blobs/<alg>/<hex>)
+// and which: only sha256 blobs are supported, named by their digest.
+func blobName(name string) (d digest.Digest, ok bool, err error) {
+	rest, ok := strings.CutPrefix(name, blobsDir)
+	if !ok {
+		if strings.HasPrefix(name, "blobs/") {
+			return "", false, fmt.Errorf("archive member %q: only sha256 blobs are supported: %w", name, errdefs.ErrNotImplemented)
+		}
+		return "", false, nil
+	}
+	d = digest.NewDigestFromEncoded(digest.SHA256, rest)
+	if d.Validate() != nil {
+		return "", false, fmt.Errorf("archive member %q is not named by its digest (blobs/sha256/<64 hex>): %w", name, errdefs.ErrInvalidArgument)
+	}
+	return d, true, nil
+}
+
+func symlinkWhereFile(name string) error {
+	return fmt.Errorf("archive member %q is not a regular file (it is a symlink) where a file must be: %w", name, errdefs.ErrInvalidArgument)
 }
 
 func (c *Contents) metadata(name string) *[]byte {
@@ -184,11 +256,11 @@ func readSmall(r io.Reader, name string, size int64) ([]byte, error) {
 // archive's root.
 func memberName(raw string) (string, error) {
 	if raw == "" || path.IsAbs(raw) || strings.HasPrefix(raw, "\\") {
-		return "", fmt.Errorf("archive member %q has an absolute or empty name: %w", raw, errdefs.ErrInvalidArgument)
+		return "", fmt.Errorf("archive member %q is outside the archive (an absolute or empty name): %w", raw, errdefs.ErrInvalidArgument)
 	}
 	for _, part := range strings.Split(raw, "/") {
 		if part == ".." {
-			return "", fmt.Errorf("archive member %q leaves the archive (\"..\"): %w", raw, errdefs.ErrInvalidArgument)
+			return "", fmt.Errorf("archive member %q is outside the archive (\"..\" leaves the archive root): %w", raw, errdefs.ErrInvalidArgument)
 		}
 	}
 	return strings.TrimPrefix(path.Clean(raw), "./"), nil
@@ -203,7 +275,7 @@ func linkTarget(name, target string) (string, error) {
 	}
 	switch {
 	case strings.HasPrefix(name, "blobs/"), name == layoutFile, name == indexFile, name == dockerManifestFile, name == repositoriesFile:
-		return bad("where a file must be")
+		return "", symlinkWhereFile(name)
 	case target == "" || path.IsAbs(target):
 		return bad("to an absolute path " + fmt.Sprintf("%q", target))
 	}
@@ -214,17 +286,17 @@ func linkTarget(name, target string) (string, error) {
 	return clean, nil
 }
 
-func kindOf(head []byte) Kind {
+func kindOf(head []byte) blobKind {
 	switch {
 	case len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b:
-		return KindGzip
+		return kindGzip
 	case len(head) >= 4 && head[0] == 0x28 && head[1] == 0xb5 && head[2] == 0x2f && head[3] == 0xfd:
-		return KindZstd
+		return kindZstd
 	}
 	if t := bytes.TrimLeft(head, " \t\r\n"); len(t) > 0 && t[0] == '{' {
-		return KindJSON
+		return kindJSON
 	}
-	return KindOther
+	return kindOther
 }
 
 // file resolves an archive path (following symlinks inside the archive)

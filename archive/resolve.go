@@ -261,10 +261,10 @@ func (c *Contents) resolveDocker(p *Plan) error {
 				return err
 			}
 			mt := oci.MediaTypeDockerLayer
-			switch c.Kinds[ld] {
-			case KindGzip:
+			switch c.kinds[ld] {
+			case kindGzip:
 				mt = oci.MediaTypeDockerLayerGzip
-			case KindZstd:
+			case kindZstd:
 				mt = ocispec.MediaTypeImageLayerZstd
 			default:
 				if ld != cfg.RootFS.DiffIDs[i] {

@@ -14,8 +14,12 @@ import (
 	"github.com/casfs/casfs/errdefs"
 )
 
-// Writer streams an OCI image layout as a tar: metadata first, then each
-// blob once. Nothing is buffered beyond what tar needs.
+// Writer is the one writer of archives: an OCI image layout as a tar
+// (metadata first, then each blob once), a tar of blobs alone (WriteBlob
+// without WriteMetadata: `casfs content export`), or a layout directory
+// (TarDir). Every member carries the same mode, time and format, so the
+// same content always makes the same archive. Nothing is buffered beyond
+// what tar needs.
 type Writer struct {
 	tw      *tar.Writer
 	written map[digest.Digest]bool
@@ -60,17 +64,22 @@ func (w *Writer) WriteMetadata(idx ocispec.Index, docker []DockerManifest) error
 		}
 	}
 	for _, dir := range []string{"blobs/", blobsDir} {
-		hdr := &tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: epoch, Format: tar.FormatPAX}
-		if err := w.tw.WriteHeader(hdr); err != nil {
+		if err := w.header(tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// header writes one member's header with the time and format every member
+// shares.
+func (w *Writer) header(h tar.Header) error {
+	h.ModTime, h.Format = epoch, tar.FormatPAX
+	return w.tw.WriteHeader(&h)
+}
+
 func (w *Writer) file(name string, data []byte) error {
-	hdr := &tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o444, Size: int64(len(data)), ModTime: epoch, Format: tar.FormatPAX}
-	if err := w.tw.WriteHeader(hdr); err != nil {
+	if err := w.header(tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o444, Size: int64(len(data))}); err != nil {
 		return err
 	}
 	_, err := w.tw.Write(data)
@@ -87,8 +96,7 @@ func (w *Writer) WriteBlob(d digest.Digest, size int64, r io.Reader) error {
 	if err := d.Validate(); err != nil || d.Algorithm() != digest.SHA256 {
 		return fmt.Errorf("blob %q: not a sha256 digest: %w", d, errdefs.ErrInvalidArgument)
 	}
-	hdr := &tar.Header{Name: BlobPath(d), Typeflag: tar.TypeReg, Mode: 0o444, Size: size, ModTime: epoch, Format: tar.FormatPAX}
-	if err := w.tw.WriteHeader(hdr); err != nil {
+	if err := w.header(tar.Header{Name: BlobPath(d), Typeflag: tar.TypeReg, Mode: 0o444, Size: size}); err != nil {
 		return err
 	}
 	v := d.Verifier()

@@ -1,7 +1,9 @@
 // Package daemon runs the casfs daemon: it owns the store, serves the store
 // API on <root>/casfs.sock, and shows the store as a FUSE filesystem, as a
 // read-only OCI registry, or both, until it is told to stop; then it
-// unmounts, stops serving and releases the store.
+// unmounts, stops serving and releases the store. Open is how a command
+// reaches a store: through the socket of the process holding it, or by
+// holding it and serving the socket itself while it runs (holder.go).
 package daemon
 
 import (
@@ -84,7 +86,8 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 	defer st.Close()
 	if _, err := st.Index(); err != nil {
-		return err // another process holds the store: say so before mounting anything
+		// Another process holds the store: say so before mounting anything.
+		return heldForDaemon(st.Root(), err)
 	}
 	if _, err := st.Snapshotter(); err != nil {
 		return err
@@ -105,15 +108,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()
-	apiSrv := api.NewServer(st, api.ServerOptions{Logger: log, Debug: debugHandler(fsys), ShutdownGrace: apiGrace})
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- apiSrv.Serve(srvCtx, SocketPath(st.Root())) }()
-	select {
-	case <-apiSrv.Ready():
-	case err := <-serveErr:
-		return fmt.Errorf("serve %s: %w", SocketPath(st.Root()), err)
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("serve %s: socket not ready within 10s: %w", SocketPath(st.Root()), errdefs.ErrUnavailable)
+	_, serveErr, err := startAPI(srvCtx, st, api.ServerOptions{Logger: log, Debug: debugHandler(fsys), ShutdownGrace: apiGrace})
+	if err != nil {
+		return err
 	}
 
 	regErr := make(chan error, 1)

@@ -27,11 +27,11 @@ const maxStalledAttempts = 5
 // source is where content of one repository can be fetched from.
 type source struct {
 	Source
-	eps []Endpoint
+	eps []hostEndpoint
 }
 
 func (f *op) source(host, repo string) (source, error) {
-	eps, err := f.resolver.endpointsWith(host, CapPull)
+	eps, err := f.resolver.endpointsWith(host, capPull)
 	if err != nil {
 		return source{}, err
 	}
@@ -59,7 +59,7 @@ func (f *op) fetchBlob(ctx context.Context, src source, desc ocispec.Descriptor)
 			if ctx.Err() != nil {
 				why = context.Cause(ctx)
 			}
-			_ = ot.CloseWithError(fmt.Errorf("%w: %w", why, ErrTeeStopped))
+			_ = ot.CloseWithError(fmt.Errorf("%w: %w", why, errTeeStopped))
 		}()
 	}
 	if err := desc.Digest.Validate(); err != nil || desc.Size < 0 {
@@ -205,7 +205,7 @@ func (f *op) present(ctx context.Context, desc ocispec.Descriptor) (bool, error)
 
 // fetchFromEndpoint downloads into w, resuming at w's offset after
 // transient failures, and commits with the digest and size checked.
-func (f *op) fetchFromEndpoint(ctx context.Context, w cas.Writer, ep Endpoint, repo string, desc ocispec.Descriptor, tee *teeCopy) error {
+func (f *op) fetchFromEndpoint(ctx context.Context, w cas.Writer, ep hostEndpoint, repo string, desc ocispec.Descriptor, tee *teeCopy) error {
 	stalled := 0
 	for {
 		before := offsetOf(w)
@@ -258,7 +258,7 @@ func offsetOf(w cas.Writer) int64 {
 
 // download sends one GET, with Range when w holds a partial download, and
 // copies the body into w. It never writes past desc.Size.
-func (f *op) download(ctx context.Context, w cas.Writer, ep Endpoint, repo string, desc ocispec.Descriptor, tee *teeCopy) error {
+func (f *op) download(ctx context.Context, w cas.Writer, ep hostEndpoint, repo string, desc ocispec.Descriptor, tee *teeCopy) error {
 	off := offsetOf(w)
 	if off > desc.Size {
 		if err := w.Truncate(0); err != nil {
@@ -322,7 +322,7 @@ type blobBody struct {
 // returns the body and the offset the body starts at: off when the
 // registry answered the range, 0 when it ignored Range and sent the whole
 // blob. A partial answer for another range is an error (errWrongRange).
-func (f *op) getBlob(ctx context.Context, ep Endpoint, repo string, dgst digest.Digest, off, end int64) (*blobBody, int64, error) {
+func (f *op) getBlob(ctx context.Context, ep hostEndpoint, repo string, dgst digest.Digest, off, end int64) (*blobBody, int64, error) {
 	ctx = auth.AppendRepositoryScope(ctx, registry.Reference{Registry: ep.URL.Host, Repository: repo}, auth.ActionPull)
 	u := ep.URL.String() + "/v2/" + repo + "/blobs/" + dgst.String()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)

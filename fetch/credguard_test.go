@@ -26,7 +26,7 @@ func TestTokenRealmPlainHTTPElsewhere(t *testing.T) {
 	host := gate.Host
 	ref := host + "/sec/realm:1"
 	resolve := func(user, pass string) error {
-		r, err := NewResolver(RegistryOptions{HostsDir: t.TempDir(), PlainHTTP: true, Timeout: 5 * time.Second, Username: user, Password: pass})
+		r, err := newResolver(registryOptions{HostsDir: t.TempDir(), PlainHTTP: true, Timeout: 5 * time.Second, Username: user, Password: pass})
 		if err != nil {
 			t.Fatal(err)
 		}

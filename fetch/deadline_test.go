@@ -111,7 +111,7 @@ manifest_timeout = "7s"
   capabilities = ["pull"]
   manifest_timeout = "3s"
 `)
-	eps, err := LoadEndpoints(dir, "reg.example", HostsOptions{Deadlines: ReadDeadlines{ProgressTimeout: 9 * time.Second}})
+	eps, err := loadEndpoints(dir, "reg.example", hostsOptions{Deadlines: ReadDeadlines{ProgressTimeout: 9 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ manifest_timeout = "7s"
 		t.Fatalf("deadlines: %+v, want %+v", eps, want)
 	}
 	writeHostsToml(t, dir, "bad.example", `progress_timeout = "soon"`)
-	if _, err := LoadEndpoints(dir, "bad.example", HostsOptions{}); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "progress_timeout") {
+	if _, err := loadEndpoints(dir, "bad.example", hostsOptions{}); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "progress_timeout") {
 		t.Fatalf("bad progress_timeout: %v", err)
 	}
 }

@@ -67,7 +67,7 @@ func isLoopback(host string) bool {
 
 // wrapHTTPFallback installs httpsOrHTTP on an https endpoint; implicit says
 // the user named no scheme (the default server, or a scheme-less entry).
-func wrapHTTPFallback(ep *Endpoint, implicit bool) {
+func wrapHTTPFallback(ep *hostEndpoint, implicit bool) {
 	if ep.URL.Scheme != "https" {
 		return
 	}

@@ -65,15 +65,15 @@ func TestDefaultHostsDirs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	old := DefaultHostsDirs
-	defer func() { DefaultHostsDirs = old }()
-	DefaultHostsDirs = []string{missing, containerd, docker}
-	eps, err := LoadEndpoints("", "reg.example", HostsOptions{})
+	old := defaultHostsDirs
+	defer func() { defaultHostsDirs = old }()
+	defaultHostsDirs = []string{missing, containerd, docker}
+	eps, err := loadEndpoints("", "reg.example", hostsOptions{})
 	if err != nil || len(eps) != 1 || eps[0].URL.Host != "from-containerd:5000" {
 		t.Fatalf("endpoints %v, %v; want containerd's server", eps, err)
 	}
-	DefaultHostsDirs = []string{missing}
-	if eps, err = LoadEndpoints("", "reg.example", HostsOptions{}); err != nil || eps[0].URL.Host != "reg.example" {
+	defaultHostsDirs = []string{missing}
+	if eps, err = loadEndpoints("", "reg.example", hostsOptions{}); err != nil || eps[0].URL.Host != "reg.example" {
 		t.Fatalf("no directory: %v, %v; want the default server", eps, err)
 	}
 }

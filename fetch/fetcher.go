@@ -61,7 +61,7 @@ type Progress interface {
 // where to find and how to talk to registries, which platform, and who
 // hears about progress.
 type Options struct {
-	HostsDir  string // default: the first of DefaultHostsDirs that exists
+	HostsDir  string // default: the first of defaultHostsDirs that exists
 	PlainHTTP bool
 	// Username and Password override docker's config.json for every registry.
 	Username, Password string
@@ -79,7 +79,7 @@ type Options struct {
 	Deadlines ReadDeadlines
 	// TLS, where set, wins over hosts.toml's TLS settings.
 	TLS TLSOptions
-	// Config is config.toml's registry section (see RegistryOptions).
+	// Config is config.toml's registry section (see registryOptions).
 	Config *RegistryConfig
 	// Lazy pulls manifests and configs only; layers get their records
 	// (with sources) and are fetched on first read through FetchBlob.
@@ -105,7 +105,7 @@ type op struct {
 	*Fetcher
 	opts     Options
 	platform oci.Platform
-	resolver *Resolver
+	resolver *registryResolver
 }
 
 // op checks the options of one operation.
@@ -127,7 +127,7 @@ func (f *Fetcher) op(opts Options) (*op, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := NewResolver(RegistryOptions{
+	r, err := newResolver(registryOptions{
 		HostsDir: opts.HostsDir, PlainHTTP: opts.PlainHTTP,
 		Username: opts.Username, Password: opts.Password, Timeout: opts.Timeout, Deadlines: opts.Deadlines, TLS: opts.TLS, Config: opts.Config,
 	})

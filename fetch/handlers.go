@@ -138,7 +138,7 @@ type teeKey struct{}
 // WithTee asks the fetch of the next blob under ctx to copy its bytes to
 // w as they download (see TeeWriter). Only a download that this call
 // leads feeds w: a blob that is present, or that another operation is
-// downloading, ends w with ErrTeeStopped and the caller reads the blob.
+// downloading, ends w with errTeeStopped and the caller reads the blob.
 func WithTee(ctx context.Context, w TeeWriter) context.Context {
 	return context.WithValue(ctx, teeKey{}, w)
 }

@@ -71,7 +71,7 @@ func (tf *testFetcher) ReadBlobRange(ctx context.Context, d digest.Digest, off, 
 	return tf.ts.fetcher.ReadBlobRange(ctx, d, off, n, tf.opts)
 }
 
-func (tf *testFetcher) Resolver(t *testing.T) *Resolver {
+func (tf *testFetcher) Resolver(t *testing.T) *registryResolver {
 	t.Helper()
 	o, err := tf.ts.fetcher.op(tf.opts)
 	if err != nil {

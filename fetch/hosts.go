@@ -22,16 +22,16 @@ import (
 	"github.com/casfs/casfs/errdefs"
 )
 
-// DefaultHostsDirs are where hosts.toml directories are looked up when no
+// defaultHostsDirs are where hosts.toml directories are looked up when no
 // directory is named: casfs's own, then containerd's, then docker's
 // (whose <host>/ca.crt, client.cert and client.key layout is read too);
 // the first that exists is used.
-var DefaultHostsDirs = []string{"/etc/casfs/certs.d", "/etc/containerd/certs.d", "/etc/docker/certs.d"}
+var defaultHostsDirs = []string{"/etc/casfs/certs.d", "/etc/containerd/certs.d", "/etc/docker/certs.d"}
 
-// defaultHostsDir is the first of DefaultHostsDirs that exists ("" when
+// defaultHostsDir is the first of defaultHostsDirs that exists ("" when
 // none does: every registry gets the defaults).
 func defaultHostsDir() string {
-	for _, d := range DefaultHostsDirs {
+	for _, d := range defaultHostsDirs {
 		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
 			slog.Debug("registry host configuration", "dir", d)
 			return d
@@ -40,25 +40,25 @@ func defaultHostsDir() string {
 	return ""
 }
 
-// Capabilities say which operations an endpoint is trusted with.
-type Capabilities uint8
+// capabilitySet says which operations an endpoint is trusted with.
+type capabilitySet uint8
 
 const (
-	CapPull Capabilities = 1 << iota
-	CapResolve
-	CapPush
+	capPull capabilitySet = 1 << iota
+	capResolve
+	capPush
 
-	capAll = CapPull | CapResolve | CapPush
+	capAll = capPull | capResolve | capPush
 )
 
-func (c Capabilities) Has(x Capabilities) bool { return c&x == x }
+func (c capabilitySet) Has(x capabilitySet) bool { return c&x == x }
 
-func (c Capabilities) String() string {
+func (c capabilitySet) String() string {
 	var s []string
 	for _, n := range []struct {
-		c    Capabilities
+		c    capabilitySet
 		name string
-	}{{CapPull, "pull"}, {CapResolve, "resolve"}, {CapPush, "push"}} {
+	}{{capPull, "pull"}, {capResolve, "resolve"}, {capPush, "push"}} {
 		if c.Has(n.c) {
 			s = append(s, n.name)
 		}
@@ -66,9 +66,9 @@ func (c Capabilities) String() string {
 	return strings.Join(s, ",")
 }
 
-// Endpoint is one place to talk to for a registry namespace: a mirror or
+// hostEndpoint is one place to talk to for a registry namespace: a mirror or
 // the server itself.
-type Endpoint struct {
+type hostEndpoint struct {
 	// Namespace is the registry host the image name carries (docker.io,
 	// localhost:5000); credentials and source labels use it.
 	Namespace string
@@ -77,7 +77,7 @@ type Endpoint struct {
 	// APIRoot is the path that replaces "/v2" in requests ("/v2" unless
 	// the hosts.toml entry carried a path).
 	APIRoot      string
-	Capabilities Capabilities
+	Capabilities capabilitySet
 	Mirror       bool // false for the namespace's server
 	Header       http.Header
 	// Client has the endpoint's TLS settings and bounded timeouts; it does
@@ -88,13 +88,13 @@ type Endpoint struct {
 }
 
 // PlainHTTP reports whether the endpoint speaks http rather than https.
-func (e Endpoint) PlainHTTP() bool { return e.URL.Scheme == "http" }
+func (e hostEndpoint) PlainHTTP() bool { return e.URL.Scheme == "http" }
 
 // String names the endpoint for errors and logs.
-func (e Endpoint) String() string { return e.URL.String() + strings.TrimSuffix(e.APIRoot, "/v2") }
+func (e hostEndpoint) String() string { return e.URL.String() + strings.TrimSuffix(e.APIRoot, "/v2") }
 
-// HostsOptions tune LoadEndpoints.
-type HostsOptions struct {
+// hostsOptions tune loadEndpoints.
+type hostsOptions struct {
 	// PlainHTTP makes the default server (no hosts.toml, or one without
 	// `server`) and scheme-less entries speak http; an explicit https:// in
 	// hosts.toml is kept.
@@ -173,12 +173,13 @@ type hostsFile struct {
 	Host map[string]hostConfig `toml:"host"`
 }
 
-// LoadEndpoints returns the endpoints for the registry namespace host, in
+// loadEndpoints returns the endpoints for the registry namespace host, in
 // the order to try them: hosts.toml mirrors in file order, then the server.
-// dir "" means the first of DefaultHostsDirs that exists; a missing
+// dir "" means the first of defaultHostsDirs that exists (none when
+// opts.Config is a caller's, whose own default travelled as dir); a missing
 // directory means defaults.
-func LoadEndpoints(dir, host string, opts HostsOptions) ([]Endpoint, error) {
-	if dir == "" {
+func loadEndpoints(dir, host string, opts hostsOptions) ([]hostEndpoint, error) {
+	if dir == "" && (opts.Config == nil || !opts.Config.Caller) {
 		dir = defaultHostsDir()
 	}
 	if opts.Timeout <= 0 {
@@ -196,7 +197,7 @@ func LoadEndpoints(dir, host string, opts HostsOptions) ([]Endpoint, error) {
 				return nil, err
 			}
 		}
-		var eps []Endpoint
+		var eps []hostEndpoint
 		for _, m := range opts.Config.mirrors(host, server) {
 			ep, err := newEndpoint(host, m, hostConfig{}, true, "", opts)
 			if err != nil {
@@ -219,7 +220,7 @@ func LoadEndpoints(dir, host string, opts HostsOptions) ([]Endpoint, error) {
 	if err := toml.Unmarshal(data, &hf); err != nil {
 		return nil, hostsTomlError(file, err)
 	}
-	var eps []Endpoint
+	var eps []hostEndpoint
 	for _, u := range hostOrder(data, hf.Host) {
 		ep, err := newEndpoint(host, u, hf.Host[u], true, hostDir, opts)
 		if err != nil {
@@ -241,6 +242,9 @@ func LoadEndpoints(dir, host string, opts HostsOptions) ([]Endpoint, error) {
 // host_port_, host:port, then _default. hasToml tells whether it holds a
 // hosts.toml; a folder without one may still hold legacy cert files.
 func findHostDir(dir, host string) (string, bool, error) {
+	if dir == "" {
+		return "", false, nil
+	}
 	var names []string
 	if h, p, err := net.SplitHostPort(host); err == nil {
 		names = append(names, h+"_"+p+"_")
@@ -345,7 +349,7 @@ func legacyCertFiles(dir string) (hostConfig, error) {
 	return cfg, nil
 }
 
-func newEndpoint(namespace, rawURL string, cfg hostConfig, mirror bool, baseDir string, opts HostsOptions) (Endpoint, error) {
+func newEndpoint(namespace, rawURL string, cfg hostConfig, mirror bool, baseDir string, opts hostsOptions) (hostEndpoint, error) {
 	implicitScheme := !strings.Contains(rawURL, "://") || rawURL == defaultServer(namespace, false)
 	if !strings.Contains(rawURL, "://") {
 		scheme := "https://"
@@ -356,9 +360,9 @@ func newEndpoint(namespace, rawURL string, cfg hostConfig, mirror bool, baseDir 
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return Endpoint{}, fmt.Errorf("not an http(s) URL: %w", errdefs.ErrInvalidArgument)
+		return hostEndpoint{}, fmt.Errorf("not an http(s) URL: %w", errdefs.ErrInvalidArgument)
 	}
-	ep := Endpoint{
+	ep := hostEndpoint{
 		Namespace:    namespace,
 		URL:          &url.URL{Scheme: u.Scheme, Host: u.Host},
 		APIRoot:      apiRoot(u.Path, cfg.OverridePath),
@@ -367,20 +371,20 @@ func newEndpoint(namespace, rawURL string, cfg hostConfig, mirror bool, baseDir 
 		Header:       http.Header{},
 	}
 	if mirror && cfg.Capabilities == nil {
-		ep.Capabilities = CapPull | CapResolve
+		ep.Capabilities = capPull | capResolve
 	}
 	if cfg.Capabilities != nil {
 		ep.Capabilities = 0
 		for _, c := range cfg.Capabilities {
 			switch c {
 			case "pull":
-				ep.Capabilities |= CapPull
+				ep.Capabilities |= capPull
 			case "resolve":
-				ep.Capabilities |= CapResolve
+				ep.Capabilities |= capResolve
 			case "push":
-				ep.Capabilities |= CapPush
+				ep.Capabilities |= capPush
 			default:
-				return Endpoint{}, fmt.Errorf("unknown capability %q: %w", c, errdefs.ErrInvalidArgument)
+				return hostEndpoint{}, fmt.Errorf("unknown capability %q: %w", c, errdefs.ErrInvalidArgument)
 			}
 		}
 	}
@@ -392,32 +396,32 @@ func newEndpoint(namespace, rawURL string, cfg hostConfig, mirror bool, baseDir 
 			for _, s := range v {
 				str, ok := s.(string)
 				if !ok {
-					return Endpoint{}, fmt.Errorf("header %s: values must be strings: %w", k, errdefs.ErrInvalidArgument)
+					return hostEndpoint{}, fmt.Errorf("header %s: values must be strings: %w", k, errdefs.ErrInvalidArgument)
 				}
 				ep.Header.Add(k, str)
 			}
 		default:
-			return Endpoint{}, fmt.Errorf("header %s: value must be a string or a list of strings: %w", k, errdefs.ErrInvalidArgument)
+			return hostEndpoint{}, fmt.Errorf("header %s: value must be a string or a list of strings: %w", k, errdefs.ErrInvalidArgument)
 		}
 	}
 	if err := opts.TLS.Validate(); err != nil {
-		return Endpoint{}, err
+		return hostEndpoint{}, err
 	}
 	tlsConfig, err := tlsConfigFor(opts.TLS.over(opts.Config.under(cfg, u.Host)), baseDir)
 	if err != nil {
-		return Endpoint{}, err
+		return hostEndpoint{}, err
 	}
 	dial := opts.Timeout
 	if cfg.DialTimeout != "" {
 		d, err := time.ParseDuration(cfg.DialTimeout)
 		if err != nil || d <= 0 {
-			return Endpoint{}, fmt.Errorf("dial_timeout %q: %w", cfg.DialTimeout, errdefs.ErrInvalidArgument)
+			return hostEndpoint{}, fmt.Errorf("dial_timeout %q: %w", cfg.DialTimeout, errdefs.ErrInvalidArgument)
 		}
 		dial = d
 	}
 	d, err := cfg.deadlines()
 	if err != nil {
-		return Endpoint{}, err
+		return hostEndpoint{}, err
 	}
 	ep.Deadlines = opts.Deadlines.Or(d).withDefaults()
 	ep.Client = newHTTPClient(tlsConfig, dial, opts.Timeout, ep.Deadlines)

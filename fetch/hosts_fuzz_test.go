@@ -56,7 +56,7 @@ func FuzzLoadEndpoints(f *testing.F) {
 		if err := os.WriteFile(file, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		eps, err := LoadEndpoints(dir, host, HostsOptions{})
+		eps, err := loadEndpoints(dir, host, hostsOptions{})
 		var hf hostsFile
 		var de *toml.DecodeError
 		if uerr := toml.Unmarshal(data, &hf); errors.As(uerr, &de) {

@@ -37,7 +37,7 @@ func TestLoadEndpointsDefaults(t *testing.T) {
 		{"127.0.0.1:5000", "plain", "http://127.0.0.1:5000"},
 		{"127.0.0.1:5000", "", "https://127.0.0.1:5000"},
 	} {
-		eps, err := LoadEndpoints(dir, tc.host, HostsOptions{PlainHTTP: tc.plain != ""})
+		eps, err := loadEndpoints(dir, tc.host, hostsOptions{PlainHTTP: tc.plain != ""})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,7 +64,7 @@ capabilities = ["pull", "resolve", "push"]
   override_path = true
   skip_verify = true
 `)
-	eps, err := LoadEndpoints(dir, "reg.example:5000", HostsOptions{})
+	eps, err := loadEndpoints(dir, "reg.example:5000", hostsOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,14 +92,14 @@ func TestLoadEndpointsPortDirAndDefault(t *testing.T) {
 	dir := t.TempDir()
 	writeHostsToml(t, dir, "_default", `[host."https://all.example"]`+"\n")
 	writeHostsToml(t, dir, "reg.example_5000_", `server = "https://underscored.example"`+"\n")
-	eps, err := LoadEndpoints(dir, "reg.example:5000", HostsOptions{})
+	eps, err := loadEndpoints(dir, "reg.example:5000", hostsOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(eps) != 1 || eps[0].URL.Host != "underscored.example" {
 		t.Fatalf("host_port_ folder not used: %+v", eps)
 	}
-	eps, err = LoadEndpoints(dir, "other.example", HostsOptions{})
+	eps, err = loadEndpoints(dir, "other.example", hostsOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestLoadEndpointsPortDirAndDefault(t *testing.T) {
 func TestLoadEndpointsBadToml(t *testing.T) {
 	dir := t.TempDir()
 	f := writeHostsToml(t, dir, "reg.example", "server = \"https://reg.example\"\n\n[host.\"https://m.example\"\n  capabilities = [\"pull\"]\n")
-	_, err := LoadEndpoints(dir, "reg.example", HostsOptions{})
+	_, err := loadEndpoints(dir, "reg.example", hostsOptions{})
 	if !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("want ErrInvalidArgument, got %v", err)
 	}
@@ -120,13 +120,13 @@ func TestLoadEndpointsBadToml(t *testing.T) {
 	}
 
 	writeHostsToml(t, dir, "reg2.example", "[host.\"https://m.example\"]\n  capabilities = [\"fly\"]\n")
-	_, err = LoadEndpoints(dir, "reg2.example", HostsOptions{})
+	_, err = loadEndpoints(dir, "reg2.example", hostsOptions{})
 	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "fly") {
 		t.Fatalf("unknown capability: %v", err)
 	}
 
 	writeHostsToml(t, dir, "reg3.example", "ca = 7\n")
-	_, err = LoadEndpoints(dir, "reg3.example", HostsOptions{})
+	_, err = loadEndpoints(dir, "reg3.example", hostsOptions{})
 	if !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("ca = 7: %v", err)
 	}
@@ -135,7 +135,7 @@ func TestLoadEndpointsBadToml(t *testing.T) {
 func TestLoadEndpointsMissingCAFile(t *testing.T) {
 	dir := t.TempDir()
 	writeHostsToml(t, dir, "reg.example", "ca = \"nope.crt\"\n")
-	_, err := LoadEndpoints(dir, "reg.example", HostsOptions{})
+	_, err := loadEndpoints(dir, "reg.example", hostsOptions{})
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "reg.example", "nope.crt")) {
 		t.Fatalf("want an error naming the CA file resolved against the hosts.toml folder, got %v", err)
 	}
@@ -157,7 +157,7 @@ func TestEndpointTransportRewrites(t *testing.T) {
   [host."`+srv.URL+`/mirror/root".header]
     x-custom = "yes"
 `)
-	eps, err := LoadEndpoints(dir, "reg.example", HostsOptions{})
+	eps, err := loadEndpoints(dir, "reg.example", hostsOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,8 +195,8 @@ func TestParseReference(t *testing.T) {
 }
 
 // getServerV2 asks the namespace's server endpoint for /v2/.
-func getServerV2(dir, host string, opts HostsOptions) error {
-	eps, err := LoadEndpoints(dir, host, opts)
+func getServerV2(dir, host string, opts hostsOptions) error {
+	eps, err := loadEndpoints(dir, host, opts)
 	if err != nil {
 		return err
 	}
@@ -222,25 +222,25 @@ func TestLoadEndpointsTLSOptionsWin(t *testing.T) {
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	get := func(opts HostsOptions, dir string) error { return getServerV2(dir, host, opts) }
+	get := func(opts hostsOptions, dir string) error { return getServerV2(dir, host, opts) }
 	empty := t.TempDir()
-	if err := get(HostsOptions{}, empty); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if err := get(hostsOptions{}, empty); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("untrusted server: err = %v, want a certificate error", err)
 	}
 	dir := t.TempDir()
 	writeHostsToml(t, dir, host, "ca = \"nope.crt\"\nskip_verify = false\n")
 	for _, d := range []string{empty, dir} {
-		if err := get(HostsOptions{TLS: TLSOptions{SkipVerify: true}}, d); err != nil {
+		if err := get(hostsOptions{TLS: TLSOptions{SkipVerify: true}}, d); err != nil {
 			t.Fatalf("skip-verify: %v", err)
 		}
 	}
-	if err := get(HostsOptions{TLS: TLSOptions{CAFile: ca}}, dir); err != nil {
+	if err := get(hostsOptions{TLS: TLSOptions{CAFile: ca}}, dir); err != nil {
 		t.Fatalf("--tlscacert over hosts.toml's ca: %v", err)
 	}
-	if err := get(HostsOptions{TLS: TLSOptions{CAFile: "ca.pem"}}, empty); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "absolute") {
+	if err := get(hostsOptions{TLS: TLSOptions{CAFile: "ca.pem"}}, empty); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "absolute") {
 		t.Fatalf("relative CA path: err = %v, want ErrInvalidArgument naming it", err)
 	}
-	if err := get(HostsOptions{TLS: TLSOptions{KeyFile: ca}}, empty); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := get(hostsOptions{TLS: TLSOptions{KeyFile: ca}}, empty); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("key without certificate: err = %v, want ErrInvalidArgument", err)
 	}
 }

@@ -72,7 +72,7 @@ func (f *op) fetchBlobByRef(ctx context.Context, ref string) (ocispec.Descriptor
 		}
 		if err == nil {
 			desc.MediaType = "application/octet-stream"
-			one := source{Source: src.Source, eps: []Endpoint{ep}}
+			one := source{Source: src.Source, eps: []hostEndpoint{ep}}
 			if _, err = f.fetchBlob(ctx, one, desc); err == nil {
 				err = f.recordBlob(ctx, one, desc)
 			}

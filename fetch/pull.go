@@ -101,7 +101,7 @@ func (f *op) downloadManifest(ctx context.Context, src source, desc ocispec.Desc
 
 // readManifest reads a manifest's bytes (at most one over the size limit)
 // from ep, within the manifest deadline.
-func (f *op) readManifest(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) (data []byte, _ ocispec.Descriptor, err error) {
+func (f *op) readManifest(ctx context.Context, ep hostEndpoint, repo string, desc ocispec.Descriptor) (data []byte, _ ocispec.Descriptor, err error) {
 	ctx, cancel := withManifestDeadline(ctx, ep.Deadlines)
 	defer cancel()
 	defer func() { err = manifestDeadlineErr(ctx, err) }()
@@ -124,7 +124,7 @@ func (f *op) readManifest(ctx context.Context, ep Endpoint, repo string, desc oc
 	return data, desc, err
 }
 
-func (f *op) downloadManifestFrom(ctx context.Context, ep Endpoint, repo string, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
+func (f *op) downloadManifestFrom(ctx context.Context, ep hostEndpoint, repo string, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
 	data, desc, err := f.readManifest(ctx, ep, repo, desc)
 	if err != nil {
 		return nil, desc, err

@@ -46,7 +46,7 @@ func (f *op) push(ctx context.Context, localName string, root ocispec.Descriptor
 	if pr.Digest != "" && pr.Digest != target.Digest {
 		return fmt.Errorf("push %s: image %s is %s, not the digest named: %w", pr.Name, localName, target.Digest, errdefs.ErrInvalidArgument)
 	}
-	eps, err := f.resolver.endpointsWith(pr.Host, CapPush)
+	eps, err := f.resolver.endpointsWith(pr.Host, capPush)
 	if err != nil {
 		return err
 	}

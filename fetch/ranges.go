@@ -49,7 +49,7 @@ func (f *op) readBlobRange(ctx context.Context, dgst digest.Digest, off, n int64
 	return nil, fmt.Errorf("blob %s bytes %d-%d: %w", dgst, off, off+n-1, joinErrors(errs))
 }
 
-func (f *op) readRange(ctx context.Context, ep Endpoint, repo string, dgst digest.Digest, off, n int64) ([]byte, error) {
+func (f *op) readRange(ctx context.Context, ep hostEndpoint, repo string, dgst digest.Digest, off, n int64) ([]byte, error) {
 	body, start, err := f.getBlob(ctx, ep, repo, dgst, off, off+n-1)
 	if err != nil {
 		return nil, err

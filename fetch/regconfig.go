@@ -31,6 +31,11 @@ type RegistryConfig struct {
 	Mirrors map[string][]string `json:"mirrors,omitempty"`
 	// Hosts are configs."host": credentials and TLS by registry host.
 	Hosts map[string]HostAuthTLS `json:"hosts,omitempty"`
+	// Caller marks the whole registry configuration of a command that
+	// another process (the daemon) runs for it (see CallerConfig): that
+	// process then reads neither docker's config.json nor a default hosts
+	// directory of its own.
+	Caller bool `json:"caller,omitempty"`
 }
 
 // HostAuthTLS is one configs."host" table.
@@ -220,6 +225,9 @@ func (c *RegistryConfig) mirrors(namespace, server string) []string {
 
 // configCredential is docker's credentials behind the config's own.
 func configCredential(c *RegistryConfig, next auth.CredentialFunc) auth.CredentialFunc {
+	if c != nil && c.Caller {
+		next = func(context.Context, string) (auth.Credential, error) { return auth.EmptyCredential, nil }
+	}
 	if c == nil || len(c.Hosts) == 0 {
 		return next
 	}
@@ -229,38 +237,4 @@ func configCredential(c *RegistryConfig, next auth.CredentialFunc) auth.Credenti
 		}
 		return next(ctx, hostport)
 	}
-}
-
-// WithCallerCredentials returns cfg with the docker credentials (config.json
-// of $DOCKER_CONFIG or ~/.docker, and its helpers) of the process calling it
-// for the registry host of ref, unless cfg already has some for that host.
-// A command run by a daemon sends them with the request, so that the daemon
-// logs in as the caller, never with its own environment.
-func WithCallerCredentials(ctx context.Context, cfg *RegistryConfig, ref string) *RegistryConfig {
-	pr, err := ParseReference(ref)
-	if err != nil {
-		return cfg
-	}
-	if _, ok := cfg.credential(pr.Host); ok {
-		return cfg
-	}
-	hostport := pr.Host
-	if hostport == "docker.io" {
-		hostport = "registry-1.docker.io"
-	}
-	cred, err := dockerCredential()(ctx, hostport)
-	if err != nil || cred == auth.EmptyCredential {
-		return cfg
-	}
-	out := &RegistryConfig{Hosts: map[string]HostAuthTLS{}}
-	if cfg != nil {
-		out.ConfigPath, out.Mirrors = cfg.ConfigPath, cfg.Mirrors
-		for k, v := range cfg.Hosts {
-			out.Hosts[k] = v
-		}
-	}
-	h := out.Hosts[pr.Host]
-	h.Username, h.Password, h.IdentityToken = cred.Username, cred.Password, cred.RefreshToken
-	out.Hosts[pr.Host] = h
-	return out
 }

@@ -65,7 +65,7 @@ func TestLoadRegistryConfig(t *testing.T) {
 	}
 
 	// Mirrors come before the server, which is not listed twice.
-	eps, err := LoadEndpoints(t.TempDir(), "reg.example", HostsOptions{Config: cfg})
+	eps, err := loadEndpoints(t.TempDir(), "reg.example", hostsOptions{Config: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestLoadRegistryConfig(t *testing.T) {
 	// A hosts.toml for the namespace wins: its mirrors, its CA.
 	dir := t.TempDir()
 	writeHostsToml(t, dir, "reg.example", "[host.\"https://other-mirror.example\"]\n")
-	eps, err = LoadEndpoints(dir, "reg.example", HostsOptions{Config: cfg})
+	eps, err = loadEndpoints(dir, "reg.example", hostsOptions{Config: cfg})
 	if err != nil || len(eps) != 2 || eps[0].URL.Host != "other-mirror.example" {
 		t.Fatalf("hosts.toml over config mirrors: %+v %v", eps, err)
 	}
@@ -108,12 +108,12 @@ func TestRegistryConfigTLS(t *testing.T) {
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "https://")
 	cfg := &RegistryConfig{Hosts: map[string]HostAuthTLS{host: {SkipVerify: true}}}
-	if err := getServerV2(t.TempDir(), host, HostsOptions{Config: cfg}); err != nil {
+	if err := getServerV2(t.TempDir(), host, hostsOptions{Config: cfg}); err != nil {
 		t.Fatalf("insecure_skip_verify from config.toml: %v", err)
 	}
 	dir := t.TempDir()
 	writeHostsToml(t, dir, host, "skip_verify = false\n")
-	if err := getServerV2(dir, host, HostsOptions{Config: cfg}); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if err := getServerV2(dir, host, hostsOptions{Config: cfg}); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("hosts.toml's skip_verify = false should win: err = %v", err)
 	}
 }

@@ -30,7 +30,7 @@ func (t loggedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // wrapRequestLog installs loggedTransport on the endpoint's client.
-func wrapRequestLog(ep *Endpoint) {
+func wrapRequestLog(ep *hostEndpoint) {
 	c := *ep.Client
 	c.Transport = loggedTransport{base: c.Transport}
 	ep.Client = &c

@@ -60,8 +60,8 @@ func ParseReference(ref string) (Reference, error) {
 	return r, nil
 }
 
-// RegistryOptions say how to reach registries.
-type RegistryOptions struct {
+// registryOptions say how to reach registries.
+type registryOptions struct {
 	HostsDir  string
 	PlainHTTP bool
 	// Username and Password, when set, are used for every registry instead
@@ -79,24 +79,24 @@ type RegistryOptions struct {
 	Config *RegistryConfig
 }
 
-// Resolver turns references into descriptors and hands out oras
+// registryResolver turns references into descriptors and hands out oras
 // repositories for a namespace's endpoints.
-type Resolver struct {
-	opts       RegistryOptions
+type registryResolver struct {
+	opts       registryOptions
 	credential auth.CredentialFunc
 	cache      auth.Cache
 
 	mu        sync.Mutex
-	endpoints map[string][]Endpoint
+	endpoints map[string][]hostEndpoint
 }
 
-// NewResolver reads no files yet: hosts.toml is read on first use of a
+// newResolver reads no files yet: hosts.toml is read on first use of a
 // host, and docker's config.json when a registry asks for credentials.
-func NewResolver(opts RegistryOptions) (*Resolver, error) {
+func newResolver(opts registryOptions) (*registryResolver, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = defaultTimeout
 	}
-	r := &Resolver{opts: opts, cache: auth.NewCache(), endpoints: map[string][]Endpoint{}}
+	r := &registryResolver{opts: opts, cache: auth.NewCache(), endpoints: map[string][]hostEndpoint{}}
 	if opts.Username != "" || opts.Password != "" {
 		cred := auth.Credential{Username: opts.Username, Password: opts.Password}
 		r.credential = func(context.Context, string) (auth.Credential, error) { return cred, nil }
@@ -120,13 +120,13 @@ func dockerCredential() auth.CredentialFunc {
 }
 
 // Endpoints returns the namespace's endpoints in the order to try them.
-func (r *Resolver) Endpoints(host string) ([]Endpoint, error) {
+func (r *registryResolver) Endpoints(host string) ([]hostEndpoint, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if eps, ok := r.endpoints[host]; ok {
 		return eps, nil
 	}
-	eps, err := LoadEndpoints(r.opts.HostsDir, host, HostsOptions{PlainHTTP: r.opts.PlainHTTP, Timeout: r.opts.Timeout, Deadlines: r.opts.Deadlines, TLS: r.opts.TLS, Config: r.opts.Config})
+	eps, err := loadEndpoints(r.opts.HostsDir, host, hostsOptions{PlainHTTP: r.opts.PlainHTTP, Timeout: r.opts.Timeout, Deadlines: r.opts.Deadlines, TLS: r.opts.TLS, Config: r.opts.Config})
 	if err != nil {
 		return nil, err
 	}
@@ -135,12 +135,12 @@ func (r *Resolver) Endpoints(host string) ([]Endpoint, error) {
 }
 
 // endpointsWith filters the namespace's endpoints by capability.
-func (r *Resolver) endpointsWith(host string, c Capabilities) ([]Endpoint, error) {
+func (r *registryResolver) endpointsWith(host string, c capabilitySet) ([]hostEndpoint, error) {
 	eps, err := r.Endpoints(host)
 	if err != nil {
 		return nil, err
 	}
-	var out []Endpoint
+	var out []hostEndpoint
 	for _, ep := range eps {
 		if ep.Capabilities.Has(c) {
 			out = append(out, ep)
@@ -156,7 +156,7 @@ func (r *Resolver) endpointsWith(host string, c Capabilities) ([]Endpoint, error
 // credentials. Credentials never travel in clear text to another host:
 // a token realm over plain HTTP elsewhere than the registry's own
 // host:port fails the request (see credentialGuard).
-func (r *Resolver) AuthClient(ep Endpoint) *auth.Client {
+func (r *registryResolver) AuthClient(ep hostEndpoint) *auth.Client {
 	return &auth.Client{
 		Client:     guardCredentials(ep.Client, ep.URL.Host),
 		Header:     nil,
@@ -168,7 +168,7 @@ func (r *Resolver) AuthClient(ep Endpoint) *auth.Client {
 }
 
 // Repository returns an oras repository for repo on the endpoint.
-func (r *Resolver) Repository(ep Endpoint, repo string) *remote.Repository {
+func (r *registryResolver) Repository(ep hostEndpoint, repo string) *remote.Repository {
 	return &remote.Repository{
 		Client:             r.AuthClient(ep),
 		Reference:          registry.Reference{Registry: ep.URL.Host, Repository: repo},
@@ -180,7 +180,7 @@ func (r *Resolver) Repository(ep Endpoint, repo string) *remote.Repository {
 // Resolve normalises ref and asks the endpoints with the resolve
 // capability, in order, for its descriptor. A mirror's failure falls back
 // to the next endpoint; the server's "manifest unknown" is final.
-func (r *Resolver) Resolve(ctx context.Context, ref string) (string, ocispec.Descriptor, error) {
+func (r *registryResolver) Resolve(ctx context.Context, ref string) (string, ocispec.Descriptor, error) {
 	pr, err := ParseReference(ref)
 	if err != nil {
 		return "", ocispec.Descriptor{}, err
@@ -192,8 +192,8 @@ func (r *Resolver) Resolve(ctx context.Context, ref string) (string, ocispec.Des
 	return pr.Name, desc, nil
 }
 
-func (r *Resolver) resolve(ctx context.Context, pr Reference) (ocispec.Descriptor, error) {
-	eps, err := r.endpointsWith(pr.Host, CapResolve)
+func (r *registryResolver) resolve(ctx context.Context, pr Reference) (ocispec.Descriptor, error) {
+	eps, err := r.endpointsWith(pr.Host, capResolve)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}

@@ -15,7 +15,7 @@ func TestResolve(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	img := buildImage(t, "resolve", 1, linuxAMD64, false)
 	pushImage(t, reg, "lib/r", "1", img)
-	r, err := NewResolver(RegistryOptions{HostsDir: t.TempDir(), PlainHTTP: true, Timeout: 2 * time.Second})
+	r, err := newResolver(registryOptions{HostsDir: t.TempDir(), PlainHTTP: true, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,8 +46,8 @@ func TestResolveTLSAuthMirror(t *testing.T) {
 	ctx := context.Background()
 	hosts := t.TempDir()
 	writeHostsToml(t, hosts, reg.Host, "ca = \""+reg.CACertPath+"\"\n")
-	resolve := func(opts RegistryOptions) error {
-		r, err := NewResolver(opts)
+	resolve := func(opts registryOptions) error {
+		r, err := newResolver(opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,22 +57,22 @@ func TestResolveTLSAuthMirror(t *testing.T) {
 		}
 		return err
 	}
-	if err := resolve(RegistryOptions{HostsDir: hosts, Username: reg.Username, Password: reg.Password}); err != nil {
+	if err := resolve(registryOptions{HostsDir: hosts, Username: reg.Username, Password: reg.Password}); err != nil {
 		t.Fatal(err)
 	}
-	if err := resolve(RegistryOptions{HostsDir: t.TempDir(), Username: reg.Username, Password: reg.Password}); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+	if err := resolve(registryOptions{HostsDir: t.TempDir(), Username: reg.Username, Password: reg.Password}); err == nil || !strings.Contains(err.Error(), "unknown authority") {
 		t.Fatalf("no CA: %v", err)
 	}
-	if err := resolve(RegistryOptions{HostsDir: hosts, Username: reg.Username, Password: "nope"}); !errors.Is(err, errdefs.ErrUnauthorized) {
+	if err := resolve(registryOptions{HostsDir: hosts, Username: reg.Username, Password: "nope"}); !errors.Is(err, errdefs.ErrUnauthorized) {
 		t.Fatalf("wrong password: %v", err)
 	}
 	writeDockerConfig(t, reg.Host, reg.Username, reg.Password)
-	if err := resolve(RegistryOptions{HostsDir: hosts}); err != nil {
+	if err := resolve(registryOptions{HostsDir: hosts}); err != nil {
 		t.Fatalf("docker config.json: %v", err)
 	}
 	// A dead mirror first: the server answers.
 	writeHostsToml(t, hosts, reg.Host, "ca = \""+reg.CACertPath+"\"\n[host.\"http://127.0.0.1:1\"]\n")
-	if err := resolve(RegistryOptions{HostsDir: hosts}); err != nil {
+	if err := resolve(registryOptions{HostsDir: hosts}); err != nil {
 		t.Fatalf("fallback past a dead mirror: %v", err)
 	}
 }

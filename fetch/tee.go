@@ -21,9 +21,9 @@ type TeeWriter interface {
 	CloseWithError(err error) error
 }
 
-// ErrTeeStopped ends a tee whose download restarted, failed or was cancelled:
+// errTeeStopped ends a tee whose download restarted, failed or was cancelled:
 // what the reader got so far is not the whole blob.
-var ErrTeeStopped = errors.New("blob copy stopped before the blob was complete")
+var errTeeStopped = errors.New("blob copy stopped before the blob was complete")
 
 // onceTee closes its TeeWriter once, so that fetchBlob can end a copy that
 // no download of this call fed (the blob was present, or another
@@ -63,7 +63,7 @@ func startTee(ctx context.Context, desc ocispec.Descriptor) *teeCopy {
 		return nil
 	}
 	unwatch := context.AfterFunc(ctx, func() {
-		_ = w.CloseWithError(fmt.Errorf("%w: %w", context.Cause(ctx), ErrTeeStopped))
+		_ = w.CloseWithError(fmt.Errorf("%w: %w", context.Cause(ctx), errTeeStopped))
 	})
 	return &teeCopy{w: w, size: desc.Size, unwatch: unwatch}
 }
@@ -71,7 +71,7 @@ func startTee(ctx context.Context, desc ocispec.Descriptor) *teeCopy {
 // at is told the offset a download continues from.
 func (t *teeCopy) at(off int64) {
 	if t != nil && !t.stopped && off != t.pos {
-		t.stop(fmt.Errorf("download went on at byte %d, the copy was at %d: %w", off, t.pos, ErrTeeStopped))
+		t.stop(fmt.Errorf("download went on at byte %d, the copy was at %d: %w", off, t.pos, errTeeStopped))
 	}
 }
 
@@ -100,7 +100,7 @@ func (t *teeCopy) finish(err error) {
 		t.unwatch()
 	}
 	if err != nil {
-		t.stop(fmt.Errorf("%v: %w", err, ErrTeeStopped))
+		t.stop(fmt.Errorf("%v: %w", err, errTeeStopped))
 		return
 	}
 	if t == nil || t.stopped {
@@ -108,7 +108,7 @@ func (t *teeCopy) finish(err error) {
 	}
 	if t.pos != t.size {
 		// Committed without all of it passing here (another writer had it).
-		t.stop(fmt.Errorf("copy has %d of %d bytes: %w", t.pos, t.size, ErrTeeStopped))
+		t.stop(fmt.Errorf("copy has %d of %d bytes: %w", t.pos, t.size, errTeeStopped))
 		return
 	}
 	t.stopped = true

@@ -106,7 +106,7 @@ func TestPullHandlersAndTee(t *testing.T) {
 	}
 
 	// A second pull has everything: nothing is downloaded, and every copy
-	// offered ends at once with ErrTeeStopped and no bytes.
+	// offered ends at once with errTeeStopped and no bytes.
 	tc2 := newTeeCollector()
 	if err := f.pullWith(context.Background(), reg.Ref("tee/app", "1"), tc2.tee, nil); err != nil {
 		t.Fatal(err)
@@ -116,15 +116,15 @@ func TestPullHandlersAndTee(t *testing.T) {
 		t.Fatalf("%d copies offered, want %d", len(tc2.got), 1+len(img.Layers))
 	}
 	for d, b := range tc2.got {
-		if len(b) != 0 || !errors.Is(tc2.errs[d], ErrTeeStopped) {
-			t.Errorf("copy of local blob %s: %d bytes, err %v; want none and ErrTeeStopped", d, len(b), tc2.errs[d])
+		if len(b) != 0 || !errors.Is(tc2.errs[d], errTeeStopped) {
+			t.Errorf("copy of local blob %s: %d bytes, err %v; want none and errTeeStopped", d, len(b), tc2.errs[d])
 		}
 	}
 }
 
 // TestTeeAcrossResume: a download cut in the middle resumes with Range and
 // the copy goes on seamlessly; a registry that ignores Range makes the
-// download start over, which stops the copy with ErrTeeStopped. A reader
+// download start over, which stops the copy with errTeeStopped. A reader
 // that goes away never fails the download.
 func TestTeeAcrossResume(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
@@ -142,7 +142,7 @@ func TestTeeAcrossResume(t *testing.T) {
 		name        string
 		ignoreRange bool
 		wantErr     error
-	}{{"range", false, nil}, {"no-range", true, ErrTeeStopped}} {
+	}{{"range", false, nil}, {"no-range", true, errTeeStopped}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var mu sync.Mutex
 			cuts := 0
@@ -337,8 +337,8 @@ func TestCancelledPullFreesBlockedTee(t *testing.T) {
 		t.Fatal("no blob was offered to the tee")
 	}
 	for _, pr := range pipes {
-		if _, err := pr.Read(make([]byte, 1)); !errors.Is(err, ErrTeeStopped) || !errors.Is(err, context.Canceled) {
-			t.Errorf("tee reader after the cancel: %v, want ErrTeeStopped and the cause", err)
+		if _, err := pr.Read(make([]byte, 1)); !errors.Is(err, errTeeStopped) || !errors.Is(err, context.Canceled) {
+			t.Errorf("tee reader after the cancel: %v, want errTeeStopped and the cause", err)
 		}
 	}
 }

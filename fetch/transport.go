@@ -114,7 +114,7 @@ func (t *endpointTransport) RoundTrip(req *http.Request) (*http.Response, error)
 }
 
 // wrapEndpointTransport installs the endpoint's rewriting on its client.
-func wrapEndpointTransport(ep *Endpoint) {
+func wrapEndpointTransport(ep *hostEndpoint) {
 	ns := ""
 	if ep.Mirror {
 		ns = ep.Namespace

@@ -44,11 +44,12 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	return e, 0
 }
 
+// Seekdir goes on from off. The kernel opens no directories (see
+// rawFS.OpenDir), so each READDIR of a listing gets a fresh handle over the
+// view of that moment: an offset past a listing that shrank since the last
+// page is its end, not an error.
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	if off > uint64(len(d.ents)) {
-		return syscall.EINVAL
-	}
-	d.pos = int(off)
+	d.pos = int(min(off, uint64(len(d.ents))))
 	return 0
 }
 

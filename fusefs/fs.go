@@ -54,6 +54,9 @@ type FS struct {
 	server atomic.Pointer[fuse.Server]
 	raw    atomic.Pointer[rawFS] // the request layer, once mounted
 	root   *rootDir
+	// withOpendir keeps the OPENDIR and RELEASEDIR round trips (see
+	// rawFS.OpenDir): only for measuring what they cost.
+	withOpendir bool
 
 	treesMu    sync.Mutex
 	trees      map[string]*rtree     // rootfs id -> tree, built on first use
@@ -67,6 +70,7 @@ type FS struct {
 	passMode atomic.Int32 // passUnknown, passActive, passOff
 
 	xattrCalls atomic.Int64 // getxattr/listxattr requests served (for measurements)
+	dirOpens   atomic.Int64 // opendir/releasedir requests received (for measurements)
 }
 
 const (

@@ -218,10 +218,19 @@ type mounted struct {
 // whether it passed or not.
 func mount(t testing.TB, src Source) *mounted {
 	t.Helper()
+	return mountWith(t, src, nil)
+}
+
+// mountWith is mount with a hook that adjusts the filesystem first.
+func mountWith(t testing.TB, src Source, adjust func(*FS)) *mounted {
+	t.Helper()
 	requireFuse(t)
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	fsys := New(src, Options{Logger: logger})
+	if adjust != nil {
+		adjust(fsys)
+	}
 	dir := t.TempDir()
 	srv, err := Mount(context.Background(), dir, fsys, MountOptions{FsName: "/var/lib/casfs-test", AllowOther: true})
 	if err != nil {

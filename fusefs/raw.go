@@ -298,10 +298,20 @@ func (r *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte)
 	return uint32(size), fuse.OK
 }
 
-// OpenDir needs no handle: listings are served by offset from the tree.
+// OpenDir answers ENOSYS when the kernel can do without opendir
+// (FUSE_NO_OPENDIR_SUPPORT): from then on it opens no directory of this
+// mount through the daemon and sends no RELEASEDIR, keeping every listing
+// in its page cache as if FOPEN_CACHE_DIR|FOPEN_KEEP_CACHE (dirFlags) had
+// been returned. A warm walk then costs the daemon nothing at all: those
+// two round trips per directory were all it asked. Listings are served by
+// offset (readDir, readBlobDir, bridgeReadDir), so no handle is needed.
 func (r *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	r.f.dirOpens.Add(1)
 	if isBlobNode(in.NodeId) {
 		return fuse.ENOTDIR
+	}
+	if r.noOpendir() {
+		return fuse.ENOSYS
 	}
 	if alg, ok := r.algDir(in.NodeId); ok {
 		return r.openBlobDir(ctxOf(cancel, &in.InHeader), alg, out)
@@ -321,7 +331,21 @@ func (r *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenO
 	return fuse.OK
 }
 
+// noOpendir reports whether the kernel offered to do without OPENDIR.
+func (r *rawFS) noOpendir() bool {
+	if r.f.withOpendir {
+		return false
+	}
+	srv := r.f.server.Load()
+	if srv == nil {
+		return false
+	}
+	ks := srv.KernelSettings()
+	return ks != nil && ks.Flags64()&fuse.CAP_NO_OPENDIR_SUPPORT != 0
+}
+
 func (r *rawFS) ReleaseDir(in *fuse.ReleaseIn) {
+	r.f.dirOpens.Add(1)
 	if _, ok := r.algDir(in.NodeId); ok {
 		r.releaseBlobDir(in.Fh)
 		return
@@ -346,36 +370,54 @@ func (r *rawFS) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEn
 	if isBlobNode(in.NodeId) {
 		return fuse.ENOTDIR
 	}
-	if _, ok := r.algDir(in.NodeId); ok {
-		return r.readBlobDir(ctxOf(cancel, &in.InHeader), in, out, plus)
+	if alg, ok := r.algDir(in.NodeId); ok {
+		return r.readBlobDir(ctxOf(cancel, &in.InHeader), alg, in, out, plus)
 	}
 	rt, dir, ok := r.node(in.NodeId)
 	if !ok {
-		if plus {
-			return r.RawFileSystem.ReadDirPlus(cancel, in, out)
-		}
-		return r.RawFileSystem.ReadDir(cancel, in, out)
+		return r.bridgeReadDir(cancel, in, out, plus)
 	}
 	if rt == nil {
 		return fuse.ENOENT
 	}
 	t := rt.t
-	fillListing(out, in.Offset, t.NumEntries(dir), plus, func(k int) fuse.DirEntry {
+	n := t.NumEntries(dir)
+	fillListing(out, int(min(in.Offset, uint64(n))), n, plus, func(k int) fuse.DirEntry {
 		e := t.Entry(dir, k)
-		return fuse.DirEntry{Name: e.Name, Mode: t.Mode(e.Ino), Ino: rt.base | uint64(e.Ino)}
+		return fuse.DirEntry{Name: e.Name, Mode: t.Mode(e.Ino), Ino: rt.base | uint64(e.Ino), Off: uint64(k + 1)}
 	}, func(k int, eo *fuse.EntryOut) {
 		r.entry(rt, t.Entry(dir, k).Ino, eo)
 	})
 	return fuse.OK
 }
 
-// fillListing adds the entries from index off of a listing of n names to
+// bridgeReadDir lists a directory of the bridge. Without OPENDIR (see
+// OpenDir) the kernel sends no handle: the listing is then opened for this
+// one request and read from in.Offset (the bridge's listings seek).
+func (r *rawFS) bridgeReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
+	read := r.RawFileSystem.ReadDir
+	if plus {
+		read = r.RawFileSystem.ReadDirPlus
+	}
+	if in.Fh != 0 {
+		return read(cancel, in, out)
+	}
+	var opened fuse.OpenOut
+	if st := r.RawFileSystem.OpenDir(cancel, &fuse.OpenIn{InHeader: in.InHeader, Flags: unix.O_RDONLY | unix.O_DIRECTORY}, &opened); st != fuse.OK {
+		return st
+	}
+	defer r.RawFileSystem.ReleaseDir(&fuse.ReleaseIn{InHeader: in.InHeader, Fh: opened.Fh})
+	at := *in
+	at.Fh = opened.Fh
+	return read(cancel, &at, out)
+}
+
+// fillListing adds the entries from index from of a listing of n names to
 // out, each with its lookup reply for READDIRPLUS, until out is full. An
-// entry's offset is the index of the next one.
-func fillListing(out *fuse.DirEntryList, off uint64, n int, plus bool, entry func(k int) fuse.DirEntry, lookup func(k int, eo *fuse.EntryOut)) {
-	for k := int(min(off, uint64(n))); k < n; k++ {
+// entry's Off (set by entry) is where the listing goes on after it.
+func fillListing(out *fuse.DirEntryList, from, n int, plus bool, entry func(k int) fuse.DirEntry, lookup func(k int, eo *fuse.EntryOut)) {
+	for k := from; k < n; k++ {
 		de := entry(k)
-		de.Off = uint64(k + 1)
 		if !plus {
 			if !out.AddDirEntry(de) {
 				return

@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"math"
 	"sort"
 	"syscall"
 
@@ -172,30 +173,64 @@ func (r *rawFS) openBlobDir(ctx context.Context, alg string, out *fuse.OpenOut) 
 }
 
 // readBlobDir lists blobs/<alg>/ from in.Offset, with attributes for
-// READDIRPLUS.
-func (r *rawFS) readBlobDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
-	r.mu.Lock()
-	l := r.dirs[in.Fh]
-	r.mu.Unlock()
-	if l == nil {
-		return fuse.EBADF
-	}
+// READDIRPLUS: the names of the listing opened (in.Fh) or, when the kernel
+// opens no directories, of the current view. Either way an entry's offset
+// is the position of the next name in hex order (nameOffset), so a
+// listing read across a refresh that adds or removes blobs neither repeats
+// nor skips the names both views hold.
+func (r *rawFS) readBlobDir(ctx context.Context, alg string, in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
 	v, errno := r.f.view(ctx)
 	if errno != 0 {
 		return fuse.Status(errno)
 	}
-	blobs := v.blobs[l.alg]
-	dgst := func(k int) digest.Digest { return digest.NewDigestFromEncoded(digest.Algorithm(l.alg), l.names[k]) }
-	fillListing(out, in.Offset, len(l.names), plus, func(k int) fuse.DirEntry {
-		return fuse.DirEntry{Name: l.names[k], Mode: syscall.S_IFREG, Ino: blobIno(dgst(k))}
+	var names []string
+	if in.Fh != 0 {
+		r.mu.Lock()
+		l := r.dirs[in.Fh]
+		r.mu.Unlock()
+		if l == nil {
+			return fuse.EBADF
+		}
+		names = l.names
+	} else {
+		names = v.blobNames(alg)
+	}
+	blobs := v.blobs[alg]
+	dgst := func(k int) digest.Digest { return digest.NewDigestFromEncoded(digest.Algorithm(alg), names[k]) }
+	from := sort.Search(len(names), func(k int) bool { return nameOffset(names[k]) >= in.Offset })
+	fillListing(out, from, len(names), plus, func(k int) fuse.DirEntry {
+		off := uint64(math.MaxUint64) // the end
+		if k+1 < len(names) {
+			off = nameOffset(names[k+1])
+		}
+		return fuse.DirEntry{Name: names[k], Mode: syscall.S_IFREG, Ino: blobIno(dgst(k)), Off: off}
 	}, func(k int, eo *fuse.EntryOut) {
 		// A blob gone since the listing was opened keeps node id 0: the
 		// kernel skips it and looks the name up if someone asks.
-		if meta, ok := blobs[l.names[k]]; ok {
+		if meta, ok := blobs[names[k]]; ok {
 			r.blobEntry(dgst(k), meta, eo)
 		}
 	})
 	return fuse.OK
+}
+
+// nameOffset is the directory offset that resumes a blob listing at name:
+// its first 15 hex digits plus one (0 is the start, MaxUint64 the end), so
+// it grows with the names' order. Names sharing 15 digits resume at the
+// first of them, which may list one twice; a non-hex digit counts as 0.
+func nameOffset(name string) uint64 {
+	var o uint64
+	for i := 0; i < 15; i++ {
+		o <<= 4
+		if i < len(name) {
+			if c := name[i]; c >= '0' && c <= '9' {
+				o |= uint64(c - '0')
+			} else if c >= 'a' && c <= 'f' {
+				o |= uint64(c-'a') + 10
+			}
+		}
+	}
+	return o + 1
 }
 
 func (r *rawFS) releaseBlobDir(fh uint64) {

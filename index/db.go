@@ -76,7 +76,7 @@ func openBadger(dir string, readOnly bool) (*badger.DB, error) {
 	bdb, err := badger.Open(badgerOptions(dir).WithReadOnly(readOnly))
 	if err != nil {
 		if isLockError(err) {
-			return nil, inUseError(dir)
+			return nil, inUseError{dir: dir, pid: LockHolder(dir)}
 		}
 		if readOnly {
 			return nil, fmt.Errorf("open index %s read-only: %w (%w)", dir, err, diskspace.CheckMeta(dir))
@@ -130,12 +130,20 @@ func badgerOptions(dir string) badger.Options {
 		WithNumGoroutines(2)
 }
 
-// inUseError is the whole message the command line shows when the store
-// is held elsewhere; it is errdefs.ErrInUse without repeating its text.
-type inUseError string
+// inUseError is the whole message when the store is held elsewhere; it is
+// errdefs.ErrInUse without repeating its text. It names the holder when the
+// kernel does, and claims no more: whether that process serves a socket is
+// for the caller to find out.
+type inUseError struct {
+	dir string
+	pid int // 0: unknown
+}
 
-func (dir inUseError) Error() string {
-	return "store " + string(dir) + " is in use by another casfs process (stop it, or use its socket)"
+func (e inUseError) Error() string {
+	if e.pid > 0 {
+		return fmt.Sprintf("store %s is locked by process %d", e.dir, e.pid)
+	}
+	return "store " + e.dir + " is locked by another process"
 }
 
 func (inUseError) Unwrap() error { return errdefs.ErrInUse }

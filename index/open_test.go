@@ -73,7 +73,7 @@ func TestInUseSameProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Open(dir)
-	checkInUse(t, dir, err)
+	checkInUse(t, dir, os.Getpid(), err)
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestInUseOtherProcess(t *testing.T) {
 	dir := t.TempDir()
 	cmd, stdin := startHolder(t, dir)
 	_, err := Open(dir)
-	checkInUse(t, dir, err)
+	checkInUse(t, dir, cmd.Process.Pid, err)
 
 	stdin.Close()
 	if err := cmd.Wait(); err != nil {
@@ -136,13 +136,14 @@ func startHolder(t *testing.T, dir string, env ...string) (*exec.Cmd, io.WriteCl
 	return cmd, stdin
 }
 
-func checkInUse(t *testing.T, dir string, err error) {
+// checkInUse wants the in-use error naming the process that holds dir.
+func checkInUse(t *testing.T, dir string, pid int, err error) {
 	t.Helper()
 	if !errors.Is(err, errdefs.ErrInUse) {
 		t.Fatalf("second open: %v, want ErrInUse", err)
 	}
 	msg := err.Error()
-	want := "store " + dir + " is in use by another casfs process (stop it, or use its socket)"
+	want := fmt.Sprintf("store %s is locked by process %d", dir, pid)
 	if msg != want {
 		t.Fatalf("in-use message %q, want %q", msg, want)
 	}
@@ -217,7 +218,7 @@ func TestInUseByPlainBadger(t *testing.T) {
 	dir := t.TempDir()
 	bdb := rawDB(t, dir)
 	_, err := Open(dir)
-	checkInUse(t, dir, err)
+	checkInUse(t, dir, os.Getpid(), err)
 	bdb.Close()
 }
 

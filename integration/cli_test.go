@@ -332,3 +332,40 @@ func TestCLIProgressInPty(t *testing.T) {
 		t.Fatalf("bars in a pty with a window size: want sizes as N B and a rate:\n%q", bars)
 	}
 }
+
+// TestImageInfoPlatform: image info --platform P of an index shows that
+// platform's manifest and config; a platform the index lacks fails with
+// exit 1 and one line that lists the platforms it has.
+func TestImageInfoPlatform(t *testing.T) {
+	t.Parallel()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	idx := multiPlatformImage(t)
+	ref := pushIndex(t, reg, "lab/platforms", "1", idx)
+	c := newCLI(t)
+	c.OK(nil, "image", "pull", "-q", "--plain-http", "--no-unpack", "--all-platforms", ref)
+
+	for _, img := range idx.Images {
+		p := img.Manifest.Platform.OS + "/" + img.Manifest.Platform.Architecture
+		var d struct {
+			Target   struct{ Digest string } `json:"target"`
+			Manifest struct {
+				Config struct{ Digest string } `json:"config"`
+			} `json:"manifest"`
+			Config struct {
+				Architecture string `json:"architecture"`
+			} `json:"config"`
+		}
+		if err := json.Unmarshal([]byte(c.OK(nil, "image", "info", "--platform", p, ref)), &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Target.Digest != idx.Desc.Digest.String() || d.Manifest.Config.Digest != img.Config.Digest.String() || d.Config.Architecture != img.Manifest.Platform.Architecture {
+			t.Fatalf("image info --platform %s: target %s, config %s (%s); want %s, %s (%s)", p, d.Target.Digest,
+				d.Manifest.Config.Digest, d.Config.Architecture, idx.Desc.Digest, img.Config.Digest, img.Manifest.Platform.Architecture)
+		}
+	}
+	r := c.Fail(1, nil, []string{"image", "info", "--platform", "linux/s390x", ref}, "linux/s390x", "linux/amd64, linux/arm64")
+	if r.Stdout != "" {
+		t.Fatalf("image info of an absent platform printed:\n%s", r.Stdout)
+	}
+	c.Fail(2, nil, []string{"image", "info", "--platform", "linux/", ref})
+}

@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net"
@@ -122,7 +121,7 @@ func TestMountLifecycle(t *testing.T) {
 	// A second daemon on the same root is refused with a clear reason.
 	other := filepath.Join(t.TempDir(), "other")
 	os.Mkdir(other, 0o755)
-	c.Fail(1, nil, []string{"mount", "-d", other}, "in use by another casfs process")
+	c.Fail(1, nil, []string{"mount", "-d", other}, "is held by process", "(casfs", "which serves its socket: commands go through it")
 
 	// Commands work through the socket while mounted, and show at once.
 	d2 := strings.TrimSpace(c.OK(strings.NewReader("second"), "content", "ingest", "-q", "m2"))
@@ -292,21 +291,11 @@ func TestDaemonUsesCallerCredentials(t *testing.T) {
 	mountCASFS(t, c)
 	r := c.Fail(1, nil, []string{"image", "pull", "--plain-http", "--no-unpack", "--hosts-dir", t.TempDir(), ref}, "unauthorized")
 
-	creds := t.TempDir()
-	auth := base64.StdEncoding.EncodeToString([]byte(reg.Username + ":" + reg.Password))
-	if err := os.WriteFile(filepath.Join(creds, "config.json"), []byte(`{"auths":{"`+reg.Host+`":{"auth":"`+auth+`"}}}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	creds := dockerConfigFor(t, reg, reg.Host)
 	c.Env = append(c.Env, "DOCKER_CONFIG="+creds)
 	out := c.OK(nil, "image", "pull", "--plain-http", "--no-unpack", "--hosts-dir", t.TempDir(), ref)
 	if !strings.Contains(out, img.Manifest.Digest.String()) {
 		t.Fatalf("pull through the daemon with the caller's DOCKER_CONFIG:\n%s", out)
 	}
-	log, err := os.ReadFile(filepath.Join(c.Root, "casfs.log"))
-	if err != nil {
-		t.Fatalf("daemon log: %v", err)
-	}
-	if strings.Contains(string(log)+r.Stderr+out, reg.Password) {
-		t.Fatalf("the password appears in the daemon's log or the output")
-	}
+	assertNoSecret(t, c, reg.Password, r.Stderr, out)
 }

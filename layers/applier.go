@@ -30,9 +30,16 @@ const (
 // hide lower layers whatever their position in the tar, and directory
 // times, which every child entry would otherwise disturb).
 type applier struct {
-	root      int
-	dir       string
-	lowers    []string
+	root   int
+	dir    string
+	lowers []string
+	// hasLowers says whether the layer has a parent. Its lowers may not be
+	// complete yet (Snapshotter.UnpackAbove): lowersFn, until called, gets
+	// them once they are, and lowerErr keeps why it could not.
+	hasLowers bool
+	lowersFn  func() ([]string, error)
+	lowerErr  error
+
 	whiteouts map[string]bool            // paths this layer deletes from below
 	opaques   map[string]bool            // directories whose lower children this layer hides
 	implicit  map[string]bool            // directories made for a child, with no entry of their own
@@ -44,7 +51,8 @@ type applier struct {
 	// Any removal of a directory forgets it.
 	lastDir   string
 	lastDirFd int
-	buf       []byte // file data on its way from the tar to a file
+	buf       []byte           // file data on its way from the tar to a file
+	space     diskspace.Budget // free space, looked at every few MiB
 }
 
 // dirFd returns an O_PATH descriptor of directory rel, owned by the applier
@@ -263,7 +271,7 @@ func (a *applier) replace(pfd int, base, rel string, create func() error) error 
 // It stops with ENOSPC before the file's bytes would eat into the space kept
 // free for the metadata database (package diskspace).
 func (a *applier) writeFile(pfd int, base, rel string, hdr *tar.Header, r io.Reader) error {
-	if err := diskspace.CheckFd(pfd, hdr.Size); err != nil {
+	if err := a.space.CheckFd(pfd, hdr.Size); err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
 	fd := -1
@@ -728,13 +736,24 @@ func (a *applier) finishOpaque(d string) error {
 	return setOpaque(pfd, base)
 }
 
+// lowerDirs returns the lower layers' directories, top-most first, waiting
+// for them the first time when they were still being unpacked. A failed
+// wait leaves none, and Apply fails with lowerErr.
+func (a *applier) lowerDirs() []string {
+	if a.lowersFn != nil {
+		a.lowers, a.lowerErr = a.lowersFn()
+		a.lowersFn = nil
+	}
+	return a.lowers
+}
+
 // opaqueRoot hides everything below for a layer whose root is opaque.
 // overlayfs does not look at the opaque xattr of a layer's root, so every
 // name the lower layers show at the root gets a whiteout instead (or, if
 // this layer has a directory of that name, becomes opaque).
 func (a *applier) opaqueRoot() error {
 	names := map[string]bool{}
-	for _, l := range a.lowers {
+	for _, l := range a.lowerDirs() {
 		ents, err := os.ReadDir(l)
 		if err != nil {
 			return err

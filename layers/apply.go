@@ -59,6 +59,11 @@ type ApplyOptions struct {
 
 	compressed *atomic.Int64 // compressed bytes read, set by Unpack
 	ratioFloor int64         // 0: RatioFloor (tests lower it)
+
+	// lowersFn, when set, stands for Lowers: the layers below are still
+	// being unpacked, and it returns them once they are complete. Apply
+	// calls it only when it first needs to look below.
+	lowersFn func() ([]string, error)
 }
 
 type imageBudgetKey struct{}
@@ -133,6 +138,8 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (App
 		root:      root,
 		dir:       dir,
 		lowers:    opts.Lowers,
+		hasLowers: len(opts.Lowers) > 0 || opts.lowersFn != nil,
+		lowersFn:  opts.lowersFn,
 		whiteouts: map[string]bool{},
 		opaques:   map[string]bool{},
 		implicit:  map[string]bool{},
@@ -144,6 +151,8 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (App
 	fail := func(err error) (ApplyResult, error) {
 		if cr.err != nil {
 			err = cr.err // the limit, not whatever tar made of it
+		} else if a.lowerErr != nil {
+			err = a.lowerErr // what was made of no lowers is moot
 		}
 		if cr.image != nil {
 			// Only applied layers count: a retry of this one starts afresh.
@@ -177,11 +186,14 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (App
 		if err := a.entry(hdr, tr); err != nil {
 			return fail(err)
 		}
+		if a.lowerErr != nil {
+			return fail(a.lowerErr)
+		}
 		if _, err := io.Copy(io.Discard, tr); err != nil {
 			return fail(fmt.Errorf("entry %q: read: %w", hdr.Name, err))
 		}
 	}
-	if err := a.finish(); err != nil {
+	if err := a.finish(); err != nil || a.lowerErr != nil {
 		return fail(err)
 	}
 	// The diff ID covers every byte of the blob, padding and trailing

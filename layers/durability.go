@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,16 +67,11 @@ func (s *Snapshotter) boot() string {
 	return s.bootID
 }
 
-// extract decompresses layer into dir on top of the committed snapshot
-// parent ("" for none) and checks that the tar hashes to diffID.
-func (s *Snapshotter) extract(ctx context.Context, dir, parent string, layer io.Reader, mediaType string, diffID digest.Digest) error {
-	var lowers []string
-	if parent != "" {
-		var err error
-		if lowers, err = s.Lowers(ctx, parent); err != nil {
-			return err
-		}
-	}
+// extract decompresses layer into dir and checks that the tar hashes to
+// diffID. lowers (nil for a base layer) gives the fs directories of the
+// layers below, top-most first, once they are complete; it is called only
+// if the layer needs to look below.
+func (s *Snapshotter) extract(ctx context.Context, dir string, lowers func() ([]string, error), layer io.Reader, mediaType string, diffID digest.Digest) error {
 	compressed := new(atomic.Int64)
 	rc, err := Decompress(mediaType, &compressedCounter{r: layer, n: compressed})
 	if err != nil {
@@ -83,7 +79,8 @@ func (s *Snapshotter) extract(ctx context.Context, dir, parent string, layer io.
 	}
 	defer rc.Close()
 	opts := s.Limits
-	opts.Lowers = lowers
+	opts.Lowers = nil
+	opts.lowersFn = lowers
 	opts.compressed = compressed // a plain tar is 1:1, never over
 	res, err := Apply(ctx, dir, rc, opts)
 	if err != nil {
@@ -93,6 +90,32 @@ func (s *Snapshotter) extract(ctx context.Context, dir, parent string, layer io.
 		return fmt.Errorf("uncompressed layer is %s, want %s: %w", res.DiffID, diffID, errdefs.ErrDigestMismatch)
 	}
 	return nil
+}
+
+// lowersWhenReady returns what extract calls for the lower layers of a
+// snapshot on parent ("": none, and nil): it waits for ready (if set) and
+// reads the parent's stack, once; later calls return the same.
+func (s *Snapshotter) lowersWhenReady(ctx context.Context, parent string, ready func(context.Context) error) func() ([]string, error) {
+	if parent == "" {
+		return nil
+	}
+	var (
+		once   sync.Once
+		lowers []string
+		err    error
+	)
+	return func() ([]string, error) {
+		once.Do(func() {
+			if ready != nil {
+				if err = ready(ctx); err != nil {
+					err = fmt.Errorf("wait for the layer below: %w", err)
+					return
+				}
+			}
+			lowers, err = s.Lowers(ctx, parent)
+		})
+		return lowers, err
+	}
 }
 
 // Stale returns the committed snapshots that an earlier boot wrote and
@@ -153,7 +176,7 @@ func (s *Snapshotter) Rebuild(ctx context.Context, key string, layer io.Reader, 
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return fail(err)
 	}
-	if err := s.extract(ctx, dir, rec.Parent, layer, mediaType, diffID); err != nil {
+	if err := s.extract(ctx, dir, s.lowersWhenReady(ctx, rec.Parent, nil), layer, mediaType, diffID); err != nil {
 		return fail(err)
 	}
 	size, inodes, err := diskUsage(dir)

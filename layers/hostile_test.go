@@ -168,7 +168,9 @@ func unpack(t *testing.T, mediaType string, blob []byte, opts ApplyOptions) (App
 func TestApplyRefusesTruncatedAndBombs(t *testing.T) {
 	requireRoot(t)
 	tarBlob := mkTar(t, tFile("big", 0o644, randomBytes(t, 100_000)), tFile("small", 0o644, "s"))
-	zeros := mkTar(t, tFile("zeros", 0o644, string(make([]byte, 8<<20))))
+	// Four times the 1 MiB limit below: enough to trip it part way through.
+	zeros := mkTar(t, tFile("zeros", 0o644, string(make([]byte, 4<<20))))
+	gzTar, zstTar, gzZeros, zstZeros := gz(t, tarBlob), zst(t, tarBlob), gz(t, zeros), zst(t, zeros)
 	var many []tent
 	for i := 0; i < 50; i++ {
 		many = append(many, tFile(strings.Repeat("f", i+1), 0o644, ""))
@@ -180,19 +182,19 @@ func TestApplyRefusesTruncatedAndBombs(t *testing.T) {
 		want            error
 		text            string
 	}{
-		{"gzip cut in half", ocispec.MediaTypeImageLayerGzip, gz(t, tarBlob)[:len(gz(t, tarBlob))/2], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
-		{"gzip without its trailer", ocispec.MediaTypeImageLayerGzip, gz(t, tarBlob)[:len(gz(t, tarBlob))-4], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
-		{"zstd cut in half", ocispec.MediaTypeImageLayerZstd, zst(t, tarBlob)[:len(zst(t, tarBlob))/2], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
+		{"gzip cut in half", ocispec.MediaTypeImageLayerGzip, gzTar[:len(gzTar)/2], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
+		{"gzip without its trailer", ocispec.MediaTypeImageLayerGzip, gzTar[:len(gzTar)-4], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
+		{"zstd cut in half", ocispec.MediaTypeImageLayerZstd, zstTar[:len(zstTar)/2], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
 		{"tar cut inside a file", ocispec.MediaTypeImageLayer, tarBlob[:50_000], ApplyOptions{}, io.ErrUnexpectedEOF, ""},
 		{"tar cut at a block boundary", ocispec.MediaTypeImageLayer, tarBlob[:len(tarBlob)-1024], ApplyOptions{}, io.ErrUnexpectedEOF, "end-of-archive"},
 		{"empty blob", ocispec.MediaTypeImageLayer, nil, ApplyOptions{}, io.ErrUnexpectedEOF, ""},
-		{"gzip bomb", ocispec.MediaTypeImageLayerGzip, gz(t, zeros), ApplyOptions{MaxBytes: 1 << 20}, errdefs.ErrFailedPrecondition, "layer exceeds the limit of 1048576 unpacked bytes (decompression bomb?)"},
-		{"zstd bomb", ocispec.MediaTypeImageLayerZstd, zst(t, zeros), ApplyOptions{MaxBytes: 1 << 20}, errdefs.ErrFailedPrecondition, "layer exceeds the limit of 1048576 unpacked bytes (decompression bomb?)"},
+		{"gzip bomb", ocispec.MediaTypeImageLayerGzip, gzZeros, ApplyOptions{MaxBytes: 1 << 20}, errdefs.ErrFailedPrecondition, "layer exceeds the limit of 1048576 unpacked bytes (decompression bomb?)"},
+		{"zstd bomb", ocispec.MediaTypeImageLayerZstd, zstZeros, ApplyOptions{MaxBytes: 1 << 20}, errdefs.ErrFailedPrecondition, "layer exceeds the limit of 1048576 unpacked bytes (decompression bomb?)"},
 		{"too many entries", ocispec.MediaTypeImageLayer, mkTar(t, many...), ApplyOptions{MaxEntries: 10}, errdefs.ErrFailedPrecondition, "layer exceeds the limit of 10 entries"},
 		{"unknown media type", "application/vnd.oci.image.layer.v1.tar+lz4", tarBlob, ApplyOptions{}, errdefs.ErrNotImplemented, "application/vnd.oci.image.layer.v1.tar+lz4"},
 		{"config is not a layer", "application/vnd.oci.image.config.v1+json", tarBlob, ApplyOptions{}, errdefs.ErrNotImplemented, "config"},
 	}
-	if len(zst(t, zeros)) > 64<<10 || len(gz(t, zeros)) > 64<<10 {
+	if len(zstZeros) > 64<<10 || len(gzZeros) > 64<<10 {
 		t.Fatal("bomb blobs are not small")
 	}
 	for _, tc := range cases {

@@ -20,26 +20,32 @@ import (
 func TestUnpackLimitsKeepNothing(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
-	bombTar := mkTar(t, tFile("zeros", 0o644, string(make([]byte, 64<<20))))
+	// Each limit is set a few times below what its layer holds, so each
+	// trips on the way through the layer as it would on a real bomb; the
+	// sizes stay small enough that the unlimited unpack below is quick
+	// under the race detector.
+	bombTar := mkTar(t, tFile("zeros", 0o644, string(make([]byte, 8<<20))))
 	bomb := gz(t, bombTar)
-	if len(bomb) > 256<<10 {
+	if len(bomb) > 64<<10 {
 		t.Fatalf("bomb blob is %d bytes, not small", len(bomb))
 	}
 	var many []tent
-	for i := 0; i < 5000; i++ {
+	for i := 0; i < 400; i++ {
 		many = append(many, tFile(fmt.Sprintf("d%d/f%d", i%10, i), 0o644, ""))
 	}
 	manyTar := mkTar(t, many...)
+	manyBlob := gz(t, manyTar)
 	cases := []struct {
 		name   string
 		tar    []byte
+		blob   []byte
 		limits ApplyOptions
 		text   string
 	}{
-		{"bytes per layer", bombTar, ApplyOptions{MaxBytes: 8 << 20}, "layer exceeds the limit of 8388608 unpacked bytes"},
-		{"bytes per image", bombTar, ApplyOptions{MaxImageBytes: 4 << 20}, "image exceeds the limit of 4194304 unpacked bytes"},
-		{"ratio past its floor", bombTar, ApplyOptions{MaxRatio: 10, ratioFloor: 1 << 20}, "layer unpacks to more than 10 times its compressed size past 1048576 bytes"},
-		{"entries per layer", manyTar, ApplyOptions{MaxEntries: 1000}, "layer exceeds the limit of 1000 entries"},
+		{"bytes per layer", bombTar, bomb, ApplyOptions{MaxBytes: 2 << 20}, "layer exceeds the limit of 2097152 unpacked bytes"},
+		{"bytes per image", bombTar, bomb, ApplyOptions{MaxImageBytes: 1 << 20}, "image exceeds the limit of 1048576 unpacked bytes"},
+		{"ratio past its floor", bombTar, bomb, ApplyOptions{MaxRatio: 10, ratioFloor: 256 << 10}, "layer unpacks to more than 10 times its compressed size past 262144 bytes"},
+		{"entries per layer", manyTar, manyBlob, ApplyOptions{MaxEntries: 100}, "layer exceeds the limit of 100 entries"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,7 +53,7 @@ func TestUnpackLimitsKeepNothing(t *testing.T) {
 			s, root := newSnapshotter(t)
 			s.Limits = tc.limits
 			ctx := s.Limits.ImageContext(context.Background())
-			blob, diffID := gz(t, tc.tar), sha256Digest(tc.tar)
+			blob, diffID := tc.blob, sha256Digest(tc.tar)
 			_, err := s.Unpack(ctx, "sha256:"+strings.Repeat("a", 64), "", bytes.NewReader(blob), ocispec.MediaTypeImageLayerGzip, diffID)
 			if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), tc.text) {
 				t.Fatalf("got %v, want %q (failed precondition)", err, tc.text)

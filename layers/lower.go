@@ -19,7 +19,7 @@ import (
 // path in the layer that has it.
 func (a *applier) lowerLookup(rel string) (string, unix.Stat_t, bool) {
 	comps := strings.Split(rel, "/")
-	for _, l := range a.lowers {
+	for _, l := range a.lowerDirs() {
 		cur, opaque := l, false
 		for i, c := range comps {
 			p := cur + "/" + c
@@ -68,7 +68,7 @@ func isOpaqueDir(p string) bool {
 // them), and nothing is ever opened through a symlink: the result is a
 // plain path that the caller opens beneath the layer root.
 func (a *applier) resolveLower(rel string) (string, error) {
-	if len(a.lowers) == 0 || rel == "." {
+	if !a.hasLowers || rel == "." {
 		return rel, nil
 	}
 	if rel == a.lastDir {

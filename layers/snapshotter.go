@@ -135,20 +135,23 @@ func newID() (string, error) {
 // parent ("" for none) and returns its fs directory (empty: it holds only
 // this snapshot's changes). It fails with ErrExists if key exists.
 func (s *Snapshotter) Prepare(ctx context.Context, key, parent string) (string, error) {
-	rec, err := s.prepare(ctx, key, parent, nil)
+	rec, err := s.prepare(ctx, key, parent, true, nil)
 	if err != nil {
 		return "", err
 	}
 	return s.fsDir(rec.ID), nil
 }
 
-func (s *Snapshotter) prepare(ctx context.Context, key, parent string, labels map[string]string) (index.Snapshot, error) {
+// prepare makes the active snapshot key on parent; checkParent says
+// whether parent must be committed already (an unpack that waits for its
+// parent before it commits does not need it to be).
+func (s *Snapshotter) prepare(ctx context.Context, key, parent string, checkParent bool, labels map[string]string) (index.Snapshot, error) {
 	if key == "" {
 		return index.Snapshot{}, fmt.Errorf("prepare snapshot: empty key: %w", errdefs.ErrInvalidArgument)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if parent != "" {
+	if parent != "" && checkParent {
 		p, err := s.table().Get(ctx, parent)
 		if err != nil {
 			return index.Snapshot{}, fmt.Errorf("prepare snapshot %s: parent %s: %w", key, parent, err)
@@ -436,6 +439,18 @@ func (s *Snapshotter) lockKey(ctx context.Context, chainID string) (func(), erro
 // uncompressed stream must hash to diffID (else ErrDigestMismatch, and
 // nothing is kept).
 func (s *Snapshotter) Unpack(ctx context.Context, chainID, parentChainID string, layer io.Reader, mediaType string, diffID digest.Digest) (index.Snapshot, error) {
+	return s.UnpackAbove(ctx, chainID, parentChainID, nil, layer, mediaType, diffID)
+}
+
+// UnpackAbove is Unpack for a layer whose parent may still be being
+// unpacked, so that the layers of one image unpack side by side:
+// parentReady (nil: the parent is committed already) must return once
+// parentChainID is committed, or an error. It is called at most once: when
+// the layer first needs to look below (a hardlink whose target is not in
+// the layer, a directory the layer makes implicitly, a parent path the
+// layer lacks, which may be a lower symlink), or else before the commit.
+// Until then the layer's files are written without waiting.
+func (s *Snapshotter) UnpackAbove(ctx context.Context, chainID, parentChainID string, parentReady func(context.Context) error, layer io.Reader, mediaType string, diffID digest.Digest) (index.Snapshot, error) {
 	fail := func(err error) (index.Snapshot, error) {
 		return index.Snapshot{}, fmt.Errorf("unpack layer %s as %s: %w", diffID, chainID, err)
 	}
@@ -468,7 +483,7 @@ func (s *Snapshotter) Unpack(ctx context.Context, chainID, parentChainID string,
 		return fail(err)
 	}
 	key := "extract-" + id + "-" + chainID
-	active, err := s.prepare(ctx, key, parentChainID, map[string]string{LabelExtracting: chainID})
+	active, err := s.prepare(ctx, key, parentChainID, parentReady == nil, map[string]string{LabelExtracting: chainID})
 	if err != nil {
 		return fail(err)
 	}
@@ -477,7 +492,12 @@ func (s *Snapshotter) Unpack(ctx context.Context, chainID, parentChainID string,
 			slog.Warn("discarding failed extraction", "key", key, "err", err)
 		}
 	}
-	if err := s.extract(ctx, s.fsDir(active.ID), parentChainID, layer, mediaType, diffID); err != nil {
+	lowers := s.lowersWhenReady(ctx, parentChainID, parentReady)
+	err = s.extract(ctx, s.fsDir(active.ID), lowers, layer, mediaType, diffID)
+	if err == nil && parentChainID != "" {
+		_, err = lowers() // committed only on a committed parent
+	}
+	if err != nil {
 		discard()
 		return fail(err)
 	}

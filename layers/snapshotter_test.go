@@ -322,7 +322,7 @@ func TestSnapshotterCleansUpAfterCrash(t *testing.T) {
 	}
 	// What a crash mid-extraction leaves: an active snapshot marked
 	// extracting, with some files, and a directory without a record.
-	half, err := s.prepare(ctx, "extract-crashed", l.diffID.String(), map[string]string{LabelExtracting: "sha256:x"})
+	half, err := s.prepare(ctx, "extract-crashed", l.diffID.String(), true, map[string]string{LabelExtracting: "sha256:x"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,9 @@
 set -euo pipefail
 
 # Go tools the lint step runs, installed into $GOTOOLS (bin/tools by
-# default) when missing. "prereqs.sh tools" installs only these.
+# default) when missing. "prereqs.sh tools" installs only these;
+# "prereqs.sh packages" only the Debian packages (make test's lint part
+# installs the tools itself, alongside the tests).
 install_tools() {
   local dir="${GOTOOLS:-$(cd "$(dirname "$0")/.." && pwd)/bin/tools}"
   if ! command -v staticcheck >/dev/null 2>&1 && [ ! -x "$dir/staticcheck" ]; then
@@ -12,7 +14,7 @@ install_tools() {
     GOBIN="$dir" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
   fi
 }
-install_tools
+[ "${1:-}" = packages ] || install_tools
 [ "${1:-}" = tools ] && exit 0
 
 # command -> package

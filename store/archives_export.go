@@ -192,10 +192,7 @@ func (s *Local) exportReady(ctx context.Context, d digest.Digest, opts ExportOpt
 	if opts.LocalOnly {
 		return fmt.Errorf("blob %s is not local (the image was pulled lazily) and the export is local-only: %w", d, errdefs.ErrFailedPrecondition)
 	}
-	if s.lazy != nil {
-		return s.lazy(ctx, d, nil)
-	}
-	return s.fetchMissing(ctx, opts.RegistryOptions, d, nil)
+	return s.fetchRecorded(ctx, opts.RegistryOptions, d)
 }
 
 // refName is what containerd puts in org.opencontainers.image.ref.name:

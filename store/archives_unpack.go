@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -42,6 +43,7 @@ type importUnpacker struct {
 	configs   map[digest.Digest]ocispec.Image
 	sources   map[digest.Digest]layerSource
 	started   map[string]bool // chain IDs taken by a job
+	unpacked  map[string]*unpackDone
 	failed    map[string]bool // chain IDs whose unpack failed from a staged source
 	budgets   map[digest.Digest]context.Context
 }
@@ -59,6 +61,23 @@ type unpackJob struct {
 	layer         ocispec.Descriptor
 	diffID        digest.Digest
 	src           layerSource
+	done, below   *unpackDone // below: nil for a base layer
+}
+
+// unpackDone tells the job of the layer above how a job ended.
+type unpackDone struct {
+	ch  chan struct{}
+	err error // set before ch closes
+}
+
+// wait is the job above's wait for its parent (layers.Snapshotter.UnpackAbove).
+func (d *unpackDone) wait(ctx context.Context) error {
+	select {
+	case <-d.ch:
+		return d.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // newImportUnpacker starts the unpacker's worker; ctx carries the import's
@@ -73,7 +92,7 @@ func newImportUnpacker(ctx context.Context, s *Local) (*importUnpacker, error) {
 		s: s, sn: sn, ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		manifests: map[digest.Digest]ocispec.Manifest{}, configs: map[digest.Digest]ocispec.Image{},
 		sources: map[digest.Digest]layerSource{}, started: map[string]bool{}, failed: map[string]bool{},
-		budgets: map[digest.Digest]context.Context{},
+		unpacked: map[string]*unpackDone{}, budgets: map[digest.Digest]context.Context{},
 	}
 	u.wake = sync.NewCond(&u.mu)
 	go u.work()
@@ -101,8 +120,23 @@ func (u *importUnpacker) budgetLocked(md digest.Digest) context.Context {
 	return c
 }
 
+// work runs jobs on as many goroutines as Go runs threads: a layer's job
+// starts once the layers below it have started, writes its files while
+// they finish, and commits after them.
 func (u *importUnpacker) work() {
 	defer close(u.done)
+	var wg sync.WaitGroup
+	for range max(runtime.GOMAXPROCS(0), 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u.worker()
+		}()
+	}
+	wg.Wait()
+}
+
+func (u *importUnpacker) worker() {
 	for {
 		j, ok := u.next()
 		if !ok {
@@ -118,6 +152,9 @@ func (u *importUnpacker) work() {
 			}
 			u.dropStreamsLocked() // they may wait on what just failed
 		}
+		j.done.err = err
+		close(j.done.ch)
+		u.wake.Broadcast()
 		u.mu.Unlock()
 	}
 }
@@ -139,7 +176,11 @@ func (u *importUnpacker) run(j unpackJob) error {
 	if u.ctx.Err() != nil {
 		return u.ctx.Err()
 	}
-	_, err := u.sn.Unpack(ctx, j.chain, j.parent, r, j.layer.MediaType, j.diffID)
+	var below func(context.Context) error
+	if j.below != nil {
+		below = j.below.wait
+	}
+	_, err := u.sn.UnpackAbove(ctx, j.chain, j.parent, below, r, j.layer.MediaType, j.diffID)
 	return err
 }
 
@@ -177,7 +218,8 @@ func (u *importUnpacker) hostImage(m ocispec.Manifest) ([]digest.Digest, []diges
 }
 
 // runnableLocked finds the lowest layer not yet started of a known image
-// whose bytes are at hand and whose lower layers are started.
+// whose bytes are at hand and whose lower layers are started (not
+// necessarily done: the job waits for them where it must).
 func (u *importUnpacker) runnableLocked() (unpackJob, bool) {
 	for _, md := range sortedKeys(u.manifests) {
 		m := u.manifests[md]
@@ -198,11 +240,13 @@ func (u *importUnpacker) runnableLocked() (unpackJob, bool) {
 				delete(u.sources, l.Digest) // a member is read once
 			}
 			u.started[key] = true
-			parent := ""
+			j := unpackJob{manifest: md, chain: key, layer: l, diffID: diffIDs[i], src: src, done: &unpackDone{ch: make(chan struct{})}}
 			if i > 0 {
-				parent = chains[i-1].String()
+				j.parent = chains[i-1].String()
+				j.below = u.unpacked[j.parent] // started, so there
 			}
-			return unpackJob{manifest: md, chain: key, parent: parent, layer: l, diffID: diffIDs[i], src: src}, true
+			u.unpacked[key] = j.done
+			return j, true
 		}
 	}
 	return unpackJob{}, false

@@ -34,6 +34,9 @@ type ConvertOptions struct {
 	// PrioritizedFiles go first in eStargz layers, before the prefetch
 	// landmark, so that background completion fetches them first.
 	PrioritizedFiles []string `json:"prioritizedFiles,omitempty"`
+	// RegistryOptions reach the registries of lazily pulled layers that
+	// must be fetched first.
+	RegistryOptions
 }
 
 // ConvertImage writes a copy of the local image src (its manifest for this
@@ -74,8 +77,10 @@ func (s *Local) ConvertImage(ctx context.Context, src, dst string, opts ConvertO
 		if !oci.IsLayer(l.MediaType) {
 			return ImageInfo{}, fmt.Errorf("layer %s: media type %q cannot be converted: %w", l.Digest, l.MediaType, errdefs.ErrNotImplemented)
 		}
-		if err := s.ensureLocal(ctx, l.Digest); err != nil {
-			return ImageInfo{}, fmt.Errorf("layer %s: %w", l.Digest, err)
+		if _, err := s.blobs.Info(ctx, l.Digest); err != nil {
+			if err := s.fetchRecorded(ctx, opts.RegistryOptions, l.Digest); err != nil {
+				return ImageInfo{}, fmt.Errorf("layer %s: %w", l.Digest, err)
+			}
 		}
 		nl, diffID, err := s.convertLayer(ctx, l, opts)
 		if err != nil {

@@ -212,6 +212,9 @@ type lazyLayers struct {
 	open       map[digest.Digest]*layerFiles
 	completing map[string]bool // rootfs ids with a completion running
 	flight     singleflight.Group
+	// callers are the registry options lazy pulls through the socket
+	// came with, by registry source (lazy_callers.go); in memory only.
+	callers map[fetch.Source]RegistryOptions
 }
 
 // layerFiles serves the files of one eStargz layer: chunk by chunk until
@@ -304,6 +307,7 @@ func (s *Local) rangeReader(ctx context.Context, ro RegistryOptions, d digest.Di
 	if err != nil {
 		return nil, err
 	}
+	ro = s.registryFor(b, ro)
 	ro.PlainHTTP = ro.PlainHTTP || b.Labels[labelPlainHTTP] == "true"
 	fo := s.fetchOptions(ro, "", false, false, 1, nil, "")
 	return func(ctx context.Context, off, n int64) ([]byte, error) {

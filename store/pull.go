@@ -98,6 +98,9 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 		if err := s.pullTOCs(ctx, fo, res, opts.NoComplete); err != nil {
 			return ImageInfo{}, err
 		}
+		if s.lazyLayers != nil {
+			s.lazyLayers.keepCaller(ref, opts.RegistryOptions)
+		}
 	}
 	rec, err := s.recordImage(index.Synced(ctx), res.Name, res.Target)
 	if err != nil {
@@ -192,6 +195,18 @@ func (s *Local) EnableLazyFetch(ro RegistryOptions, timeout time.Duration) {
 	}
 }
 
+// fetchRecorded fetches a recorded blob whose file is missing for an
+// operation that brought registry options ro: with ro when a caller sent
+// them or no daemon fetches lazily, else through the daemon's lazy fetch
+// (one download shared by every reader, with the daemon's options or the
+// caller's kept for the blob's source).
+func (s *Local) fetchRecorded(ctx context.Context, ro RegistryOptions, d digest.Digest) error {
+	if s.lazy != nil && !ro.fromCaller() {
+		return s.lazy(ctx, d, nil)
+	}
+	return s.fetchMissing(ctx, ro, d, nil)
+}
+
 func (s *Local) fetchMissing(ctx context.Context, ro RegistryOptions, d digest.Digest, tee fetch.TeeWriter) error {
 	ctx, release, err := s.HoldLease(ctx, "lazy fetch "+d.String())
 	if err != nil {
@@ -202,6 +217,7 @@ func (s *Local) fetchMissing(ctx context.Context, ro RegistryOptions, d digest.D
 	if err != nil {
 		return err
 	}
+	ro = s.registryFor(b, ro)
 	ro.PlainHTTP = ro.PlainHTTP || b.Labels[labelPlainHTTP] == "true"
 	if tee != nil {
 		ctx = fetch.WithTee(ctx, tee)

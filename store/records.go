@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -109,4 +110,17 @@ func sourcesOf(b index.Blob) []fetch.Source {
 	}
 	slices.SortFunc(out, func(a, b fetch.Source) int { return strings.Compare(a.Host+"/"+a.Repo, b.Host+"/"+b.Repo) })
 	return out
+}
+
+// SourceHosts lists the registry hosts that the blobs' source labels name,
+// each once, sorted: the registries an operation that fetches missing or
+// corrupt blobs of them again may contact.
+func SourceHosts(blobs []ContentInfo) []string {
+	seen := map[string]bool{}
+	for _, b := range blobs {
+		for _, src := range sourcesOf(b) {
+			seen[src.Host] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
 }

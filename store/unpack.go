@@ -96,7 +96,7 @@ func (s *Local) unpack(ctx context.Context, il ImageLayers, progress ProgressFun
 		if progress != nil {
 			progress(ProgressEvent{Digest: l.Digest, MediaType: l.MediaType, Total: l.Size, Status: "unpacking"})
 		}
-		if err := s.unpackLayerBlob(ctx, sn, chain, parent, l, il.DiffIDs[i]); err != nil {
+		if err := s.unpackLayerBlob(ctx, sn, chain, parent, nil, l, il.DiffIDs[i]); err != nil {
 			return err
 		}
 		if progress != nil {
@@ -107,14 +107,16 @@ func (s *Local) unpack(ctx context.Context, il ImageLayers, progress ProgressFun
 	return nil
 }
 
-// unpackLayerBlob makes the committed snapshot chain of a local layer blob.
-func (s *Local) unpackLayerBlob(ctx context.Context, sn *layers.Snapshotter, chain, parent string, l ocispec.Descriptor, diffID digest.Digest) error {
+// unpackLayerBlob makes the committed snapshot chain of a local layer blob;
+// below (nil: parent is committed) waits for parent, as in
+// layers.Snapshotter.UnpackAbove.
+func (s *Local) unpackLayerBlob(ctx context.Context, sn *layers.Snapshotter, chain, parent string, below func(context.Context) error, l ocispec.Descriptor, diffID digest.Digest) error {
 	ra, err := s.blobs.ReaderAt(ctx, l.Digest)
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
 	defer ra.Close()
-	if _, err := sn.Unpack(ctx, chain, parent, io.NewSectionReader(ra, 0, ra.Size()), l.MediaType, diffID); err != nil {
+	if _, err := sn.UnpackAbove(ctx, chain, parent, below, io.NewSectionReader(ra, 0, ra.Size()), l.MediaType, diffID); err != nil {
 		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
 	}
 	return nil

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/casfs/casfs/fetch"
+	"github.com/casfs/casfs/layers"
 	"github.com/casfs/casfs/oci"
 )
 
@@ -19,9 +21,7 @@ import (
 //
 // It wraps the pull's handler (wrap): once a manifest is local, its config
 // is fetched, its layers planned, and a goroutine started that unpacks
-// them lowest first: layer i
-// as soon as layer i-1's snapshot is committed (Apply reads the lower layers
-// for hardlinks and implicit directories) and layer i is available. A layer
+// them side by side (unpackAll), each committed once the layer below is. A layer
 // is available either as its download streams in (fetch.WithTee: the bytes go
 // through the decompressor into the snapshot while they are written to the
 // blob store, so a big layer is unpacked in the time it takes to download)
@@ -204,59 +204,165 @@ func (u *pullUnpacker) take(j *layerJob) *streamPipe {
 
 var errStreamNotNeeded = errors.New("layer stream not needed")
 
+// unpackAll unpacks the layers side by side, as many at a time as Go
+// runs threads (GOMAXPROCS): each starts once its bytes are at hand,
+// writes its files while the layers below are still being unpacked, and
+// waits for the one below only when it must look below and before it
+// commits (layers.Snapshotter.UnpackAbove). A layer waiting for its
+// parent gives its turn to another. The first failure cancels the others.
 func (u *pullUnpacker) unpackAll(jobs []*layerJob) error {
 	sn, err := u.s.Snapshotter()
 	if err != nil {
 		return err
 	}
 	ctx := sn.Limits.ImageContext(u.ctx) // one budget for the image's layers
-	for _, j := range jobs {
-		select {
-		case <-j.streamed:
-		case <-j.fetched:
-		case <-u.ctx.Done():
-			return u.ctx.Err()
-		}
-		stream := u.take(j)
-		if _, err := sn.Stat(u.ctx, j.chain); err == nil {
-			if stream != nil {
-				stream.CloseRead(errStreamNotNeeded)
+	turns := newTurns(runtime.GOMAXPROCS(0))
+	done := make([]chan struct{}, len(jobs))
+	errs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		done[i] = make(chan struct{})
+		var below func(context.Context) error
+		if i > 0 {
+			below = func(ctx context.Context) error {
+				select {
+				case <-done[i-1]:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				if errs[i-1] != nil {
+					return fmt.Errorf("layer %s failed: %w", jobs[i-1].desc.Digest, errs[i-1])
+				}
+				return nil
 			}
-			continue
 		}
-		u.progress(j, "unpacking", 0)
-		if stream != nil {
-			sr := &streamReader{r: stream}
-			_, err := sn.Unpack(ctx, j.chain, j.parent, sr, j.desc.MediaType, j.diffID)
-			// The rest of the stream (after the compressed data's end) is
-			// not needed; closing lets the download go on unhindered.
-			stream.CloseRead(errStreamNotNeeded)
-			if err == nil {
-				slog.Debug("layer unpacked from its download stream", "layer", j.desc.Digest, "chain", j.chain)
-				u.progress(j, "unpacked", j.desc.Size)
-				continue
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(done[i])
+			if errs[i] = u.unpackLayer(ctx, sn, j, turns, below); errs[i] != nil {
+				u.fail(errs[i])
 			}
-			if u.ctx.Err() != nil {
-				return fmt.Errorf("unpack layer %s: %w", j.desc.Digest, err)
-			}
-			// Whether the stream broke (sr.err) or what it carried was wrong,
-			// the verified blob decides: bytes that fail their digest fail the
-			// pull with that reason (the fetch's error wins), and a verified
-			// blob is unpacked again, failing on its own if the layer is bad.
-			slog.Debug("layer stream failed, unpacking from the blob once it is verified", "layer", j.desc.Digest, "stream_broke", sr.err != nil, "err", err)
-		}
-		select {
-		case <-j.fetched:
-		case <-u.ctx.Done():
-			return u.ctx.Err()
-		}
-		if err := u.s.unpackLayerBlob(ctx, sn, j.chain, j.parent, j.desc, j.diffID); err != nil {
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
 			return err
 		}
-		slog.Debug("layer unpacked from its blob", "layer", j.desc.Digest, "chain", j.chain)
-		u.progress(j, "unpacked", j.desc.Size)
 	}
 	return nil
+}
+
+// unpackLayer makes j's snapshot from its download stream or, failing
+// that, its blob, taking a turn while it works; below waits for the
+// snapshot below (nil for the base layer).
+func (u *pullUnpacker) unpackLayer(ctx context.Context, sn *layers.Snapshotter, j *layerJob, turns *turns, below func(context.Context) error) error {
+	select {
+	case <-j.streamed:
+	case <-j.fetched:
+	case <-u.ctx.Done():
+		return u.ctx.Err()
+	}
+	stream := u.take(j)
+	if _, err := sn.Stat(u.ctx, j.chain); err == nil {
+		if stream != nil {
+			stream.CloseRead(errStreamNotNeeded)
+		}
+		return nil
+	}
+	turn := turns.take()
+	defer turn.give()
+	if err := turn.wait(u.ctx); err != nil {
+		if stream != nil {
+			stream.CloseRead(errStreamNotNeeded)
+		}
+		return err
+	}
+	if below != nil {
+		below = turn.aside(below)
+	}
+	u.progress(j, "unpacking", 0)
+	if stream != nil {
+		sr := &streamReader{r: stream}
+		_, err := sn.UnpackAbove(ctx, j.chain, j.parent, below, sr, j.desc.MediaType, j.diffID)
+		// The rest of the stream (after the compressed data's end) is
+		// not needed; closing lets the download go on unhindered.
+		stream.CloseRead(errStreamNotNeeded)
+		if err == nil {
+			slog.Debug("layer unpacked from its download stream", "layer", j.desc.Digest, "chain", j.chain)
+			u.progress(j, "unpacked", j.desc.Size)
+			return nil
+		}
+		if u.ctx.Err() != nil {
+			return fmt.Errorf("unpack layer %s: %w", j.desc.Digest, err)
+		}
+		// Whether the stream broke (sr.err) or what it carried was wrong,
+		// the verified blob decides: bytes that fail their digest fail the
+		// pull with that reason (the fetch's error wins), and a verified
+		// blob is unpacked again, failing on its own if the layer is bad.
+		slog.Debug("layer stream failed, unpacking from the blob once it is verified", "layer", j.desc.Digest, "stream_broke", sr.err != nil, "err", err)
+	}
+	turn.give() // while the download finishes
+	select {
+	case <-j.fetched:
+	case <-u.ctx.Done():
+		return u.ctx.Err()
+	}
+	if err := turn.wait(u.ctx); err != nil {
+		return err
+	}
+	if err := u.s.unpackLayerBlob(ctx, sn, j.chain, j.parent, below, j.desc, j.diffID); err != nil {
+		return err
+	}
+	slog.Debug("layer unpacked from its blob", "layer", j.desc.Digest, "chain", j.chain)
+	u.progress(j, "unpacked", j.desc.Size)
+	return nil
+}
+
+// turns bounds how many layers unpack at once.
+type turns struct{ ch chan struct{} }
+
+func newTurns(n int) *turns { return &turns{ch: make(chan struct{}, max(n, 1))} }
+
+// take returns one goroutine's handle on a turn, not yet held.
+func (t *turns) take() *turn { return &turn{ch: t.ch} }
+
+// turn is one goroutine's turn: held or not.
+type turn struct {
+	ch   chan struct{}
+	held bool
+}
+
+func (t *turn) wait(ctx context.Context) error {
+	if t.held {
+		return nil
+	}
+	select {
+	case t.ch <- struct{}{}:
+		t.held = true
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (t *turn) give() {
+	if t.held {
+		<-t.ch
+		t.held = false
+	}
+}
+
+// aside wraps a wait so that the turn is given to another while it waits.
+func (t *turn) aside(wait func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		t.give()
+		if err := wait(ctx); err != nil {
+			return err
+		}
+		return t.wait(ctx)
+	}
 }
 
 func (u *pullUnpacker) progress(j *layerJob, status string, done int64) {
@@ -315,7 +421,8 @@ type streamPipe struct {
 	ronce   sync.Once
 	werr    error
 	rerr    error
-	cur     []byte
+	chunk   []byte // the chunk being read, whole
+	cur     []byte // what is left of it
 }
 
 func newStreamPipe(n int) *streamPipe {
@@ -326,7 +433,7 @@ func newStreamPipe(n int) *streamPipe {
 // either side closes the pipe: a writer stopped by its own context (fetch
 // closes the copy when its download is cancelled) gets its error back.
 func (p *streamPipe) Write(b []byte) (int, error) {
-	c := append([]byte(nil), b...) // the caller reuses b
+	c := append(getChunk(len(b)), b...) // the caller reuses b
 	select {
 	case <-p.rclosed:
 		return 0, p.rerr
@@ -368,7 +475,7 @@ func (p *streamPipe) Read(b []byte) (int, error) {
 	for len(p.cur) == 0 {
 		select {
 		case c := <-p.ch:
-			p.cur = c
+			p.chunk, p.cur = c, c
 			continue
 		case <-p.rclosed:
 			return 0, p.rerr
@@ -377,7 +484,7 @@ func (p *streamPipe) Read(b []byte) (int, error) {
 		// Written before the close: still to be read.
 		select {
 		case c := <-p.ch:
-			p.cur = c
+			p.chunk, p.cur = c, c
 			continue
 		default:
 		}
@@ -388,5 +495,37 @@ func (p *streamPipe) Read(b []byte) (int, error) {
 	}
 	n := copy(b, p.cur)
 	p.cur = p.cur[n:]
+	if len(p.cur) == 0 {
+		putChunk(p.chunk)
+		p.chunk, p.cur = nil, nil
+	}
 	return n, nil
+}
+
+// streamChunk is the size of the buffers a streamPipe recycles: what fetch
+// writes at a time. Recycling them spares a pull an allocation, and the
+// page faults of fresh memory, for every 32 KiB of its layers.
+const streamChunk = 32 << 10
+
+var streamChunks = sync.Pool{New: func() any { return new([]byte) }}
+
+// getChunk returns an empty buffer for n bytes.
+func getChunk(n int) []byte {
+	if n > streamChunk {
+		return make([]byte, 0, n)
+	}
+	bp := streamChunks.Get().(*[]byte)
+	if cap(*bp) < streamChunk {
+		*bp = make([]byte, 0, streamChunk)
+	}
+	return (*bp)[:0]
+}
+
+// putChunk recycles a buffer that getChunk returned, once read.
+func putChunk(b []byte) {
+	if cap(b) != streamChunk {
+		return
+	}
+	b = b[:0:streamChunk]
+	streamChunks.Put(&b)
 }

@@ -112,6 +112,12 @@ func imageExport(c *cli.Context, file string, refs []string) error {
 		return usagef("--platform and --all-platforms exclude each other")
 	}
 	return withArchives(c, false, func(s store.Archives) error {
+		if !opts.LocalOnly {
+			// Blobs of lazily pulled images come from their registries.
+			if err := asCaller(c, s, &opts.RegistryOptions, sourceHosts(c, s)); err != nil {
+				return err
+			}
+		}
 		return writeFileAtomic(c, file, func(w io.Writer) error {
 			return argError(s.ExportImages(c.Context, w, refs, opts))
 		})

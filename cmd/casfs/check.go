@@ -38,6 +38,11 @@ func checkStore(c *cli.Context) error {
 	}
 	opts := store.StoreCheckOptions{Repair: c.Bool("repair"), RegistryOptions: ro}
 	return withChecker(c, false, func(s store.Checker) error {
+		if opts.Repair {
+			if err := asCaller(c, s, &opts.RegistryOptions, sourceHosts(c, s)); err != nil {
+				return err
+			}
+		}
 		rep, err := s.Check(c.Context, opts)
 		if err != nil {
 			return fmt.Errorf("check: %w", err)

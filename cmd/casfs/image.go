@@ -11,7 +11,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 
-	"github.com/casfs/casfs/api"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/store"
@@ -72,7 +71,7 @@ func imageCommand() *cli.Command {
 					&cli.BoolFlag{Name: "oci", Usage: "plain gzip layers (converts an eStargz image back)"},
 					&cli.StringFlag{Name: "prioritized-files", Usage: "`FILE` listing paths (one a line) to put first in eStargz layers, fetched first by background completion"},
 					quietFlag,
-				}, limitFlags()...),
+				}, append(append([]cli.Flag{}, registryFlags...), limitFlags()...)...),
 				Action: imageConvert,
 			},
 			{Name: "rm", Usage: "remove image names", ArgsUsage: "REF...", Action: imageRemove},
@@ -220,9 +219,8 @@ func fetchImage(c *cli.Context, verb string, call func(store.Images, string, sto
 		return err
 	}
 	return withImages(c, true, func(s store.Images) error {
-		if _, viaDaemon := s.(*api.Client); viaDaemon && opts.Username == "" {
-			// The daemon logs in as the caller, not with its own environment.
-			opts.Config = fetch.WithCallerCredentials(c.Context, opts.Config, ref)
+		if err := asCaller(c, s, &opts.RegistryOptions, refHosts(ref)); err != nil {
+			return err
 		}
 		p := newProgress(c, verb+" "+ref)
 		opts.Progress = p.Event
@@ -260,6 +258,10 @@ func imagePush(c *cli.Context) error {
 		return err
 	}
 	return withImages(c, false, func(s store.Images) error {
+		// The target's registry: REMOTE's, or REF's when REMOTE is not given.
+		if err := asCaller(c, s, &opts.RegistryOptions, refHosts(c.Args().Get(c.NArg()-1))); err != nil {
+			return err
+		}
 		p := newProgress(c, "push "+ref)
 		opts.Progress = p.Event
 		err := s.Push(c.Context, ref, remote, opts)
@@ -389,7 +391,11 @@ func imageConvert(c *cli.Context) error {
 	if c.Bool("estargz") == c.Bool("oci") {
 		return usagef("image convert: give one of --estargz and --oci")
 	}
-	opts := store.ConvertOptions{EStargz: c.Bool("estargz")}
+	ro, err := registryOptions(c)
+	if err != nil {
+		return err
+	}
+	opts := store.ConvertOptions{EStargz: c.Bool("estargz"), RegistryOptions: ro}
 	if p := c.String("prioritized-files"); p != "" {
 		if !opts.EStargz {
 			return usagef("image convert: --prioritized-files goes with --estargz")
@@ -405,6 +411,10 @@ func imageConvert(c *cli.Context) error {
 		}
 	}
 	return withImages(c, true, func(s store.Images) error {
+		// Layers of a lazily pulled image come from their registries.
+		if err := asCaller(c, s, &opts.RegistryOptions, sourceHosts(c, s)); err != nil {
+			return err
+		}
 		info, err := s.ConvertImage(c.Context, c.Args().Get(0), c.Args().Get(1), opts)
 		if err != nil {
 			return argError(err)

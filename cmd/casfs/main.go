@@ -12,7 +12,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/casfs/casfs/api"
 	"github.com/casfs/casfs/daemon"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/index"
@@ -135,26 +134,24 @@ func markUsageErrors(cmds []*cli.Command) {
 	}
 }
 
-// openStore works through the mount daemon's socket when one serves the
-// root, and opens the store itself otherwise. Commands that write pass
-// create=true; the others refuse a root that does not exist.
+// openStore works through the socket of the process that holds the root
+// (the mount daemon or another command) when one serves it, and opens the
+// store itself otherwise, serving the socket to other commands until it is
+// closed. Commands that write pass create=true; the others refuse a root
+// that does not exist.
 func openStore(c *cli.Context, create bool) (store.API, error) {
-	root := c.String("root")
-	client, err := api.Dial(daemon.SocketPath(root))
-	if err == nil {
-		if limitFlagGiven(c) {
-			slog.Warn("a mount daemon serves this root and unpacks with the limits it was started with; the --max-* flags given here do not apply")
-		}
-		return client, nil
-	}
-	if !errors.Is(err, errdefs.ErrNotFound) {
-		return nil, err
-	}
 	limits, err := unpackLimits(c)
 	if err != nil {
 		return nil, err
 	}
-	return store.Open(root, store.Options{Create: create, Limits: limits})
+	return daemon.Open(c.Context, c.String("root"), daemon.OpenOptions{
+		Create: create, Limits: limits, Notice: c.App.ErrWriter,
+		ThroughSocket: func() {
+			if limitFlagGiven(c) {
+				slog.Warn("another casfs process serves this root and unpacks with its own limits; the --max-* flags given here do not apply")
+			}
+		},
+	})
 }
 
 // withPart makes a runner that opens the store, hands fn the one part of

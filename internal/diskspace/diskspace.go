@@ -56,22 +56,56 @@ func Free(path string) (int64, error) {
 
 func available(st *unix.Statfs_t) int64 {
 	// Root may use the blocks a filesystem keeps for it; others may not.
-	if unix.Geteuid() == 0 {
+	if isRoot {
 		return int64(st.Bfree) * st.Bsize
 	}
 	return int64(st.Bavail) * st.Bsize
 }
 
+// isRoot is read once: asking on every check cost a system call per
+// unpacked file.
+var isRoot = unix.Geteuid() == 0
+
 // CheckFd fails with an *Error when writing need more bytes to the
 // filesystem of fd would leave less than Reserve free.
 func CheckFd(fd int, need int64) error {
+	var b Budget
+	return b.CheckFd(fd, need)
+}
+
+// Slack is how many bytes a Budget lets through between two looks at the
+// filesystem: small next to the headroom between Reserve and MetaReserve,
+// so that a few writers running at once stay clear of the database's share.
+const Slack int64 = 4 << 20
+
+// fileCost is what a Budget counts for a file beyond its bytes: a block
+// and an inode.
+const fileCost int64 = 4 << 10
+
+// Budget is CheckFd for a writer of many files (an unpack), which would
+// otherwise ask the filesystem once per file: it asks again only after it
+// has let Slack bytes through (or fewer, when the last answer left less
+// room above Reserve). The zero value asks at the first check.
+type Budget struct{ left int64 }
+
+// CheckFd fails with an *Error when writing need more bytes (in a new file)
+// to the filesystem of fd would leave less than Reserve free.
+func (b *Budget) CheckFd(fd int, need int64) error {
+	cost := need + fileCost
+	if cost <= b.left {
+		b.left -= cost
+		return nil
+	}
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(fd, &st); err != nil {
 		return fmt.Errorf("statfs: %w", err)
 	}
-	if free := available(&st); free-need < Reserve {
+	free := available(&st)
+	if free-need < Reserve {
+		b.left = 0
 		return &Error{Free: free, Keep: Reserve}
 	}
+	b.left = min(free-cost-Reserve, Slack)
 	return nil
 }
 

@@ -140,27 +140,17 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 	if err != nil {
 		return ocispec.Descriptor{}, "", nil, err
 	}
-	diffID := digest.FromBytes(raw)
 	docker = docker || l.DockerMediaType
-	var blob []byte
 	var mt string
-	var annotations map[string]string
 	switch l.Compression {
 	case "", "gzip", "estargz":
-		if l.Compression == "estargz" {
-			blob, diffID, annotations, err = buildEStargz(l, raw)
-		} else {
-			blob, err = Gzip(raw)
-		}
 		mt = ocispec.MediaTypeImageLayerGzip
 		if docker {
 			mt = oci.MediaTypeDockerLayerGzip
 		}
 	case "zstd":
-		blob, err = Zstd(raw)
 		mt = ocispec.MediaTypeImageLayerZstd
 	case "none":
-		blob = raw
 		mt = ocispec.MediaTypeImageLayer
 		if docker {
 			mt = oci.MediaTypeDockerLayer
@@ -168,6 +158,7 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 	default:
 		return ocispec.Descriptor{}, "", nil, fmt.Errorf("unknown compression %q (want gzip, zstd, none or estargz)", l.Compression)
 	}
+	blob, diffID, annotations, err := compressLayer(l, raw)
 	if err != nil {
 		return ocispec.Descriptor{}, "", nil, err
 	}

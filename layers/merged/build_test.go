@@ -233,7 +233,7 @@ func walkKernel(t *testing.T, root string) map[string]entry {
 			}
 			e.content = string(b)
 		}
-		names, err := listXattrs(p)
+		names, err := listXattrs(unix.AT_FDCWD, p, p)
 		if err != nil {
 			return err
 		}
@@ -456,5 +456,34 @@ func TestBuildErrors(t *testing.T) {
 	cancel()
 	if _, err := Build(ctx, sampleLayers(t)); err == nil {
 		t.Error("cancelled context: want an error")
+	}
+}
+
+// TestBuildWithoutListxattrat: on kernels before listxattrat (6.13) the
+// build lists xattrs by path and gets the same tree, xattrs included.
+func TestBuildWithoutListxattrat(t *testing.T) {
+	layers := sampleLayers(t)
+	fast, err := Build(context.Background(), layers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noListxattrat.Store(true)
+	t.Cleanup(func() { noListxattrat.Store(false) })
+	slow, err := Build(context.Background(), layers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, got := walkTree(t, fast), walkTree(t, slow)
+	xattrs := 0
+	for p, w := range want {
+		if got[p] != w {
+			t.Errorf("%s:\n got %+v\nwant %+v", p, got[p], w)
+		}
+		if w.xattrs != "" {
+			xattrs++
+		}
+	}
+	if len(got) != len(want) || xattrs == 0 {
+		t.Errorf("%d entries by path, %d with listxattrat, %d of them with xattrs: want equal counts and some xattrs", len(got), len(want), xattrs)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,8 +18,8 @@ const (
 
 // readXattrs returns every xattr of p except overlayfs' private ones, and
 // whether p carries the opaque marker.
-func readXattrs(p string) (xs []Xattr, opaque bool, err error) {
-	names, err := listXattrs(p)
+func readXattrs(dirfd int, name, p string) (xs []Xattr, opaque bool, err error) {
+	names, err := listXattrs(dirfd, name, p)
 	if err != nil {
 		return nil, false, err
 	}
@@ -44,12 +46,15 @@ func readXattrs(p string) (xs []Xattr, opaque bool, err error) {
 	return xs, opaque, nil
 }
 
-func listXattrs(p string) ([]string, error) {
+// listXattrs lists the xattr names of name in dirfd, which is p: with
+// listxattrat (Linux 6.13) where the kernel has it, which needs no path
+// lookup, else llistxattr(p).
+func listXattrs(dirfd int, name, p string) ([]string, error) {
 	buf := make([]byte, 256)
 	for {
-		sz, err := unix.Llistxattr(p, buf)
+		sz, err := listXattrsAt(dirfd, name, p, buf)
 		if errors.Is(err, unix.ERANGE) {
-			sz, err = unix.Llistxattr(p, nil)
+			sz, err = listXattrsAt(dirfd, name, p, nil)
 			if err != nil {
 				return nil, fmt.Errorf("list xattrs of %s: %w", p, err)
 			}
@@ -73,6 +78,32 @@ func listXattrs(p string) ([]string, error) {
 		}
 		return names, nil
 	}
+}
+
+// noListxattrat is set once the kernel said it lacks listxattrat.
+var noListxattrat atomic.Bool
+
+func listXattrsAt(dirfd int, name, p string, buf []byte) (int, error) {
+	if !noListxattrat.Load() {
+		namep, err := unix.BytePtrFromString(name)
+		if err != nil {
+			return 0, err
+		}
+		var bufp unsafe.Pointer
+		if len(buf) > 0 {
+			bufp = unsafe.Pointer(&buf[0])
+		}
+		n, _, errno := unix.Syscall6(unix.SYS_LISTXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(namep)),
+			unix.AT_SYMLINK_NOFOLLOW, uintptr(bufp), uintptr(len(buf)), 0)
+		if errno != unix.ENOSYS {
+			if errno != 0 {
+				return 0, errno
+			}
+			return int(n), nil
+		}
+		noListxattrat.Store(true)
+	}
+	return unix.Llistxattr(p, buf)
 }
 
 func getXattr(p, name string) ([]byte, error) {
