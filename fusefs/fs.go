@@ -276,7 +276,9 @@ func (f *FS) tree(ctx context.Context, id string) (*rtree, syscall.Errno) {
 		b = &treeBuild{done: make(chan struct{})}
 		f.building[id] = b
 		f.treesMu.Unlock()
+		start := time.Now()
 		t, err := f.src.Rootfs(ctx, id)
+		f.log.Debug("fuse: rootfs tree built", "rootfs", id, "took", time.Since(start), "err", err)
 		f.treesMu.Lock()
 		delete(f.building, id)
 		if err == nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -86,6 +87,7 @@ func Open(ctx context.Context, desc ocispec.Descriptor, tocDigest digest.Digest,
 
 func (l *Layer) openTOC(ctx context.Context, want digest.Digest) error {
 	size := l.desc.Size
+	start := time.Now()
 	t, tocOff, ok := l.cachedTail()
 	if !ok {
 		var err error
@@ -94,14 +96,17 @@ func (l *Layer) openTOC(ctx context.Context, want digest.Digest) error {
 			return err
 		}
 	}
+	fetched := time.Now()
 	js, err := tocJSON(t, tocOff, size, want)
 	if err != nil {
 		return err
 	}
+	verified := time.Now()
 	r, err := openTOC(js, tocOff, size, want)
 	if err != nil {
 		return err
 	}
+	decoded := time.Now()
 	if !ok {
 		// Verified: keep it, so that a restart opens the layer offline.
 		if err := l.sp.put(tocOff, t.data[tocOff-t.off:]); err != nil {
@@ -109,6 +114,9 @@ func (l *Layer) openTOC(ctx context.Context, want digest.Digest) error {
 		}
 	}
 	l.tocOff, l.toc, l.r = tocOff, js, r
+	// Where the time of a lazy start goes, step by step (--log-level debug).
+	l.opts.Logger.Debug("lazy: TOC opened", "layer", l.desc.Digest, "from_cache", ok, "toc_bytes", size-tocOff, "json_bytes", len(js),
+		"fetch", fetched.Sub(start), "decompress_verify", verified.Sub(fetched), "decode_check", decoded.Sub(verified), "cache", time.Since(decoded))
 	return nil
 }
 
@@ -163,21 +171,23 @@ func (l *Layer) Walk(ctx context.Context, fn func(*merged.Entry) error) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var kids []string
-		byName := map[string]*estargz.TOCEntry{}
+		type kid struct {
+			base string
+			e    *estargz.TOCEntry
+		}
+		var kids []kid
 		e.ForeachChild(func(base string, c *estargz.TOCEntry) bool {
-			kids = append(kids, base)
-			byName[base] = c
+			kids = append(kids, kid{base, c})
 			return true
 		})
-		sort.Strings(kids)
+		slices.SortFunc(kids, func(a, b kid) int { return strings.Compare(a.base, b.base) })
 		me := entryOf(dir, e, 0)
 		me.Opaque = opaque
 		if err := fn(&me); err != nil {
 			return err
 		}
-		for _, base := range kids {
-			c := byName[base]
+		for _, k := range kids {
+			base, c := k.base, k.e
 			p := join(dir, base)
 			switch {
 			case dir == "" && merged.IsEStargzMetadata(p), base == opaqueMarker:

@@ -95,6 +95,7 @@ func (s *Local) pullTOCs(ctx context.Context, fo fetch.Options, res fetch.PullRe
 	if len(tocs) == 0 {
 		return nil
 	}
+	start := time.Now()
 	// The TOCs are stored together and not synced: each is verified data
 	// that can be fetched again, and the pull waits for no disk flush.
 	var ds []digest.Digest
@@ -136,6 +137,7 @@ func (s *Local) pullTOCs(ctx context.Context, fo fetch.Options, res fetch.PullRe
 		}
 		slog.Info("lazy pull: eStargz layer served file by file, TOC fetched and verified", "layer", t.layer, "toc", t.toc, "fetched", t.ll.Fetched())
 	}
+	slog.Debug("lazy pull: TOCs stored and layers recorded", "image", res.Name, "layers", len(tocs), "took", time.Since(start))
 	return nil
 }
 
