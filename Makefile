@@ -28,20 +28,17 @@ prereqs:
 prereqs-packages:
 	@scripts/prereqs.sh packages
 
-# make test runs its parts at once: the integration package, the other
-# packages, lint and the two nested modules. The integration package is the
-# longest part and mostly waits on processes, registries and the disk; the
-# other parts fill the cores around it at a lower priority (nice), so that it
-# does not wait for a core behind them. Every part runs to its end, each
-# part's output is printed in one piece when it ends, and make test fails if
-# any part failed.
-NICE ?= nice -n 10
-test: prereqs-packages
-	@$(MAKE) --no-print-directory -k -j5 --output-sync=target NICE_PART="$(NICE)" \
-	  test-integration test-unit lint conformance containerd-content
+# make test runs lint, then every package's tests (the integration package
+# among them, its tests side by side), then the two nested modules. The parts
+# run one after another: on a 2-core machine with an empty build cache, running
+# them at once made each compile the same packages and the whole run twice as
+# long.
+test: prereqs-packages lint
+	$(GO) test $(GOFLAGS_TEST) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) --no-print-directory conformance containerd-content
 
-# The parts other than the integration package run under $(NICE_PART) when
-# make test starts them; on their own they run at the usual priority.
+# NICE_PART runs a part at a lower priority when set (for running parts
+# beside other work by hand).
 NICE_PART ?=
 
 test-integration:
