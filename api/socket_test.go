@@ -209,11 +209,13 @@ func TestDefaultPeerPolicy(t *testing.T) {
 // name it is bound under first, still gets its socket; a longer one is
 // refused with the reason.
 func TestSocketPathNearTheLimit(t *testing.T) {
-	base := t.TempDir()
-	pad := 92 - len(base) - 1
-	if pad < 1 {
-		t.Skipf("temporary directory %s is too long to build the case", base)
+	// A short base under /tmp: TMPDIR may be too long to leave room.
+	base, err := os.MkdirTemp("/tmp", "s")
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	pad := 92 - len(base) - 1
 	dir := filepath.Join(base, strings.Repeat("d", pad))
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
