@@ -209,7 +209,8 @@ var errStreamNotNeeded = errors.New("layer stream not needed")
 // writes its files while the layers below are still being unpacked, and
 // waits for the one below only when it must look below and before it
 // commits (layers.Snapshotter.UnpackAbove). A layer waiting for its
-// parent gives its turn to another. The first failure cancels the others.
+// parent gives its turn to another. A failure cancels the layers above the
+// one that failed once those below it have finished.
 func (u *pullUnpacker) unpackAll(jobs []*layerJob) error {
 	sn, err := u.s.Snapshotter()
 	if err != nil {
@@ -241,6 +242,13 @@ func (u *pullUnpacker) unpackAll(jobs []*layerJob) error {
 			defer wg.Done()
 			defer close(done[i])
 			if errs[i] = u.unpackLayer(ctx, sn, j, turns, below); errs[i] != nil {
+				// The layers below are unaffected: let them finish, so
+				// a failed pull keeps every whole snapshot below the
+				// layer that failed (a retry resumes from there) whichever
+				// layer got furthest first; then stop the rest.
+				for k := range i {
+					<-done[k]
+				}
 				u.fail(errs[i])
 			}
 		}()
