@@ -19,7 +19,7 @@ import (
 // the shape in which a mistyped command used to become a mount.
 func runBare(t *testing.T, dir, root string, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(casfsBin, args...)
+	cmd := exec.Command(binFor(args), args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CASFS_ROOT="+root)
 	var out, errb bytes.Buffer

@@ -108,7 +108,7 @@ func TestConcurrentPullsReadsAndPrune(t *testing.T) {
 	stable, stableRef := imgs[8], refs[8]
 	refs, imgs = refs[:8], imgs[:8]
 
-	c := newCLI(t)
+	c := newRaceCLI(t)
 	c.OK(nil, "image", "pull", "-q", "--plain-http", stableRef)
 	mnt := mountCASFS(t, c)
 

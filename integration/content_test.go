@@ -256,7 +256,8 @@ func TestContentLockedRefAndBusyStore(t *testing.T) {
 	t.Cleanup(func() { pr.Close(); first.Process.Kill(); first.Wait() })
 	// Enough bytes that the ingest writes through its buffers to disk.
 	held := bytes.Repeat([]byte("y"), 8<<20)
-	go pw.Write(held)
+	written := make(chan error, 1)
+	go func() { _, err := pw.Write(held); written <- err }()
 	waitForIngest(t, c.Root, 1<<20)
 
 	c.Fail(1, strings.NewReader("z"), []string{"content", "ingest", "held"}, "locked", "held")
@@ -265,6 +266,10 @@ func TestContentLockedRefAndBusyStore(t *testing.T) {
 		t.Errorf("content ls while another command holds the store: %q, want the one stored blob", got)
 	}
 
+	// Closing the pipe mid-write would end the ingest short of held.
+	if err := <-written; err != nil {
+		t.Fatalf("feeding the first ingest: %v", err)
+	}
 	pw.Close()
 	if err := first.Wait(); err != nil {
 		t.Fatalf("first ingest: %v: %s", err, firstErr.String())

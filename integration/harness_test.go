@@ -15,11 +15,14 @@ import (
 	"time"
 )
 
-// casfsBin is the binary under test, built once by TestMain with the race
-// detector. plainBin is the same program without it: tests that run casfs
-// hundreds of times to check outcomes rather than interleavings (the
-// hostile corpus, the crash trials) use it, since a race-enabled process
-// costs about four times the CPU to start and run.
+// casfsBin is the binary under test built once by TestMain with the race
+// detector; plainBin is the same program without it. A race-enabled
+// process costs about four times the CPU to start and run, and most
+// commands a test runs check outcomes, not interleavings: those run
+// plainBin. The long-lived processes, where concurrent requests meet (the
+// mount and serve daemons), and every command of the tests made with
+// newRaceCLI (concurrent pulls, the unpack pipeline's cancellation, lazy
+// reads) run casfsBin.
 var casfsBin, plainBin string
 
 func TestMain(m *testing.M) {
@@ -60,7 +63,7 @@ type cli struct {
 	t    testing.TB
 	Root string
 	Env  []string
-	// Bin is the binary run: casfsBin unless a test chose plainBin.
+	// Bin is the binary run; empty chooses by command (binFor).
 	Bin string
 }
 
@@ -68,11 +71,38 @@ func newCLI(t testing.TB) *cli {
 	return &cli{t: t, Root: filepath.Join(t.TempDir(), "store")}
 }
 
-// newPlainCLI is newCLI running the binary built without the race detector.
+// newPlainCLI is newCLI running the binary built without the race
+// detector for every command, daemons included.
 func newPlainCLI(t testing.TB) *cli {
 	c := newCLI(t)
 	c.Bin = plainBin
 	return c
+}
+
+// newRaceCLI is newCLI running the race-enabled binary for every command.
+func newRaceCLI(t testing.TB) *cli {
+	c := newCLI(t)
+	c.Bin = casfsBin
+	return c
+}
+
+// binFor is the binary that runs args when a test chose none: the
+// race-enabled one for the daemons (mount, serve, image mount), the plain
+// one for commands that run and exit.
+func binFor(args []string) string {
+	var words []string
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			words = append(words, a)
+		}
+	}
+	switch {
+	case len(words) > 0 && (words[0] == "mount" || words[0] == "serve"):
+		return casfsBin
+	case len(words) > 1 && words[0] == "image" && words[1] == "mount":
+		return casfsBin
+	}
+	return plainBin
 }
 
 // cmdTimeout bounds every command: a hang is a failure, not a stuck suite.
@@ -81,7 +111,7 @@ const cmdTimeout = 2 * time.Minute
 func (c *cli) command(stdin io.Reader, args ...string) *exec.Cmd {
 	bin := c.Bin
 	if bin == "" {
-		bin = casfsBin
+		bin = binFor(args)
 	}
 	cmd := exec.Command(bin, append([]string{"--root", c.Root}, args...)...)
 	cmd.Env = append(os.Environ(), c.Env...)

@@ -46,7 +46,7 @@ func TestPullUnpackLimits(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := newCLI(t)
+			c := newRaceCLI(t)
 			if tc.env != "" {
 				c.Env = append(c.Env, tc.env)
 			}

@@ -46,7 +46,7 @@ func TestPullFailingLayerCancelsWholePull(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := newCLI(t)
+	c := newRaceCLI(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, casfsBin, "--root", c.Root, "image", "pull", "--plain-http", ref)

@@ -411,7 +411,7 @@ func TestPullPipelinedMatchesSequential(t *testing.T) {
 	img := layeredImage(t)
 	ref := pushTestImage(t, reg, "lab/layered", "1", img)
 
-	piped := newCLI(t)
+	piped := newRaceCLI(t)
 	piped.OK(nil, "image", "pull", "--plain-http", ref)
 
 	seq := newCLI(t)
