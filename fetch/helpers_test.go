@@ -261,14 +261,19 @@ type recorder struct {
 	mu      sync.Mutex
 	existed map[digest.Digest]bool
 	done    map[digest.Digest]error
+	last    map[digest.Digest]int64 // the last Update
 }
 
 func newRecorder() *recorder {
-	return &recorder{existed: map[digest.Digest]bool{}, done: map[digest.Digest]error{}}
+	return &recorder{existed: map[digest.Digest]bool{}, done: map[digest.Digest]error{}, last: map[digest.Digest]int64{}}
 }
 
-func (r *recorder) Start(ocispec.Descriptor)         {}
-func (r *recorder) Update(ocispec.Descriptor, int64) {}
+func (r *recorder) Start(ocispec.Descriptor) {}
+func (r *recorder) Update(d ocispec.Descriptor, n int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.last[d.Digest] = n
+}
 func (r *recorder) Done(d ocispec.Descriptor, err error, existed bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -56,6 +56,11 @@ func TestPullThreeLayers(t *testing.T) {
 			t.Errorf("blob %s reported as existing on the first pull", d)
 		}
 	}
+	for _, l := range img.Layers {
+		if got := rec.last[l.Digest]; got != l.Size {
+			t.Errorf("layer %s: progress ended at %d of %d bytes", l.Digest, got, l.Size)
+		}
+	}
 
 	// A second pull moves nothing.
 	rec2 := newRecorder()
