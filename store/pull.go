@@ -92,7 +92,10 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 		return ImageInfo{}, err
 	}
 	if opts.PlainHTTP {
-		s.markPlainHTTP(ctx, res)
+		// Hints for later fetches, one per layer: unsynced, made durable
+		// by the image record's synced commit below (the log is written in
+		// order) instead of one sync each after the pull.
+		s.markPlainHTTP(index.Unsynced(ctx), res)
 	}
 	if opts.Lazy {
 		if err := s.pullTOCs(ctx, fo, res, opts.NoComplete); err != nil {

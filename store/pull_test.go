@@ -117,6 +117,13 @@ func TestConcurrentPullsShareDownloads(t *testing.T) {
 			t.Errorf("layer %d (%s) not unpacked: %v", i, c, err)
 		}
 	}
+	// Later lazy fetches of the layers talk plain HTTP, as the pulls did.
+	for _, l := range img.Layers {
+		b, err := s.ContentInfo(ctx, l.Digest)
+		if err != nil || b.Labels[labelPlainHTTP] != "true" {
+			t.Errorf("layer %s: labels %v, %v; want %s=true", l.Digest, b.Labels, err, labelPlainHTTP)
+		}
+	}
 }
 
 func digestsOf(ds []ocispec.Descriptor) []digest.Digest {
