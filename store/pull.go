@@ -56,12 +56,15 @@ func (s *Local) fetchOptions(ro RegistryOptions, platform string, all, lazy bool
 }
 
 func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageInfo, error) {
-	if opts.Lazy {
-		// A lazy pull is a few small records and a start-up path: none of
-		// them is synced on its own; the image record's sync at the end
-		// makes them durable together (the log is written in order).
-		ctx = index.Unsynced(ctx)
-	}
+	// None of a pull's records (blobs, labels, leases, snapshots) is
+	// synced on its own: the image record's sync at the end makes them
+	// durable together (the log is written in order), and until then
+	// nothing names them but the pull's lease. A blob file is durable
+	// when committed; a power loss that takes its record leaves it as a
+	// kill between commit and record does, for the next pull to record
+	// and `casfs check` to adopt. Synced one by one, the records of a
+	// 20-layer pull cost a sync each between a download and the next.
+	ctx = index.Unsynced(ctx)
 	ctx, release, err := s.HoldLease(ctx, "pull "+ref) // until the image record exists
 	if err != nil {
 		return ImageInfo{}, err
@@ -92,10 +95,7 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 		return ImageInfo{}, err
 	}
 	if opts.PlainHTTP {
-		// Hints for later fetches, one per layer: unsynced, made durable
-		// by the image record's synced commit below (the log is written in
-		// order) instead of one sync each after the pull.
-		s.markPlainHTTP(index.Unsynced(ctx), res)
+		s.markPlainHTTP(ctx, res)
 	}
 	if opts.Lazy {
 		if err := s.pullTOCs(ctx, fo, res, opts.NoComplete); err != nil {
