@@ -51,8 +51,12 @@ type applier struct {
 	// Any removal of a directory forgets it.
 	lastDir   string
 	lastDirFd int
-	buf       []byte           // file data on its way from the tar to a file
-	space     diskspace.Budget // free space, looked at every few MiB
+	lastDirSt *unix.Stat_t // lastDirFd's owner and mode, nil until looked at (createdOwned)
+	// exactCreate: a create gives a file the mode asked for less the
+	// umask (no default ACL above it), see createMode.
+	exactCreate bool
+	buf         []byte           // file data on its way from the tar to a file
+	space       diskspace.Budget // free space, looked at every few MiB
 }
 
 // dirFd returns an O_PATH descriptor of directory rel, owned by the applier
@@ -75,7 +79,7 @@ func (a *applier) forgetDir() {
 	if a.lastDirFd >= 0 {
 		unix.Close(a.lastDirFd)
 	}
-	a.lastDir, a.lastDirFd = "", -1
+	a.lastDir, a.lastDirFd, a.lastDirSt = "", -1, nil
 }
 
 var resolveHow = unix.OpenHow{
@@ -274,9 +278,21 @@ func (a *applier) writeFile(pfd int, base, rel string, hdr *tar.Header, r io.Rea
 	if err := a.space.CheckFd(pfd, hdr.Size); err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
+	mode, modeDone := createMode(hdr)
+	if !a.exactCreate {
+		mode, modeDone = 0o600, false
+	}
+	var dirSt *unix.Stat_t
+	if pfd == a.lastDirFd {
+		dirSt = a.lastDirSt
+	}
+	owned := createdOwned(pfd, hdr, &dirSt)
+	if pfd == a.lastDirFd {
+		a.lastDirSt = dirSt
+	}
 	fd := -1
 	err := a.replace(pfd, base, rel, func() (err error) {
-		fd, err = createFile(pfd, base)
+		fd, err = createFileMode(pfd, base, mode)
 		return err
 	})
 	if err != nil {
@@ -287,7 +303,7 @@ func (a *applier) writeFile(pfd int, base, rel string, hdr *tar.Header, r io.Rea
 	}
 	err = copyToFd(fd, r, a.buf)
 	if err == nil {
-		err = setMetaFd(fd, hdr)
+		err = setMetaFd(fd, hdr, !owned, !modeDone)
 	}
 	if cerr := unix.Close(fd); err == nil && cerr != nil {
 		err = fmt.Errorf("close: %w", cerr)
@@ -312,8 +328,10 @@ func writeFile(pfd int, base string, r io.Reader, size int64) error {
 	return err
 }
 
-func createFile(pfd int, base string) (int, error) {
-	return unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+func createFile(pfd int, base string) (int, error) { return createFileMode(pfd, base, 0o600) }
+
+func createFileMode(pfd int, base string, mode uint32) (int, error) {
+	return unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
 }
 
 func copyToFd(fd int, r io.Reader, buf []byte) error {
@@ -324,13 +342,18 @@ func copyToFd(fd int, r io.Reader, buf []byte) error {
 }
 
 // setMetaFd is setMeta for an open regular file: owner, then mode (chown
-// clears setuid and setgid), then xattrs, then times.
-func setMetaFd(fd int, hdr *tar.Header) error {
-	if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
-		return fmt.Errorf("chown: %w", err)
+// clears setuid and setgid), then xattrs, then times. chown and chmod say
+// whether owner and mode still need setting (see createMode).
+func setMetaFd(fd int, hdr *tar.Header, chown, chmod bool) error {
+	if chown {
+		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
+			return fmt.Errorf("chown: %w", err)
+		}
 	}
-	if err := unix.Fchmod(fd, uint32(hdr.Mode)&0o7777); err != nil {
-		return fmt.Errorf("chmod: %w", err)
+	if chmod || chown {
+		if err := unix.Fchmod(fd, uint32(hdr.Mode)&0o7777); err != nil {
+			return fmt.Errorf("chmod: %w", err)
+		}
 	}
 	for k, v := range entryXattrs(hdr) {
 		if err := ignoreErrnos(unix.Fsetxattr(fd, k, []byte(v), 0), unix.ENOTSUP); err != nil {
@@ -394,6 +417,12 @@ func (a *applier) rootEntry(hdr *tar.Header) error {
 // setMeta sets owner, then mode (chown clears setuid and setgid), then
 // xattrs, then times (directories' times wait for finish).
 func (a *applier) setMeta(pfd int, base string, hdr *tar.Header) error {
+	if hdr.Typeflag == tar.TypeDir {
+		a.lastDirSt = nil // it may be the cached directory: look again
+		if _, ok := entryXattrs(hdr)[aclDefaultXattr]; ok {
+			a.exactCreate = false
+		}
+	}
 	if err := unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("chown: %w", err)
 	}

@@ -81,6 +81,23 @@ func TestApplyMergedView(t *testing.T) {
 		},
 		groups: [][]string{{"bin/sh", "bin/sh2", "bin/sh3"}},
 	}, {
+		// A create gives a file the process's owner (or a setgid
+		// directory's group) and the mode less the umask: where that is
+		// not what the entry says, the entry still wins.
+		name: "owners and modes a create alone would get wrong",
+		layers: [][]tent{{
+			tDir("g", 0o2755).own(0, 50), tFile("g/root", 0o644, "r"), tFile("g/staff", 0o644, "s").own(0, 50),
+			tDir("h", 0o755), tFile("h/before", 0o644, "b"), tDir("h", 0o2775).own(0, 60), tFile("h/after", 0o644, "a"),
+			tFile("m/open", 0o666, "o"), tFile("m/none", 0o000, "n"), tFile("m/ro", 0o444, "ro"), tFile("m/sticky", 0o1755, "t"),
+			tFile("m/user", 0o755, "u").own(1000, 0),
+		}},
+		want: []exp{
+			eDir("g", 0o2755).own(0, 50), eFile("g/root", 0o644, "r"), eFile("g/staff", 0o644, "s").own(0, 50),
+			eDir("h", 0o2775).own(0, 60), eFile("h/before", 0o644, "b"), eFile("h/after", 0o644, "a"),
+			eDir("m", 0o755), eFile("m/open", 0o666, "o"), eFile("m/none", 0o000, "n"), eFile("m/ro", 0o444, "ro"),
+			eFile("m/sticky", 0o1755, "t"), eFile("m/user", 0o755, "u").own(1000, 0),
+		},
+	}, {
 		name: "whiteouts delete files and directories below",
 		layers: [][]tent{
 			{tDir("a", 0o755), tFile("a/x", 0o644, "x"), tFile("a/y", 0o644, "y"), tFile("b", 0o644, "b"), tDir("c", 0o755), tFile("c/z", 0o644, "z")},
