@@ -7,6 +7,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/casfs/casfs/fusefs"
+	"github.com/casfs/casfs/internal/gcburst"
 	"github.com/casfs/casfs/layers/merged"
 	"github.com/casfs/casfs/store"
 )
@@ -91,6 +92,15 @@ func (s *source) Rootfs(ctx context.Context, id string) (*merged.Tree, error) {
 	ls, err := s.st.RootfsSources(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	for _, l := range ls {
+		if _, ok := l.(merged.Dir); !ok {
+			// A tree from eStargz TOCs, on the path of a lazy start,
+			// is built from memory: a burst of small allocations. Trees
+			// read from disk are not, and keep the daemon's footprint.
+			defer gcburst.Begin()()
+			break
+		}
 	}
 	return merged.BuildLayers(ctx, ls)
 }
