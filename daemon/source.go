@@ -7,7 +7,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/casfs/casfs/fusefs"
-	"github.com/casfs/casfs/internal/gcburst"
 	"github.com/casfs/casfs/layers/merged"
 	"github.com/casfs/casfs/store"
 )
@@ -19,7 +18,7 @@ type fsStore interface {
 	ContentInfo(ctx context.Context, d digest.Digest) (store.ContentInfo, error)
 	OpenBlob(ctx context.Context, d digest.Digest) (*os.File, error)
 	ImageViews(ctx context.Context) ([]store.ImageView, error)
-	RootfsSources(ctx context.Context, id string) ([]merged.Layer, error)
+	RootfsTree(ctx context.Context, id string) (*merged.Tree, error)
 }
 
 // source shows a store through the filesystem's Source interface.
@@ -89,18 +88,5 @@ func (s *source) Images(ctx context.Context) ([]fusefs.ImageInfo, error) {
 // Rootfs builds the merged tree of one rootfs id. The filesystem keeps it
 // while the kernel holds any of its nodes and asks again after that.
 func (s *source) Rootfs(ctx context.Context, id string) (*merged.Tree, error) {
-	ls, err := s.st.RootfsSources(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range ls {
-		if _, ok := l.(merged.Dir); !ok {
-			// A tree from eStargz TOCs, on the path of a lazy start,
-			// is built from memory: a burst of small allocations. Trees
-			// read from disk are not, and keep the daemon's footprint.
-			defer gcburst.Begin()()
-			break
-		}
-	}
-	return merged.BuildLayers(ctx, ls)
+	return s.st.RootfsTree(ctx, id)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/layers"
 	"github.com/casfs/casfs/layers/merged"
 	"github.com/casfs/casfs/lazy"
 )
@@ -146,6 +147,11 @@ func (s *Local) pullTOCs(ctx context.Context, opens *tocOpens, res fetch.PullRes
 	}
 	if len(tocs) == 0 {
 		return nil
+	}
+	if mans, err := s.imageManifests(ctx, res.Target); err == nil && len(mans) > 0 {
+		if il, err := s.imageLayers(ctx, s.pickManifest(mans)); err == nil {
+			s.prebuildTree(ctx, il)
+		}
 	}
 	start := time.Now()
 	// The TOCs are stored together and not synced: each is verified data
@@ -367,12 +373,12 @@ func (s *Local) rangeReader(ctx context.Context, ro RegistryOptions, d digest.Di
 	}, nil
 }
 
-// RootfsSources returns the layers of a rootfs id, lowest first, for the
+// rootfsSources returns the layers of a rootfs id, lowest first, for the
 // merged tree: snapshot directories for unpacked layers, and for eStargz
 // layers that are not local yet (when the mount can fetch) their TOC
 // listing with chunk reads. An image with other layers missing is
 // unpacked first, as RootfsLayers does.
-func (s *Local) RootfsSources(ctx context.Context, id string) ([]merged.Layer, error) {
+func (s *Local) rootfsSources(ctx context.Context, id string) ([]merged.Layer, error) {
 	dirsOnly := func() ([]merged.Layer, error) {
 		dirs, err := s.RootfsLayers(ctx, id)
 		if err != nil {
@@ -398,6 +404,22 @@ func (s *Local) RootfsSources(ctx context.Context, id string) ([]merged.Layer, e
 	if err != nil || !ok {
 		return dirsOnly()
 	}
+	out, ok, err := s.lazySources(ctx, sn, il)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return dirsOnly()
+	}
+	s.lazyLayers.completeLater(id, il)
+	return out, nil
+}
+
+// lazySources is rootfsSources for an image with eStargz layers not
+// unpacked yet: snapshot directories up to the highest unpacked layer,
+// TOC listings above it. ok is false when a layer above is not eStargz
+// (the image is unpacked instead).
+func (s *Local) lazySources(ctx context.Context, sn *layers.Snapshotter, il ImageLayers) ([]merged.Layer, bool, error) {
 	// The highest unpacked layer brings the ones below it.
 	top := -1
 	for i := len(il.Layers) - 1; i >= 0; i-- {
@@ -410,7 +432,7 @@ func (s *Local) RootfsSources(ctx context.Context, id string) ([]merged.Layer, e
 	if top >= 0 {
 		lowers, err := sn.Lowers(ctx, il.ChainIDs[top].String())
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		for i := len(lowers) - 1; i >= 0; i-- {
 			out = append(out, merged.Dir(filepath.Clean(lowers[i])))
@@ -419,17 +441,16 @@ func (s *Local) RootfsSources(ctx context.Context, id string) ([]merged.Layer, e
 	for _, l := range il.Layers[top+1:] {
 		toc, ok := tocDigestOf(l)
 		if !ok {
-			return dirsOnly()
+			return nil, false, nil
 		}
 		x, err := s.lazyLayers.get(ctx, l, toc)
 		if err != nil {
 			if errors.Is(err, errdefs.ErrNotFound) {
-				return nil, fmt.Errorf("layer %s: %w", l.Digest, errdefs.ErrUnavailable)
+				return nil, false, fmt.Errorf("layer %s: %w", l.Digest, errdefs.ErrUnavailable)
 			}
-			return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+			return nil, false, fmt.Errorf("layer %s: %w", l.Digest, err)
 		}
 		out = append(out, x)
 	}
-	s.lazyLayers.completeLater(id, il)
-	return out, nil
+	return out, true, nil
 }
