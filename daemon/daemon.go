@@ -56,8 +56,8 @@ type Config struct {
 // cancels them.
 const apiGrace = 5 * time.Second
 
-// SocketPath is where the daemon of root serves the store API.
-func SocketPath(root string) string { return filepath.Join(root, "casfs.sock") }
+// socketPath is where the daemon of root serves the store API.
+func socketPath(root string) string { return filepath.Join(root, "casfs.sock") }
 
 // Run mounts and serves until ctx is cancelled. ready is called once the
 // mount answers and the socket accepts requests.
@@ -212,7 +212,7 @@ func mountStore(ctx context.Context, st *store.Local, fsys *fusefs.FS, mnt strin
 	}
 	served := make(chan struct{})
 	go func() { srv.Wait(); close(served) }()
-	log.Info("casfs mounted", "root", st.Root(), "mountpoint", mnt, "socket", SocketPath(st.Root()))
+	log.Info("casfs mounted", "root", st.Root(), "mountpoint", mnt, "socket", socketPath(st.Root()))
 	return srv, served, nil
 }
 

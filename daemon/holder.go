@@ -26,7 +26,7 @@ type OpenOptions struct {
 	// Limits bound unpacking when this process opens the store itself.
 	Limits layers.ApplyOptions
 	// Wait bounds how long a command that finds the store held waits for
-	// the holder's socket to answer (default DefaultHolderWait).
+	// the holder's socket to answer (default defaultHolderWait).
 	Wait time.Duration
 	// Notice receives the lines a holder prints while it finishes other
 	// commands' requests; nil discards them.
@@ -37,10 +37,10 @@ type OpenOptions struct {
 	Logger        *slog.Logger
 }
 
-// DefaultHolderWait is how long a command waits for the socket of a
+// defaultHolderWait is how long a command waits for the socket of a
 // process that holds the store: a command that took the store a moment
 // earlier serves its socket within milliseconds.
-const DefaultHolderWait = 5 * time.Second
+const defaultHolderWait = 5 * time.Second
 
 // Open reaches the store at root for one command. When a process serves
 // the root's socket (the mount daemon, or another command), the result is
@@ -51,7 +51,7 @@ const DefaultHolderWait = 5 * time.Second
 // client open the store itself, or go through the next holder.
 func Open(ctx context.Context, root string, opts OpenOptions) (store.API, error) {
 	if opts.Wait <= 0 {
-		opts.Wait = DefaultHolderWait
+		opts.Wait = defaultHolderWait
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -87,7 +87,7 @@ type opener struct {
 // connections) is waited for as long as it takes, with one notice: it ends
 // when they do, and the caller's context (Ctrl-C) bounds the wait.
 func (o *opener) reach(ctx context.Context) (*api.Client, error) {
-	sock := SocketPath(o.root)
+	sock := socketPath(o.root)
 	deadline := time.Now().Add(o.opts.Wait)
 	pause := 10 * time.Millisecond
 	finishing := false
@@ -172,7 +172,7 @@ func (o *opener) hold() (*holding, error) {
 		st.Close()
 		return nil, err
 	}
-	if api.TooLong(SocketPath(st.Root())) {
+	if api.TooLong(socketPath(st.Root())) {
 		// Nobody could dial it: others are told the store is held.
 		o.opts.Logger.Debug("store root too long for a socket; not serving it to other commands", "root", st.Root())
 		return &holding{st: st}, nil
@@ -205,7 +205,7 @@ func (h *holding) release() error {
 // startAPI serves st on its socket until ctx ends or Shutdown, and returns
 // once the socket accepts connections; served gets Serve's result.
 func startAPI(ctx context.Context, st *store.Local, opts api.ServerOptions) (*api.Server, chan error, error) {
-	sock := SocketPath(st.Root())
+	sock := socketPath(st.Root())
 	srv := api.NewServer(st, opts)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, sock) }()
@@ -262,7 +262,7 @@ func heldForDaemon(root string, err error) error {
 	if !errors.Is(err, errdefs.ErrInUse) {
 		return err
 	}
-	if c, derr := api.Dial(SocketPath(root)); derr == nil {
+	if c, derr := api.Dial(socketPath(root)); derr == nil {
 		c.Close()
 		return holderError(root, "serves its socket: commands go through it, but a mount or registry server needs the store to itself (start it once that process has ended)")
 	}

@@ -147,7 +147,7 @@ func TestOpenServesOtherCommandsAndDrains(t *testing.T) {
 	if err := second.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Lstat(SocketPath(root)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(socketPath(root)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket left behind after the last holder: %v", err)
 	}
 }
@@ -196,7 +196,7 @@ func TestOpenReplacesStaleSocket(t *testing.T) {
 	if err := os.MkdirAll(root, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: SocketPath(root), Net: "unix"})
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: socketPath(root), Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}

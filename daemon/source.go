@@ -18,7 +18,7 @@ type fsStore interface {
 	ContentInfo(ctx context.Context, d digest.Digest) (store.ContentInfo, error)
 	OpenBlob(ctx context.Context, d digest.Digest) (*os.File, error)
 	ImageViews(ctx context.Context) ([]store.ImageView, error)
-	RootfsSources(ctx context.Context, id string) ([]merged.Layer, error)
+	RootfsTree(ctx context.Context, id string) (*merged.Tree, error)
 }
 
 // source shows a store through the filesystem's Source interface.
@@ -88,9 +88,5 @@ func (s *source) Images(ctx context.Context) ([]fusefs.ImageInfo, error) {
 // Rootfs builds the merged tree of one rootfs id. The filesystem keeps it
 // while the kernel holds any of its nodes and asks again after that.
 func (s *source) Rootfs(ctx context.Context, id string) (*merged.Tree, error) {
-	ls, err := s.st.RootfsSources(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	return merged.BuildLayers(ctx, ls)
+	return s.st.RootfsTree(ctx, id)
 }

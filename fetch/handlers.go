@@ -218,10 +218,23 @@ func (p *Pull) Fetch(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.De
 // Handler is the pull's own composition: Fetch, with each index's entries
 // narrowed to the pull's platform(s) and, for a lazy pull, layers recorded
 // instead of fetched.
-func (p *Pull) Handler() oci.Handler {
+func (p *Pull) Handler() oci.Handler { return p.HandlerThen(nil) }
+
+// HandlerThen is Handler for a pull whose layers, in a lazy pull, are
+// each handed to recorded once their record is written: a lazy pull
+// starts reading what it needs of them (eStargz TOCs) while the config
+// is still on its way. recorded may be nil.
+func (p *Pull) HandlerThen(recorded func(context.Context, ocispec.Descriptor)) oci.Handler {
 	h := oci.Handler(oci.HandlerFunc(p.Fetch))
 	if p.o.opts.Lazy {
-		h = LayersBy(h, oci.HandlerFunc(p.Record), p.Limit())
+		record := oci.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+			children, err := p.Record(ctx, desc)
+			if err == nil && recorded != nil {
+				recorded(ctx, desc)
+			}
+			return children, err
+		})
+		h = LayersBy(h, record, p.Limit())
 	}
 	return Platforms(h, p.o.platform, p.o.opts.AllPlatforms)
 }

@@ -30,7 +30,7 @@ import (
 // may unpack to at most DefaultMaxRatio times the compressed bytes read so
 // far, which stops a 4 MB bomb at 1 GiB, not at 32 GiB.
 const (
-	DefaultMaxBytes      int64 = 32 << 30
+	defaultMaxBytes      int64 = 32 << 30
 	DefaultMaxImageBytes int64 = 32 << 30
 	DefaultMaxEntries    int64 = 1_000_000
 	DefaultMaxRatio      int64 = 100
@@ -44,7 +44,7 @@ type ApplyOptions struct {
 	// exists below and to give directories that the tar creates implicitly
 	// the attributes they have below.
 	Lowers []string
-	// MaxBytes bounds the uncompressed tar bytes read (0: DefaultMaxBytes).
+	// MaxBytes bounds the uncompressed tar bytes read (0: defaultMaxBytes).
 	MaxBytes int64
 	// MaxEntries bounds the number of tar entries (0: DefaultMaxEntries).
 	MaxEntries int64
@@ -112,7 +112,7 @@ type ApplyResult struct {
 // layers).
 func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (ApplyResult, error) {
 	if opts.MaxBytes <= 0 {
-		opts.MaxBytes = DefaultMaxBytes
+		opts.MaxBytes = defaultMaxBytes
 	}
 	if opts.MaxEntries <= 0 {
 		opts.MaxEntries = DefaultMaxEntries

@@ -26,36 +26,36 @@ import (
 // boot may be incomplete, and is rebuilt from its blob (Rebuild).
 const LabelUnsynced = "casfs.layers/unsynced"
 
-// DefaultSyncDelay is how long after an unpack the snapshotter syncs the
+// defaultSyncDelay is how long after an unpack the snapshotter syncs the
 // snapshots written since its last sync. By then the kernel has written
 // most of their data back on its own, so the sync is cheap and does not
 // make the creates of an unpack under way wait for journal commits.
-const DefaultSyncDelay = 30 * time.Second
+const defaultSyncDelay = 30 * time.Second
 
-// BootIDFile holds the kernel's random ID of the current boot.
-const BootIDFile = "/proc/sys/kernel/random/boot_id"
+// bootIDFile holds the kernel's random ID of the current boot.
+const bootIDFile = "/proc/sys/kernel/random/boot_id"
 
-// ReadBootID reads the current boot's ID.
-func ReadBootID() (string, error) {
-	b, err := os.ReadFile(BootIDFile)
+// readBootID reads the current boot's ID.
+func readBootID() (string, error) {
+	b, err := os.ReadFile(bootIDFile)
 	if err != nil {
 		return "", fmt.Errorf("boot id: %w", err)
 	}
 	id := strings.TrimSpace(string(b))
 	if id == "" {
-		return "", fmt.Errorf("boot id: %s is empty: %w", BootIDFile, errdefs.ErrFailedPrecondition)
+		return "", fmt.Errorf("boot id: %s is empty: %w", bootIDFile, errdefs.ErrFailedPrecondition)
 	}
 	return id, nil
 }
 
 // boot is the ID of this boot, read once (Snapshotter.BootID, else
-// ReadBootID). Without one, every snapshot counts as written by another
+// readBootID). Without one, every snapshot counts as written by another
 // boot, which costs a rebuild but never trusts a snapshot it should not.
 func (s *Snapshotter) boot() string {
 	s.bootOnce.Do(func() {
 		read := s.BootID
 		if read == nil {
-			read = ReadBootID
+			read = readBootID
 		}
 		id, err := read()
 		if err != nil {
@@ -253,7 +253,7 @@ func (s *Snapshotter) Sync(ctx context.Context) error {
 	return nil
 }
 
-// SyncSoon schedules a Sync SyncDelay from now (DefaultSyncDelay when
+// SyncSoon schedules a Sync SyncDelay from now (defaultSyncDelay when
 // zero), unless one is already scheduled. Close cancels it.
 func (s *Snapshotter) SyncSoon() {
 	s.syncMu.Lock()
@@ -263,7 +263,7 @@ func (s *Snapshotter) SyncSoon() {
 	}
 	d := s.SyncDelay
 	if d <= 0 {
-		d = DefaultSyncDelay
+		d = defaultSyncDelay
 	}
 	s.syncTimer = time.AfterFunc(d, func() {
 		s.syncMu.Lock()

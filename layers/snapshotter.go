@@ -41,8 +41,8 @@ type Snapshotter struct {
 	// Limits applies to every Unpack (zero fields: Apply's defaults).
 	Limits ApplyOptions
 
-	// BootID tells this boot from others (nil: ReadBootID); set it before
-	// the first Unpack. SyncDelay is SyncSoon's delay (0: DefaultSyncDelay).
+	// BootID tells this boot from others (nil: readBootID); set it before
+	// the first Unpack. SyncDelay is SyncSoon's delay (0: defaultSyncDelay).
 	BootID    func() (string, error)
 	SyncDelay time.Duration
 

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/casfs/casfs/errdefs"
+	"github.com/casfs/casfs/internal/gcburst"
 	"github.com/casfs/casfs/layers/merged"
 )
 
@@ -77,7 +78,8 @@ func Open(ctx context.Context, desc ocispec.Descriptor, tocDigest digest.Digest,
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: chunk cache: %w", desc.Digest, err)
 	}
-	l := &Layer{desc: desc, sp: sp, opts: opts, dec: new(estargz.GzipDecompressor), mem: newChunkLRU(32 << 20), ahead: make(chan struct{}, maxPrefetches)}
+	l := &Layer{desc: desc, sp: sp, opts: opts, dec: new(gzipDecompressor), mem: newChunkLRU(32 << 20), ahead: make(chan struct{}, maxPrefetches)}
+	defer gcburst.Begin()() // the TOC's decode is a burst of small allocations
 	if err := l.openTOC(ctx, tocDigest); err != nil {
 		sp.close()
 		return nil, fmt.Errorf("layer %s: %w", desc.Digest, err)

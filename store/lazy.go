@@ -19,6 +19,7 @@ import (
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/index"
+	"github.com/casfs/casfs/layers"
 	"github.com/casfs/casfs/layers/merged"
 	"github.com/casfs/casfs/lazy"
 )
@@ -46,54 +47,111 @@ func (s *Local) lazyCacheDir(d digest.Digest) string {
 	return filepath.Join(s.root, "lazy", d.Algorithm().String(), d.Encoded())
 }
 
-// pullTOCs is the eStargz part of a lazy pull: for each layer with a TOC
-// digest annotation it fetches footer and TOC (Range requests), verifies
-// and checks them, keeps the TOC as a blob referenced from the layer's
-// record, and keeps the fetched bytes in the layer's chunk cache. Layers go
-// in parallel: each costs one or two round trips to the registry.
-func (s *Local) pullTOCs(ctx context.Context, fo fetch.Options, res fetch.PullResult, noComplete bool) error {
-	type opened struct {
-		layer, toc digest.Digest
-		ll         *lazy.Layer
-	}
-	var (
-		mu   sync.Mutex
-		tocs []opened
-	)
-	seen := map[digest.Digest]bool{}
+// tocOpens opens the eStargz layers of one lazy pull, each as soon as its
+// record is written (fetch.Pull.HandlerThen): footers and TOCs are
+// fetched, verified and decoded while the config is still on its way.
+// Layers go in parallel: each costs one or two round trips to the
+// registry and the CPU to decode its TOC.
+type tocOpens struct {
+	s      *Local
+	fo     fetch.Options
+	ctx    context.Context
+	cancel context.CancelFunc
+	g      *errgroup.Group
+	sem    chan struct{} // bounds the layers opened at once
+
+	mu     sync.Mutex
+	opened []*tocOpen
+	seen   map[digest.Digest]bool
+}
+
+type tocOpen struct {
+	layer, toc digest.Digest
+	ll         *lazy.Layer // set when g.Wait returns nil
+}
+
+func (s *Local) newTOCOpens(ctx context.Context, fo fetch.Options) *tocOpens {
+	ctx, cancel := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(maxTOCFetches)
+	return &tocOpens{s: s, fo: fo, ctx: gctx, cancel: cancel, g: g,
+		sem: make(chan struct{}, maxTOCFetches), seen: map[digest.Digest]bool{}}
+}
+
+// start opens layer l in the background unless it is local already, is
+// not eStargz (it is fetched whole on first access), or was started.
+func (t *tocOpens) start(ctx context.Context, name string, l ocispec.Descriptor) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.seen[l.Digest] {
+		return
+	}
+	t.seen[l.Digest] = true
+	if _, err := t.s.blobs.Info(ctx, l.Digest); err == nil {
+		return // local already: served from its snapshot
+	}
+	toc, ok := tocDigestOf(l)
+	if !ok {
+		slog.Info("lazy pull: layer is not eStargz, fetched whole on first access", "image", name, "layer", l.Digest)
+		return
+	}
+	o := &tocOpen{layer: l.Digest, toc: toc}
+	t.opened = append(t.opened, o)
+	t.g.Go(func() error {
+		select {
+		case t.sem <- struct{}{}:
+		case <-t.ctx.Done():
+			return t.ctx.Err()
+		}
+		defer func() { <-t.sem }()
+		ll, err := t.s.openTOCForPull(t.ctx, t.fo, l, toc)
+		if err != nil {
+			return fmt.Errorf("pull %s: layer %s: %w", name, l.Digest, err)
+		}
+		o.ll = ll
+		return nil
+	})
+}
+
+// wait returns the opened layers once every one started is open, or the
+// first error.
+func (t *tocOpens) wait() ([]*tocOpen, error) {
+	err := t.g.Wait()
+	t.cancel()
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.opened, nil
+}
+
+// stop ends the opens still running (a pull that failed) and waits for them.
+func (t *tocOpens) stop() {
+	t.cancel()
+	t.g.Wait()
+}
+
+// pullTOCs is the eStargz part of a lazy pull: it opens every layer with a
+// TOC digest annotation that opens has not started yet, waits for all,
+// keeps each TOC as a blob referenced from the layer's record, and keeps
+// the fetched bytes in the layer's chunk cache.
+func (s *Local) pullTOCs(ctx context.Context, opens *tocOpens, res fetch.PullResult, noComplete bool) error {
 	for _, m := range res.Manifests {
 		for _, l := range m.Layers {
-			if seen[l.Digest] {
-				continue
-			}
-			seen[l.Digest] = true
-			if _, err := s.blobs.Info(ctx, l.Digest); err == nil {
-				continue // local already: served from its snapshot
-			}
-			toc, ok := tocDigestOf(l)
-			if !ok {
-				slog.Info("lazy pull: layer is not eStargz, fetched whole on first access", "image", res.Name, "layer", l.Digest)
-				continue
-			}
-			g.Go(func() error {
-				ll, err := s.openTOCForPull(gctx, fo, l, toc)
-				if err != nil {
-					return fmt.Errorf("pull %s: layer %s: %w", res.Name, l.Digest, err)
-				}
-				mu.Lock()
-				tocs = append(tocs, opened{l.Digest, toc, ll})
-				mu.Unlock()
-				return nil
-			})
+			opens.start(ctx, res.Name, l)
 		}
 	}
-	if err := g.Wait(); err != nil {
+	tocs, err := opens.wait()
+	if err != nil {
 		return err
 	}
 	if len(tocs) == 0 {
 		return nil
+	}
+	if mans, err := s.imageManifests(ctx, res.Target); err == nil && len(mans) > 0 {
+		if il, err := s.imageLayers(ctx, s.pickManifest(mans)); err == nil {
+			s.prebuildTree(ctx, il)
+		}
 	}
 	start := time.Now()
 	// The TOCs are stored together and not synced: each is verified data
@@ -315,12 +373,12 @@ func (s *Local) rangeReader(ctx context.Context, ro RegistryOptions, d digest.Di
 	}, nil
 }
 
-// RootfsSources returns the layers of a rootfs id, lowest first, for the
+// rootfsSources returns the layers of a rootfs id, lowest first, for the
 // merged tree: snapshot directories for unpacked layers, and for eStargz
 // layers that are not local yet (when the mount can fetch) their TOC
 // listing with chunk reads. An image with other layers missing is
 // unpacked first, as RootfsLayers does.
-func (s *Local) RootfsSources(ctx context.Context, id string) ([]merged.Layer, error) {
+func (s *Local) rootfsSources(ctx context.Context, id string) ([]merged.Layer, error) {
 	dirsOnly := func() ([]merged.Layer, error) {
 		dirs, err := s.RootfsLayers(ctx, id)
 		if err != nil {
@@ -346,6 +404,22 @@ func (s *Local) RootfsSources(ctx context.Context, id string) ([]merged.Layer, e
 	if err != nil || !ok {
 		return dirsOnly()
 	}
+	out, ok, err := s.lazySources(ctx, sn, il)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return dirsOnly()
+	}
+	s.lazyLayers.completeLater(id, il)
+	return out, nil
+}
+
+// lazySources is rootfsSources for an image with eStargz layers not
+// unpacked yet: snapshot directories up to the highest unpacked layer,
+// TOC listings above it. ok is false when a layer above is not eStargz
+// (the image is unpacked instead).
+func (s *Local) lazySources(ctx context.Context, sn *layers.Snapshotter, il ImageLayers) ([]merged.Layer, bool, error) {
 	// The highest unpacked layer brings the ones below it.
 	top := -1
 	for i := len(il.Layers) - 1; i >= 0; i-- {
@@ -358,7 +432,7 @@ func (s *Local) RootfsSources(ctx context.Context, id string) ([]merged.Layer, e
 	if top >= 0 {
 		lowers, err := sn.Lowers(ctx, il.ChainIDs[top].String())
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		for i := len(lowers) - 1; i >= 0; i-- {
 			out = append(out, merged.Dir(filepath.Clean(lowers[i])))
@@ -367,17 +441,16 @@ func (s *Local) RootfsSources(ctx context.Context, id string) ([]merged.Layer, e
 	for _, l := range il.Layers[top+1:] {
 		toc, ok := tocDigestOf(l)
 		if !ok {
-			return dirsOnly()
+			return nil, false, nil
 		}
 		x, err := s.lazyLayers.get(ctx, l, toc)
 		if err != nil {
 			if errors.Is(err, errdefs.ErrNotFound) {
-				return nil, fmt.Errorf("layer %s: %w", l.Digest, errdefs.ErrUnavailable)
+				return nil, false, fmt.Errorf("layer %s: %w", l.Digest, errdefs.ErrUnavailable)
 			}
-			return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+			return nil, false, fmt.Errorf("layer %s: %w", l.Digest, err)
 		}
 		out = append(out, x)
 	}
-	s.lazyLayers.completeLater(id, il)
-	return out, nil
+	return out, true, nil
 }

@@ -75,6 +75,7 @@ type Local struct {
 	// lazyLayers serves eStargz layers chunk by chunk (lazy.go); nil
 	// without registry access.
 	lazyLayers *lazyLayers
+	pre        prebuilt // the rootfs tree a lazy pull built ahead
 	// closing ends background work (lazy completion) when the store closes.
 	closing     context.Context
 	stopClosing context.CancelFunc

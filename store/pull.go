@@ -78,6 +78,12 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 	// The pull is fetch's composition of handlers; unless --no-unpack or
 	// --lazy, the unpacker wraps it and unpacks layers while they download.
 	h, fctx := p.Handler(), ctx
+	var opens *tocOpens
+	if opts.Lazy {
+		opens = s.newTOCOpens(ctx, fo)
+		defer opens.stop()
+		h = p.HandlerThen(func(ctx context.Context, l ocispec.Descriptor) { opens.start(ctx, p.Name, l) })
+	}
 	var u *pullUnpacker
 	if !opts.NoUnpack && !opts.Lazy {
 		u = newPullUnpacker(ctx, s, opts)
@@ -98,7 +104,7 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 		s.markPlainHTTP(ctx, res)
 	}
 	if opts.Lazy {
-		if err := s.pullTOCs(ctx, fo, res, opts.NoComplete); err != nil {
+		if err := s.pullTOCs(ctx, opens, res, opts.NoComplete); err != nil {
 			return ImageInfo{}, err
 		}
 		if s.lazyLayers != nil {
