@@ -413,8 +413,8 @@ func (s *streamReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// streamBuffer is how many chunks of a download (32 KiB each, as fetch
-// copies them) may wait for the unpacker: enough that download and
+// streamBuffer is how many chunks of a download (32 KiB each) may wait
+// for the unpacker: enough that download and
 // decompression run side by side rather than in lock step, as they would
 // through an unbuffered io.Pipe.
 const streamBuffer = 256
@@ -440,22 +440,41 @@ func newStreamPipe(n int) *streamPipe {
 // Write blocks while the buffer is full, until the reader takes a chunk or
 // either side closes the pipe: a writer stopped by its own context (fetch
 // closes the copy when its download is cancelled) gets its error back.
+// Bytes go in as recycled chunks of at most streamChunk, whatever the
+// size of b (fetch hands on each socket read, up to a MiB), so the buffer
+// stays bounded by streamBuffer chunks.
 func (p *streamPipe) Write(b []byte) (int, error) {
-	c := append(getChunk(len(b)), b...) // the caller reuses b
+	n := 0
+	for len(b) > 0 {
+		m := min(len(b), streamChunk)
+		if err := p.writeChunk(b[:m]); err != nil {
+			return n, err
+		}
+		b, n = b[m:], n+m
+	}
+	return n, nil
+}
+
+func (p *streamPipe) writeChunk(b []byte) error {
+	c := append(getChunk(), b...) // the caller reuses b
 	select {
 	case <-p.rclosed:
-		return 0, p.rerr
+		putChunk(c)
+		return p.rerr
 	case <-p.wclosed:
-		return 0, fmt.Errorf("write to a closed layer stream: %w", errStreamClosed)
+		putChunk(c)
+		return fmt.Errorf("write to a closed layer stream: %w", errStreamClosed)
 	default:
 	}
 	select {
 	case p.ch <- c:
-		return len(b), nil
+		return nil
 	case <-p.rclosed:
-		return 0, p.rerr
+		putChunk(c)
+		return p.rerr
 	case <-p.wclosed:
-		return 0, fmt.Errorf("write to a closed layer stream: %w", errStreamClosed)
+		putChunk(c)
+		return fmt.Errorf("write to a closed layer stream: %w", errStreamClosed)
 	}
 }
 
@@ -510,18 +529,15 @@ func (p *streamPipe) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// streamChunk is the size of the buffers a streamPipe recycles: what fetch
-// writes at a time. Recycling them spares a pull an allocation, and the
-// page faults of fresh memory, for every 32 KiB of its layers.
+// streamChunk is the size of the buffers a streamPipe recycles. Recycling
+// them spares a pull an allocation, and the page faults of fresh memory,
+// for every 32 KiB of its layers.
 const streamChunk = 32 << 10
 
 var streamChunks = sync.Pool{New: func() any { return new([]byte) }}
 
-// getChunk returns an empty buffer for n bytes.
-func getChunk(n int) []byte {
-	if n > streamChunk {
-		return make([]byte, 0, n)
-	}
+// getChunk returns an empty buffer of streamChunk bytes.
+func getChunk() []byte {
 	bp := streamChunks.Get().(*[]byte)
 	if cap(*bp) < streamChunk {
 		*bp = make([]byte, 0, streamChunk)

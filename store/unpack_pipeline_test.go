@@ -37,9 +37,24 @@ func TestStreamPipe(t *testing.T) {
 		}
 	}
 
+	// A large write (fetch hands on whole socket reads) is held as
+	// recycled chunks, so the buffer's bound is in chunks of streamChunk.
+	p := newStreamPipe(4)
+	if n, err := p.Write(bytes.Repeat([]byte{7}, 3*streamChunk+5)); n != 3*streamChunk+5 || err != nil {
+		t.Fatalf("large write: %d, %v", n, err)
+	}
+	if len(p.ch) != 4 {
+		t.Fatalf("a write of 3 chunks and 5 bytes is %d chunks in the pipe, want 4", len(p.ch))
+	}
+	for range 4 {
+		if c := <-p.ch; cap(c) != streamChunk {
+			t.Fatalf("a chunk of %d bytes (capacity %d), want capacity %d", len(c), cap(c), streamChunk)
+		}
+	}
+
 	// Bytes written before an error close are read first, then the error.
 	broke := errors.New("download broke")
-	p := newStreamPipe(4)
+	p = newStreamPipe(4)
 	p.Write([]byte("abc"))
 	p.CloseWithError(broke)
 	got, err := io.ReadAll(p)
