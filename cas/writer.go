@@ -127,12 +127,19 @@ func (s *Store) openIngest(ctx context.Context, ref, dir string, lock *os.File, 
 		}
 	}
 	h := sha256.New()
-	// A plain re-hash of what is there: it also covers data written by a
-	// process that died before it could record anything.
-	n, err := io.CopyBuffer(h, ctxReader{ctx, w.data}, make([]byte, 256<<10))
-	if err != nil {
-		w.data.Close()
-		return nil, fmt.Errorf("resume ingest %q: %w", ref, err)
+	var n int64
+	if !fresh {
+		// A plain re-hash of what is there: it also covers data written
+		// by a process that died before it could record anything. (A
+		// fresh ingest's data was just truncated: nothing to read, and no
+		// buffer to allocate for each of a pull's many small blobs.)
+		buf := getChunk()
+		n, err = io.CopyBuffer(h, ctxReader{ctx, w.data}, buf.buf)
+		putChunk(buf)
+		if err != nil {
+			w.data.Close()
+			return nil, fmt.Errorf("resume ingest %q: %w", ref, err)
+		}
 	}
 	w.offset.Store(n)
 	// A resumed ingest was last updated by its last write, not now.
