@@ -13,8 +13,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
