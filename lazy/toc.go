@@ -100,7 +100,7 @@ func parseFooter(last []byte, size int64) (footer, error) {
 		if int64(len(last)) < n || size < n {
 			continue
 		}
-		payload, tocOff, tocSize, err := d.ParseFooter(last[int64(len(last))-n:])
+		payload, tocOff, tocSize, err := safeParseFooter(d, last[int64(len(last))-n:])
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -118,6 +118,18 @@ func parseFooter(last []byte, size int64) (footer, error) {
 		return f, nil
 	}
 	return footer{}, fmt.Errorf("malformed eStargz footer: %v: %w", errors.Join(errs...), errdefs.ErrInvalidArgument)
+}
+
+// safeParseFooter is d.ParseFooter turning a panic into an error: the
+// upstream gzip footer parser indexes past a gzip extra field that is
+// shorter than the length it declares, and a footer is untrusted input.
+func safeParseFooter(d tocDecompressor, p []byte) (payload, tocOff, tocSize int64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("footer parser failed: %v", r)
+		}
+	}()
+	return d.ParseFooter(p)
 }
 
 // fetchTail reads footer and TOC of a blob of size bytes: one request
