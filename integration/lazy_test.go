@@ -480,12 +480,16 @@ func TestImageConvertEStargz(t *testing.T) {
 	src := pushTestImage(t, reg, "lab/conv", "src", busyboxImage(t))
 	c := newCLI(t)
 	c.OK(nil, "image", "pull", "--plain-http", "-q", src)
-	c.Fail(2, nil, []string{"image", "convert", src, "lab/conv:x"}, "one of --estargz and --oci")
-	lazyRef := reg.Ref("lab/conv", "estargz")
+	c.Fail(2, nil, []string{"image", "convert", src, "lab/conv:x"}, "one of --estargz, --zstdchunked and --oci")
+	c.Fail(2, nil, []string{"image", "convert", "--estargz", "--zstdchunked", src, "lab/conv:x"}, "one of --estargz, --zstdchunked and --oci")
+	lazyRef, zstdRef := reg.Ref("lab/conv", "estargz"), reg.Ref("lab/conv", "zstdchunked")
 	c.OK(nil, "image", "convert", "--estargz", src, lazyRef)
+	c.OK(nil, "image", "convert", "--zstdchunked", src, zstdRef)
 	c.OK(nil, "image", "convert", "--oci", lazyRef, "lab/conv:oci")
-	c.OK(nil, "image", "push", "--plain-http", lazyRef)
-	c.OK(nil, "image", "check", lazyRef)
+	for _, ref := range []string{lazyRef, zstdRef} {
+		c.OK(nil, "image", "push", "--plain-http", ref)
+		c.OK(nil, "image", "check", ref)
+	}
 
 	mnt := mountCASFS(t, c)
 	tree := func(mnt, host, repo, tag string) map[string]string {
@@ -508,14 +512,21 @@ func TestImageConvertEStargz(t *testing.T) {
 		}
 	}
 	same("converted to eStargz", tree(mnt, reg.Host, "lab/conv", "estargz"))
+	same("converted to zstd:chunked", tree(mnt, reg.Host, "lab/conv", "zstdchunked"))
 	same("converted back", tree(mnt, "docker.io", "lab/conv", "oci"))
 
 	d := newCLI(t)
 	d.OK(nil, "image", "pull", "--plain-http", "--lazy", "--lazy-complete=false", "-q", lazyRef)
+	d.OK(nil, "image", "pull", "--plain-http", "--lazy", "--lazy-complete=false", "-q", zstdRef)
 	dmnt := mountCASFS(t, d)
 	same("pulled lazily", tree(dmnt, reg.Host, "lab/conv", "estargz"))
-	if ents, err := os.ReadDir(filepath.Join(d.Root, "lazy", "sha256")); err != nil || len(ents) != 2 {
-		t.Fatalf("lazy pull of the converted image has %d lazy layers (%v), want 2", len(ents), err)
+	same("pulled lazily as zstd:chunked", tree(dmnt, reg.Host, "lab/conv", "zstdchunked"))
+	if ents, err := os.ReadDir(filepath.Join(d.Root, "lazy", "sha256")); err != nil || len(ents) != 4 {
+		t.Fatalf("lazy pulls of the converted images have %d lazy layers (%v), want 2 each", len(ents), err)
+	}
+	zroot, _ := filepath.EvalSymlinks(filepath.Join(dmnt, "images", reg.Host, "lab/conv", "zstdchunked", "rootfs"))
+	if b, err := os.ReadFile(filepath.Join(zroot, "etc", "motd")); err != nil || string(b) != "hello from casfs\n" {
+		t.Fatalf("etc/motd read lazily from zstd:chunked: %q, %v", b, err)
 	}
 	root, _ := filepath.EvalSymlinks(filepath.Join(dmnt, "images", reg.Host, "lab/conv", "estargz", "rootfs"))
 	if out := runcRun(t, root, "/bin/cat", "/etc/motd"); out != "hello from casfs\n" {

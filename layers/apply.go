@@ -64,6 +64,9 @@ type ApplyOptions struct {
 	// being unpacked, and it returns them once they are complete. Apply
 	// calls it only when it first needs to look below.
 	lowersFn func() ([]string, error)
+	// pinned: the caller checks the diff ID, which covers every byte of
+	// the stream, so a cut is caught there (Snapshotter.extract).
+	pinned bool
 }
 
 type imageBudgetKey struct{}
@@ -173,8 +176,9 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (App
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			// A tar ends with zero blocks; a stream that just stops after
-			// an entry was cut short.
-			if cr.n-before < 512 {
+			// an entry was cut short, unless its diff ID pins it:
+			// zstd:chunked layers end so, their TOC outside the tar.
+			if cr.n-before < 512 && !opts.pinned {
 				return fail(fmt.Errorf("tar ends without its end-of-archive blocks: %w", io.ErrUnexpectedEOF))
 			}
 			break

@@ -82,6 +82,7 @@ func (s *Snapshotter) extract(ctx context.Context, dir string, lowers func() ([]
 	opts.Lowers = nil
 	opts.lowersFn = lowers
 	opts.compressed = compressed // a plain tar is 1:1, never over
+	opts.pinned = true           // checked against diffID below
 	res, err := Apply(ctx, dir, rc, opts)
 	if err != nil {
 		return err

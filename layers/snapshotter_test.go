@@ -392,3 +392,30 @@ func TestDiskUsageNestedTree(t *testing.T) {
 		t.Fatalf("usage: %d bytes %d inodes %v; want %d bytes, 5 inodes (root, d, e, f=g, s)", size, inodes, err, want)
 	}
 }
+
+// A tar that ends without its end-of-archive blocks, as zstd:chunked
+// layers do, unpacks when its diff ID pins the stream; cut short of an
+// entry, the same stream fails its diff ID.
+func TestUnpackUnterminatedTarPinnedByDiffID(t *testing.T) {
+	t.Parallel()
+	s, _ := newSnapshotter(t)
+	ctx := context.Background()
+	whole := mkTar(t, tFile("a", 0o644, "first\n"), tFile("b", 0o644, "second\n"))
+	open := whole[:len(whole)-1024] // without the two zero blocks
+	chain := "sha256:" + strings.Repeat("c", 64)
+	if _, err := s.Unpack(ctx, chain, "", bytes.NewReader(open), ocispec.MediaTypeImageLayer, digest.FromBytes(open)); err != nil {
+		t.Fatalf("unterminated tar with its diff ID: %v", err)
+	}
+	dirs, err := s.Lowers(ctx, chain)
+	if err != nil || len(dirs) != 1 {
+		t.Fatalf("lowers %v, %v", dirs, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dirs[0], "b")); err != nil || string(b) != "second\n" {
+		t.Fatalf("b = %q, %v", b, err)
+	}
+	cut := open[:len(open)-1024] // the second entry's header and data gone
+	_, err = s.Unpack(ctx, "sha256:"+strings.Repeat("d", 64), "", bytes.NewReader(cut), ocispec.MediaTypeImageLayer, digest.FromBytes(open))
+	if !errors.Is(err, errdefs.ErrDigestMismatch) {
+		t.Fatalf("a tar cut after an entry, with the whole stream's diff ID: %v, want a digest mismatch", err)
+	}
+}

@@ -42,15 +42,16 @@ type Options struct {
 
 // Layer is one eStargz layer blob served lazily.
 type Layer struct {
-	desc   ocispec.Descriptor
-	tocOff int64
-	toc    []byte
-	r      *estargz.Reader
-	sp     *spans
-	opts   Options
-	dec    estargz.Decompressor
-	flight singleflight.Group
-	mem    *chunkLRU
+	desc ocispec.Descriptor
+	// payloadEnd is where the chunks end (the TOC follows).
+	payloadEnd int64
+	toc        []byte
+	r          *estargz.Reader
+	sp         *spans
+	opts       Options
+	dec        estargz.Decompressor // the format's, for chunks
+	flight     singleflight.Group
+	mem        *chunkLRU
 	// ahead holds a token per prefetch in flight (sequential reads).
 	ahead chan struct{}
 	// fetched counts the bytes read from the registry.
@@ -78,7 +79,7 @@ func Open(ctx context.Context, desc ocispec.Descriptor, tocDigest digest.Digest,
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: chunk cache: %w", desc.Digest, err)
 	}
-	l := &Layer{desc: desc, sp: sp, opts: opts, dec: new(gzipDecompressor), mem: newChunkLRU(32 << 20), ahead: make(chan struct{}, maxPrefetches)}
+	l := &Layer{desc: desc, sp: sp, opts: opts, mem: newChunkLRU(32 << 20), ahead: make(chan struct{}, maxPrefetches)}
 	defer gcburst.Begin()() // the TOC's decode is a burst of small allocations
 	if err := l.openTOC(ctx, tocDigest); err != nil {
 		sp.close()
@@ -90,57 +91,58 @@ func Open(ctx context.Context, desc ocispec.Descriptor, tocDigest digest.Digest,
 func (l *Layer) openTOC(ctx context.Context, want digest.Digest) error {
 	size := l.desc.Size
 	start := time.Now()
-	t, tocOff, ok := l.cachedTail()
+	t, f, ok := l.cachedTail()
 	if !ok {
 		var err error
-		t, tocOff, err = fetchTail(ctx, l.remote, size)
+		t, f, err = fetchTail(ctx, l.remote, size)
 		if err != nil {
 			return err
 		}
 	}
 	fetched := time.Now()
-	js, err := tocJSON(t, tocOff, size, want)
+	js, err := tocJSON(t, f, want)
 	if err != nil {
 		return err
 	}
 	verified := time.Now()
-	r, err := openTOC(js, tocOff, size, want)
+	r, err := openTOC(js, f.payloadEnd, size, want)
 	if err != nil {
 		return err
 	}
 	decoded := time.Now()
 	if !ok {
 		// Verified: keep it, so that a restart opens the layer offline.
-		if err := l.sp.put(tocOff, t.data[tocOff-t.off:]); err != nil {
+		if err := l.sp.put(f.tocOff, t.data[f.tocOff-t.off:]); err != nil {
 			return fmt.Errorf("chunk cache: %w", err)
 		}
 	}
-	l.tocOff, l.toc, l.r = tocOff, js, r
+	l.dec, l.payloadEnd, l.toc, l.r = f.dec, f.payloadEnd, js, r
 	// Where the time of a lazy start goes, step by step (--log-level debug).
-	l.opts.Logger.Debug("lazy: TOC opened", "layer", l.desc.Digest, "from_cache", ok, "toc_bytes", size-tocOff, "json_bytes", len(js),
+	l.opts.Logger.Debug("lazy: TOC opened", "layer", l.desc.Digest, "from_cache", ok, "toc_bytes", size-f.tocOff, "json_bytes", len(js),
 		"fetch", fetched.Sub(start), "decompress_verify", verified.Sub(fetched), "decode_check", decoded.Sub(verified), "cache", time.Since(decoded))
 	return nil
 }
 
 // cachedTail finds footer and TOC in the chunk cache.
-func (l *Layer) cachedTail() (tail, int64, bool) {
+func (l *Layer) cachedTail() (tail, footer, bool) {
 	size := l.desc.Size
-	if size < estargz.FooterSize || !l.sp.has(size-estargz.FooterSize, estargz.FooterSize) {
-		return tail{}, 0, false
+	n := min(size, maxFooterSize)
+	if !l.sp.has(size-n, n) {
+		return tail{}, footer{}, false
 	}
-	foot, err := l.sp.read(size-estargz.FooterSize, estargz.FooterSize)
+	last, err := l.sp.read(size-n, n)
 	if err != nil {
-		return tail{}, 0, false
+		return tail{}, footer{}, false
 	}
-	tocOff, _, err := estargz.OpenFooter(io.NewSectionReader(tail{off: size - estargz.FooterSize, data: foot}, 0, size))
-	if err != nil || tocOff < 0 || tocOff >= size || size-tocOff > maxTOCCompressed || !l.sp.has(tocOff, size-tocOff) {
-		return tail{}, 0, false
+	f, err := parseFooter(last, size)
+	if err != nil || !l.sp.has(f.tocOff, size-f.tocOff) {
+		return tail{}, footer{}, false
 	}
-	b, err := l.sp.read(tocOff, size-tocOff)
+	b, err := l.sp.read(f.tocOff, size-f.tocOff)
 	if err != nil {
-		return tail{}, 0, false
+		return tail{}, footer{}, false
 	}
-	return tail{off: tocOff, data: b}, tocOff, true
+	return tail{off: f.tocOff, data: b}, f, true
 }
 
 func (l *Layer) remote(ctx context.Context, off, n int64) ([]byte, error) {
@@ -443,15 +445,15 @@ func (l *Layer) fetchChunks(name string, ce *estargz.TOCEntry) ([]byte, error) {
 }
 
 // spanEnd is where the compressed bytes of a chunk end: at the next
-// chunk, or at the TOC for the last one.
-func (l *Layer) spanEnd(ce *estargz.TOCEntry) int64 { return min(ce.NextOffset(), l.tocOff) }
+// chunk, or where the chunks end for the last one.
+func (l *Layer) spanEnd(ce *estargz.TOCEntry) int64 { return min(ce.NextOffset(), l.payloadEnd) }
 
 // decode decompresses one chunk from its compressed span and verifies it
 // against the TOC.
 func (l *Layer) decode(ce *estargz.TOCEntry, raw []byte) ([]byte, error) {
 	zr, err := l.dec.Reader(bytes.NewReader(raw))
 	if err != nil {
-		return nil, fmt.Errorf("chunk is not a gzip member: %v: %w", err, errdefs.ErrDigestMismatch)
+		return nil, fmt.Errorf("chunk does not decompress: %v: %w", err, errdefs.ErrDigestMismatch)
 	}
 	defer zr.Close()
 	if ce.InnerOffset > 0 {

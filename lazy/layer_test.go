@@ -81,12 +81,28 @@ func testFiles() []testimage.File {
 // buildBlob makes an eStargz layer blob of files with the upstream builder.
 func buildBlob(t testing.TB, files []testimage.File, chunk int) (ocispec.Descriptor, []byte) {
 	t.Helper()
-	img, err := testimage.Build(testimage.ImageSpec{Layers: []testimage.Layer{{Files: files, Compression: "estargz", ChunkSize: chunk, KeepOrder: true}}})
+	return buildBlobAs(t, "estargz", files, chunk)
+}
+
+// buildBlobAs is buildBlob in a format: "estargz" or "zstdchunked".
+func buildBlobAs(t testing.TB, format string, files []testimage.File, chunk int) (ocispec.Descriptor, []byte) {
+	t.Helper()
+	img, err := testimage.Build(testimage.ImageSpec{Layers: []testimage.Layer{{Files: files, Compression: format, ChunkSize: chunk, KeepOrder: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := img.Layers[0]
 	return d, img.Blobs[d.Digest]
+}
+
+// inFormats runs test once per format a layer is served lazily in.
+func inFormats(t *testing.T, test func(t *testing.T, format string)) {
+	for _, f := range []string{"estargz", "zstdchunked"} {
+		t.Run(f, func(t *testing.T) {
+			t.Parallel()
+			test(t, f)
+		})
+	}
 }
 
 func openLayer(t testing.TB, desc ocispec.Descriptor, rb *remoteBlob, dir string) (*Layer, error) {
@@ -121,129 +137,133 @@ func readAll(t testing.TB, l *Layer, p string) []byte {
 
 func TestOpenListsWithoutData(t *testing.T) {
 	t.Parallel()
-	desc, blob := buildBlob(t, testFiles(), 64<<10)
-	rb := &remoteBlob{blob: blob}
-	l, err := openLayer(t, desc, rb, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := rb.requests.Load(); n > 2 {
-		t.Fatalf("opening the layer took %d requests, want at most 2 (footer and TOC)", n)
-	}
-	got := map[string]merged.Entry{}
-	var order []string
-	if err := l.Walk(context.Background(), func(e *merged.Entry) error {
-		got[e.Path] = *e
-		order = append(order, e.Path)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for _, meta := range []string{"stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"} {
-		if _, ok := got[meta]; ok {
-			t.Errorf("metadata entry %s listed", meta)
+	inFormats(t, func(t *testing.T, format string) {
+		desc, blob := buildBlobAs(t, format, testFiles(), 64<<10)
+		rb := &remoteBlob{blob: blob}
+		l, err := openLayer(t, desc, rb, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	want := map[string]uint32{
-		"": unix.S_IFDIR | 0o755, "etc": unix.S_IFDIR | 0o755, "etc/motd": unix.S_IFREG | 0o644,
-		"etc/hosts.link": unix.S_IFREG | 0o644, "etc/link": unix.S_IFLNK | 0o777, "etc/x": unix.S_IFREG | 0o600,
-		"usr/big": unix.S_IFREG | 0o755, "usr/suid": unix.S_IFREG | unix.S_ISUID | 0o755,
-		"dev/null": unix.S_IFCHR | 0o666,
-		"empty":    unix.S_IFREG | 0o644,
-	}
-	for p, mode := range want {
-		e, ok := got[p]
-		if !ok {
-			t.Errorf("entry %q missing; have %v", p, order)
-			continue
+		if n := rb.requests.Load(); n > 2 {
+			t.Fatalf("opening the layer took %d requests, want at most 2 (footer and TOC)", n)
 		}
-		if e.Attr.Mode&^0o7777 != mode&^0o7777 || (p != "etc/link" && e.Attr.Mode != mode) {
-			t.Errorf("entry %q mode %o, want %o", p, e.Attr.Mode, mode)
+		got := map[string]merged.Entry{}
+		var order []string
+		if err := l.Walk(context.Background(), func(e *merged.Entry) error {
+			got[e.Path] = *e
+			order = append(order, e.Path)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if e := got["usr/gone"]; !e.Whiteout {
-		t.Errorf("usr/.wh.gone is not a whiteout of usr/gone: %+v", e)
-	}
-	if e := got["var"]; !e.Opaque || !e.Attr.IsDir() {
-		t.Errorf("var is not an opaque directory: %+v", e)
-	}
-	for p := range got {
-		if strings.Contains(p, ".wh.") {
-			t.Errorf("whiteout marker %s listed as an entry", p)
+		for _, meta := range []string{"stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"} {
+			if _, ok := got[meta]; ok {
+				t.Errorf("metadata entry %s listed", meta)
+			}
 		}
-	}
-	if e := got["etc/x"]; e.Attr.Uid != 7 || e.Attr.Gid != 8 || len(e.Xattrs) != 1 || e.Xattrs[0].Name != "user.k" || string(e.Xattrs[0].Value) != "v" {
-		t.Errorf("etc/x: %+v", e)
-	}
-	if got["etc/motd"].Link == 0 || got["etc/motd"].Link != got["etc/hosts.link"].Link {
-		t.Errorf("hardlinks not grouped: %d %d", got["etc/motd"].Link, got["etc/hosts.link"].Link)
-	}
-	if e := got["dev/null"]; e.Attr.Rdev != unix.Mkdev(1, 3) {
-		t.Errorf("dev/null rdev %x", e.Attr.Rdev)
-	}
-	if e := got["etc/link"]; e.Target != "motd" {
-		t.Errorf("etc/link target %q", e.Target)
-	}
-	if e := got["usr/big"]; e.Attr.Size != int64(len(bigFile)) {
-		t.Errorf("usr/big size %d", e.Attr.Size)
-	}
-	if got := rb.bytes.Load(); got > int64(len(blob))/4 {
-		t.Errorf("listing fetched %d of %d bytes", got, len(blob))
-	}
+		want := map[string]uint32{
+			"": unix.S_IFDIR | 0o755, "etc": unix.S_IFDIR | 0o755, "etc/motd": unix.S_IFREG | 0o644,
+			"etc/hosts.link": unix.S_IFREG | 0o644, "etc/link": unix.S_IFLNK | 0o777, "etc/x": unix.S_IFREG | 0o600,
+			"usr/big": unix.S_IFREG | 0o755, "usr/suid": unix.S_IFREG | unix.S_ISUID | 0o755,
+			"dev/null": unix.S_IFCHR | 0o666,
+			"empty":    unix.S_IFREG | 0o644,
+		}
+		for p, mode := range want {
+			e, ok := got[p]
+			if !ok {
+				t.Errorf("entry %q missing; have %v", p, order)
+				continue
+			}
+			if e.Attr.Mode&^0o7777 != mode&^0o7777 || (p != "etc/link" && e.Attr.Mode != mode) {
+				t.Errorf("entry %q mode %o, want %o", p, e.Attr.Mode, mode)
+			}
+		}
+		if e := got["usr/gone"]; !e.Whiteout {
+			t.Errorf("usr/.wh.gone is not a whiteout of usr/gone: %+v", e)
+		}
+		if e := got["var"]; !e.Opaque || !e.Attr.IsDir() {
+			t.Errorf("var is not an opaque directory: %+v", e)
+		}
+		for p := range got {
+			if strings.Contains(p, ".wh.") {
+				t.Errorf("whiteout marker %s listed as an entry", p)
+			}
+		}
+		if e := got["etc/x"]; e.Attr.Uid != 7 || e.Attr.Gid != 8 || len(e.Xattrs) != 1 || e.Xattrs[0].Name != "user.k" || string(e.Xattrs[0].Value) != "v" {
+			t.Errorf("etc/x: %+v", e)
+		}
+		if got["etc/motd"].Link == 0 || got["etc/motd"].Link != got["etc/hosts.link"].Link {
+			t.Errorf("hardlinks not grouped: %d %d", got["etc/motd"].Link, got["etc/hosts.link"].Link)
+		}
+		if e := got["dev/null"]; e.Attr.Rdev != unix.Mkdev(1, 3) {
+			t.Errorf("dev/null rdev %x", e.Attr.Rdev)
+		}
+		if e := got["etc/link"]; e.Target != "motd" {
+			t.Errorf("etc/link target %q", e.Target)
+		}
+		if e := got["usr/big"]; e.Attr.Size != int64(len(bigFile)) {
+			t.Errorf("usr/big size %d", e.Attr.Size)
+		}
+		if got := rb.bytes.Load(); got > int64(len(blob))/4 {
+			t.Errorf("listing fetched %d of %d bytes", got, len(blob))
+		}
+	})
 }
 
 func TestReadFetchesOnlyItsChunks(t *testing.T) {
 	t.Parallel()
-	desc, blob := buildBlob(t, testFiles(), 64<<10)
-	rb := &remoteBlob{blob: blob}
-	dir := t.TempDir()
-	l, err := openLayer(t, desc, rb, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before, reqs := rb.bytes.Load(), rb.requests.Load()
-	if b := readAll(t, l, "etc/motd"); string(b) != "hello\n" {
-		t.Fatalf("etc/motd = %q", b)
-	}
-	if n := rb.requests.Load() - reqs; n != 1 {
-		t.Fatalf("reading a small file took %d requests, want 1", n)
-	}
-	if n := rb.bytes.Load() - before; n > 4096 {
-		t.Fatalf("reading a 6-byte file fetched %d bytes", n)
-	}
-	// Through a hardlink name: the same bytes, from the cache.
-	reqs = rb.requests.Load()
-	if b := readAll(t, l, "etc/hosts.link"); string(b) != "hello\n" {
-		t.Fatalf("etc/hosts.link = %q", b)
-	}
-	if b := readAll(t, l, "usr/big"); !bytes.Equal(b, bigFile) {
-		t.Fatalf("usr/big: %d bytes differ from the %d written", len(b), len(bigFile))
-	}
-	bigReqs := rb.requests.Load() - reqs
-	if bigReqs < 2 || bigReqs > 17 {
-		t.Fatalf("a 1 MiB file in 64 KiB chunks took %d requests; want read-ahead to coalesce them", bigReqs)
-	}
-	if b := readAll(t, l, "empty"); len(b) != 0 {
-		t.Fatalf("empty file read %d bytes", len(b))
-	}
-	// Everything read is cached: a new layer object on the same cache with
-	// the registry gone serves it all.
-	rb2 := &remoteBlob{blob: blob}
-	rb2.down.Store(true)
-	l2, err := openLayer(t, desc, rb2, dir)
-	if err != nil {
-		t.Fatalf("reopening from the cache with the registry down: %v", err)
-	}
-	if b := readAll(t, l2, "usr/big"); !bytes.Equal(b, bigFile) {
-		t.Fatal("cached usr/big differs")
-	}
-	if n := rb2.requests.Load(); n != 0 {
-		t.Fatalf("reading cached data made %d requests", n)
-	}
-	ra, _ := l2.Open(context.Background(), "etc/x")
-	if _, err := ra.ReadAt(make([]byte, 6), 0); !errors.Is(err, errdefs.ErrUnavailable) {
-		t.Fatalf("uncached read with the registry down: %v, want ErrUnavailable", err)
-	}
+	inFormats(t, func(t *testing.T, format string) {
+		desc, blob := buildBlobAs(t, format, testFiles(), 64<<10)
+		rb := &remoteBlob{blob: blob}
+		dir := t.TempDir()
+		l, err := openLayer(t, desc, rb, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, reqs := rb.bytes.Load(), rb.requests.Load()
+		if b := readAll(t, l, "etc/motd"); string(b) != "hello\n" {
+			t.Fatalf("etc/motd = %q", b)
+		}
+		if n := rb.requests.Load() - reqs; n != 1 {
+			t.Fatalf("reading a small file took %d requests, want 1", n)
+		}
+		if n := rb.bytes.Load() - before; n > 4096 {
+			t.Fatalf("reading a 6-byte file fetched %d bytes", n)
+		}
+		// Through a hardlink name: the same bytes, from the cache.
+		reqs = rb.requests.Load()
+		if b := readAll(t, l, "etc/hosts.link"); string(b) != "hello\n" {
+			t.Fatalf("etc/hosts.link = %q", b)
+		}
+		if b := readAll(t, l, "usr/big"); !bytes.Equal(b, bigFile) {
+			t.Fatalf("usr/big: %d bytes differ from the %d written", len(b), len(bigFile))
+		}
+		bigReqs := rb.requests.Load() - reqs
+		if bigReqs < 2 || bigReqs > 17 {
+			t.Fatalf("a 1 MiB file in 64 KiB chunks took %d requests; want read-ahead to coalesce them", bigReqs)
+		}
+		if b := readAll(t, l, "empty"); len(b) != 0 {
+			t.Fatalf("empty file read %d bytes", len(b))
+		}
+		// Everything read is cached: a new layer object on the same cache with
+		// the registry gone serves it all.
+		rb2 := &remoteBlob{blob: blob}
+		rb2.down.Store(true)
+		l2, err := openLayer(t, desc, rb2, dir)
+		if err != nil {
+			t.Fatalf("reopening from the cache with the registry down: %v", err)
+		}
+		if b := readAll(t, l2, "usr/big"); !bytes.Equal(b, bigFile) {
+			t.Fatal("cached usr/big differs")
+		}
+		if n := rb2.requests.Load(); n != 0 {
+			t.Fatalf("reading cached data made %d requests", n)
+		}
+		ra, _ := l2.Open(context.Background(), "etc/x")
+		if _, err := ra.ReadAt(make([]byte, 6), 0); !errors.Is(err, errdefs.ErrUnavailable) {
+			t.Fatalf("uncached read with the registry down: %v, want ErrUnavailable", err)
+		}
+	})
 }
 
 func TestConcurrentReadersShareOneFetch(t *testing.T) {

@@ -14,10 +14,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
 	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
 
@@ -68,85 +70,122 @@ func (t tail) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// tocDecompressor is one footer and TOC format: eStargz's gzip, its legacy
+// gzip footer, or zstd:chunked.
+type tocDecompressor interface {
+	estargz.Decompressor
+	DecompressTOC(io.Reader) (io.ReadCloser, error)
+}
+
+// formats are the formats a footer is tried against, the largest footer
+// first: the tail fetched always covers it.
+var formats = []tocDecompressor{new(gzipDecompressor), new(estargz.LegacyGzipDecompressor), new(zstdchunked.Decompressor)}
+
+// maxFooterSize is the largest footer of formats.
+const maxFooterSize = estargz.FooterSize
+
+// footer is where a blob's parts lie, from its footer.
+type footer struct {
+	dec            tocDecompressor
+	payloadEnd     int64 // the chunks end here
+	tocOff, tocEnd int64 // the compressed TOC
+}
+
+// parseFooter finds the format whose footer ends last (the blob's last
+// bytes, size in all) and where it puts the TOC.
+func parseFooter(last []byte, size int64) (footer, error) {
+	var errs []error
+	for _, d := range formats {
+		n := d.FooterSize()
+		if int64(len(last)) < n || size < n {
+			continue
+		}
+		payload, tocOff, tocSize, err := safeParseFooter(d, last[int64(len(last))-n:])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		f := footer{dec: d, payloadEnd: payload, tocOff: tocOff, tocEnd: size - n}
+		if tocSize > 0 {
+			f.tocEnd = tocOff + tocSize
+		}
+		switch {
+		case tocOff <= 0 || f.tocEnd <= tocOff || f.tocEnd > size-n || payload < 0 || payload > tocOff:
+			return footer{}, fmt.Errorf("eStargz footer puts the TOC at %d-%d, outside the layer's %d bytes: %w", tocOff, f.tocEnd, size, errdefs.ErrInvalidArgument)
+		case size-tocOff > maxTOCCompressed:
+			return footer{}, fmt.Errorf("eStargz TOC of %d bytes is over the limit of %d: %w", size-tocOff, maxTOCCompressed, errdefs.ErrInvalidArgument)
+		}
+		return f, nil
+	}
+	return footer{}, fmt.Errorf("malformed eStargz footer: %v: %w", errors.Join(errs...), errdefs.ErrInvalidArgument)
+}
+
+// safeParseFooter is d.ParseFooter turning a panic into an error: the
+// upstream gzip footer parser indexes past a gzip extra field that is
+// shorter than the length it declares, and a footer is untrusted input.
+func safeParseFooter(d tocDecompressor, p []byte) (payload, tocOff, tocSize int64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("footer parser failed: %v", r)
+		}
+	}()
+	return d.ParseFooter(p)
+}
+
 // fetchTail reads footer and TOC of a blob of size bytes: one request
 // when the TOC fits in tailGuess, two otherwise.
-func fetchTail(ctx context.Context, remote RangeReader, size int64) (tail, int64, error) {
-	if size < estargz.FooterSize && size < 47 {
-		return tail{}, 0, fmt.Errorf("layer of %d bytes is too small for an eStargz footer: %w", size, errdefs.ErrInvalidArgument)
+func fetchTail(ctx context.Context, remote RangeReader, size int64) (tail, footer, error) {
+	if size < 40 {
+		return tail{}, footer{}, fmt.Errorf("layer of %d bytes is too small for an eStargz footer: %w", size, errdefs.ErrInvalidArgument)
 	}
 	n := min(size, max(minTailGuess, min(maxTailGuess, size/64)))
 	b, err := remote(ctx, size-n, n)
 	if err != nil {
-		return tail{}, 0, fmt.Errorf("fetch eStargz footer: %w", err)
+		return tail{}, footer{}, fmt.Errorf("fetch eStargz footer: %w", err)
 	}
 	t := tail{off: size - n, data: b}
-	tocOff, footerSize, err := estargz.OpenFooter(io.NewSectionReader(t, 0, size))
+	f, err := parseFooter(b, size)
 	if err != nil {
-		return tail{}, 0, fmt.Errorf("malformed eStargz footer: %v: %w", err, errdefs.ErrInvalidArgument)
+		return tail{}, footer{}, err
 	}
-	if tocOff < 0 || tocOff >= size-footerSize {
-		return tail{}, 0, fmt.Errorf("eStargz footer puts the TOC at %d, outside the layer's %d bytes: %w", tocOff, size, errdefs.ErrInvalidArgument)
-	}
-	if size-tocOff > maxTOCCompressed {
-		return tail{}, 0, fmt.Errorf("eStargz TOC of %d bytes is over the limit of %d: %w", size-tocOff, maxTOCCompressed, errdefs.ErrInvalidArgument)
-	}
-	if tocOff < t.off {
-		rest, err := remote(ctx, tocOff, t.off-tocOff)
+	if f.tocOff < t.off {
+		rest, err := remote(ctx, f.tocOff, t.off-f.tocOff)
 		if err != nil {
-			return tail{}, 0, fmt.Errorf("fetch eStargz TOC: %w", err)
+			return tail{}, footer{}, fmt.Errorf("fetch eStargz TOC: %w", err)
 		}
-		t = tail{off: tocOff, data: append(rest, t.data...)}
+		t = tail{off: f.tocOff, data: append(rest, t.data...)}
 	}
-	return t, tocOff, nil
+	return t, f, nil
 }
 
 // tocJSON decompresses the TOC in t (bounded) and checks it against want.
-func tocJSON(t tail, tocOff, size int64, want digest.Digest) ([]byte, error) {
-	var errs []error
-	type tocDecompressor interface {
-		estargz.Decompressor
-		DecompressTOC(io.Reader) (io.ReadCloser, error)
+func tocJSON(t tail, f footer, want digest.Digest) ([]byte, error) {
+	rc, err := f.dec.DecompressTOC(bytes.NewReader(t.data[f.tocOff-t.off : f.tocEnd-t.off]))
+	if err != nil {
+		return nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	for _, d := range []tocDecompressor{new(gzipDecompressor), new(estargz.LegacyGzipDecompressor)} {
-		end := size - d.FooterSize()
-		if end <= tocOff || int64(len(t.data)) < d.FooterSize() {
-			continue
-		}
-		if _, _, _, err := d.ParseFooter(t.data[int64(len(t.data))-d.FooterSize():]); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		rc, err := d.DecompressTOC(bytes.NewReader(t.data[tocOff-t.off : end-t.off]))
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		// A TOC's JSON is typically 5-10 times its compressed size:
-		// one buffer of that size saves the regrowth of io.ReadAll.
-		buf := bytes.NewBuffer(make([]byte, 0, min(maxTOCJSON+1, 8*(end-tocOff))))
-		_, err = buf.ReadFrom(io.LimitReader(rc, maxTOCJSON+1))
-		rc.Close()
-		js := buf.Bytes()
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if len(js) > maxTOCJSON {
-			return nil, fmt.Errorf("eStargz TOC JSON is over the limit of %d bytes: %w", maxTOCJSON, errdefs.ErrInvalidArgument)
-		}
-		if got := digest.FromBytes(js); got != want {
-			return nil, fmt.Errorf("eStargz TOC is %s but the manifest pins %s: %w", got, want, errdefs.ErrDigestMismatch)
-		}
-		return js, nil
+	defer rc.Close()
+	// A TOC's JSON is typically 5-10 times its compressed size: one
+	// buffer of that size saves the regrowth of io.ReadAll.
+	buf := bytes.NewBuffer(make([]byte, 0, min(maxTOCJSON+1, 8*(f.tocEnd-f.tocOff))))
+	if _, err := buf.ReadFrom(io.LimitReader(rc, maxTOCJSON+1)); err != nil {
+		return nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	return nil, fmt.Errorf("malformed eStargz TOC: %v: %w", errs, errdefs.ErrInvalidArgument)
+	js := buf.Bytes()
+	if len(js) > maxTOCJSON {
+		return nil, fmt.Errorf("eStargz TOC JSON is over the limit of %d bytes: %w", maxTOCJSON, errdefs.ErrInvalidArgument)
+	}
+	if got := digest.FromBytes(js); got != want {
+		return nil, fmt.Errorf("eStargz TOC is %s but the manifest pins %s: %w", got, want, errdefs.ErrDigestMismatch)
+	}
+	return js, nil
 }
 
 // openTOC indexes the TOC JSON js, which tocJSON verified against want,
 // with the upstream reader, and checks what the reader leaves to its
 // callers: offsets inside the blob, known entry types, bounded entry
 // counts and chunk sizes.
-func openTOC(js []byte, tocOff, size int64, want digest.Digest) (*estargz.Reader, error) {
+func openTOC(js []byte, payloadEnd, size int64, want digest.Digest) (*estargz.Reader, error) {
 	toc := new(estargz.JTOC)
 	if err := json.Unmarshal(js, toc); err != nil {
 		return nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
@@ -175,7 +214,7 @@ func openTOC(js []byte, tocOff, size int64, want digest.Digest) (*estargz.Reader
 				return false
 			}
 			p := join(dir, base)
-			if err = checkEntry(r, p, c, tocOff); err != nil {
+			if err = checkEntry(r, p, c, payloadEnd); err != nil {
 				return false
 			}
 			if c.Type == "dir" {
@@ -254,7 +293,7 @@ func join(dir, base string) string {
 	return dir + "/" + base
 }
 
-func checkEntry(r *estargz.Reader, p string, e *estargz.TOCEntry, tocOff int64) error {
+func checkEntry(r *estargz.Reader, p string, e *estargz.TOCEntry, payloadEnd int64) error {
 	bad := func(why string) error {
 		return fmt.Errorf("eStargz TOC entry %q: %s: %w", p, why, errdefs.ErrInvalidArgument)
 	}
@@ -273,7 +312,7 @@ func checkEntry(r *estargz.Reader, p string, e *estargz.TOCEntry, tocOff int64) 
 		if !ok || ce.ChunkSize <= 0 || ce.ChunkOffset != off {
 			return bad(fmt.Sprintf("no chunk at offset %d", off))
 		}
-		if ce.Offset <= 0 || ce.Offset >= tocOff || ce.Offset >= ce.NextOffset() || ce.InnerOffset < 0 {
+		if ce.Offset <= 0 || ce.Offset >= payloadEnd || ce.Offset >= ce.NextOffset() || ce.InnerOffset < 0 {
 			return bad(fmt.Sprintf("chunk at %d lies outside the layer's data", off))
 		}
 		if ce.ChunkSize > 64<<20 {

@@ -79,3 +79,30 @@ func FuzzOpenTOC(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseFooter feeds hostile blob tails in every footer format: a
+// footer is refused with ErrInvalidArgument or puts the TOC inside the
+// blob, after the chunks and before the footer, never anything else.
+func FuzzParseFooter(f *testing.F) {
+	for _, format := range []string{"estargz", "zstdchunked"} {
+		_, blob := buildBlobAs(f, format, testFiles()[:3], 0)
+		f.Add(blob[max(0, len(blob)-maxFooterSize):], int64(len(blob)))
+	}
+	f.Add(make([]byte, maxFooterSize), int64(1<<40))
+	f.Fuzz(func(t *testing.T, last []byte, size int64) {
+		if size < int64(len(last)) {
+			return
+		}
+		ft, err := parseFooter(last, size)
+		if err != nil {
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Fatalf("unclassified error %v", err)
+			}
+			return
+		}
+		n := ft.dec.FooterSize()
+		if ft.payloadEnd < 0 || ft.payloadEnd > ft.tocOff || ft.tocOff <= 0 || ft.tocEnd <= ft.tocOff || ft.tocEnd > size-n || size-ft.tocOff > maxTOCCompressed {
+			t.Fatalf("footer of a %d-byte blob accepted with chunks to %d, TOC %d-%d", size, ft.payloadEnd, ft.tocOff, ft.tocEnd)
+		}
+	})
+}

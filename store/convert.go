@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -29,8 +31,10 @@ import (
 
 // ConvertOptions control image convert.
 type ConvertOptions struct {
-	// EStargz makes eStargz layers; else plain gzip ones (back to OCI).
-	EStargz bool `json:"estargz,omitempty"`
+	// EStargz makes eStargz layers, ZstdChunked zstd:chunked ones (the
+	// same TOC with zstd frames); neither, plain gzip ones (back to OCI).
+	EStargz     bool `json:"estargz,omitempty"`
+	ZstdChunked bool `json:"zstdChunked,omitempty"`
 	// PrioritizedFiles go first in eStargz layers, before the prefetch
 	// landmark, so that background completion fetches them first.
 	PrioritizedFiles []string `json:"prioritizedFiles,omitempty"`
@@ -190,10 +194,20 @@ func (s *Local) convertLayer(ctx context.Context, l ocispec.Descriptor, opts Con
 	diffID := digest.NewDigest(digest.SHA256, h)
 	bh := sha256.New()
 	w := io.MultiWriter(out, bh)
-	if opts.EStargz {
+	if opts.EStargz || opts.ZstdChunked {
 		eo := []estargz.Option{estargz.WithContext(ctx)}
 		if len(opts.PrioritizedFiles) > 0 {
 			eo = append(eo, estargz.WithPrioritizedFiles(opts.PrioritizedFiles))
+		}
+		desc.Annotations = map[string]string{}
+		if opts.ZstdChunked {
+			// The compressor writes the zstd:chunked annotations
+			// (compressed TOC's checksum and position) into Metadata.
+			desc.MediaType = ocispec.MediaTypeImageLayerZstd
+			eo = append(eo, estargz.WithCompression(struct {
+				*zstdchunked.Compressor
+				*zstdchunked.Decompressor
+			}{&zstdchunked.Compressor{CompressionLevel: zstd.SpeedDefault, Metadata: desc.Annotations}, new(zstdchunked.Decompressor)}))
 		}
 		b, err := estargz.Build(tarSR, eo...)
 		if err != nil {
@@ -205,7 +219,7 @@ func (s *Local) convertLayer(ctx context.Context, l ocispec.Descriptor, opts Con
 			return ocispec.Descriptor{}, "", err
 		}
 		diffID = b.DiffID()
-		desc.Annotations = map[string]string{lazy.TOCDigestAnnotation: b.TOCDigest().String()}
+		desc.Annotations[lazy.TOCDigestAnnotation] = b.TOCDigest().String()
 	} else {
 		zw := gzip.NewWriter(w)
 		if _, err := io.Copy(zw, tarSR); err != nil {

@@ -65,11 +65,12 @@ func imageCommand() *cli.Command {
 				Action: imageTag},
 			{Name: "label", Usage: "set (key=value) or remove (key-) labels of an image", ArgsUsage: "REF LABEL...", Action: imageLabel},
 			{
-				Name: "convert", Usage: "make a copy of a local image with eStargz (lazily readable) or plain gzip layers", ArgsUsage: "SRC DST",
+				Name: "convert", Usage: "make a copy of a local image with eStargz or zstd:chunked (lazily readable) or plain gzip layers", ArgsUsage: "SRC DST",
 				Flags: append([]cli.Flag{
 					&cli.BoolFlag{Name: "estargz", Usage: "eStargz layers, read file by file by image pull --lazy"},
-					&cli.BoolFlag{Name: "oci", Usage: "plain gzip layers (converts an eStargz image back)"},
-					&cli.StringFlag{Name: "prioritized-files", Usage: "`FILE` listing paths (one a line) to put first in eStargz layers, fetched first by background completion"},
+					&cli.BoolFlag{Name: "zstdchunked", Usage: "zstd:chunked layers (eStargz's TOC with zstd frames), read file by file by image pull --lazy"},
+					&cli.BoolFlag{Name: "oci", Usage: "plain gzip layers (converts a lazily readable image back)"},
+					&cli.StringFlag{Name: "prioritized-files", Usage: "`FILE` listing paths (one a line) to put first in eStargz or zstd:chunked layers, fetched first by background completion"},
 					quietFlag,
 				}, append(append([]cli.Flag{}, registryFlags...), limitFlags()...)...),
 				Action: imageConvert,
@@ -388,17 +389,23 @@ func imageConvert(c *cli.Context) error {
 	if err := wantArgs(c, 2, 2); err != nil {
 		return err
 	}
-	if c.Bool("estargz") == c.Bool("oci") {
-		return usagef("image convert: give one of --estargz and --oci")
+	n := 0
+	for _, f := range []string{"estargz", "zstdchunked", "oci"} {
+		if c.Bool(f) {
+			n++
+		}
+	}
+	if n != 1 {
+		return usagef("image convert: give one of --estargz, --zstdchunked and --oci")
 	}
 	ro, err := registryOptions(c)
 	if err != nil {
 		return err
 	}
-	opts := store.ConvertOptions{EStargz: c.Bool("estargz"), RegistryOptions: ro}
+	opts := store.ConvertOptions{EStargz: c.Bool("estargz"), ZstdChunked: c.Bool("zstdchunked"), RegistryOptions: ro}
 	if p := c.String("prioritized-files"); p != "" {
-		if !opts.EStargz {
-			return usagef("image convert: --prioritized-files goes with --estargz")
+		if !opts.EStargz && !opts.ZstdChunked {
+			return usagef("image convert: --prioritized-files goes with --estargz or --zstdchunked")
 		}
 		b, err := os.ReadFile(p)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
 
 	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
@@ -21,9 +22,11 @@ import (
 // KeepOrder is set.
 type Layer struct {
 	Files []File
-	// Compression is "gzip" (the default when empty), "zstd", "none" or
+	// Compression is "gzip" (the default when empty), "zstd", "none",
 	// "estargz" (gzip per file with a TOC, built by the upstream estargz
-	// builder; the descriptor carries the TOC digest annotation).
+	// builder; the descriptor carries the TOC digest annotation) or
+	// "zstdchunked" (the same with zstd frames and the zstd:chunked
+	// footer and annotations).
 	Compression string
 	// ChunkSize is the estargz chunk size (0: the builder's default).
 	ChunkSize int
@@ -148,7 +151,7 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 		if docker {
 			mt = oci.MediaTypeDockerLayerGzip
 		}
-	case "zstd":
+	case "zstd", "zstdchunked":
 		mt = ocispec.MediaTypeImageLayerZstd
 	case "none":
 		mt = ocispec.MediaTypeImageLayer
@@ -156,7 +159,7 @@ func buildLayer(l Layer, docker bool) (ocispec.Descriptor, digest.Digest, []byte
 			mt = oci.MediaTypeDockerLayer
 		}
 	default:
-		return ocispec.Descriptor{}, "", nil, fmt.Errorf("unknown compression %q (want gzip, zstd, none or estargz)", l.Compression)
+		return ocispec.Descriptor{}, "", nil, fmt.Errorf("unknown compression %q (want gzip, zstd, none, estargz or zstdchunked)", l.Compression)
 	}
 	blob, diffID, annotations, err := compressLayer(l, raw)
 	if err != nil {
@@ -241,6 +244,13 @@ func buildEStargz(l Layer, raw []byte) ([]byte, digest.Digest, map[string]string
 	if len(l.PrioritizedFiles) > 0 {
 		opts = append(opts, estargz.WithPrioritizedFiles(l.PrioritizedFiles))
 	}
+	annotations := map[string]string{}
+	if l.Compression == "zstdchunked" {
+		opts = append(opts, estargz.WithCompression(struct {
+			*zstdchunked.Compressor
+			*zstdchunked.Decompressor
+		}{&zstdchunked.Compressor{CompressionLevel: zstd.SpeedDefault, Metadata: annotations}, new(zstdchunked.Decompressor)}))
+	}
 	b, err := estargz.Build(io.NewSectionReader(bytes.NewReader(raw), 0, int64(len(raw))), opts...)
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("estargz: %w", err)
@@ -250,7 +260,8 @@ func buildEStargz(l Layer, raw []byte) ([]byte, digest.Digest, map[string]string
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("estargz: %w", err)
 	}
-	return blob, b.DiffID(), map[string]string{estargz.TOCJSONDigestAnnotation: b.TOCDigest().String()}, nil
+	annotations[estargz.TOCJSONDigestAnnotation] = b.TOCDigest().String()
+	return blob, b.DiffID(), annotations, nil
 }
 
 // NestIndex makes an OCI index whose one entry is inner, as some registries

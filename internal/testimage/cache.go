@@ -54,7 +54,7 @@ func compressLayer(l Layer, raw []byte) ([]byte, digest.Digest, map[string]strin
 
 func compressTar(l Layer, raw []byte) ([]byte, digest.Digest, map[string]string, error) {
 	switch l.Compression {
-	case "estargz":
+	case "estargz", "zstdchunked":
 		return buildEStargz(l, raw)
 	case "zstd":
 		b, err := zstdBytes(raw)
