@@ -52,9 +52,10 @@ type applier struct {
 	lastDir   string
 	lastDirFd int
 	lastDirSt *unix.Stat_t // lastDirFd's owner and mode, nil until looked at (createdOwned)
-	// exactCreate: a create gives a file the mode asked for less the
-	// umask (no default ACL above it), see createMode.
+	// exactCreate: a create gives a file the mode asked for less umask
+	// (known, and no default ACL above it), see createMode.
 	exactCreate bool
+	umask       uint32
 	buf         []byte           // file data on its way from the tar to a file
 	space       diskspace.Budget // free space, looked at every few MiB
 }
@@ -278,9 +279,9 @@ func (a *applier) writeFile(pfd int, base, rel string, hdr *tar.Header, r io.Rea
 	if err := a.space.CheckFd(pfd, hdr.Size); err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
-	mode, modeDone := createMode(hdr)
-	if !a.exactCreate {
-		mode, modeDone = 0o600, false
+	mode, modeDone := uint32(0o600), false
+	if a.exactCreate {
+		mode, modeDone = createMode(hdr, a.umask)
 	}
 	var dirSt *unix.Stat_t
 	if pfd == a.lastDirFd {

@@ -149,10 +149,11 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (App
 		copiedUp:  map[string]bool{},
 		dirTimes:  map[string][]unix.Timespec{},
 		lastDirFd: -1,
-		// A default ACL, not the umask, masks the mode of a file created
-		// under it: then every file takes its chmod.
-		exactCreate: !hasDefaultACL(dir),
 	}
+	// A default ACL, not the umask, masks the mode of a file created
+	// under it: then, or with the umask unknown, every file takes its chmod.
+	umask, known := processUmask()
+	a.umask, a.exactCreate = umask, known && !hasDefaultACL(dir)
 	defer a.forgetDir()
 	fail := func(err error) (ApplyResult, error) {
 		if cr.err != nil {

@@ -41,6 +41,13 @@ func applyStack(t *testing.T, layers [][]tent) []string {
 	return dirs
 }
 
+// aclOwnerOnly is a default ACL in its xattr encoding (version 2, then
+// tag, permissions and id of each entry): owner rw-, group and other ---.
+const aclOwnerOnly = "\x02\x00\x00\x00" +
+	"\x01\x00\x06\x00\xff\xff\xff\xff" +
+	"\x04\x00\x00\x00\xff\xff\xff\xff" +
+	"\x20\x00\x00\x00\xff\xff\xff\xff"
+
 var longName = strings.Repeat("long-directory-name-", 6) + "/" + strings.Repeat("x", 200) + ".txt"
 
 func TestApplyMergedView(t *testing.T) {
@@ -97,6 +104,14 @@ func TestApplyMergedView(t *testing.T) {
 			eDir("m", 0o755), eFile("m/open", 0o666, "o"), eFile("m/none", 0o000, "n"), eFile("m/ro", 0o444, "ro"),
 			eFile("m/sticky", 0o1755, "t"), eFile("m/user", 0o755, "u").own(1000, 0),
 		},
+	}, {
+		// Under a default ACL the ACL, not the umask, masks a created
+		// file's mode (here to owner-only): the entry's mode still wins.
+		name: "modes under a default ACL",
+		layers: [][]tent{{
+			tDir("acl", 0o755).x("system.posix_acl_default", aclOwnerOnly), tFile("acl/f", 0o644, "f"),
+		}},
+		want: []exp{eDir("acl", 0o755).x("system.posix_acl_default", aclOwnerOnly), eFile("acl/f", 0o644, "f")},
 	}, {
 		name: "whiteouts delete files and directories below",
 		layers: [][]tent{

@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,10 +18,10 @@ import (
 // owner left alone when it is already the one asked for, a file costs two
 // syscalls fewer.
 
-// processUmask is the umask, read once from /proc (reading it with
-// umask(2) would change it for an instant for every goroutine); ok false
-// when it cannot be known.
-var processUmask = sync.OnceValues(func() (uint32, bool) {
+// processUmask is the umask, read from /proc (reading it with umask(2)
+// would change it for an instant for every goroutine); ok false when it
+// cannot be known. Apply reads it once per layer.
+func processUmask() (uint32, bool) {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		return 0, false
@@ -36,7 +35,7 @@ var processUmask = sync.OnceValues(func() (uint32, bool) {
 		}
 	}
 	return 0, false
-})
+}
 
 var (
 	euid = os.Geteuid()
@@ -44,13 +43,12 @@ var (
 )
 
 // createMode is the mode to create hdr's regular file with, and whether
-// the create alone gives it its final mode (no chmod needed). Setuid,
-// setgid and sticky bits always take a chmod after the chown (which
-// clears them).
-func createMode(hdr *tar.Header) (uint32, bool) {
+// the create alone gives it its final mode (no chmod needed) under umask.
+// Setuid, setgid and sticky bits always take a chmod after the chown
+// (which clears them).
+func createMode(hdr *tar.Header, umask uint32) (uint32, bool) {
 	perm := uint32(hdr.Mode) & 0o7777
-	umask, ok := processUmask()
-	if !ok || perm&^0o777 != 0 || perm&umask != 0 {
+	if perm&^0o777 != 0 || perm&umask != 0 {
 		return 0o600, false
 	}
 	return perm, true
