@@ -102,15 +102,16 @@ func (db *DB) enterWrite() (func(), error) {
 	return db.enter()
 }
 
-// allocateLogs allocates the blocks of memtable logs not yet allocated. A
-// look at the directory costs little next to the fsync of every commit.
+// allocateLogs allocates the blocks of memtable logs not yet allocated. It
+// looks at the directory before every write, synced or not, so the look
+// is kept to a few syscalls (memLogs).
 func (db *DB) allocateLogs() {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if db.readOnly || db.closed {
 		return
 	}
-	logs, _ := filepath.Glob(filepath.Join(db.dir, "*.mem"))
+	logs := memLogs(db.dir)
 	for _, path := range logs {
 		if db.allocated[path] {
 			continue
@@ -195,4 +196,25 @@ func (db *DB) closeBadger() error {
 func roomToFlush(dir string) bool {
 	free, err := diskspace.Free(dir)
 	return err == nil && free >= spareSize
+}
+
+// memLogs lists the memtable logs in dir. It is filepath.Glob without the
+// *os.File of os.Open, whose failed epoll registration and fcntl round
+// trips would come with every index write.
+func memLogs(dir string) []string {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	d := os.NewFile(uintptr(fd), dir)
+	defer d.Close()
+	names, _ := d.Readdirnames(-1)
+	var out []string
+	for _, n := range names {
+		if filepath.Ext(n) == ".mem" {
+			out = append(out, filepath.Join(dir, n))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
