@@ -17,7 +17,7 @@ import (
 func TestHostileRequests(t *testing.T) {
 	ts := serve(t, newFakeStore())
 	hc := rawClient(t, ts.sock)
-	big := `{"digests":["` + strings.Repeat("a", DefaultMaxJSONBody) + `"]}`
+	big := `{"digests":["` + strings.Repeat("a", defaultMaxJSONBody) + `"]}`
 	for _, tc := range []struct {
 		name, method, path, body string
 		status                   int

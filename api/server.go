@@ -39,15 +39,15 @@ type ServerOptions struct {
 	OnDrain func(inFlight int)
 }
 
-// DefaultMaxJSONBody is the cap on JSON request bodies.
-const DefaultMaxJSONBody = 1 << 20
+// defaultMaxJSONBody is the cap on JSON request bodies.
+const defaultMaxJSONBody = 1 << 20
 
 func (o ServerOptions) withDefaults() ServerOptions {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	if o.MaxJSONBody <= 0 {
-		o.MaxJSONBody = DefaultMaxJSONBody
+		o.MaxJSONBody = defaultMaxJSONBody
 	}
 	if o.ReadHeaderTimeout <= 0 {
 		o.ReadHeaderTimeout = 10 * time.Second

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 CASFS=${CASFS:-$PWD/bin/casfs}
 work=$(mktemp -d /tmp/casfs-demo.XXXXXX)
 export CASFS_ROOT=$work/store
+# casfs starts a store in an empty directory, never in a missing one (a
+# mistyped root must not become a new store).
+mkdir -p "$CASFS_ROOT"
 mnt=$work/mnt
 reg_pid=
 cleanup() {
