@@ -401,7 +401,7 @@ func writeTar(t *testing.T, members []tarMember) string {
 func TestContentCrash(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t)
-	const size = 96 << 20
+	const size = 64 << 20
 	stream := make([]byte, size)
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	rng.Read(stream)
