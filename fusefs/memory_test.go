@@ -11,6 +11,14 @@ import (
 	digest "github.com/opencontainers/go-digest"
 )
 
+// readerSlack is heap the FUSE server holds apart from nodes: each of its
+// reader goroutines keeps one request buffer of MaxWrite (1 MiB) plus a
+// header while it waits, and how many readers it runs (up to GOMAXPROCS)
+// depends on how many requests the kernel had in flight, i.e. on the
+// machine's load. A loaded CI machine once measured one reader more than
+// an idle one (+1.1 MiB), so every heap bound allows one such buffer.
+const readerSlack = 1<<20 + 128<<10
+
 // dropCaches makes the kernel forget every inode nobody uses (what memory
 // pressure does), then waits until the filesystem has processed the
 // FORGETs of every rootfs tree node and blob file: the kernel sends them
@@ -145,8 +153,8 @@ func TestMemoryReturnsAfterForget(t *testing.T) {
 		if after.Trees != 0 {
 			t.Errorf("walk %d: after drop_caches %d trees held, want none", walk, after.Trees)
 		}
-		if after.HeapAlloc > base.HeapAlloc+2<<20 {
-			t.Errorf("walk %d: heap %d KiB after the kernel forgot the tree, want within 2 MiB of the idle mount's %d KiB",
+		if after.HeapAlloc > base.HeapAlloc+2<<20+readerSlack {
+			t.Errorf("walk %d: heap %d KiB after the kernel forgot the tree, want within 2 MiB and a request buffer of the idle mount's %d KiB",
 				walk, after.HeapAlloc>>10, base.HeapAlloc>>10)
 		}
 	}
@@ -213,21 +221,23 @@ func TestBlobsMemoryReturnsAfterForget(t *testing.T) {
 			t.Fatalf("walk %d: ls -l printed %d lines, want %d and the total", walk, got, n)
 		}
 		held := m.fs.Stats()
-		perBlob := (int64(held.HeapAlloc) - int64(base.HeapAlloc)) / n
-		t.Logf("walk %d: %d blob nodes held, heap +%d bytes per blob", walk, held.BlobNodes, perBlob)
+		grown := int64(held.HeapAlloc) - int64(base.HeapAlloc)
+		t.Logf("walk %d: %d blob nodes held, heap +%d bytes per blob", walk, held.BlobNodes, grown/n)
 		if held.BlobNodes != n {
 			t.Errorf("walk %d: %d blob nodes held after ls -l, want %d", walk, held.BlobNodes, n)
 		}
-		if perBlob > 250 {
-			t.Errorf("walk %d: the heap grew by %d bytes per blob the kernel holds, want at most 250", walk, perBlob)
+		// 157 bytes per blob measured here, 266 once on a loaded machine:
+		// one request buffer more.
+		if grown > 200*n+readerSlack {
+			t.Errorf("walk %d: the heap grew by %d bytes per blob the kernel holds, want at most 200 and a request buffer", walk, grown/n)
 		}
 		dropCaches(t, m)
 		after := m.fs.Stats()
 		if after.BlobNodes != 0 {
 			t.Errorf("walk %d: after drop_caches %d blob nodes held, want none", walk, after.BlobNodes)
 		}
-		if after.HeapAlloc > base.HeapAlloc+1<<20 {
-			t.Errorf("walk %d: heap %d KiB after the kernel forgot the blobs, want within 1 MiB of the idle mount's %d KiB",
+		if after.HeapAlloc > base.HeapAlloc+1<<20+readerSlack {
+			t.Errorf("walk %d: heap %d KiB after the kernel forgot the blobs, want within 1 MiB and a request buffer of the idle mount's %d KiB",
 				walk, after.HeapAlloc>>10, base.HeapAlloc>>10)
 		}
 	}
