@@ -17,6 +17,14 @@ import (
 const (
 	chunkSize = 1 << 20
 	ringSize  = 4
+	// writebackWindow is how much written data the file loop lets pile up
+	// before it starts its writeback (sync_file_range), so that the fsync
+	// at commit finds little left to do. Starting writeback after every
+	// 1 MiB chunk made the writes themselves slow: fetching a 1 GiB blob
+	// took 3.3 s to download against 1.3 s with 16 MiB windows, for a
+	// 0.15 s and 0.66 s sync at the end (one run each; best of four
+	// whole fetches 1.83 s and 1.77 s, medians 2.4 s and 2.1 s).
+	writebackWindow = 16 << 20
 )
 
 type chunk struct {
@@ -116,15 +124,21 @@ func (p *pipeline) hashLoop() {
 func (p *pipeline) fileLoop() {
 	defer p.workers.Done()
 	fd := int(p.file.Fd())
+	from := int64(-1) // start of the written range not yet handed to writeback
 	for c := range p.toFile {
 		if p.failed() == nil {
 			if err := p.writeChunk(c); err != nil {
 				p.fail(err)
 			} else {
-				// Start writeback now, so that the fsync at commit finds
-				// little left to do. Not every filesystem supports it; it
-				// is only a hint.
-				_ = unix.SyncFileRange(fd, c.off, int64(c.n), unix.SYNC_FILE_RANGE_WRITE)
+				if from < 0 {
+					from = c.off
+				}
+				// Not every filesystem supports sync_file_range; it is only
+				// a hint.
+				if end := c.off + int64(c.n); end-from >= writebackWindow {
+					_ = unix.SyncFileRange(fd, from, end-from, unix.SYNC_FILE_RANGE_WRITE)
+					from = end
+				}
 			}
 		}
 		p.release(c)
