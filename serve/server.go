@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -36,6 +38,10 @@ type Server struct {
 	log   *slog.Logger
 	slots chan struct{}
 	rate  int64
+
+	// sendfileLocal sends bodies to local peers with sendfile too, as to
+	// remote ones: tests reach only loopback, and set it to cover that path.
+	sendfileLocal bool
 }
 
 // New returns a server of st.
@@ -92,7 +98,7 @@ func parseRoute(p string) (route, bool) {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	lw := &loggedWriter{ResponseWriter: w, status: http.StatusOK}
+	lw := &loggedWriter{ResponseWriter: w, status: http.StatusOK, copyBodies: !s.sendfileLocal && loopbackPeer(r)}
 	defer func() { // also when a broken transfer aborts the response
 		s.log.Debug("registry request", "method", r.Method, "uri", r.URL.RequestURI(), "remote", r.RemoteAddr,
 			"status", lw.status, "bytes", lw.n, "duration", time.Since(start).Round(time.Microsecond))
@@ -323,7 +329,8 @@ func (s *Server) blob(ctx context.Context, w http.ResponseWriter, r *http.Reques
 	}
 	s.bound(w, fi.Size())
 	// ServeContent answers HEAD, Range (206) and bad ranges (416), and
-	// copies from the *os.File, which the kernel sends with sendfile.
+	// copies from the *os.File: with sendfile to a remote peer, in large
+	// writes to a local one (loggedWriter.ReadFrom).
 	http.ServeContent(w, r, "", time.Time{}, f)
 	return nil
 }
@@ -438,8 +445,9 @@ func writeBytes(w http.ResponseWriter, r *http.Request, mediaType string, b []by
 // loggedWriter records the status and size of a response for the log.
 type loggedWriter struct {
 	http.ResponseWriter
-	status int
-	n      int64
+	status     int
+	n          int64
+	copyBodies bool // the peer is local: copy bodies rather than sendfile them
 }
 
 func (l *loggedWriter) WriteHeader(code int) {
@@ -456,10 +464,38 @@ func (l *loggedWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the connection (deadlines).
 func (l *loggedWriter) Unwrap() http.ResponseWriter { return l.ResponseWriter }
 
-// ReadFrom keeps net/http's sendfile path: io.Copy into the response
-// reaches the connection's ReadFrom with the *os.File.
+// ReadFrom sends a body. To a remote peer it keeps net/http's sendfile
+// path (io.Copy into the response reaches the connection's ReadFrom with
+// the *os.File): the kernel sends page-cache pages without copying them.
+// To a peer on this machine (copyBodies) it copies in 1 MiB writes: over
+// loopback the receiver copies every byte anyway, and skbs that reference
+// page-cache pages cost more per byte than they save. Measured here on a
+// 2-core VM with a 1 GiB blob, warm: sendfile 1.35-1.84 GiB/s for
+// 0.53-0.60 s CPU/GiB, 1 MiB writes 2.3-2.8 GiB/s for 0.35 s CPU/GiB
+// (docker-registry, which writes through a 4 MiB buffer: 2.0-2.6 GiB/s).
 func (l *loggedWriter) ReadFrom(r io.Reader) (int64, error) {
-	n, err := io.Copy(l.ResponseWriter, r)
+	if !l.copyBodies {
+		n, err := io.Copy(l.ResponseWriter, r)
+		l.n += n
+		return n, err
+	}
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	// writerOnly hides the response's ReadFrom, which would read 32 KiB
+	// at a time.
+	n, err := io.CopyBuffer(writerOnly{l.ResponseWriter}, r, *bp)
 	l.n += n
 	return n, err
+}
+
+type writerOnly struct{ io.Writer }
+
+// copyBufs holds the 1 MiB buffers of copied bodies: at most
+// Options.MaxTransfers are in use at once.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+// loopbackPeer tells whether r came over a loopback connection.
+func loopbackPeer(r *http.Request) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
