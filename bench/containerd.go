@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -90,24 +88,7 @@ func (c *containerd) run(timeout time.Duration, args ...string) (measured, error
 
 // cpu is the user+sys time the containerd daemon has used so far: a pull's
 // work (fetch, unpack) happens there, not in ctr.
-func (c *containerd) cpu() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which ends at the last ')':
-	// utime and stime are the 12th and 13th.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / clockTicks
-}
-
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on Linux.
-const clockTicks = 100
+func (c *containerd) cpu() time.Duration { return procCPU(c.cmd.Process.Pid) }
 
 // stop ends containerd and removes its directories. Calling it again does
 // nothing.
