@@ -73,10 +73,11 @@ func (s *Snapshotter) boot() string {
 // if the layer needs to look below.
 func (s *Snapshotter) extract(ctx context.Context, dir string, lowers func() ([]string, error), layer io.Reader, mediaType string, diffID digest.Digest) error {
 	compressed := new(atomic.Int64)
-	rc, err := Decompress(mediaType, &compressedCounter{r: layer, n: compressed})
+	zr, err := Decompress(mediaType, &compressedCounter{r: layer, n: compressed})
 	if err != nil {
 		return err
 	}
+	rc := newReadAhead(zr)
 	defer rc.Close()
 	opts := s.Limits
 	opts.Lowers = nil
