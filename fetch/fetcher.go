@@ -11,6 +11,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -152,11 +153,11 @@ func (f *op) progress() Progress {
 	return f.opts.Progress
 }
 
-// PullContent resolves ref, walks index -> manifests of the selected
+// pullContent resolves ref, walks index -> manifests of the selected
 // platform(s) -> config and layers, and fetches everything missing into the
 // store (MaxConcurrent at a time), recording each blob with its source. It
 // records no image.
-func (f *Fetcher) PullContent(ctx context.Context, ref string, opts Options) (PullResult, error) {
+func (f *Fetcher) pullContent(ctx context.Context, ref string, opts Options) (PullResult, error) {
 	p, err := f.Resolve(ctx, ref, opts)
 	if err != nil {
 		return PullResult{}, err
@@ -179,15 +180,44 @@ func (f *Fetcher) FetchBlob(ctx context.Context, dgst digest.Digest, opts Option
 	return o.fetchKnown(ctx, dgst)
 }
 
-// FetchBlobByRef fetches the one blob REF@digest names through the
-// registry's blob endpoint: what `content fetch` falls back to, as ctr
-// does, when the digest is a layer or config rather than a manifest.
-func (f *Fetcher) FetchBlobByRef(ctx context.Context, ref string, opts Options) (ocispec.Descriptor, error) {
+// FetchContent fetches what ref names, as `content fetch` does: an image
+// with everything it references, or, for REF@digest naming a layer or
+// config, that one blob through the registry's blob endpoint (as ctr
+// does when the manifest endpoint refuses the digest).
+//
+// A digest is first looked up at the blob endpoint: a blob over the
+// manifest size bound cannot be a manifest, and asking the manifest
+// endpoint for it is not free (docker-registry reads the whole blob to
+// answer, seconds per GiB), so such a blob is fetched directly.
+func (f *Fetcher) FetchContent(ctx context.Context, ref string, opts Options) (ocispec.Descriptor, error) {
 	o, err := f.op(opts)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	return o.fetchBlobByRef(ctx, ref)
+	pr, err := ParseReference(ref)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if pr.Digest != "" {
+		if desc, err := o.fetchBlobByRef(ctx, pr, o.opts.MaxManifestSize); err == nil || !errors.Is(err, errNotLarge) {
+			return desc, err
+		}
+	}
+	p, err := o.resolvePull(ctx, pr)
+	if err == nil {
+		if err = Dispatch(ctx, p.Limit(), p.Handler(), p.Target); err == nil {
+			return p.Target, nil
+		}
+	}
+	if pr.Digest != "" && ctx.Err() == nil {
+		// Registries answer a manifest request for a small layer or
+		// config with an error (some with 500): try the blob endpoint
+		// before giving up.
+		if desc, berr := o.fetchBlobByRef(ctx, pr, -1); berr == nil {
+			return desc, nil
+		}
+	}
+	return ocispec.Descriptor{}, err
 }
 
 // ReadBlobRange reads the n bytes at off of a blob the store knows, with

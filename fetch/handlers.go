@@ -167,6 +167,10 @@ func (f *Fetcher) Resolve(ctx context.Context, ref string, opts Options) (*Pull,
 	if err != nil {
 		return nil, err
 	}
+	return o.resolvePull(ctx, pr)
+}
+
+func (o *op) resolvePull(ctx context.Context, pr Reference) (*Pull, error) {
 	desc, err := o.resolver.resolve(ctx, pr)
 	if err != nil {
 		return nil, err

@@ -60,7 +60,11 @@ func (ts *testStore) op(t *testing.T, opts Options) *testFetcher {
 }
 
 func (tf *testFetcher) PullContent(ctx context.Context, ref string) (PullResult, error) {
-	return tf.ts.fetcher.PullContent(ctx, ref, tf.opts)
+	return tf.ts.fetcher.pullContent(ctx, ref, tf.opts)
+}
+
+func (tf *testFetcher) FetchContent(ctx context.Context, ref string) (ocispec.Descriptor, error) {
+	return tf.ts.fetcher.FetchContent(ctx, ref, tf.opts)
 }
 
 func (tf *testFetcher) FetchBlob(ctx context.Context, d digest.Digest) error {

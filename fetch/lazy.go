@@ -2,7 +2,7 @@ package fetch
 
 import (
 	"context"
-
+	"errors"
 	"fmt"
 
 	"github.com/opencontainers/go-digest"
@@ -51,24 +51,31 @@ func (f *op) fetchKnown(ctx context.Context, dgst digest.Digest) error {
 	return joinErrors(errs)
 }
 
-// fetchBlobByRef is FetchBlobByRef.
-func (f *op) fetchBlobByRef(ctx context.Context, ref string) (ocispec.Descriptor, error) {
-	pr, err := ParseReference(ref)
-	if err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	if pr.Digest == "" {
-		return ocispec.Descriptor{}, fmt.Errorf("%s names no digest: %w", ref, errdefs.ErrInvalidArgument)
-	}
+// errNotLarge: the blob endpoint does not know the digest as a blob over
+// the size asked for.
+var errNotLarge = errors.New("not a blob over the size asked for")
+
+// fetchBlobByRef fetches the blob pr@digest names through the blob
+// endpoint. With minSize >= 0 it is a probe: a blob the endpoints do not
+// know, or know at minSize bytes or less, is errNotLarge, with nothing
+// fetched; a failure to fetch a blob found over minSize is returned.
+func (f *op) fetchBlobByRef(ctx context.Context, pr Reference, minSize int64) (ocispec.Descriptor, error) {
 	src, err := f.source(pr.Host, pr.Repo)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	probe := minSize >= 0
 	var errs []error
 	for _, ep := range src.eps {
 		desc, err := f.resolver.Repository(ep, pr.Repo).Blobs().Resolve(ctx, pr.Digest.String())
 		if err == nil && desc.Digest != pr.Digest {
 			err = fmt.Errorf("%s answered digest %s for %s: %w", ep, desc.Digest, pr.Digest, errdefs.ErrDigestMismatch)
+		}
+		if probe && (err != nil || desc.Size <= minSize) {
+			if ctx.Err() != nil {
+				return ocispec.Descriptor{}, ctx.Err()
+			}
+			continue
 		}
 		if err == nil {
 			desc.MediaType = "application/octet-stream"
@@ -84,6 +91,9 @@ func (f *op) fetchBlobByRef(ctx context.Context, ref string) (ocispec.Descriptor
 			return ocispec.Descriptor{}, err
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", ep, classify(err)))
+	}
+	if probe && len(errs) == 0 {
+		return ocispec.Descriptor{}, errNotLarge
 	}
 	return ocispec.Descriptor{}, fmt.Errorf("blob %s: %w", pr.Name, joinErrors(errs))
 }

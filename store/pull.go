@@ -143,21 +143,12 @@ func (s *Local) FetchContent(ctx context.Context, ref string, opts PullOptions) 
 	}
 	defer release()
 	fo := s.fetchOptions(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, false, opts.MaxConcurrent, opts.Progress, "fetching")
-	res, err := s.fetch.PullContent(ctx, ref, fo)
+	desc, err := s.fetch.FetchContent(ctx, ref, fo)
 	if err != nil {
-		// REF@digest may name a layer or config: registries answer a
-		// manifest request for it with an error (some with 500), so try
-		// the blob endpoint before giving up.
-		if pr, perr := fetch.ParseReference(ref); perr == nil && pr.Digest != "" && ctx.Err() == nil {
-			if desc, berr := s.fetch.FetchBlobByRef(ctx, ref, fo); berr == nil {
-				s.changed()
-				return desc, nil
-			}
-		}
 		return ocispec.Descriptor{}, err
 	}
 	s.changed()
-	return res.Target, nil
+	return desc, nil
 }
 
 func (s *Local) Push(ctx context.Context, ref, remote string, opts PushOptions) error {
