@@ -220,14 +220,14 @@ func (f *Fetcher) FetchContent(ctx context.Context, ref string, opts Options) (o
 	return ocispec.Descriptor{}, err
 }
 
-// ReadBlobRange reads the n bytes at off of a blob the store knows, with
-// one HTTP Range request; nothing is stored.
-func (f *Fetcher) ReadBlobRange(ctx context.Context, dgst digest.Digest, off, n int64, opts Options) ([]byte, error) {
+// ReadBlobRange fills p with the bytes at off of a blob the store knows,
+// with one HTTP Range request; nothing is stored.
+func (f *Fetcher) ReadBlobRange(ctx context.Context, dgst digest.Digest, off int64, p []byte, opts Options) error {
 	o, err := f.op(opts)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return o.readBlobRange(ctx, dgst, off, n)
+	return o.readBlobRange(ctx, dgst, off, p)
 }
 
 // Push sends the local image localName, whose target is root, to remoteRef.

@@ -72,7 +72,8 @@ func (tf *testFetcher) FetchBlob(ctx context.Context, d digest.Digest) error {
 }
 
 func (tf *testFetcher) ReadBlobRange(ctx context.Context, d digest.Digest, off, n int64) ([]byte, error) {
-	return tf.ts.fetcher.ReadBlobRange(ctx, d, off, n, tf.opts)
+	p := make([]byte, n)
+	return p, tf.ts.fetcher.ReadBlobRange(ctx, d, off, p, tf.opts)
 }
 
 func (tf *testFetcher) Resolver(t *testing.T) *registryResolver {

@@ -12,20 +12,22 @@ import (
 	"github.com/casfs/casfs/errdefs"
 )
 
-// readBlobRange reads the n bytes at off of a blob the store knows, with
-// one HTTP Range request to the registries it came from (mirrors first, as
-// for whole blobs). Nothing is stored: the caller verifies what it keeps
-// (lazy layers check each chunk against its table of contents).
-func (f *op) readBlobRange(ctx context.Context, dgst digest.Digest, off, n int64) ([]byte, error) {
+// readBlobRange fills p with the bytes at off of a blob the store knows,
+// with one HTTP Range request to the registries it came from (mirrors
+// first, as for whole blobs). Nothing is stored: the caller verifies what
+// it keeps (lazy layers check each chunk against its table of contents).
+// The caller owns p, so that buffers can be reused across requests.
+func (f *op) readBlobRange(ctx context.Context, dgst digest.Digest, off int64, p []byte) error {
+	n := int64(len(p))
 	k, err := f.rec.Lookup(ctx, dgst)
 	if err != nil {
-		return nil, fmt.Errorf("blob %s: %w", dgst, err)
+		return fmt.Errorf("blob %s: %w", dgst, err)
 	}
 	if off < 0 || n <= 0 || off+n > k.Desc.Size {
-		return nil, fmt.Errorf("blob %s: range %d+%d outside its %d bytes: %w", dgst, off, n, k.Desc.Size, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("blob %s: range %d+%d outside its %d bytes: %w", dgst, off, n, k.Desc.Size, errdefs.ErrInvalidArgument)
 	}
 	if len(k.Sources) == 0 {
-		return nil, fmt.Errorf("blob %s: no registry source recorded to fetch it from: %w", dgst, errdefs.ErrNotFound)
+		return fmt.Errorf("blob %s: no registry source recorded to fetch it from: %w", dgst, errdefs.ErrNotFound)
 	}
 	var errs []error
 	for _, s := range k.Sources {
@@ -35,39 +37,39 @@ func (f *op) readBlobRange(ctx context.Context, dgst digest.Digest, off, n int64
 			continue
 		}
 		for _, ep := range src.eps {
-			b, err := f.readRange(ctx, ep, src.Repo, dgst, off, n)
+			err := f.readRange(ctx, ep, src.Repo, dgst, off, p)
 			if err == nil {
-				return b, nil
+				return nil
 			}
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("blob %s: %w", dgst, ctx.Err())
+				return fmt.Errorf("blob %s: %w", dgst, ctx.Err())
 			}
 			slog.Debug("blob range fetch failed", "digest", dgst, "endpoint", ep.String(), "err", err)
 			errs = append(errs, fmt.Errorf("%s: %w", ep, classify(err)))
 		}
 	}
-	return nil, fmt.Errorf("blob %s bytes %d-%d: %w", dgst, off, off+n-1, joinErrors(errs))
+	return fmt.Errorf("blob %s bytes %d-%d: %w", dgst, off, off+n-1, joinErrors(errs))
 }
 
-func (f *op) readRange(ctx context.Context, ep hostEndpoint, repo string, dgst digest.Digest, off, n int64) ([]byte, error) {
+func (f *op) readRange(ctx context.Context, ep hostEndpoint, repo string, dgst digest.Digest, off int64, p []byte) error {
+	n := int64(len(p))
 	body, start, err := f.getBlob(ctx, ep, repo, dgst, off, off+n-1)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer body.Close()
 	if start != off {
 		// A registry without Range support: skip to the part we want.
 		slog.Debug("registry ignored Range, reading up to the range", "digest", dgst, "endpoint", ep.String())
 		if _, err := io.CopyN(io.Discard, body, off); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(body, b); err != nil {
+	if _, err := io.ReadFull(body, p); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, fmt.Errorf("GET %s/v2/%s/blobs/%s bytes %d-%d: %w", ep.URL.Redacted(), repo, dgst, off, off+n-1, err)
+		return fmt.Errorf("GET %s/v2/%s/blobs/%s bytes %d-%d: %w", ep.URL.Redacted(), repo, dgst, off, off+n-1, err)
 	}
-	return b, nil
+	return nil
 }

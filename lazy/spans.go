@@ -120,10 +120,18 @@ func (s *spans) has(off, n int64) bool {
 // read copies present bytes; the caller checked has.
 func (s *spans) read(off, n int64) ([]byte, error) {
 	b := make([]byte, n)
-	if _, err := s.data.ReadAt(b, off); err != nil && !(errors.Is(err, io.EOF) && off+n == s.size) {
+	if err := s.readInto(off, b); err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+// readInto fills b with the cached bytes at off.
+func (s *spans) readInto(off int64, b []byte) error {
+	if _, err := s.data.ReadAt(b, off); err != nil && !(errors.Is(err, io.EOF) && off+int64(len(b)) == s.size) {
+		return err
+	}
+	return nil
 }
 
 // put stores verified bytes at off.

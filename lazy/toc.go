@@ -48,8 +48,9 @@ const (
 	maxTailGuess = 64 << 10
 )
 
-// RangeReader reads n bytes at off of one layer blob from its registry.
-type RangeReader func(ctx context.Context, off, n int64) ([]byte, error)
+// RangeReader fills p with the bytes at off of one layer blob, from its
+// registry. The caller owns p: the layer reuses its buffers.
+type RangeReader func(ctx context.Context, off int64, p []byte) error
 
 // tail is the end of a layer blob: the compressed TOC and the footer.
 type tail struct {
@@ -139,7 +140,8 @@ func fetchTail(ctx context.Context, remote RangeReader, size int64) (tail, foote
 		return tail{}, footer{}, fmt.Errorf("layer of %d bytes is too small for an eStargz footer: %w", size, errdefs.ErrInvalidArgument)
 	}
 	n := min(size, max(minTailGuess, min(maxTailGuess, size/64)))
-	b, err := remote(ctx, size-n, n)
+	b := make([]byte, n)
+	err := remote(ctx, size-n, b)
 	if err != nil {
 		return tail{}, footer{}, fmt.Errorf("fetch eStargz footer: %w", err)
 	}
@@ -149,7 +151,8 @@ func fetchTail(ctx context.Context, remote RangeReader, size int64) (tail, foote
 		return tail{}, footer{}, err
 	}
 	if f.tocOff < t.off {
-		rest, err := remote(ctx, f.tocOff, t.off-f.tocOff)
+		rest := make([]byte, t.off-f.tocOff, int64(len(b))+t.off-f.tocOff)
+		err := remote(ctx, f.tocOff, rest)
 		if err != nil {
 			return tail{}, footer{}, fmt.Errorf("fetch eStargz TOC: %w", err)
 		}

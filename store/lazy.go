@@ -214,11 +214,11 @@ func (s *Local) openTOCForPull(ctx context.Context, fo fetch.Options, l ocispec.
 		}
 	}
 	var later atomic.Pointer[lazy.RangeReader]
-	remote := func(ctx context.Context, off, n int64) ([]byte, error) {
+	remote := func(ctx context.Context, off int64, p []byte) error {
 		if r := later.Load(); r != nil {
-			return (*r)(ctx, off, n)
+			return (*r)(ctx, off, p)
 		}
-		return s.fetch.ReadBlobRange(ctx, l.Digest, off, n, fo)
+		return s.fetch.ReadBlobRange(ctx, l.Digest, off, p, fo)
 	}
 	opts := lazy.Options{Dir: s.lazyCacheDir(l.Digest), Remote: remote}
 	if ll != nil {
@@ -323,18 +323,18 @@ func (ll *lazyLayers) remote(d digest.Digest) lazy.RangeReader {
 		mu sync.Mutex
 		r  lazy.RangeReader
 	)
-	return func(ctx context.Context, off, n int64) ([]byte, error) {
+	return func(ctx context.Context, off int64, p []byte) error {
 		mu.Lock()
 		if r == nil {
 			var err error
 			if r, err = ll.s.rangeReader(ctx, ll.ro, d); err != nil {
 				mu.Unlock()
-				return nil, err
+				return err
 			}
 		}
 		rr := r
 		mu.Unlock()
-		return rr(ctx, off, n)
+		return rr(ctx, off, p)
 	}
 }
 
@@ -368,8 +368,8 @@ func (s *Local) rangeReader(ctx context.Context, ro RegistryOptions, d digest.Di
 	ro = s.registryFor(b, ro)
 	ro.PlainHTTP = ro.PlainHTTP || b.Labels[labelPlainHTTP] == "true"
 	fo := s.fetchOptions(ro, "", false, false, 1, nil, "")
-	return func(ctx context.Context, off, n int64) ([]byte, error) {
-		return s.fetch.ReadBlobRange(ctx, d, off, n, fo)
+	return func(ctx context.Context, off int64, p []byte) error {
+		return s.fetch.ReadBlobRange(ctx, d, off, p, fo)
 	}, nil
 }
 
