@@ -11,7 +11,7 @@ import (
 
 func TestSizeClasses(t *testing.T) {
 	for n, want := range map[int]int{1: minPooled, minPooled: minPooled, minPooled + 1: 2 * minPooled,
-		1 << 20: 1 << 20, 1<<20 + 1: 2 << 20, 4 << 20: 4 << 20, 8<<20 + 4096: 9 << 20} {
+		1 << 20: 1 << 20, 1<<20 + 1: 2 << 20, 2<<20 + 1: 4 << 20, 4 << 20: 4 << 20, 8<<20 + 4096: 10 << 20} {
 		if got := sizeClass(n); got != want {
 			t.Errorf("sizeClass(%d) = %d, want %d", n, got, want)
 		}
@@ -19,10 +19,10 @@ func TestSizeClasses(t *testing.T) {
 }
 
 // TestPoolReusesAndBounds: a buffer given back is handed out again for a
-// size of its class; the free lists keep at most max bytes; sizes outside
-// the pooled range are not kept.
+// size of its class; the free lists keep at most max bytes and unmap what
+// they let go; sizes outside the pooled range are not kept.
 func TestPoolReusesAndBounds(t *testing.T) {
-	p := &bufPool{free: map[int][][]byte{}, max: 10 << 20}
+	p := newBufPool(10 << 20)
 	defer func() {
 		p.mu.Lock()
 		if p.timer != nil {
@@ -39,16 +39,24 @@ func TestPoolReusesAndBounds(t *testing.T) {
 	if &b[0] != &a[0] || len(b) != 3<<20+1 {
 		t.Fatal("a buffer of the same class was not reused")
 	}
+	for i := range b {
+		b[i] = byte(i) // the whole class is usable memory
+	}
+	c, d := p.get(4<<20), p.get(4<<20)
+	if len(p.mapped) != 3 {
+		t.Fatalf("%d buffers mapped, want 3", len(p.mapped))
+	}
 	p.put(b)
-	p.put(make([]byte, 4<<20))
-	p.put(make([]byte, 4<<20)) // over the 10 MiB bound: dropped
+	p.put(c)
+	p.put(d)                   // over the 10 MiB bound: unmapped
+	p.put(make([]byte, 4<<20)) // a heap buffer over the bound: dropped
 	p.put(make([]byte, 100))   // under minPooled: dropped
-	if p.kept != 8<<20 || len(p.free[4<<20]) != 2 {
-		t.Fatalf("kept %d bytes in %d buffers, want 8 MiB in 2", p.kept, len(p.free[4<<20]))
+	if p.kept != 8<<20 || len(p.free[4<<20]) != 2 || len(p.mapped) != 2 {
+		t.Fatalf("kept %d bytes in %d buffers, %d mapped; want 8 MiB in 2, 2 mapped", p.kept, len(p.free[4<<20]), len(p.mapped))
 	}
 	p.used = false
 	p.trim()
-	if p.kept != 0 || len(p.free) != 0 {
+	if p.kept != 0 || len(p.free) != 0 || len(p.mapped) != 0 {
 		t.Fatal("an idle pool kept its buffers")
 	}
 }
