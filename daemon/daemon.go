@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		}
 	}
 
-	reserveHeap()
+	reserveHeap(false)
 	st, err := store.Open(cfg.Root, store.Options{Create: true, Limits: cfg.Limits})
 	if err != nil {
 		return err

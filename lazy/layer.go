@@ -21,6 +21,7 @@ import (
 
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/internal/gcburst"
+	"github.com/casfs/casfs/internal/hugeheap"
 	"github.com/casfs/casfs/layers/merged"
 )
 
@@ -80,7 +81,11 @@ func Open(ctx context.Context, desc ocispec.Descriptor, tocDigest digest.Digest,
 		return nil, fmt.Errorf("layer %s: chunk cache: %w", desc.Digest, err)
 	}
 	l := &Layer{desc: desc, sp: sp, opts: opts, mem: newChunkLRU(memBudget), pending: map[chunkKey]*pendingChunk{}, ahead: make(chan struct{}, maxPrefetches)}
-	defer gcburst.Begin()() // the TOC's decode is a burst of small allocations
+	// The TOC's decode is a burst of small allocations: under a laxer
+	// collector, and on huge pages (the daemon's heap is faulted in 4 KiB
+	// pages otherwise, at a cost that was most of a lazy pull's CPU).
+	defer gcburst.Begin()()
+	defer hugeheap.Begin()()
 	if err := l.openTOC(ctx, tocDigest); err != nil {
 		sp.close()
 		return nil, fmt.Errorf("layer %s: %w", desc.Digest, err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/casfs/casfs/internal/gcburst"
+	"github.com/casfs/casfs/internal/hugeheap"
 	"github.com/casfs/casfs/layers/merged"
 )
 
@@ -25,12 +26,14 @@ func (s *Local) RootfsTree(ctx context.Context, id string) (*merged.Tree, error)
 }
 
 // buildTree merges ls. A tree from eStargz TOCs, on the path of a lazy
-// start, is built from memory in a burst of small allocations; trees read
-// from disk are not, and keep the daemon's footprint.
+// start, is built from memory in a burst of small allocations (laxer
+// collector, huge pages); trees read from disk are not, and keep the
+// daemon's footprint.
 func buildTree(ctx context.Context, ls []merged.Layer) (*merged.Tree, error) {
 	for _, l := range ls {
 		if _, ok := l.(merged.Dir); !ok {
 			defer gcburst.Begin()()
+			defer hugeheap.Begin()()
 			break
 		}
 	}

@@ -8,12 +8,18 @@
 // of a lazy pull's CPU. Under the kernel's THP mode "madvise" (Debian's
 // default) the Go heap gets no huge pages: the runtime does not ask.
 //
-// Reserve asks: it has the runtime map the next n bytes of heap address
-// space without touching them (one large allocation, freed at once) and
-// marks the heap's mapping MADV_HUGEPAGE, so that the heap's growth into
-// that range faults in 2 MiB at a time. It is a hint: with THP off it
-// changes nothing, and a heap that outgrows the range is faulted in as
-// before. Untouched, the range costs address space, not memory.
+// Reserve has the runtime map the next n bytes of heap address space
+// without touching them (one large allocation, freed at once) and keeps
+// the mapping that holds them, so that huge pages can be asked for it:
+// the heap's growth into that range then faults 2 MiB at a time. It is a
+// hint: with THP off it changes nothing, and a heap that outgrows the
+// range is faulted in as before. Untouched, the range costs address space,
+// not memory.
+//
+// Huge pages keep a sparse heap resident in 2 MiB pieces, so a long-lived
+// process asks for them only around bursts of allocation (Begin, with the
+// range reserved at the first: ReserveAtFirstBurst), and a short-lived
+// command for its whole run (Reserve with always).
 package hugeheap
 
 import (
@@ -21,26 +27,94 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// Reserve maps n more bytes of heap with huge pages requested.
-func Reserve(n int) error {
-	b := make([]byte, n) // fresh from the kernel: the runtime does not zero it
-	lo, hi, err := mappingOf(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
-	if err == nil {
-		// By address: the mapping is the runtime's, not a Go object.
-		if _, _, e := unix.Syscall(unix.SYS_MADVISE, lo, hi-lo, unix.MADV_HUGEPAGE); e != 0 {
-			err = e
-		}
+var (
+	mu      sync.Mutex
+	lo, hi  uintptr // the reserved mapping; hi == 0 before Reserve
+	always  bool
+	bursts  int
+	atBurst int // bytes to reserve at the first burst
+)
+
+// Reserve maps n more bytes of heap, once per process, with huge pages
+// asked for from now on if always, else during bursts.
+func Reserve(n int, alwaysOn bool) error {
+	mu.Lock()
+	defer mu.Unlock()
+	return reserve(n, alwaysOn)
+}
+
+// ReserveAtFirstBurst has the first Begin reserve n bytes, for huge pages
+// during bursts only. A long-lived process that may never have a burst
+// keeps its heap as it was: a reservation made at start raised the mount
+// daemon's RSS after walking ten rootfs trees from 52 to 63 MiB, and from
+// 33 to 43 MiB once the kernel forgot them, with no huge page in use.
+func ReserveAtFirstBurst(n int) {
+	mu.Lock()
+	atBurst = n
+	mu.Unlock()
+}
+
+// reserve is Reserve; mu is held.
+func reserve(n int, alwaysOn bool) error {
+	if hi != 0 {
+		return nil
 	}
+	b := make([]byte, n) // fresh from the kernel: the runtime does not zero it
+	l, h, err := mappingOf(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
 	runtime.KeepAlive(b)
 	b = nil
 	runtime.GC() // the range is free for the heap's next spans
 	if err != nil {
-		return fmt.Errorf("huge pages for the heap: %w", err)
+		return fmt.Errorf("reserve heap: %w", err)
+	}
+	lo, hi, always = l, h, alwaysOn
+	if always || bursts > 0 {
+		return advise(true)
+	}
+	return nil
+}
+
+// Begin starts a burst of allocation, during which the reserved range
+// asks for huge pages, and returns the function that ends it. Bursts may
+// overlap; pages faulted in as huge pages stay so until the runtime
+// releases them.
+func Begin() (end func()) {
+	mu.Lock()
+	if hi == 0 && atBurst > 0 {
+		reserve(atBurst, false) // a hint: nothing to do on failure
+		atBurst = 0
+	}
+	if bursts++; bursts == 1 && hi != 0 && !always {
+		advise(true)
+	}
+	mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			mu.Lock()
+			if bursts--; bursts == 0 && hi != 0 && !always {
+				advise(false)
+			}
+			mu.Unlock()
+		})
+	}
+}
+
+// advise sets the reserved range's advice; mu is held.
+func advise(on bool) error {
+	advice := uintptr(unix.MADV_NOHUGEPAGE)
+	if on {
+		advice = unix.MADV_HUGEPAGE
+	}
+	// By address: the mapping is the runtime's, not a Go object.
+	if _, _, e := unix.Syscall(unix.SYS_MADVISE, lo, hi-lo, advice); e != 0 {
+		return fmt.Errorf("madvise heap: %w", e)
 	}
 	return nil
 }

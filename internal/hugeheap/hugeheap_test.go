@@ -9,20 +9,41 @@ import (
 	"unsafe"
 )
 
-// TestReserveMarksTheHeap: after Reserve, the mapping that holds a new
-// heap object carries the huge page advice ("hg" in smaps' VmFlags).
-func TestReserveMarksTheHeap(t *testing.T) {
-	if err := Reserve(64 << 20); err != nil {
-		t.Fatal(err)
+// TestBurstsMarkTheHeap: the first burst reserves the range, and the
+// mapping that holds a new heap object has the huge page advice ("hg" in
+// smaps' VmFlags) while a burst runs, overlapping bursts included, and has
+// it taken back after the last ("nh").
+func TestBurstsMarkTheHeap(t *testing.T) {
+	ReserveAtFirstBurst(64 << 20)
+	end0 := Begin()
+	mu.Lock()
+	reserved := hi != 0
+	mu.Unlock()
+	if !reserved {
+		t.Fatal("the first burst reserved nothing")
 	}
+	end0()
 	b := make([]byte, 8<<20)
 	addr := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	flags, err := vmFlags(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(" "+flags+" ", " hg ") {
-		t.Fatalf("the heap mapping holding a new object has VmFlags %q, without hg", flags)
+	var end1, end2 func()
+	for i, c := range []struct {
+		step func()
+		flag string
+	}{
+		{func() { end1 = Begin() }, "hg"},
+		{func() { end2 = Begin() }, "hg"},
+		{func() { end1() }, "hg"},
+		{func() { end1() }, "hg"}, // a second call ends nothing
+		{func() { end2() }, "nh"},
+	} {
+		c.step()
+		flags, err := vmFlags(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(" "+flags+" ", " "+c.flag+" ") {
+			t.Fatalf("step %d: the heap mapping holding a new object has VmFlags %q, without %s", i, flags, c.flag)
+		}
 	}
 	b[0], b[len(b)-1] = 1, 2 // usable memory
 }
