@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -118,23 +119,25 @@ func benchLazyImage(e *env, set *images, proxy *countingProxy, name, repo, goal 
 		}
 		return append(rows, Row{Name: "find over the lazy rootfs (before completion)", Ours: secs(lw), Baseline: secs(ew) + " eager rootfs", Ratio: ratio(lw, ew), Goal: "<= 1.5x"}), nil
 	}
-	row, err := lazyBigRead(e, set, proxy.host, lazy)
+	// Each further read of the big file needs a lazy pull into an empty
+	// store of its own.
+	again := func() (firstByteResult, error) {
+		return firstByteRun(e, "lazy-big", proxy.host, repo, "estargz", &small,
+			"image", "pull", "--plain-http", "--lazy", "--lazy-complete=false", "-q", pref)
+	}
+	row, err := lazyBigRead(e, set, proxy.host, lazy, again)
 	if err != nil {
 		return nil, err
 	}
 	return append(rows, row), nil
 }
 
-// lazyBigRead reads the large image's big file through the lazy mount,
+// lazyBigRead reads the large image's big file through a lazy mount,
 // cold and end to end, against `content fetch` of the big layer of the
-// eStargz copy into an empty store.
-func lazyBigRead(e *env, set *images, lazyHost string, lazy firstByte) (Row, error) {
-	big := filepath.Join(lazy.rootfs, "big", "random.bin")
-	dropCaches()
-	readTime, n, err := readAll(big)
-	if err != nil {
-		return Row{}, err
-	}
+// eStargz copy into an empty store: lazyTrials runs each, alternating, the
+// best of each side (the first read goes through the mount the first-byte
+// runs left, the others through mounts again makes).
+func lazyBigRead(e *env, set *images, lazyHost string, lazy firstByte, again func() (firstByteResult, error)) (Row, error) {
 	// The layer the big file lives in: the eStargz manifest's largest.
 	ms, err := manifestLayers(filepath.Join(lazy.m.dir, "images", lazyHost, refLarge, "estargz", "manifest.json"))
 	if err != nil {
@@ -146,8 +149,28 @@ func lazyBigRead(e *env, set *images, lazyHost string, lazy firstByte) (Row, err
 			layer = l
 		}
 	}
-	var fetches []time.Duration
+	var reads, fetches []time.Duration
+	var n int64
 	for i := 0; i < lazyTrials; i++ {
+		rootfs, done := lazy.rootfs, func() {}
+		if i > 0 {
+			run, err := again()
+			if err != nil {
+				return Row{}, err
+			}
+			rootfs, done = run.rootfs, func() {
+				run.m.stop()
+				os.RemoveAll(run.m.root)
+			}
+		}
+		dropCaches()
+		t, got, err := readAll(filepath.Join(rootfs, "big", "random.bin"))
+		done()
+		if err != nil {
+			return Row{}, err
+		}
+		reads, n = append(reads, t), got
+
 		root := filepath.Join(e.work, "lazy-fetch-root")
 		dropCaches()
 		m, err := runTimed(20*time.Minute, e.casfs, "--root", root, "content", "fetch", "--plain-http", set.reg.host+"/"+refLarge+"@"+layer.Digest)
@@ -156,15 +179,12 @@ func lazyBigRead(e *env, set *images, lazyHost string, lazy firstByte) (Row, err
 			return Row{}, err
 		}
 		fetches = append(fetches, m.wall)
+		logf("lazy big read run %d: %s through the mount, content fetch %s", i+1, secs(t), secs(m.wall))
 	}
-	fetchTime := fetches[0]
-	for _, f := range fetches {
-		fetchTime = min(fetchTime, f)
-	}
-	ours := float64(n) / readTime.Seconds()
-	base := float64(layer.Size) / fetchTime.Seconds()
+	ours := float64(n) / slices.Min(reads).Seconds()
+	base := float64(layer.Size) / slices.Min(fetches).Seconds()
 	return Row{
-		Name:     "cold sequential read of the lazy 1 GiB file (large)",
+		Name:     fmt.Sprintf("cold sequential read of the lazy 1 GiB file (large, best of %d)", lazyTrials),
 		Ours:     fmt.Sprintf("%.0f MiB/s", ours/(1<<20)),
 		Baseline: fmt.Sprintf("%.0f MiB/s content fetch", base/(1<<20)),
 		Ratio:    fmt.Sprintf("%.2fx", ours/base),
