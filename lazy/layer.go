@@ -150,15 +150,6 @@ func (l *Layer) cachedTail() (tail, footer, bool) {
 	return tail{off: f.tocOff, data: b}, f, true
 }
 
-// remote reads n bytes at off into a new buffer.
-func (l *Layer) remote(ctx context.Context, off, n int64) ([]byte, error) {
-	b := make([]byte, n)
-	if err := l.readRemote(ctx, off, b); err != nil {
-		return nil, err
-	}
-	return b, nil
-}
-
 // readRemote fills p with the bytes at off.
 func (l *Layer) readRemote(ctx context.Context, off int64, p []byte) error {
 	err := l.opts.Remote(ctx, off, p)
