@@ -21,6 +21,7 @@ import (
 	"github.com/casfs/casfs/api"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fusefs"
+	"github.com/casfs/casfs/internal/hugeheap"
 	"github.com/casfs/casfs/layers"
 	"github.com/casfs/casfs/serve"
 	"github.com/casfs/casfs/store"
@@ -80,7 +81,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		}
 	}
 
-	reserveHeap(false)
+	// Huge pages for the heap during bursts of allocation (hugeheap says
+	// why), reserved at the first.
+	hugeheap.ReserveAtFirstBurst(heapReserve)
 	st, err := store.Open(cfg.Root, store.Options{Create: true, Limits: cfg.Limits})
 	if err != nil {
 		return err

@@ -1,33 +1,13 @@
 package daemon
 
-import (
-	"log/slog"
-	"sync"
-
-	"github.com/casfs/casfs/internal/hugeheap"
-)
-
-// heapReserve is the heap address space given huge pages (hugeheap says
-// why): more than the mount daemon's heap at its busiest in the bench (a
-// lazy pull of a 14k-entry image peaks under 80 MiB).
+// heapReserve is the heap address space the daemon gives huge pages
+// during bursts of allocation (a TOC's decoding, a tree built from TOCs:
+// internal/hugeheap says why): more than the daemon's heap at its busiest
+// in the bench (a lazy pull of a 14k-entry image peaks under 80 MiB).
+//
+// Commands that open the store themselves do not ask: with huge pages for
+// their whole run an embedded pull of the realistic image took 1.1-1.3 s
+// instead of 1.4 s, but under load a huge page fault can stall in the
+// kernel's compaction, and a command that holds the store must serve its
+// socket to the commands waiting on it within seconds.
 const heapReserve = 256 << 20
-
-var reserveOnce sync.Once
-
-// reserveHeap reserves the range once per process. A command that holds
-// the store asks huge pages for its whole (short) run; a daemon only
-// during the bursts of a TOC's decoding (lazy.Open), with the range
-// reserved at the first (hugeheap says why). Commands that go through
-// another process's socket reserve nothing: they allocate little, and the
-// reservation costs some 300 faults.
-func reserveHeap(command bool) {
-	reserveOnce.Do(func() {
-		if !command {
-			hugeheap.ReserveAtFirstBurst(heapReserve)
-			return
-		}
-		if err := hugeheap.Reserve(heapReserve, true); err != nil {
-			slog.Debug("heap stays in 4 KiB pages", "err", err)
-		}
-	})
-}

@@ -164,7 +164,6 @@ type holding struct {
 // hold opens the store in this process and serves its socket; an error
 // wrapping errdefs.ErrInUse means another process holds the store.
 func (o *opener) hold() (*holding, error) {
-	reserveHeap(true)
 	st, err := store.Open(o.root, store.Options{Create: o.opts.Create, Limits: o.opts.Limits})
 	if err != nil {
 		return nil, err

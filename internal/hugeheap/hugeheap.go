@@ -8,18 +8,18 @@
 // of a lazy pull's CPU. Under the kernel's THP mode "madvise" (Debian's
 // default) the Go heap gets no huge pages: the runtime does not ask.
 //
-// Reserve has the runtime map the next n bytes of heap address space
-// without touching them (one large allocation, freed at once) and keeps
+// ReserveAtFirstBurst has the runtime map the next n bytes of heap address
+// space without touching them (one large allocation, freed at once) and keeps
 // the mapping that holds them, so that huge pages can be asked for it:
 // the heap's growth into that range then faults 2 MiB at a time. It is a
 // hint: with THP off it changes nothing, and a heap that outgrows the
 // range is faulted in as before. Untouched, the range costs address space,
 // not memory.
 //
-// Huge pages keep a sparse heap resident in 2 MiB pieces, so a long-lived
-// process asks for them only around bursts of allocation (Begin, with the
-// range reserved at the first: ReserveAtFirstBurst), and a short-lived
-// command for its whole run (Reserve with always).
+// Huge pages keep a sparse heap resident in 2 MiB pieces, and a fault of
+// one can stall in the kernel's compaction under memory pressure, so they
+// are asked for only around bursts of allocation (Begin), with the range
+// reserved at the first (ReserveAtFirstBurst).
 package hugeheap
 
 import (
@@ -35,19 +35,10 @@ import (
 
 var (
 	mu      sync.Mutex
-	lo, hi  uintptr // the reserved mapping; hi == 0 before Reserve
-	always  bool
+	lo, hi  uintptr // the reserved mapping; hi == 0 before the first burst
 	bursts  int
 	atBurst int // bytes to reserve at the first burst
 )
-
-// Reserve maps n more bytes of heap, once per process, with huge pages
-// asked for from now on if always, else during bursts.
-func Reserve(n int, alwaysOn bool) error {
-	mu.Lock()
-	defer mu.Unlock()
-	return reserve(n, alwaysOn)
-}
 
 // ReserveAtFirstBurst has the first Begin reserve n bytes, for huge pages
 // during bursts only. A long-lived process that may never have a burst
@@ -60,8 +51,9 @@ func ReserveAtFirstBurst(n int) {
 	mu.Unlock()
 }
 
-// reserve is Reserve; mu is held.
-func reserve(n int, alwaysOn bool) error {
+// reserve has the runtime map n more bytes of heap and keeps the mapping
+// that holds them; mu is held.
+func reserve(n int) error {
 	if hi != 0 {
 		return nil
 	}
@@ -73,10 +65,7 @@ func reserve(n int, alwaysOn bool) error {
 	if err != nil {
 		return fmt.Errorf("reserve heap: %w", err)
 	}
-	lo, hi, always = l, h, alwaysOn
-	if always || bursts > 0 {
-		return advise(true)
-	}
+	lo, hi = l, h
 	return nil
 }
 
@@ -87,10 +76,10 @@ func reserve(n int, alwaysOn bool) error {
 func Begin() (end func()) {
 	mu.Lock()
 	if hi == 0 && atBurst > 0 {
-		reserve(atBurst, false) // a hint: nothing to do on failure
+		reserve(atBurst) // a hint: nothing to do on failure
 		atBurst = 0
 	}
-	if bursts++; bursts == 1 && hi != 0 && !always {
+	if bursts++; bursts == 1 && hi != 0 {
 		advise(true)
 	}
 	mu.Unlock()
@@ -98,7 +87,7 @@ func Begin() (end func()) {
 	return func() {
 		once.Do(func() {
 			mu.Lock()
-			if bursts--; bursts == 0 && hi != 0 && !always {
+			if bursts--; bursts == 0 && hi != 0 {
 				advise(false)
 			}
 			mu.Unlock()
