@@ -178,20 +178,26 @@ func (l *Layer) Cached() int64 { return l.sp.present() }
 func (l *Layer) Walk(ctx context.Context, fn func(*merged.Entry) error) error {
 	root, _ := l.r.Lookup("")
 	links := map[*estargz.TOCEntry]uint64{}
+	type kid struct {
+		base string
+		e    *estargz.TOCEntry
+	}
+	// The children of the directories being walked, stacked in one slice
+	// (a directory's kids stay valid when a deeper append moves it): one
+	// allocation per walk instead of one per directory.
+	var stack []kid
 	var walk func(dir string, e *estargz.TOCEntry, opaque bool) error
 	walk = func(dir string, e *estargz.TOCEntry, opaque bool) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		type kid struct {
-			base string
-			e    *estargz.TOCEntry
-		}
-		var kids []kid
+		top := len(stack)
 		e.ForeachChild(func(base string, c *estargz.TOCEntry) bool {
-			kids = append(kids, kid{base, c})
+			stack = append(stack, kid{base, c})
 			return true
 		})
+		kids := stack[top:len(stack):len(stack)]
+		defer func() { stack = stack[:top] }()
 		slices.SortFunc(kids, func(a, b kid) int { return strings.Compare(a.base, b.base) })
 		me := entryOf(dir, e, 0)
 		me.Opaque = opaque

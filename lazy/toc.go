@@ -13,13 +13,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	jsonv2 "github.com/go-json-experiment/json"
 	"io"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
 
@@ -171,13 +172,10 @@ func tocJSON(t tail, f footer, want digest.Digest) ([]byte, error) {
 		return nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	defer rc.Close()
-	// A TOC's JSON is typically 5-10 times its compressed size: one
-	// buffer of that size saves the regrowth of io.ReadAll.
-	buf := bytes.NewBuffer(make([]byte, 0, min(maxTOCJSON+1, 8*(f.tocEnd-f.tocOff))))
-	if _, err := buf.ReadFrom(io.LimitReader(rc, maxTOCJSON+1)); err != nil {
+	js, err := readAllSized(io.LimitReader(rc, maxTOCJSON+1), jsonSizeHint(t, f))
+	if err != nil {
 		return nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	js := buf.Bytes()
 	if len(js) > maxTOCJSON {
 		return nil, fmt.Errorf("eStargz TOC JSON is over the limit of %d bytes: %w", maxTOCJSON, errdefs.ErrInvalidArgument)
 	}
@@ -185,6 +183,41 @@ func tocJSON(t tail, f footer, want digest.Digest) ([]byte, error) {
 		return nil, fmt.Errorf("eStargz TOC is %s but the manifest pins %s: %w", got, want, errdefs.ErrDigestMismatch)
 	}
 	return js, nil
+}
+
+// jsonSizeHint guesses the size of the TOC's JSON, so that one buffer
+// holds it: fresh memory is a large part of a lazy start's cost, and a
+// buffer that regrows is paid for three times. A gzip stream ends with
+// its decompressed size modulo 2^32 (RFC 1952), here that of the TOC's
+// tar entry; other formats get 10 times the compressed size (a TOC
+// compresses 6-9 times).
+func jsonSizeHint(t tail, f footer) int {
+	c := f.tocEnd - f.tocOff
+	if _, ok := f.dec.(*gzipDecompressor); ok && c >= 4 {
+		end := f.tocEnd - t.off
+		if n := int64(binary.LittleEndian.Uint32(t.data[end-4 : end])); n > 0 && n <= maxTOCJSON {
+			return int(n)
+		}
+	}
+	return int(min(maxTOCJSON, 10*c))
+}
+
+// readAllSized is io.ReadAll into a buffer of hint bytes to start with.
+func readAllSized(r io.Reader, hint int) ([]byte, error) {
+	b := make([]byte, 0, hint+1) // +1: the read that sees EOF needs room
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 // openTOC indexes the TOC JSON js, which tocJSON verified against want,

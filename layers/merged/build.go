@@ -19,6 +19,7 @@ type bnode struct {
 	xattrs []Xattr
 	layer  uint16
 	kids   map[string]*bnode // directories only
+	ino    Ino               // set by finish
 }
 
 type linkKey struct {
@@ -34,6 +35,10 @@ type builder struct {
 	// directory's entries together, so most parent lookups hit it.
 	lastDir  string
 	lastNode *bnode
+	// Upper bounds of the nodes and names the tree will have, so that
+	// finish allocates its slices once: fresh memory is the main cost of
+	// building a tree (on some VMs each new page costs tens of µs).
+	nodes, names, nameBytes int
 }
 
 // Build merges the given layer directories, lowest layer first (see Dir).
@@ -65,7 +70,7 @@ func BuildLayers(ctx context.Context, layers []Layer) (*Tree, error) {
 		b.lastDir, b.lastNode = "", nil
 		cur := next
 		next = nil
-		if i+1 < len(layers) {
+		if i+1 < len(layers) && readsDisk(layers[i+1]) {
 			next = startWalkAhead(ctx, layers[i+1])
 		}
 		apply := func(e *Entry) error { return b.apply(e, uint16(i)) }
@@ -83,7 +88,7 @@ func BuildLayers(ctx context.Context, layers []Layer) (*Tree, error) {
 		}
 	}
 	t := &Tree{layers: append([]Layer(nil), layers...)}
-	if err := t.finish(b.root); err != nil {
+	if err := t.finish(b); err != nil {
 		return nil, fmt.Errorf("build merged tree: %w", err)
 	}
 	return t, nil
@@ -92,6 +97,13 @@ func BuildLayers(ctx context.Context, layers []Layer) (*Tree, error) {
 // walkAheadEntries bounds how far the next layer's walk runs ahead of the
 // layer being applied (about 150 bytes an entry).
 const walkAheadEntries = 8192
+
+// readsDisk reports whether walking l waits for the disk: only then does
+// a walk ahead pay for its copies of the entries.
+func readsDisk(l Layer) bool {
+	_, ok := l.(Dir)
+	return ok
+}
 
 // walkAhead walks a layer in the background while the layer below it is
 // applied: on a cold cache a walk mostly waits for the disk (directory
@@ -132,7 +144,8 @@ func (w *walkAhead) each(fn func(*Entry) error) error {
 	return w.err
 }
 
-func newBnode(e *Entry, layer uint16) *bnode {
+func (b *builder) newBnode(e *Entry, layer uint16) *bnode {
+	b.nodes++
 	n := &bnode{attr: e.Attr, target: e.Target, layer: layer}
 	n.attr.Nlink = 0
 	if !n.attr.IsDir() && !n.attr.IsSymlink() {
@@ -162,7 +175,7 @@ func (b *builder) apply(e *Entry, layer uint16) error {
 			return fmt.Errorf("layer root is not a directory")
 		}
 		if b.root == nil {
-			b.root = newBnode(e, layer)
+			b.root = b.newBnode(e, layer)
 		} else {
 			// The topmost layer's root attributes show.
 			b.root.attr, b.root.layer = e.Attr, layer
@@ -185,6 +198,8 @@ func (b *builder) apply(e *Entry, layer uint16) error {
 		delete(parent.kids, name)
 		return nil
 	}
+	b.names++
+	b.nameBytes += len(name)
 	if e.Attr.IsDir() {
 		lower := parent.kids[name]
 		if lower != nil && lower.attr.IsDir() && !e.Opaque {
@@ -193,7 +208,7 @@ func (b *builder) apply(e *Entry, layer uint16) error {
 			lower.setXattrs(e.Xattrs)
 			return nil
 		}
-		parent.kids[name] = newBnode(e, layer)
+		parent.kids[name] = b.newBnode(e, layer)
 		return nil
 	}
 	if e.Link != 0 {
@@ -202,12 +217,12 @@ func (b *builder) apply(e *Entry, layer uint16) error {
 			parent.kids[name] = n
 			return nil
 		}
-		n := newBnode(e, layer)
+		n := b.newBnode(e, layer)
 		b.links[k] = n
 		parent.kids[name] = n
 		return nil
 	}
-	parent.kids[name] = newBnode(e, layer)
+	parent.kids[name] = b.newBnode(e, layer)
 	return nil
 }
 
@@ -224,6 +239,9 @@ func (b *builder) dir(path string, layer uint16) *bnode {
 			if c == nil || !c.attr.IsDir() {
 				c = &bnode{attr: Attr{Mode: unix.S_IFDIR | 0o755, Mtime: d.attr.Mtime}, layer: layer, kids: map[string]*bnode{}}
 				d.kids[part] = c
+				b.nodes++
+				b.names++
+				b.nameBytes += len(part)
 			}
 			d = c
 		}
@@ -240,17 +258,20 @@ func validName(n string) bool {
 // root is 1), each directory's entries contiguous and sorted, each distinct
 // name stored once, hardlinks sharing one node with their link count in the
 // merged tree.
-func (t *Tree) finish(root *bnode) error {
-	inos := map[*bnode]Ino{}
-	nameOff := map[string]uint32{}
+func (t *Tree) finish(bld *builder) error {
+	root := bld.root
+	t.nodes = make([]node, 0, bld.nodes)
+	t.ents = make([]ent, 0, bld.names)
+	nameOff := make(map[string]uint32, bld.names/2)
 	var names strings.Builder
+	names.Grow(bld.nameBytes / 2)
 	t.dirExtras = map[Ino]*extra{}
 	var err error
 
 	add := func(b *bnode, parent Ino, entIdx uint32) Ino {
-		if i, ok := inos[b]; ok {
-			t.nodes[i-1].nlink++
-			return i
+		if b.ino != 0 {
+			t.nodes[b.ino-1].nlink++
+			return b.ino
 		}
 		if len(t.nodes) >= math.MaxUint32-1 {
 			err = fmt.Errorf("more than %d entries", math.MaxUint32-1)
@@ -262,7 +283,7 @@ func (t *Tree) finish(root *bnode) error {
 			parent: parent, name: entIdx, layer: b.layer,
 		})
 		i := Ino(len(t.nodes))
-		inos[b] = i
+		b.ino = i
 		if b.target != "" || b.attr.Rdev != 0 || len(b.xattrs) > 0 {
 			x := extra{target: b.target, rdev: b.attr.Rdev, xattrs: b.xattrs}
 			if b.kids != nil {
@@ -274,12 +295,17 @@ func (t *Tree) finish(root *bnode) error {
 		}
 		return i
 	}
+	// The names of the directories being walked, stacked in one slice: a
+	// directory's keys stay valid when a deeper append moves the stack.
+	var stack []string
 	var walk func(b *bnode, i Ino)
 	walk = func(b *bnode, i Ino) {
-		keys := make([]string, 0, len(b.kids))
+		base := len(stack)
 		for k := range b.kids {
-			keys = append(keys, k)
+			stack = append(stack, k)
 		}
+		keys := stack[base:len(stack):len(stack)]
+		defer func() { stack = stack[:base] }()
 		sort.Strings(keys)
 		first := uint32(len(t.ents))
 		n := &t.nodes[i-1]
