@@ -81,11 +81,9 @@ func Open(ctx context.Context, desc ocispec.Descriptor, tocDigest digest.Digest,
 		return nil, fmt.Errorf("layer %s: chunk cache: %w", desc.Digest, err)
 	}
 	l := &Layer{desc: desc, sp: sp, opts: opts, mem: newChunkLRU(memBudget), pending: map[chunkKey]*pendingChunk{}, ahead: make(chan struct{}, maxPrefetches)}
-	// The TOC's decode is a burst of small allocations: under a laxer
-	// collector, and on huge pages (the daemon's heap is faulted in 4 KiB
-	// pages otherwise, at a cost that was most of a lazy pull's CPU).
-	defer gcburst.Begin()()
-	defer hugeheap.Begin()()
+	// The decode ahead is a burst of allocation (see openTOC); its huge
+	// pages are reserved while the TOC is on its way.
+	hugeheap.Prepare()
 	if err := l.openTOC(ctx, tocDigest); err != nil {
 		sp.close()
 		return nil, fmt.Errorf("layer %s: %w", desc.Digest, err)
@@ -105,6 +103,11 @@ func (l *Layer) openTOC(ctx context.Context, want digest.Digest) error {
 		}
 	}
 	fetched := time.Now()
+	// The TOC's decode is a burst of small allocations: under a laxer
+	// collector, and on huge pages (the daemon's heap is faulted in 4 KiB
+	// pages otherwise, at a cost that was most of a lazy pull's CPU).
+	defer gcburst.Begin()()
+	defer hugeheap.Begin()()
 	js, err := tocJSON(t, f, want)
 	if err != nil {
 		return err

@@ -38,6 +38,8 @@ var (
 	lo, hi  uintptr // the reserved mapping; hi == 0 before the first burst
 	bursts  int
 	atBurst int // bytes to reserve at the first burst
+	// preparing: Prepare started the reservation.
+	preparing bool
 )
 
 // ReserveAtFirstBurst has the first Begin reserve n bytes, for huge pages
@@ -49,6 +51,28 @@ func ReserveAtFirstBurst(n int) {
 	mu.Lock()
 	atBurst = n
 	mu.Unlock()
+}
+
+// Prepare makes the reservation of the first burst now, in the
+// background, for a caller that knows a burst is coming after a wait (a
+// lazy pull decodes its TOCs once their bytes arrive): reserving costs a
+// collection, 10-20 ms that the burst would otherwise wait for.
+func Prepare() {
+	mu.Lock()
+	due := hi == 0 && atBurst > 0 && !preparing
+	preparing = preparing || due
+	mu.Unlock()
+	if !due {
+		return
+	}
+	go func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if hi == 0 && atBurst > 0 {
+			reserve(atBurst) // a hint: nothing to do on failure
+			atBurst = 0
+		}
+	}()
 }
 
 // reserve has the runtime map n more bytes of heap and keeps the mapping

@@ -6,22 +6,29 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 )
 
-// TestBurstsMarkTheHeap: the first burst reserves the range, and the
-// mapping that holds a new heap object has the huge page advice ("hg" in
-// smaps' VmFlags) while a burst runs, overlapping bursts included, and has
-// it taken back after the last ("nh").
+// TestBurstsMarkTheHeap: Prepare reserves the range of the first burst
+// in the background, and the mapping that holds a new heap object has the
+// huge page advice ("hg" in smaps' VmFlags) while a burst runs,
+// overlapping bursts included, and has it taken back after the last
+// ("nh").
 func TestBurstsMarkTheHeap(t *testing.T) {
 	ReserveAtFirstBurst(64 << 20)
-	end0 := Begin()
-	mu.Lock()
-	reserved := hi != 0
-	mu.Unlock()
-	if !reserved {
-		t.Fatal("the first burst reserved nothing")
+	Prepare()
+	Prepare() // one reservation
+	reserved := false
+	for deadline := time.Now().Add(10 * time.Second); !reserved && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		mu.Lock()
+		reserved = hi != 0
+		mu.Unlock()
 	}
+	if !reserved {
+		t.Fatal("Prepare reserved nothing")
+	}
+	end0 := Begin()
 	end0()
 	b := make([]byte, 8<<20)
 	addr := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
