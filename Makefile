@@ -75,6 +75,7 @@ lint:
 	$(NICE_PART) $(STATICCHECK) ./...
 	$(GO) mod tidy -diff
 	cd integration/conformance && $(NICE_PART) $(GO) vet ./... && $(NICE_PART) $(STATICCHECK) ./... && $(GO) mod tidy -diff
+	cd integration/containerd-content && $(NICE_PART) $(GO) vet ./... && $(NICE_PART) $(STATICCHECK) ./... && $(GO) mod tidy -diff
 
 # Long runs, not part of make test: 200 crash trials, 20 pulls into a full
 # disk, and each fuzz target for FUZZTIME.
