@@ -144,7 +144,8 @@ func TestPullProgress(t *testing.T) {
 }
 
 // TestProgressFromManyGoroutines: a store reporting from concurrent
-// fetches must not interleave lines.
+// fetches must not interleave lines. Each event changes its blob's status,
+// so that none is coalesced (TestProgressStreamCoalescesCounts).
 func TestProgressFromManyGoroutines(t *testing.T) {
 	f := newFakeStore()
 	const workers, each = 8, 200
@@ -156,7 +157,7 @@ func TestProgressFromManyGoroutines(t *testing.T) {
 				defer wg.Done()
 				d := digest.FromString(fmt.Sprint(w))
 				for i := range each {
-					opts.Progress(store.ProgressEvent{Digest: d, Done: int64(i), Total: each, Status: "fetching"})
+					opts.Progress(store.ProgressEvent{Digest: d, Done: int64(i), Total: each, Status: []string{"fetching", "unpacking"}[i%2]})
 				}
 			}()
 		}

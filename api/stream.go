@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/casfs/casfs/store"
 )
 
@@ -78,10 +80,24 @@ type progressStream struct {
 	started bool
 	broken  bool
 	ended   bool
+	last    map[digest.Digest]sentEvent // per blob, the last event written
 }
 
+// sentEvent is when an event of a status was written.
+type sentEvent struct {
+	status string
+	at     time.Time
+}
+
+// progressInterval bounds how often one blob's counts are streamed while
+// its status stays the same: a 1 GiB pull reported one count per MiB, each
+// a write, a flush and a wakeup of the client, and the pull waited for
+// each (about 0.4 s of a 4 s pull through the daemon). A change of status
+// is always written, so the last line of every blob has its final counts.
+const progressInterval = 100 * time.Millisecond
+
 func newProgressStream(w http.ResponseWriter, cancel context.CancelFunc) *progressStream {
-	return &progressStream{w: w, rc: http.NewResponseController(w), cancel: cancel}
+	return &progressStream{w: w, rc: http.NewResponseController(w), cancel: cancel, last: map[digest.Digest]sentEvent{}}
 }
 
 func (p *progressStream) writeLine(line streamLine) {
@@ -115,6 +131,11 @@ func (p *progressStream) Event(ev store.ProgressEvent) {
 	if p.ended {
 		return
 	}
+	now := time.Now()
+	if l, ok := p.last[ev.Digest]; ok && l.status == ev.Status && now.Sub(l.at) < progressInterval {
+		return
+	}
+	p.last[ev.Digest] = sentEvent{status: ev.Status, at: now}
 	p.writeLine(streamLine{Event: &ev})
 }
 

@@ -4,10 +4,12 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -294,5 +296,59 @@ func TestIngestRefsWithOddCharacters(t *testing.T) {
 	}
 	if _, err := c.Ingest(ctx, "x", strings.NewReader(""), store.IngestOptions{}); err != nil {
 		t.Errorf("empty ingest: %v", err)
+	}
+}
+
+// TestProgressStreamCoalescesCounts: a thousand byte counts of one blob
+// in a burst reach the client as a few lines, each change of status as
+// one, and every blob's last line is its last event.
+func TestProgressStreamCoalescesCounts(t *testing.T) {
+	rec := httptest.NewRecorder()
+	ps := newProgressStream(rec, func() {})
+	a, b := digest.FromString("a"), digest.FromString("b")
+	const total = 1 << 30
+	ps.Event(store.ProgressEvent{Digest: a, Total: total, Status: "fetching"})
+	for i := int64(1); i <= 1000; i++ {
+		ps.Event(store.ProgressEvent{Digest: a, Total: total, Done: i << 20, Status: "fetching"})
+		if i == 500 {
+			ps.Event(store.ProgressEvent{Digest: b, Total: 10, Done: 10, Status: "done"})
+		}
+	}
+	ps.Event(store.ProgressEvent{Digest: a, Total: total, Done: total, Status: "unpacking"})
+	ps.Event(store.ProgressEvent{Digest: a, Total: total, Done: total, Status: "done"})
+	if err := ps.finish(map[string]string{"name": "x"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var lines []streamLine
+	for _, l := range strings.Split(strings.TrimSpace(rec.Body.String()), "\n") {
+		var sl streamLine
+		if err := json.Unmarshal([]byte(l), &sl); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		lines = append(lines, sl)
+	}
+	// The burst takes well under a second: at most one count per 100 ms.
+	if len(lines) > 20 {
+		t.Fatalf("%d lines for 1,004 events in a burst: counts were not coalesced", len(lines))
+	}
+	var last = map[digest.Digest]store.ProgressEvent{}
+	var statuses []string
+	for _, l := range lines {
+		if l.Event != nil {
+			if p, ok := last[l.Event.Digest]; !ok || p.Status != l.Event.Status {
+				statuses = append(statuses, l.Event.Digest.Encoded()[:4]+":"+l.Event.Status)
+			}
+			last[l.Event.Digest] = *l.Event
+		}
+	}
+	want := []string{a.Encoded()[:4] + ":fetching", b.Encoded()[:4] + ":done", a.Encoded()[:4] + ":unpacking", a.Encoded()[:4] + ":done"}
+	if strings.Join(statuses, " ") != strings.Join(want, " ") {
+		t.Fatalf("status changes %v, want %v", statuses, want)
+	}
+	if e := last[a]; e.Status != "done" || e.Done != total {
+		t.Fatalf("blob a's last line %+v, want done with all %d bytes", e, total)
+	}
+	if lines[len(lines)-1].Event != nil {
+		t.Fatal("the stream does not end with its result")
 	}
 }
