@@ -91,7 +91,8 @@
 // Pull, push and fetch answer application/x-ndjson: any number of
 // {"event":ProgressEvent} lines, then one {"result":...} line or one
 // {"error":...,"kind":...} line. A failure before the first event is an
-// ordinary error response.
+// ordinary error response. Each change of a blob's status is a line; its
+// counts in between come at most every 100 ms.
 //
 // # Errors
 //
