@@ -38,8 +38,6 @@ var (
 	lo, hi  uintptr // the reserved mapping; hi == 0 before the first burst
 	bursts  int
 	atBurst int // bytes to reserve at the first burst
-	// preparing: Prepare started the reservation.
-	preparing bool
 )
 
 // ReserveAtFirstBurst has the first Begin reserve n bytes, for huge pages
@@ -59,20 +57,24 @@ func ReserveAtFirstBurst(n int) {
 // collection, 10-20 ms that the burst would otherwise wait for.
 func Prepare() {
 	mu.Lock()
-	due := hi == 0 && atBurst > 0 && !preparing
-	preparing = preparing || due
+	due := hi == 0 && atBurst > 0
 	mu.Unlock()
-	if !due {
-		return
+	if due {
+		go func() {
+			mu.Lock()
+			defer mu.Unlock()
+			reserveDue()
+		}()
 	}
-	go func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if hi == 0 && atBurst > 0 {
-			reserve(atBurst) // a hint: nothing to do on failure
-			atBurst = 0
-		}
-	}()
+}
+
+// reserveDue makes the reservation ReserveAtFirstBurst asked for, once;
+// mu is held.
+func reserveDue() {
+	if hi == 0 && atBurst > 0 {
+		reserve(atBurst) // a hint: nothing to do on failure
+		atBurst = 0
+	}
 }
 
 // reserve has the runtime map n more bytes of heap and keeps the mapping
@@ -99,10 +101,7 @@ func reserve(n int) error {
 // releases them.
 func Begin() (end func()) {
 	mu.Lock()
-	if hi == 0 && atBurst > 0 {
-		reserve(atBurst) // a hint: nothing to do on failure
-		atBurst = 0
-	}
+	reserveDue()
 	if bursts++; bursts == 1 && hi != 0 {
 		advise(true)
 	}

@@ -262,6 +262,7 @@ func (t *Tree) finish(bld *builder) error {
 	root := bld.root
 	t.nodes = make([]node, 0, bld.nodes)
 	t.ents = make([]ent, 0, bld.names)
+	// Names repeat across directories: half of them distinct is a guess.
 	nameOff := make(map[string]uint32, bld.names/2)
 	var names strings.Builder
 	names.Grow(bld.nameBytes / 2)
