@@ -132,7 +132,7 @@ func benchLazyImage(e *env, set *images, proxy *countingProxy, name, repo, goal 
 		return firstByteRun(e, "lazy-big", set.reg.host, repo, "estargz", &small,
 			"image", "pull", "--plain-http", "--lazy", "--lazy-complete=false", "-q", pref)
 	}
-	row, err := lazyBigRead(e, set, set.reg.host, lazy, again)
+	row, err := lazyBigRead(e, set, lazy, again)
 	if err != nil {
 		return nil, err
 	}
@@ -144,9 +144,9 @@ func benchLazyImage(e *env, set *images, proxy *countingProxy, name, repo, goal 
 // eStargz copy into an empty store: lazyTrials runs each, alternating, the
 // best of each side (the first read goes through the mount the first-byte
 // runs left, the others through mounts again makes).
-func lazyBigRead(e *env, set *images, lazyHost string, lazy firstByte, again func() (firstByteResult, error)) (Row, error) {
+func lazyBigRead(e *env, set *images, lazy firstByte, again func() (firstByteResult, error)) (Row, error) {
 	// The layer the big file lives in: the eStargz manifest's largest.
-	ms, err := manifestLayers(filepath.Join(lazy.m.dir, "images", lazyHost, refLarge, "estargz", "manifest.json"))
+	ms, err := manifestLayers(filepath.Join(lazy.m.dir, "images", set.reg.host, refLarge, "estargz", "manifest.json"))
 	if err != nil {
 		return Row{}, err
 	}
@@ -217,8 +217,8 @@ type firstByteResult struct {
 	rootfs string
 }
 
-// keep folds one run in: the best time (with the bytes of that run), and
-// the last run's mount; earlier mounts are stopped.
+// keep folds one run in: the best time (with the bytes that run stored),
+// and the last run's mount; earlier mounts are stopped.
 func (f firstByte) keep(r firstByteResult, last bool) firstByte {
 	if !f.haveBest || r.wall < f.best {
 		f.best, f.stored, f.haveBest = r.wall, r.stored, true
