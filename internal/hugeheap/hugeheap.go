@@ -28,16 +28,22 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 var (
-	mu      sync.Mutex
-	lo, hi  uintptr // the reserved mapping; hi == 0 before the first burst
+	mu      sync.Mutex // guards what follows, never held while reserving
+	lo, hi  uintptr    // the reserved mapping; hi == 0 before the first burst
 	bursts  int
 	atBurst int // bytes to reserve at the first burst
+
+	// reserving is held while the range is reserved (an allocation and
+	// a collection, 10-30 ms): a burst waits for it, nothing else does.
+	reserving sync.Mutex
+	prepared  atomic.Bool
 )
 
 // ReserveAtFirstBurst has the first Begin reserve n bytes, for huge pages
@@ -53,46 +59,51 @@ func ReserveAtFirstBurst(n int) {
 
 // Prepare makes the reservation of the first burst now, in the
 // background, for a caller that knows a burst is coming after a wait (a
-// lazy pull decodes its TOCs once their bytes arrive): reserving costs a
-// collection, 10-20 ms that the burst would otherwise wait for.
+// lazy pull decodes its TOCs once their bytes arrive), and returns at
+// once: the layers of one pull call it side by side, and each went on
+// fetching only once the first one's reservation was made.
 func Prepare() {
-	mu.Lock()
-	due := hi == 0 && atBurst > 0
-	mu.Unlock()
-	if due {
-		go func() {
-			mu.Lock()
-			defer mu.Unlock()
-			reserveDue()
-		}()
+	if prepared.CompareAndSwap(false, true) {
+		go reserveDue()
 	}
 }
 
-// reserveDue makes the reservation ReserveAtFirstBurst asked for, once;
-// mu is held.
+// reserveDue makes the reservation ReserveAtFirstBurst asked for, once,
+// and returns when it is made (by this call or another).
 func reserveDue() {
-	if hi == 0 && atBurst > 0 {
-		reserve(atBurst) // a hint: nothing to do on failure
-		atBurst = 0
+	reserving.Lock()
+	defer reserving.Unlock()
+	mu.Lock()
+	n := atBurst
+	if hi != 0 {
+		n = 0
 	}
+	atBurst = 0
+	mu.Unlock()
+	if n == 0 {
+		return
+	}
+	l, h, err := reserve(n)
+	if err != nil {
+		return // a hint: nothing to do on failure
+	}
+	mu.Lock()
+	lo, hi = l, h
+	mu.Unlock()
 }
 
-// reserve has the runtime map n more bytes of heap and keeps the mapping
-// that holds them; mu is held.
-func reserve(n int) error {
-	if hi != 0 {
-		return nil
-	}
+// reserve has the runtime map n more bytes of heap and returns the
+// mapping that holds them.
+func reserve(n int) (uintptr, uintptr, error) {
 	b := make([]byte, n) // fresh from the kernel: the runtime does not zero it
 	l, h, err := mappingOf(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
 	runtime.KeepAlive(b)
 	b = nil
 	runtime.GC() // the range is free for the heap's next spans
 	if err != nil {
-		return fmt.Errorf("reserve heap: %w", err)
+		return 0, 0, fmt.Errorf("reserve heap: %w", err)
 	}
-	lo, hi = l, h
-	return nil
+	return l, h, nil
 }
 
 // Begin starts a burst of allocation, during which the reserved range
@@ -100,8 +111,8 @@ func reserve(n int) error {
 // overlap; pages faulted in as huge pages stay so until the runtime
 // releases them.
 func Begin() (end func()) {
-	mu.Lock()
 	reserveDue()
+	mu.Lock()
 	if bursts++; bursts == 1 && hi != 0 {
 		advise(true)
 	}
