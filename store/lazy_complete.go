@@ -26,8 +26,9 @@ func (ll *lazyLayers) completeLater(id string, il ImageLayers) {
 	if ll.completing[id] {
 		return
 	}
-	ll.completing[id] = true
-	go ll.completeRetrying(id, il)
+	if ll.s.goBackground(func() { ll.completeRetrying(id, il) }) {
+		ll.completing[id] = true
+	}
 }
 
 // completeRetrying completes a rootfs, retrying with backoff (registry

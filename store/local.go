@@ -76,9 +76,14 @@ type Local struct {
 	// without registry access.
 	lazyLayers *lazyLayers
 	pre        prebuilt // the rootfs tree a lazy pull built ahead
-	// closing ends background work (lazy completion) when the store closes.
+	// closing ends background work (lazy completion, trees built ahead)
+	// when the store closes; Close waits for that work (bg) to return
+	// before it closes the database the work reads. bgMu orders starting
+	// work against Close.
 	closing     context.Context
 	stopClosing context.CancelFunc
+	bgMu        sync.Mutex
+	bg          sync.WaitGroup
 
 	// onChange is called after the catalogue or the blob set changed, so
 	// that a live mount can drop what it cached.
@@ -149,10 +154,30 @@ func (s *Local) Index() (*index.DB, error) {
 	return s.idx, s.dbErr
 }
 
-// Close releases the database.
+// goBackground runs fn on a goroutine of its own unless the store is
+// closing, and reports whether it did; Close waits for fn to return. fn
+// ends when s.closing does.
+func (s *Local) goBackground(fn func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.closing.Err() != nil {
+		return false
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		fn()
+	}()
+	return true
+}
+
+// Close ends background work, waits for it, and releases the database.
 func (s *Local) Close() error {
 	var err error
+	s.bgMu.Lock()
 	s.stopClosing()
+	s.bgMu.Unlock()
+	s.bg.Wait()
 	s.dbOnce.Do(func() { s.dbErr = errors.New("store closed") })
 	s.snapOnce.Do(func() { s.snapErr = errors.New("store closed") })
 	if s.snaps != nil {

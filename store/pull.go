@@ -117,7 +117,7 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 	}
 	s.changed()
 	if opts.Lazy && s.lazyLayers != nil {
-		go s.lazyLayers.completeAll()
+		s.goBackground(s.lazyLayers.completeAll)
 	}
 	return s.imageInfo(ctx, rec), nil
 }
@@ -177,7 +177,7 @@ func (s *Local) Push(ctx context.Context, ref, remote string, opts PushOptions) 
 func (s *Local) EnableLazyFetch(ro RegistryOptions, timeout time.Duration) {
 	s.lazyLayers = &lazyLayers{s: s, ro: ro, timeout: timeout, ctx: s.closing, complete: true,
 		open: map[digest.Digest]*layerFiles{}, completing: map[string]bool{}}
-	go s.lazyLayers.completeAll()
+	s.goBackground(s.lazyLayers.completeAll)
 	s.lazy = func(ctx context.Context, d digest.Digest, tee fetch.TeeWriter) error {
 		ch := s.lazyGroup.DoChan(d.String(), func() (any, error) {
 			// One download serves every waiter: it must not die with the

@@ -76,13 +76,17 @@ func (s *Local) prebuildTree(ctx context.Context, il ImageLayers) {
 	s.pre.mu.Lock()
 	s.pre.tree = p
 	s.pre.mu.Unlock()
-	go func() {
+	started := s.goBackground(func() {
 		defer close(p.done)
 		start := time.Now()
 		// Built from memory: the store's lifetime, not the pull's.
 		p.tree, p.err = buildTree(s.lazyLayers.ctx, ls)
 		slog.Debug("lazy pull: rootfs tree built ahead", "rootfs", p.id, "took", time.Since(start), "err", p.err)
-	}()
+	})
+	if !started {
+		p.err = s.closing.Err()
+		close(p.done)
+	}
 	time.AfterFunc(prebuiltTTL, func() {
 		s.pre.mu.Lock()
 		if s.pre.tree == p {
