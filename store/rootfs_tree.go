@@ -31,7 +31,7 @@ func (s *Local) RootfsTree(ctx context.Context, id string) (*merged.Tree, error)
 // daemon's footprint.
 func buildTree(ctx context.Context, ls []merged.Layer) (*merged.Tree, error) {
 	for _, l := range ls {
-		if _, ok := l.(merged.Dir); !ok {
+		if !merged.ReadsDisk(l) {
 			defer gcburst.Begin()()
 			defer hugeheap.Begin()()
 			break

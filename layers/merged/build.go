@@ -70,7 +70,7 @@ func BuildLayers(ctx context.Context, layers []Layer) (*Tree, error) {
 		b.lastDir, b.lastNode = "", nil
 		cur := next
 		next = nil
-		if i+1 < len(layers) && readsDisk(layers[i+1]) {
+		if i+1 < len(layers) && ReadsDisk(layers[i+1]) {
 			next = startWalkAhead(ctx, layers[i+1])
 		}
 		apply := func(e *Entry) error { return b.apply(e, uint16(i)) }
@@ -98,9 +98,10 @@ func BuildLayers(ctx context.Context, layers []Layer) (*Tree, error) {
 // layer being applied (about 150 bytes an entry).
 const walkAheadEntries = 8192
 
-// readsDisk reports whether walking l waits for the disk: only then does
-// a walk ahead pay for its copies of the entries.
-func readsDisk(l Layer) bool {
+// ReadsDisk reports whether walking l waits for the disk (a snapshot
+// directory) rather than reading memory (a TOC): only then does a walk
+// ahead pay for its copies of the entries.
+func ReadsDisk(l Layer) bool {
 	_, ok := l.(Dir)
 	return ok
 }
