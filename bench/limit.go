@@ -32,6 +32,11 @@ type limit struct {
 	hash    time.Duration // sha256 of every layer blob, one after another
 	gunzip  time.Duration // decompression of every layer blob, one after another (unpack only)
 	write   time.Duration // the blobs written and synced, and (unpack only) their files written by tar and synced
+	// disk is the network and write stages run at once. The bench's
+	// registry keeps its blobs on the same disk the store writes to, so
+	// a cold pull reads that disk while it writes: read alone at 0.73 s
+	// and written alone at 0.95 s, a GiB took 2.25 s both at once here.
+	disk time.Duration
 
 	// CPU time (user+system) of each stage: the registry's and the
 	// reader's for network, this process's (and tar's) for the others.
@@ -42,7 +47,7 @@ type limit struct {
 }
 
 func (l limit) slowest() time.Duration {
-	return max(l.network, l.hash, l.gunzip, l.write)
+	return max(l.network, l.hash, l.gunzip, l.write, l.disk)
 }
 
 // cpu is the CPU time all stages need together.
@@ -62,7 +67,7 @@ func (l limit) String() string {
 	if l.gunzip > 0 {
 		s += ", gunzip " + secs(l.gunzip)
 	}
-	return s + ", durable write " + secs(l.write)
+	return s + ", durable write " + secs(l.write) + ", both on one disk " + secs(l.disk)
 }
 
 // limitRow compares the best casfs time with the limit: the ratio is the
@@ -93,6 +98,7 @@ func (e *env) measureLimit(set *images, repo string, img *image, unpack bool, ru
 		}
 		best.network, best.hash = min(best.network, l.network), min(best.hash, l.hash)
 		best.gunzip, best.write = min(best.gunzip, l.gunzip), min(best.write, l.write)
+		best.disk = min(best.disk, l.disk)
 		best.networkCPU, best.hashCPU = min(best.networkCPU, l.networkCPU), min(best.hashCPU, l.hashCPU)
 		best.gunzipCPU, best.writeCPU = min(best.gunzipCPU, l.gunzipCPU), min(best.writeCPU, l.writeCPU)
 	}
@@ -151,23 +157,76 @@ func (e *env) limitOnce(set *images, repo string, img *image, unpack bool) (limi
 	}
 	syncAll()
 	start, cpu0 = time.Now(), selfCPU()+childrenCPU()
+	if err := writeStage(dir, img, tars); err != nil {
+		return l, err
+	}
+	l.write, l.writeCPU = time.Since(start), selfCPU()+childrenCPU()-cpu0
+
+	// Both disk stages at once: the registry's copies cold, the write
+	// stage's inputs warm, as they are in a pull's memory.
+	if err := removeWritten(dir); err != nil {
+		return l, err
+	}
+	dropCaches()
+	for _, p := range tars {
+		if err := readFile(p); err != nil {
+			return l, fmt.Errorf("limit: warm %s: %w", p, err)
+		}
+	}
+	for _, b := range img.layers {
+		if err := readFile(b.path); err != nil {
+			return l, fmt.Errorf("limit: warm %s: %w", b.path, err)
+		}
+	}
+	start = time.Now()
+	netErr := make(chan error, 1)
+	go func() {
+		_, err := readBlobs(set.reg, repo, img)
+		netErr <- err
+	}()
+	err = writeStage(dir, img, tars)
+	if nerr := <-netErr; nerr != nil {
+		return l, fmt.Errorf("limit: network with write: %w", nerr)
+	}
+	if err != nil {
+		return l, err
+	}
+	l.disk = time.Since(start)
+	return l, nil
+}
+
+// writeStage writes every layer blob to dir and syncs it, then unpacks
+// each of tars with tar(1) and syncs the filesystem.
+func writeStage(dir string, img *image, tars []string) error {
 	for i, b := range img.layers {
 		if err := copySynced(b.path, filepath.Join(dir, fmt.Sprintf("blob-%d", i))); err != nil {
-			return l, fmt.Errorf("limit: write: %w", err)
+			return fmt.Errorf("limit: write: %w", err)
 		}
 	}
 	for i, t := range tars {
 		fsDir := filepath.Join(dir, fmt.Sprintf("fs-%d", i))
 		if err := os.Mkdir(fsDir, 0o755); err != nil {
-			return l, err
+			return err
 		}
 		if out, err := exec.Command("tar", "-C", fsDir, "-xf", t).CombinedOutput(); err != nil {
-			return l, fmt.Errorf("limit: tar -x: %v: %s", err, out)
+			return fmt.Errorf("limit: tar -x: %v: %s", err, out)
 		}
 	}
 	syncAll()
-	l.write, l.writeCPU = time.Since(start), selfCPU()+childrenCPU()-cpu0
-	return l, nil
+	return nil
+}
+
+// removeWritten removes what writeStage wrote to dir, keeping the tars.
+func removeWritten(dir string) error {
+	blobs, _ := filepath.Glob(filepath.Join(dir, "blob-*"))
+	trees, _ := filepath.Glob(filepath.Join(dir, "fs-*"))
+	for _, p := range append(blobs, trees...) {
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+	}
+	syncAll()
+	return nil
 }
 
 // selfCPU is the user+system time this process has used; the stages run
