@@ -34,6 +34,7 @@ func TestMain(m *testing.M) {
 	casfsBin, plainBin = filepath.Join(dir, "casfs"), filepath.Join(dir, "casfs-plain")
 	race := exec.Command("go", "build", "-race", "-o", casfsBin, "../cmd/casfs")
 	plain := exec.Command("go", "build", "-o", plainBin, "../cmd/casfs")
+	plain.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build
 	for _, b := range []*exec.Cmd{race, plain} {
 		b.Stdout, b.Stderr = os.Stderr, os.Stderr
 		if err := b.Start(); err != nil {

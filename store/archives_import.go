@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -313,13 +314,16 @@ func importNames(plan *archive.Plan, opts ImportOptions) ([]importName, error) {
 	return out, nil
 }
 
-// bareTag is a docker tag and nothing else.
-var bareTag = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+// bareTag is a docker tag and nothing else. It is compiled on first use:
+// every command's start would pay for it otherwise, and only imports need it.
+var bareTag = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+})
 
 // nameFromRef reads org.opencontainers.image.ref.name: a bare tag is joined
 // to base; anything else must be a full reference.
 func nameFromRef(ref, base string) (string, error) {
-	if bareTag.MatchString(ref) {
+	if bareTag().MatchString(ref) {
 		if base == "" {
 			return "", fmt.Errorf("it is named only by the tag %q; give --base-name: %w", ref, errdefs.ErrInvalidArgument)
 		}
