@@ -7,15 +7,6 @@ import (
 	"time"
 )
 
-// coldRuns is how many times each cold case runs: the 1 GiB cases run
-// fewer times to keep `make bench` short.
-func (e *env) coldRuns(large bool) int {
-	if large {
-		return 2
-	}
-	return 3
-}
-
 // benchFetch: cold fetch of each image (content only, no unpack) by casfs,
 // ctr and skopeo from the same local registry, the large one also against
 // the machine's limit (measureLimit); peak RSS of each client.

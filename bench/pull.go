@@ -11,6 +11,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// coldRuns is how many times each cold pull case runs: the 1 GiB case
+// runs fewer times to keep `make bench` short. The others run five times:
+// a round takes 5-15 s, and on this machine's disk the best of three of
+// one side still moved by 10-25% between invocations.
+func (e *env) coldRuns(large bool) int {
+	if large {
+		return 2
+	}
+	return 5
+}
+
 // benchPull: cold pull with unpack by casfs and by containerd (overlayfs
 // snapshotter), each command handing the pull to its daemon started before
 // the timed run (casfs also without one), on a quiet disk and while a
