@@ -14,8 +14,10 @@ import (
 )
 
 // lazyTrials is how many cold runs each side of a first-byte figure gets;
-// the best counts.
-const lazyTrials = 3
+// the best counts. A run takes 0.2-4 s, and the best of three of either
+// side moved by 20-40% between invocations on this machine (the eager
+// large pull from 2.6 to 4.1 s within the afternoon).
+const lazyTrials = 5
 
 // benchLazy: eStargz copies (made with casfs image convert and pushed) of
 // the realistic image and of the large one, started lazily through a live
