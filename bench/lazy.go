@@ -257,7 +257,7 @@ func firstByteRun(e *env, name, host, repo, tag string, small *string, pull ...s
 	}
 	dropCaches()
 	start := time.Now()
-	if _, err := runTimed(10*time.Minute, e.casfs, append([]string{"--root", root}, pull...)...); err != nil {
+	if _, err := runWall(10*time.Minute, e.casfs, append([]string{"--root", root}, pull...)...); err != nil {
 		return fail(err)
 	}
 	rfs, err := rootfsOf(mnt, host, repo, tag)

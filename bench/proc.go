@@ -26,13 +26,24 @@ const gnuTime = "/usr/bin/time"
 // runTimed runs a command to completion, bounded by timeout, and measures it.
 // Output is kept only to explain a failure.
 func runTimed(timeout time.Duration, name string, args ...string) (measured, error) {
+	return run(timeout, true, name, args...)
+}
+
+// runWall is runTimed without the peak RSS: the command is started
+// directly, not under GNU time, whose own start (6-9 ms here) would count
+// in figures of a few hundred milliseconds.
+func runWall(timeout time.Duration, name string, args ...string) (measured, error) {
+	return run(timeout, false, name, args...)
+}
+
+func run(timeout time.Duration, rss bool, name string, args ...string) (measured, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	// A child's ru_maxrss starts at its parent's peak (exec records the
 	// old, here shared, mm's high-water mark), so the bench's own RSS would
 	// hide the child's. GNU time is a small parent that reports its child.
 	var rssFile string
-	if _, err := os.Stat(gnuTime); err == nil {
+	if _, err := os.Stat(gnuTime); err == nil && rss {
 		f, err := os.CreateTemp("", "bench-rss-")
 		if err == nil {
 			f.Close()
@@ -61,8 +72,10 @@ func runTimed(timeout time.Duration, name string, args ...string) (measured, err
 		if _, err := fmt.Sscanf(lastLine(string(b)), "%d", &kb); err == nil {
 			m.maxRSS = kb << 10
 		}
-	} else if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && ru != nil {
-		m.maxRSS = ru.Maxrss << 10 // KiB; an upper bound, see above
+	} else if rss && cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && ru != nil {
+			m.maxRSS = ru.Maxrss << 10 // KiB; an upper bound, see above
+		}
 	}
 	if err != nil {
 		return m, fmt.Errorf("%s %s: %v: %s", filepath.Base(name), strings.Join(args, " "), err, lastLine(out.String()))
