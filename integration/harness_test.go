@@ -32,8 +32,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	casfsBin, plainBin = filepath.Join(dir, "casfs"), filepath.Join(dir, "casfs-plain")
-	race := exec.Command("go", "build", "-race", "-o", casfsBin, "../cmd/casfs")
-	plain := exec.Command("go", "build", "-o", plainBin, "../cmd/casfs")
+	race := exec.Command("go", "build", "-race", "-tags", "urfave_cli_no_docs", "-o", casfsBin, "../cmd/casfs")
+	plain := exec.Command("go", "build", "-tags", "urfave_cli_no_docs", "-o", plainBin, "../cmd/casfs")
 	plain.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build
 	for _, b := range []*exec.Cmd{race, plain} {
 		b.Stdout, b.Stderr = os.Stderr, os.Stderr
