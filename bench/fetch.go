@@ -59,18 +59,10 @@ func benchFetch(e *env) ([]Row, error) {
 			os.RemoveAll(dir)
 			return m, err
 		}
-		sides := []struct {
-			run  func() (measured, error)
-			into *[]measured
-		}{{casfsRun, &ours}, {ctrRun, &ctrs}, {skopeoRun, &skopeos}}
+		sides := []side{{casfsRun, &ours}, {ctrRun, &ctrs}, {skopeoRun, &skopeos}}
 		for i := 0; i < 3; i++ {
-			for j := range sides {
-				side := sides[(i+j)%len(sides)]
-				m, err := side.run()
-				if err != nil {
-					return nil, err
-				}
-				*side.into = append(*side.into, m)
+			if err := runRound(sides, i); err != nil {
+				return nil, err
 			}
 			logf("fetch %s run %d: casfs %s, ctr %s, skopeo %s", c.name, i+1, secs(ours[i].wall), secs(ctrs[i].wall), secs(skopeos[i].wall))
 		}

@@ -83,6 +83,29 @@ func run(timeout time.Duration, rss bool, name string, args ...string) (measured
 	return m, nil
 }
 
+// side is one contender of a bench round: how to run it once, and where
+// its figures go.
+type side struct {
+	run  func() (measured, error)
+	into *[]measured
+}
+
+// runRound runs every side once, round r starting with side r (modulo
+// their number), so that each goes first as often as the others: on this
+// machine the first run after another's removal, or the first large write
+// of a case, pays for what came before it.
+func runRound(sides []side, r int) error {
+	for j := range sides {
+		s := sides[(r+j)%len(sides)]
+		m, err := s.run()
+		if err != nil {
+			return err
+		}
+		*s.into = append(*s.into, m)
+	}
+	return nil
+}
+
 // shell runs a shell pipeline, timed.
 func shell(timeout time.Duration, script string) (measured, error) {
 	return runTimed(timeout, "/bin/sh", "-c", script)

@@ -80,19 +80,8 @@ func benchPull(e *env) ([]Row, error) {
 		for i := 0; i < e.coldRuns(c.large); i++ {
 			// The two casfs runs swap places each round: the run after
 			// another's removal of a GiB or two pays for some of it.
-			sides := []struct {
-				run  func() (measured, error)
-				into *[]measured
-			}{{viaDaemon, &ours}, {alone, &embedded}}
-			if i%2 == 1 {
-				sides[0], sides[1] = sides[1], sides[0]
-			}
-			for _, side := range sides {
-				m, err := side.run()
-				if err != nil {
-					return nil, err
-				}
-				*side.into = append(*side.into, m)
+			if err := runRound([]side{{viaDaemon, &ours}, {alone, &embedded}}, i); err != nil {
+				return nil, err
 			}
 
 			cd, err := startContainerd(e.work)
