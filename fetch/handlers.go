@@ -225,22 +225,47 @@ func (p *Pull) Fetch(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.De
 func (p *Pull) Handler() oci.Handler { return p.HandlerThen(nil) }
 
 // HandlerThen is Handler for a pull whose layers, in a lazy pull, are
-// each handed to recorded once their record is written: a lazy pull
-// starts reading what it needs of them (eStargz TOCs) while the config
-// is still on its way. recorded may be nil.
-func (p *Pull) HandlerThen(recorded func(context.Context, ocispec.Descriptor)) oci.Handler {
+// each handed to found as soon as their manifest lists them, before their
+// records are written: a lazy pull starts reading what it needs of them
+// (eStargz TOCs) while the records are written and the config is still on
+// its way. found may be nil; it must not block.
+func (p *Pull) HandlerThen(found func(context.Context, ocispec.Descriptor)) oci.Handler {
 	h := oci.Handler(oci.HandlerFunc(p.Fetch))
 	if p.o.opts.Lazy {
-		record := oci.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-			children, err := p.Record(ctx, desc)
-			if err == nil && recorded != nil {
-				recorded(ctx, desc)
-			}
-			return children, err
-		})
-		h = LayersBy(h, record, p.Limit())
+		if found != nil {
+			fetch := h
+			h = oci.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+				children, err := fetch.Handle(ctx, desc)
+				if _, layers, ok := ManifestParts(children); ok && err == nil {
+					for _, l := range layers {
+						found(ctx, l)
+					}
+				}
+				return children, err
+			})
+		}
+		h = LayersBy(h, oci.HandlerFunc(p.Record), p.Limit())
 	}
 	return Platforms(h, p.o.platform, p.o.opts.AllPlatforms)
+}
+
+// ReadRange fills p with the bytes at off of layer desc of this pull, with
+// one Range request to the registry the pull resolved against (mirrors
+// first): a lazy pull reads a layer's table of contents before the layer
+// is recorded. Nothing is stored; the caller verifies what it keeps.
+func (p *Pull) ReadRange(ctx context.Context, desc ocispec.Descriptor, off int64, buf []byte) error {
+	n := int64(len(buf))
+	if off < 0 || n <= 0 || off+n > desc.Size {
+		return fmt.Errorf("blob %s: range %d+%d outside its %d bytes: %w", desc.Digest, off, n, desc.Size, errdefs.ErrInvalidArgument)
+	}
+	var errs []error
+	if p.o.readRangeFrom(ctx, p.src, desc.Digest, off, buf, &errs) {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("blob %s: %w", desc.Digest, ctx.Err())
+	}
+	return fmt.Errorf("blob %s bytes %d-%d: %w", desc.Digest, off, off+n-1, joinErrors(errs))
 }
 
 // Record is the handler that records desc with its source without

@@ -36,19 +36,32 @@ func (f *op) readBlobRange(ctx context.Context, dgst digest.Digest, off int64, p
 			errs = append(errs, err)
 			continue
 		}
-		for _, ep := range src.eps {
-			err := f.readRange(ctx, ep, src.Repo, dgst, off, p)
-			if err == nil {
-				return nil
-			}
-			if ctx.Err() != nil {
-				return fmt.Errorf("blob %s: %w", dgst, ctx.Err())
-			}
-			slog.Debug("blob range fetch failed", "digest", dgst, "endpoint", ep.String(), "err", err)
-			errs = append(errs, fmt.Errorf("%s: %w", ep, classify(err)))
+		if f.readRangeFrom(ctx, src, dgst, off, p, &errs) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("blob %s: %w", dgst, ctx.Err())
 		}
 	}
 	return fmt.Errorf("blob %s bytes %d-%d: %w", dgst, off, off+n-1, joinErrors(errs))
+}
+
+// readRangeFrom fills p with the bytes at off of blob dgst from the
+// endpoints of src in turn, until one answers; it reports whether one did,
+// and adds the errors of those that failed to errs. It stops when ctx ends.
+func (f *op) readRangeFrom(ctx context.Context, src source, dgst digest.Digest, off int64, p []byte, errs *[]error) bool {
+	for _, ep := range src.eps {
+		err := f.readRange(ctx, ep, src.Repo, dgst, off, p)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		slog.Debug("blob range fetch failed", "digest", dgst, "endpoint", ep.String(), "err", err)
+		*errs = append(*errs, fmt.Errorf("%s: %w", ep, classify(err)))
+	}
+	return false
 }
 
 func (f *op) readRange(ctx context.Context, ep hostEndpoint, repo string, dgst digest.Digest, off int64, p []byte) error {

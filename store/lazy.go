@@ -48,13 +48,14 @@ func (s *Local) lazyCacheDir(d digest.Digest) string {
 }
 
 // tocOpens opens the eStargz layers of one lazy pull, each as soon as its
-// record is written (fetch.Pull.HandlerThen): footers and TOCs are
-// fetched, verified and decoded while the config is still on its way.
-// Layers go in parallel: each costs one or two round trips to the
-// registry and the CPU to decode its TOC.
+// manifest lists it (fetch.Pull.HandlerThen): footers and TOCs are
+// fetched, verified and decoded while the layers' records are written and
+// the config is still on its way. Layers go in parallel: each costs one or
+// two round trips to the registry and the CPU to decode its TOC. Until the
+// pull ends (stop), gc keeps the chunk caches of the layers it opens.
 type tocOpens struct {
 	s      *Local
-	fo     fetch.Options
+	pull   *fetch.Pull // reads the layers' tails before they are recorded
 	ctx    context.Context
 	cancel context.CancelFunc
 	g      *errgroup.Group
@@ -70,10 +71,10 @@ type tocOpen struct {
 	ll         *lazy.Layer // set when g.Wait returns nil
 }
 
-func (s *Local) newTOCOpens(ctx context.Context, fo fetch.Options) *tocOpens {
+func (s *Local) newTOCOpens(ctx context.Context, p *fetch.Pull) *tocOpens {
 	ctx, cancel := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(ctx)
-	return &tocOpens{s: s, fo: fo, ctx: gctx, cancel: cancel, g: g,
+	return &tocOpens{s: s, pull: p, ctx: gctx, cancel: cancel, g: g,
 		sem: make(chan struct{}, maxTOCFetches), seen: map[digest.Digest]bool{}}
 }
 
@@ -96,6 +97,7 @@ func (t *tocOpens) start(ctx context.Context, name string, l ocispec.Descriptor)
 	}
 	o := &tocOpen{layer: l.Digest, toc: toc}
 	t.opened = append(t.opened, o)
+	t.s.opening.add(l.Digest)
 	t.g.Go(func() error {
 		select {
 		case t.sem <- struct{}{}:
@@ -103,7 +105,7 @@ func (t *tocOpens) start(ctx context.Context, name string, l ocispec.Descriptor)
 			return t.ctx.Err()
 		}
 		defer func() { <-t.sem }()
-		ll, err := t.s.openTOCForPull(t.ctx, t.fo, l, toc)
+		ll, err := t.s.openTOCForPull(t.ctx, t.pull, l, toc)
 		if err != nil {
 			return fmt.Errorf("pull %s: layer %s: %w", name, l.Digest, err)
 		}
@@ -125,10 +127,18 @@ func (t *tocOpens) wait() ([]*tocOpen, error) {
 	return t.opened, nil
 }
 
-// stop ends the opens still running (a pull that failed) and waits for them.
+// stop ends the opens still running (a pull that failed), waits for them,
+// and hands the layers' chunk caches over to gc: by then a pull that
+// succeeded has written the layers' records.
 func (t *tocOpens) stop() {
 	t.cancel()
 	t.g.Wait()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, o := range t.opened {
+		t.s.opening.done(o.layer)
+	}
+	t.opened = nil
 }
 
 // pullTOCs is the eStargz part of a lazy pull: it opens every layer with a
@@ -206,7 +216,7 @@ const maxTOCFetches = 4
 // TOC. In the mount daemon the opened layer is kept for the mount, which
 // then serves the image without reading or parsing the TOC again; its
 // later reads go through the mount's registry settings.
-func (s *Local) openTOCForPull(ctx context.Context, fo fetch.Options, l ocispec.Descriptor, toc digest.Digest) (*lazy.Layer, error) {
+func (s *Local) openTOCForPull(ctx context.Context, p *fetch.Pull, l ocispec.Descriptor, toc digest.Digest) (*lazy.Layer, error) {
 	ll := s.lazyLayers
 	if ll != nil {
 		if x, ok := ll.cached(l.Digest); ok {
@@ -214,11 +224,11 @@ func (s *Local) openTOCForPull(ctx context.Context, fo fetch.Options, l ocispec.
 		}
 	}
 	var later atomic.Pointer[lazy.RangeReader]
-	remote := func(ctx context.Context, off int64, p []byte) error {
+	remote := func(ctx context.Context, off int64, buf []byte) error {
 		if r := later.Load(); r != nil {
-			return (*r)(ctx, off, p)
+			return (*r)(ctx, off, buf)
 		}
-		return s.fetch.ReadBlobRange(ctx, l.Digest, off, p, fo)
+		return p.ReadRange(ctx, l, off, buf)
 	}
 	opts := lazy.Options{Dir: s.lazyCacheDir(l.Digest), Remote: remote}
 	if ll != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 
@@ -13,10 +14,45 @@ import (
 	"github.com/casfs/casfs/lazy"
 )
 
+// openingLayers counts, per layer, the lazy pulls of this process that
+// are opening it. A pull opens a layer (and writes its TOC to the chunk
+// cache) as soon as the manifest lists it, before the layer's record is
+// written, so that gc must not take a cache for the lack of a record while
+// a pull is still at it. No other process can write the store meanwhile:
+// the index is locked to the one that holds it.
+type openingLayers struct {
+	mu sync.Mutex
+	n  map[digest.Digest]int
+}
+
+func (o *openingLayers) add(d digest.Digest) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n == nil {
+		o.n = map[digest.Digest]int{}
+	}
+	o.n[d]++
+}
+
+func (o *openingLayers) done(d digest.Digest) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n[d]--; o.n[d] <= 0 {
+		delete(o.n, d)
+	}
+}
+
+func (o *openingLayers) has(d digest.Digest) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n[d] > 0
+}
+
 // staleLazyCaches lists the chunk caches under <root>/lazy/ that nothing
 // will read again: of layers with no blob record left (or about to lose it,
 // gone), and of layers whose blob is local (completed) unless a mount
-// still serves that layer from its chunks.
+// still serves that layer from its chunks. The layers lazy pulls are
+// opening are never stale.
 func (s *Local) staleLazyCaches(ctx context.Context, gone map[digest.Digest]bool) []RemovedBlob {
 	dir := filepath.Join(s.root, "lazy", digest.SHA256.String())
 	ents, err := os.ReadDir(dir)
@@ -30,7 +66,7 @@ func (s *Local) staleLazyCaches(ctx context.Context, gone map[digest.Digest]bool
 	var out []RemovedBlob
 	for _, e := range ents {
 		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
-		if !e.IsDir() || d.Validate() != nil {
+		if !e.IsDir() || d.Validate() != nil || s.opening.has(d) {
 			continue
 		}
 		stale := gone[d]

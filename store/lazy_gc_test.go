@@ -120,3 +120,44 @@ func TestCollectRemovesStaleLazyCaches(t *testing.T) {
 		t.Fatalf("gc removed the cache of a layer still lazy: %v", err)
 	}
 }
+
+// TestCollectKeepsCachesOfLayersBeingOpened: a lazy pull writes a layer's
+// chunk cache before the layer's record, so gc leaves the cache of a layer
+// a pull is opening, and takes it once the pull is done with it and no
+// record came.
+func TestCollectKeepsCachesOfLayersBeingOpened(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTemp(t)
+	d := digest.FromString("a layer whose TOC a pull is reading")
+	dir := s.lazyCacheDir(d)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ranges"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.opening.add(d)
+	s.opening.add(d) // a second pull of the same layer
+	s.opening.done(d)
+	rep, err := s.Collect(ctx, CollectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.LazyCaches) != 0 {
+		t.Fatalf("gc removed caches %v while a pull was opening the layer", rep.LazyCaches)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the cache of a layer being opened is gone: %v", err)
+	}
+	s.opening.done(d)
+	if rep, err = s.Collect(ctx, CollectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.LazyCaches) != 1 || rep.LazyCaches[0].Digest != d {
+		t.Fatalf("gc removed caches %v once the pulls were done, want the one of %s", rep.LazyCaches, d)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the cache of a layer no pull opens and nothing records is still there: %v", err)
+	}
+}

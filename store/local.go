@@ -76,6 +76,9 @@ type Local struct {
 	// without registry access.
 	lazyLayers *lazyLayers
 	pre        prebuilt // the rootfs tree a lazy pull built ahead
+	// opening are the layers lazy pulls are opening, whose chunk caches
+	// may exist before their records do (lazy_gc.go).
+	opening openingLayers
 	// closing ends background work (lazy completion, trees built ahead)
 	// when the store closes; Close waits for that work (bg) to return
 	// before it closes the database the work reads. bgMu orders starting

@@ -80,7 +80,7 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 	h, fctx := p.Handler(), ctx
 	var opens *tocOpens
 	if opts.Lazy {
-		opens = s.newTOCOpens(ctx, fo)
+		opens = s.newTOCOpens(ctx, p)
 		defer opens.stop()
 		h = p.HandlerThen(func(ctx context.Context, l ocispec.Descriptor) { opens.start(ctx, p.Name, l) })
 	}
