@@ -192,17 +192,39 @@ func (s *Local) pullTOCs(ctx context.Context, opens *tocOpens, res fetch.PullRes
 		return err
 	}
 	defer s.changed()
+	// One transaction for every TOC's record and every layer's labels: a
+	// commit each cost a few milliseconds of the lazy start.
+	set, del := map[string]string{}, []string{labelNoComplete}
+	if noComplete {
+		set[labelNoComplete], del = "false", nil
+	}
+	err = db.Update(ctx, func(tx *index.Tx) error {
+		blobs := index.TxTable(tx, db.Blobs())
+		now := time.Now().UTC()
+		for _, t := range tocs {
+			_, err := blobs.Get(t.toc.String())
+			if errors.Is(err, errdefs.ErrNotFound) {
+				err = blobs.Put(t.toc.String(), index.Blob{Digest: t.toc, Size: int64(len(t.ll.TOC())), CreatedAt: now, UpdatedAt: now})
+			}
+			if err != nil {
+				return fmt.Errorf("record TOC %s: %w", t.toc, err)
+			}
+			l, err := blobs.Get(t.layer.String())
+			if err != nil {
+				return notFound(t.layer, err)
+			}
+			set[labelTOCRef] = t.toc.String()
+			l.Labels, l.UpdatedAt = editLabels(l.Labels, set, del), now
+			if err := blobs.Put(t.layer.String(), l); err != nil {
+				return fmt.Errorf("label layer %s: %w", t.layer, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	for _, t := range tocs {
-		if _, err := s.record(ctx, db, t.toc, ""); err != nil {
-			return err
-		}
-		set, del := map[string]string{labelTOCRef: t.toc.String()}, []string{labelNoComplete}
-		if noComplete {
-			set[labelNoComplete], del = "false", nil
-		}
-		if _, err := s.LabelContent(ctx, t.layer, set, del); err != nil {
-			return err
-		}
 		slog.Info("lazy pull: eStargz layer served file by file, TOC fetched and verified", "layer", t.layer, "toc", t.toc, "fetched", t.ll.Fetched())
 	}
 	slog.Debug("lazy pull: TOCs stored and layers recorded", "image", res.Name, "layers", len(tocs), "took", time.Since(start))
