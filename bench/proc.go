@@ -175,7 +175,15 @@ func best(ms []measured) measured {
 	return b
 }
 
-func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
+// secs shows a time to the millisecond below a second (first-byte times
+// of 0.15 s meet or miss their goals by a few milliseconds), else to the
+// hundredth.
+func secs(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%.3fs", d.Seconds())
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
 
 func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 
@@ -183,7 +191,13 @@ func ratio(ours, base time.Duration) string {
 	if base <= 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.2fx", ours.Seconds()/base.Seconds())
+	// Three decimals below 0.1x, where the goals are 0.1x and 0.05x and
+	// two would round 0.054x to a goal met.
+	r := ours.Seconds() / base.Seconds()
+	if r < 0.1 {
+		return fmt.Sprintf("%.3fx", r)
+	}
+	return fmt.Sprintf("%.2fx", r)
 }
 
 // waitFor polls cond every 20 ms until it holds or timeout passes.
