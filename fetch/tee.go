@@ -100,7 +100,9 @@ func (t *teeCopy) finish(err error) {
 		t.unwatch()
 	}
 	if err != nil {
-		t.stop(fmt.Errorf("%v: %w", err, errTeeStopped))
+		// Both wrapped: the reader learns the copy is short and why (a
+		// cancel reads as context.Canceled however the close was reached).
+		t.stop(fmt.Errorf("%w: %w", err, errTeeStopped))
 		return
 	}
 	if t == nil || t.stopped {
