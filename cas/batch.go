@@ -81,6 +81,37 @@ func (b *Batch) Add(ctx context.Context, r io.Reader, expected digest.Digest, si
 	return nil
 }
 
+// AddBytes is Add for content the caller holds in memory: one write, no
+// copy through a buffer (a lazy pull stores its TOCs, megabytes of JSON,
+// while the first read of the image waits).
+func (b *Batch) AddBytes(ctx context.Context, p []byte, expected digest.Digest) error {
+	if err := checkDigest(expected); err != nil {
+		return err
+	}
+	if _, ok := b.blobs[expected]; ok {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if got := expected.Algorithm().FromBytes(p); got != expected {
+		return fmt.Errorf("stage %s: content is %s: %w", expected, got, errdefs.ErrDigestMismatch)
+	}
+	f, err := os.OpenFile(filepath.Join(b.dir, expected.Encoded()), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("stage %s: %w", expected, err)
+	}
+	_, err = f.Write(p)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("stage %s: %w", expected, err)
+	}
+	b.blobs[expected] = int64(len(p))
+	return nil
+}
+
 // Commit makes every staged blob visible and returns their digests.
 func (b *Batch) Commit(ctx context.Context) ([]digest.Digest, error) {
 	return b.commit(ctx, true)

@@ -30,6 +30,12 @@ func TestBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	c := []byte("gamma, held in memory")
+	for _, data := range [][]byte{c, c, b} {
+		if err := batch.AddBytes(ctx, data, digest.FromBytes(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// Nothing is visible before Commit.
 	if _, err := s.Info(ctx, digest.FromBytes(a)); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("staged blob visible before commit: %v", err)
@@ -39,10 +45,10 @@ func TestBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	done, err := batch.Commit(ctx)
-	if err != nil || len(done) != 2 {
+	if err != nil || len(done) != 3 {
 		t.Fatalf("commit: %v %v", done, err)
 	}
-	for _, data := range [][]byte{a, b} {
+	for _, data := range [][]byte{a, b, c} {
 		d := digest.FromBytes(data)
 		if err := s.Verify(ctx, d); err != nil {
 			t.Fatalf("verify %s: %v", d, err)
@@ -70,6 +76,12 @@ func TestBatchRefusesBadContent(t *testing.T) {
 	}
 	if err := batch.Add(ctx, bytes.NewReader([]byte("xy")), digest.FromBytes([]byte("xy")), 3); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Fatalf("wrong size: %v", err)
+	}
+	if err := batch.AddBytes(ctx, []byte("x"), digest.FromBytes([]byte("y"))); !errors.Is(err, errdefs.ErrDigestMismatch) {
+		t.Fatalf("wrong bytes in memory: %v", err)
+	}
+	if err := batch.AddBytes(ctx, []byte("x"), "sha256:nothex"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("bad digest: %v", err)
 	}
 	batch.Abort()
 	var n int

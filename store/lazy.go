@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -179,8 +178,7 @@ func (s *Local) pullTOCs(ctx context.Context, opens *tocOpens, res fetch.PullRes
 	}
 	defer b.Abort()
 	for _, t := range tocs {
-		js := t.ll.TOC()
-		if err := b.Add(ctx, bytes.NewReader(js), t.toc, int64(len(js))); err != nil {
+		if err := b.AddBytes(ctx, t.ll.TOC(), t.toc); err != nil {
 			return fmt.Errorf("store TOC %s: %w", t.toc, err)
 		}
 	}
