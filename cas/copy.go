@@ -90,7 +90,7 @@ func skip(ctx context.Context, r io.Reader, off int64) error {
 			return nil
 		}
 	}
-	buf := getChunk()
+	buf := getChunk(-1)
 	defer putChunk(buf)
 	n, err := io.CopyBuffer(io.Discard, io.LimitReader(ctxReader{ctx, r}, off), buf.buf)
 	if err != nil {
@@ -108,7 +108,7 @@ func copyInto(ctx context.Context, w Writer, r io.Reader) (int64, error) {
 	if ours, ok := w.(*writer); ok {
 		return ours.readFrom(ctx, r)
 	}
-	buf := getChunk()
+	buf := getChunk(-1)
 	defer putChunk(buf)
 	return io.CopyBuffer(onlyWriter{w}, ctxReader{ctx, r}, buf.buf)
 }
@@ -128,7 +128,7 @@ func (w *writer) matchPrefix(ctx context.Context, r io.Reader, off int64) (int64
 	if err != nil {
 		return 0, err
 	}
-	in, stored := getChunk(), getChunk()
+	in, stored := getChunk(-1), getChunk(-1)
 	defer putChunk(in)
 	defer putChunk(stored)
 	src := ctxReader{ctx, r}

@@ -36,15 +36,30 @@ type chunk struct {
 
 // chunkPool recycles chunk buffers across writers, so many small ingests
 // do not each allocate a megabyte.
-var chunkPool = sync.Pool{New: func() any { return &chunk{buf: make([]byte, chunkSize)} }}
+var chunkPool sync.Pool
 
-func getChunk() *chunk {
-	c := chunkPool.Get().(*chunk)
-	c.n, c.off = 0, 0
-	return c
+// getChunk returns a pooled chunk, or a new one sized for want more bytes
+// (want < 0: unknown). A small blob of known size (a manifest, a config)
+// gets a buffer one byte over its size, so that reading it to its end
+// does not fill the chunk: zeroing a fresh megabyte costs more than the
+// whole blob.
+func getChunk(want int64) *chunk {
+	if c, ok := chunkPool.Get().(*chunk); ok {
+		c.n, c.off = 0, 0
+		return c
+	}
+	if want >= 0 && want < chunkSize-1 {
+		return &chunk{buf: make([]byte, want+1)}
+	}
+	return &chunk{buf: make([]byte, chunkSize)}
 }
 
-func putChunk(c *chunk) { chunkPool.Put(c) }
+// putChunk pools full-size chunks; small ones are left to the GC.
+func putChunk(c *chunk) {
+	if len(c.buf) == chunkSize {
+		chunkPool.Put(c)
+	}
+}
 
 // pipeline hashes and writes chunks in order. Its goroutines start with the
 // first full chunk, so a small blob is hashed and written inline and never
@@ -76,9 +91,9 @@ func newPipeline(h hash.Hash, f *os.File) *pipeline {
 	}
 }
 
-// get returns an empty chunk, waiting for one to come back from the
+// get returns an empty chunk for want more bytes (< 0: unknown), waiting for one to come back from the
 // goroutines when the whole ring is in flight.
-func (p *pipeline) get() *chunk {
+func (p *pipeline) get(want int64) *chunk {
 	select {
 	case c := <-p.free:
 		return c
@@ -86,7 +101,7 @@ func (p *pipeline) get() *chunk {
 	}
 	if p.allocated < ringSize {
 		p.allocated++
-		return getChunk()
+		return getChunk(want)
 	}
 	return <-p.free
 }

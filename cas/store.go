@@ -166,7 +166,7 @@ func (s *Store) Verify(ctx context.Context, dgst digest.Digest) error {
 	}
 	defer f.Close()
 	h := sha256.New()
-	buf := getChunk()
+	buf := getChunk(-1)
 	defer putChunk(buf)
 	if _, err := io.CopyBuffer(h, ctxReader{ctx, f}, buf.buf); err != nil {
 		return fmt.Errorf("verify blob %s: %w", dgst, err)

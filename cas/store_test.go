@@ -838,3 +838,43 @@ func TestLockSurvivesIngestRemoval(t *testing.T) {
 		t.Fatalf("%d holders at once, %d commits", maxHolders.Load(), commits.Load())
 	}
 }
+
+// Ingests of known size get chunks sized for them when the pool has none;
+// the bytes stored are the same at every size around the chunk size, and
+// a stream longer than its declared size still fails at commit.
+func TestKnownSizeIngests(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	for i, n := range []int{1, 2, 1000, chunkSize - 2, chunkSize - 1, chunkSize, chunkSize + 1, 3*chunkSize + 5} {
+		b := pseudoRandom(uint64(i+1), n)
+		d := digest.FromBytes(b)
+		for _, how := range []string{"ReadFrom", "Write"} {
+			ref := fmt.Sprintf("sized-%d-%s", n, how)
+			w := mustWriter(t, s, ref, WriterOpts{Total: int64(n), Expected: d})
+			if how == "ReadFrom" {
+				if _, err := w.(io.ReaderFrom).ReadFrom(onlyReader{bytes.NewReader(b)}); err != nil {
+					t.Fatalf("%s: %v", ref, err)
+				}
+			} else {
+				writeIn(t, w, b)
+			}
+			if err := w.Commit(ctx, int64(n), d); err != nil {
+				t.Fatalf("commit %s: %v", ref, err)
+			}
+			w.Close()
+			if got := readBlob(t, s, d); !bytes.Equal(got, b) {
+				t.Fatalf("%s: stored %d bytes differ from the %d written", ref, len(got), n)
+			}
+			if err := s.Delete(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b := pseudoRandom(99, 5000)
+	w := mustWriter(t, s, "longer", WriterOpts{Total: 4000})
+	defer w.Close()
+	if _, err := w.(io.ReaderFrom).ReadFrom(onlyReader{bytes.NewReader(b)}); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, w.Commit(ctx, 4000, ""), errdefs.ErrFailedPrecondition, "5000", "4000")
+}

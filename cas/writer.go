@@ -133,7 +133,7 @@ func (s *Store) openIngest(ctx context.Context, ref, dir string, lock *os.File, 
 		// by a process that died before it could record anything. (A
 		// fresh ingest's data was just truncated: nothing to read, and no
 		// buffer to allocate for each of a pull's many small blobs.)
-		buf := getChunk()
+		buf := getChunk(-1)
 		n, err = io.CopyBuffer(h, ctxReader{ctx, w.data}, buf.buf)
 		putChunk(buf)
 		if err != nil {
@@ -217,7 +217,11 @@ func (w *writer) usable() error {
 // fill returns the chunk to copy into, stamped with its file offset.
 func (w *writer) fill() *chunk {
 	if w.cur == nil {
-		w.cur = w.pipe.get()
+		want := int64(-1)
+		if w.total > 0 {
+			want = max(0, w.total-w.offset.Load())
+		}
+		w.cur = w.pipe.get(want)
 	}
 	if w.cur.n == 0 {
 		w.cur.off = w.offset.Load()
