@@ -299,10 +299,7 @@ func (a *applier) writeFile(pfd int, base, rel string, hdr *tar.Header, r io.Rea
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
-	if a.buf == nil {
-		a.buf = make([]byte, 256<<10)
-	}
-	err = copyToFd(fd, r, a.buf)
+	err = copyToFd(fd, r, a.copyBuf(hdr.Size))
 	if err == nil {
 		err = setMetaFd(fd, hdr, !owned, !modeDone)
 	}
@@ -333,6 +330,21 @@ func createFile(pfd int, base string) (int, error) { return createFileMode(pfd, 
 
 func createFileMode(pfd int, base string, mode uint32) (int, error) {
 	return unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+}
+
+// maxCopyBuf bounds the applier's copy buffer: one write per 256 KiB.
+const maxCopyBuf = 256 << 10
+
+// copyBuf returns the applier's copy buffer, grown to cover a file of size
+// bytes (up to maxCopyBuf): a layer of small files never pays for a large
+// buffer, whose fresh pages cost more than the files (a 256 KiB buffer per
+// layer was 23 ms of CPU in a 20-layer pull of 1 KiB files).
+func (a *applier) copyBuf(size int64) []byte {
+	need := int(min(maxCopyBuf, max(4<<10, size+1)))
+	if len(a.buf) < need {
+		a.buf = make([]byte, min(maxCopyBuf, max(need, 2*len(a.buf))))
+	}
+	return a.buf
 }
 
 func copyToFd(fd int, r io.Reader, buf []byte) error {
