@@ -217,9 +217,9 @@ func (w *writer) usable() error {
 // fill returns the chunk to copy into, stamped with its file offset.
 func (w *writer) fill() *chunk {
 	if w.cur == nil {
-		want := int64(-1)
-		if w.total > 0 {
-			want = max(0, w.total-w.offset.Load())
+		want := int64(-1) // unknown, or more than the ingest declared
+		if rest := w.total - w.offset.Load(); w.total > 0 && rest > 0 {
+			want = rest
 		}
 		w.cur = w.pipe.get(want)
 	}
