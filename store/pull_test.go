@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/internal/faultproxy"
 	"github.com/casfs/casfs/internal/testenv"
 	"github.com/casfs/casfs/internal/testimage"
@@ -194,5 +197,98 @@ func TestPushRecordsWhatItFetches(t *testing.T) {
 		if ci.MediaType == "" {
 			t.Errorf("blob %s: no media type recorded", d)
 		}
+	}
+}
+
+// A pull's layers download while its config is still on its way: the
+// unpacking waits for the config, the downloads do not. A config the
+// registry does not have fails the pull, which records no image.
+func TestPullFetchesConfigBesideLayers(t *testing.T) {
+	t.Parallel()
+	testenv.RequireRoot(t)
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := gcImage(t, "", "base", "mid", "top")
+	ctx := context.Background()
+	if err := testimage.Push(ctx, reg.URL, "lab/config", "1", img.Blobs, img.Manifest, reg.Client()); err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := faultproxy.Start(reg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	ref := proxy.Host + "/lab/config:1"
+	opts := PullOptions{RegistryOptions: RegistryOptions{PlainHTTP: true, HostsDir: t.TempDir()}}
+
+	held := make(chan struct{})
+	if err := proxy.Set(faultproxy.Blob(img.Config.Digest), faultproxy.Fault{Kind: faultproxy.Stall, Method: http.MethodGet,
+		OnHold: func() { close(held) }}); err != nil {
+		t.Fatal(err)
+	}
+	s := openTemp(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Pull(ctx, ref, opts)
+		done <- err
+	}()
+	bound := time.NewTimer(time.Minute)
+	defer bound.Stop()
+	select {
+	case <-held:
+	case err := <-done:
+		t.Fatalf("pull ended before asking for its config: %v", err)
+	case <-bound.C:
+		t.Fatal("the config was never asked for")
+	}
+	for _, l := range img.Layers {
+		for getCount(proxy, faultproxy.Blob(l.Digest)) == 0 {
+			select {
+			case err := <-done:
+				t.Fatalf("pull ended while its config was held: %v", err)
+			case <-bound.C:
+				t.Fatalf("layer %s was not downloaded while the config was held", l.Digest)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	if imgs, err := s.ListImages(ctx); err != nil || len(imgs) != 0 {
+		t.Fatalf("images while the config is held: %v, %v", imgs, err)
+	}
+	proxy.Clear(faultproxy.Blob(img.Config.Digest))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("pull: %v", err)
+		}
+	case <-bound.C:
+		t.Fatal("pull did not end once the config was released")
+	}
+	_, il, err := s.imageLayersOf(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := s.Snapshotter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range il.ChainIDs {
+		if _, err := sn.Stat(ctx, c.String()); err != nil {
+			t.Errorf("layer %d (%s) not unpacked: %v", i, c, err)
+		}
+	}
+
+	// Another store, the config now missing from the registry.
+	if err := proxy.Set(faultproxy.Blob(img.Config.Digest), faultproxy.Fault{Kind: faultproxy.Status, Status: http.StatusNotFound}); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openTemp(t)
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	_, err = s2.Pull(pctx, ref, opts)
+	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), img.Config.Digest.Encoded()[:12]) {
+		t.Fatalf("pull with its config missing: %v, want not found naming %s", err, img.Config.Digest)
+	}
+	if imgs, err := s2.ListImages(ctx); err != nil || len(imgs) != 0 {
+		t.Fatalf("images after the failed pull: %v, %v", imgs, err)
 	}
 }
