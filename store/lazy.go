@@ -67,7 +67,9 @@ type tocOpens struct {
 
 type tocOpen struct {
 	layer, toc digest.Digest
-	ll         *lazy.Layer // set when g.Wait returns nil
+	ll         *lazy.Layer   // set when g.Wait returns nil
+	done       chan struct{} // closed when the open ended, err says how
+	err        error
 }
 
 func (s *Local) newTOCOpens(ctx context.Context, p *fetch.Pull) *tocOpens {
@@ -94,19 +96,22 @@ func (t *tocOpens) start(ctx context.Context, name string, l ocispec.Descriptor)
 		slog.Info("lazy pull: layer is not eStargz, fetched whole on first access", "image", name, "layer", l.Digest)
 		return
 	}
-	o := &tocOpen{layer: l.Digest, toc: toc}
+	o := &tocOpen{layer: l.Digest, toc: toc, done: make(chan struct{})}
 	t.opened = append(t.opened, o)
 	t.s.opening.add(l.Digest)
 	t.g.Go(func() error {
+		defer close(o.done)
 		select {
 		case t.sem <- struct{}{}:
 		case <-t.ctx.Done():
-			return t.ctx.Err()
+			o.err = t.ctx.Err()
+			return o.err
 		}
 		defer func() { <-t.sem }()
 		ll, err := t.s.openTOCForPull(t.ctx, t.pull, l, toc)
 		if err != nil {
-			return fmt.Errorf("pull %s: layer %s: %w", name, l.Digest, err)
+			o.err = fmt.Errorf("pull %s: layer %s: %w", name, l.Digest, err)
+			return o.err
 		}
 		o.ll = ll
 		return nil
@@ -115,6 +120,18 @@ func (t *tocOpens) start(ctx context.Context, name string, l ocispec.Descriptor)
 
 // wait returns the opened layers once every one started is open, or the
 // first error.
+// pending returns the open of layer d, if this pull started one.
+func (t *tocOpens) pending(d digest.Digest) (*tocOpen, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, o := range t.opened {
+		if o.layer == d {
+			return o, true
+		}
+	}
+	return nil, false
+}
+
 func (t *tocOpens) wait() ([]*tocOpen, error) {
 	err := t.g.Wait()
 	t.cancel()
@@ -150,17 +167,20 @@ func (s *Local) pullTOCs(ctx context.Context, opens *tocOpens, res fetch.PullRes
 			opens.start(ctx, res.Name, l)
 		}
 	}
+	// The tree is built while the TOCs open: each layer is applied once
+	// its own TOC is decoded, the lower ones while the higher ones are
+	// still on their way.
+	if mans, err := s.imageManifests(ctx, res.Target); err == nil && len(mans) > 0 {
+		if il, err := s.imageLayers(ctx, s.pickManifest(mans)); err == nil {
+			s.prebuildTree(ctx, il, opens)
+		}
+	}
 	tocs, err := opens.wait()
 	if err != nil {
 		return err
 	}
 	if len(tocs) == 0 {
 		return nil
-	}
-	if mans, err := s.imageManifests(ctx, res.Target); err == nil && len(mans) > 0 {
-		if il, err := s.imageLayers(ctx, s.pickManifest(mans)); err == nil {
-			s.prebuildTree(ctx, il)
-		}
 	}
 	start := time.Now()
 	// The TOCs are stored together and not synced: each is verified data
@@ -434,7 +454,7 @@ func (s *Local) rootfsSources(ctx context.Context, id string) ([]merged.Layer, e
 	if err != nil || !ok {
 		return dirsOnly()
 	}
-	out, ok, err := s.lazySources(ctx, sn, il)
+	out, ok, err := s.lazySources(ctx, sn, il, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -449,7 +469,10 @@ func (s *Local) rootfsSources(ctx context.Context, id string) ([]merged.Layer, e
 // unpacked yet: snapshot directories up to the highest unpacked layer,
 // TOC listings above it. ok is false when a layer above is not eStargz
 // (the image is unpacked instead).
-func (s *Local) lazySources(ctx context.Context, sn *layers.Snapshotter, il ImageLayers) ([]merged.Layer, bool, error) {
+//
+// Layers that opens (when not nil) is still opening are handed over as
+// they are: their Walk waits for the open.
+func (s *Local) lazySources(ctx context.Context, sn *layers.Snapshotter, il ImageLayers, opens *tocOpens) ([]merged.Layer, bool, error) {
 	// The highest unpacked layer brings the ones below it.
 	top := -1
 	for i := len(il.Layers) - 1; i >= 0; i-- {
@@ -473,6 +496,12 @@ func (s *Local) lazySources(ctx context.Context, sn *layers.Snapshotter, il Imag
 		if !ok {
 			return nil, false, nil
 		}
+		if opens != nil {
+			if o, ok := opens.pending(l.Digest); ok {
+				out = append(out, &pendingFiles{o: o, ll: s.lazyLayers})
+				continue
+			}
+		}
 		x, err := s.lazyLayers.get(ctx, l, toc)
 		if err != nil {
 			if errors.Is(err, errdefs.ErrNotFound) {
@@ -483,4 +512,43 @@ func (s *Local) lazySources(ctx context.Context, sn *layers.Snapshotter, il Imag
 		out = append(out, x)
 	}
 	return out, true, nil
+}
+
+// pendingFiles is a layer whose TOC a lazy pull is still opening, for the
+// tree built ahead: it is walked, and its files opened, once the open
+// ended.
+type pendingFiles struct {
+	o  *tocOpen
+	ll *lazyLayers
+}
+
+func (p *pendingFiles) files(ctx context.Context) (*layerFiles, error) {
+	select {
+	case <-p.o.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if p.o.err != nil {
+		return nil, p.o.err
+	}
+	if x, ok := p.ll.cached(p.o.layer); ok {
+		return x, nil
+	}
+	return nil, fmt.Errorf("layer %s: not open: %w", p.o.layer, errdefs.ErrUnavailable)
+}
+
+func (p *pendingFiles) Walk(ctx context.Context, fn func(*merged.Entry) error) error {
+	x, err := p.files(ctx)
+	if err != nil {
+		return err
+	}
+	return x.Walk(ctx, fn)
+}
+
+func (p *pendingFiles) Open(ctx context.Context, path string) (merged.Content, error) {
+	x, err := p.files(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return x.Open(ctx, path)
 }

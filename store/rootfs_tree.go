@@ -59,8 +59,9 @@ type prebuilt struct {
 }
 
 // prebuildTree starts building the tree of il in the background when the
-// mount serves this store and every layer of il is served lazily.
-func (s *Local) prebuildTree(ctx context.Context, il ImageLayers) {
+// mount serves this store and every layer of il is served lazily; the
+// layers opens is opening are walked as their opens end.
+func (s *Local) prebuildTree(ctx context.Context, il ImageLayers, opens *tocOpens) {
 	if s.lazyLayers == nil || len(il.Layers) == 0 {
 		return
 	}
@@ -68,7 +69,7 @@ func (s *Local) prebuildTree(ctx context.Context, il ImageLayers) {
 	if err != nil {
 		return
 	}
-	ls, ok, err := s.lazySources(ctx, sn, il)
+	ls, ok, err := s.lazySources(ctx, sn, il, opens)
 	if err != nil || !ok {
 		return
 	}
