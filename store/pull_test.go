@@ -37,17 +37,8 @@ func getCount(p *faultproxy.Proxy, pattern string) int {
 func TestConcurrentPullsShareDownloads(t *testing.T) {
 	t.Parallel()
 	testenv.RequireRoot(t)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	img := gcImage(t, "", "base", "mid", "top")
+	img, proxy := behindProxy(t, "lab/shared")
 	ctx := context.Background()
-	if err := testimage.Push(ctx, reg.URL, "lab/shared", "1", img.Blobs, img.Manifest, reg.Client()); err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := faultproxy.Start(reg.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxy.Close() })
 	// The lowest layer's download holds until both pulls wait for it.
 	held := make(chan struct{})
 	var holdOnce sync.Once
@@ -129,6 +120,23 @@ func TestConcurrentPullsShareDownloads(t *testing.T) {
 	}
 }
 
+// behindProxy pushes a three-layer image as repo:1 to a new registry and
+// puts a fault proxy in front of it.
+func behindProxy(t *testing.T, repo string) (*testimage.Image, *faultproxy.Proxy) {
+	t.Helper()
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := gcImage(t, "", "base", "mid", "top")
+	if err := testimage.Push(context.Background(), reg.URL, repo, "1", img.Blobs, img.Manifest, reg.Client()); err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := faultproxy.Start(reg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	return img, proxy
+}
+
 func digestsOf(ds []ocispec.Descriptor) []digest.Digest {
 	out := make([]digest.Digest, len(ds))
 	for i, d := range ds {
@@ -206,17 +214,8 @@ func TestPushRecordsWhatItFetches(t *testing.T) {
 func TestPullFetchesConfigBesideLayers(t *testing.T) {
 	t.Parallel()
 	testenv.RequireRoot(t)
-	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	img := gcImage(t, "", "base", "mid", "top")
+	img, proxy := behindProxy(t, "lab/config")
 	ctx := context.Background()
-	if err := testimage.Push(ctx, reg.URL, "lab/config", "1", img.Blobs, img.Manifest, reg.Client()); err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := faultproxy.Start(reg.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxy.Close() })
 	ref := proxy.Host + "/lab/config:1"
 	opts := PullOptions{RegistryOptions: RegistryOptions{PlainHTTP: true, HostsDir: t.TempDir()}}
 
