@@ -118,8 +118,6 @@ func (t *tocOpens) start(ctx context.Context, name string, l ocispec.Descriptor)
 	})
 }
 
-// wait returns the opened layers once every one started is open, or the
-// first error.
 // pending returns the open of layer d, if this pull started one.
 func (t *tocOpens) pending(d digest.Digest) (*tocOpen, bool) {
 	t.mu.Lock()
@@ -132,6 +130,15 @@ func (t *tocOpens) pending(d digest.Digest) (*tocOpen, bool) {
 	return nil, false
 }
 
+// started reports whether the pull is opening any layer.
+func (t *tocOpens) started() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.opened) > 0
+}
+
+// wait returns the opened layers once every one started is open, or the
+// first error.
 func (t *tocOpens) wait() ([]*tocOpen, error) {
 	err := t.g.Wait()
 	t.cancel()
@@ -169,10 +176,13 @@ func (s *Local) pullTOCs(ctx context.Context, opens *tocOpens, res fetch.PullRes
 	}
 	// The tree is built while the TOCs open: each layer is applied once
 	// its own TOC is decoded, the lower ones while the higher ones are
-	// still on their way.
-	if mans, err := s.imageManifests(ctx, res.Target); err == nil && len(mans) > 0 {
-		if il, err := s.imageLayers(ctx, s.pickManifest(mans)); err == nil {
-			s.prebuildTree(ctx, il, opens)
+	// still on their way. A pull that opens no TOC builds no tree ahead:
+	// its layers are local, or fetched whole on first use.
+	if opens.started() {
+		if mans, err := s.imageManifests(ctx, res.Target); err == nil && len(mans) > 0 {
+			if il, err := s.imageLayers(ctx, s.pickManifest(mans)); err == nil {
+				s.prebuildTree(ctx, il, opens)
+			}
 		}
 	}
 	tocs, err := opens.wait()
