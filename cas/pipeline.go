@@ -91,8 +91,9 @@ func newPipeline(h hash.Hash, f *os.File) *pipeline {
 	}
 }
 
-// get returns an empty chunk for want more bytes (< 0: unknown), waiting for one to come back from the
-// goroutines when the whole ring is in flight.
+// get returns an empty chunk for want more bytes (< 0: unknown), waiting
+// for one to come back from the goroutines when the whole ring is in
+// flight.
 func (p *pipeline) get(want int64) *chunk {
 	select {
 	case c := <-p.free:
