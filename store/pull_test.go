@@ -98,6 +98,20 @@ func TestConcurrentPullsShareDownloads(t *testing.T) {
 			t.Errorf("blob %s: %d GETs, want 1", d, n)
 		}
 	}
+	requireUnpacked(t, s, ref)
+	// Later lazy fetches of the layers talk plain HTTP, as the pulls did.
+	for _, l := range img.Layers {
+		b, err := s.ContentInfo(ctx, l.Digest)
+		if err != nil || b.Labels[labelPlainHTTP] != "true" {
+			t.Errorf("layer %s: labels %v, %v; want %s=true", l.Digest, b.Labels, err, labelPlainHTTP)
+		}
+	}
+}
+
+// requireUnpacked fails t unless every layer of image ref has its snapshot.
+func requireUnpacked(t *testing.T, s *Local, ref string) {
+	t.Helper()
+	ctx := context.Background()
 	_, il, err := s.imageLayersOf(ctx, ref)
 	if err != nil {
 		t.Fatal(err)
@@ -109,13 +123,6 @@ func TestConcurrentPullsShareDownloads(t *testing.T) {
 	for i, c := range il.ChainIDs {
 		if _, err := sn.Stat(ctx, c.String()); err != nil {
 			t.Errorf("layer %d (%s) not unpacked: %v", i, c, err)
-		}
-	}
-	// Later lazy fetches of the layers talk plain HTTP, as the pulls did.
-	for _, l := range img.Layers {
-		b, err := s.ContentInfo(ctx, l.Digest)
-		if err != nil || b.Labels[labelPlainHTTP] != "true" {
-			t.Errorf("layer %s: labels %v, %v; want %s=true", l.Digest, b.Labels, err, labelPlainHTTP)
 		}
 	}
 }
@@ -262,19 +269,7 @@ func TestPullFetchesConfigBesideLayers(t *testing.T) {
 	case <-bound.C:
 		t.Fatal("pull did not end once the config was released")
 	}
-	_, il, err := s.imageLayersOf(ctx, ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn, err := s.Snapshotter()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, c := range il.ChainIDs {
-		if _, err := sn.Stat(ctx, c.String()); err != nil {
-			t.Errorf("layer %d (%s) not unpacked: %v", i, c, err)
-		}
-	}
+	requireUnpacked(t, s, ref)
 
 	// Another store, the config now missing from the registry.
 	if err := proxy.Set(faultproxy.Blob(img.Config.Digest), faultproxy.Fault{Kind: faultproxy.Status, Status: http.StatusNotFound}); err != nil {
@@ -283,7 +278,7 @@ func TestPullFetchesConfigBesideLayers(t *testing.T) {
 	s2 := openTemp(t)
 	pctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	_, err = s2.Pull(pctx, ref, opts)
+	_, err := s2.Pull(pctx, ref, opts)
 	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), img.Config.Digest.Encoded()[:12]) {
 		t.Fatalf("pull with its config missing: %v, want not found naming %s", err, img.Config.Digest)
 	}
