@@ -112,8 +112,11 @@ func Platforms(h oci.Handler, p oci.Platform, all bool) oci.Handler {
 	})
 }
 
-// LayersBy hands the layers of each manifest h handles to layer
-// (concurrently, limit at a time) and returns only its config.
+// LayersBy hands the layers of each manifest h handles to layer and its
+// config back to h, concurrently (limit at a time, the config first), and
+// returns no children: the manifest is done when all are. The config does
+// not wait for the layers: a lazy pull builds its tree from it while the
+// layers' records are written.
 func LayersBy(h, layer oci.Handler, limit int) oci.Handler {
 	return oci.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		children, err := h.Handle(ctx, desc)
@@ -123,13 +126,17 @@ func LayersBy(h, layer oci.Handler, limit int) oci.Handler {
 		}
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(max(limit, 1))
+		g.Go(func() error {
+			_, err := h.Handle(gctx, config)
+			return err
+		})
 		for _, l := range layers {
 			g.Go(func() error {
 				_, err := layer.Handle(gctx, l)
 				return err
 			})
 		}
-		return []ocispec.Descriptor{config}, g.Wait()
+		return nil, g.Wait()
 	})
 }
 

@@ -59,7 +59,7 @@ func TestDispatch(t *testing.T) {
 	}
 
 	// Platforms keeps an index's entry for the platform; LayersBy sends the
-	// layers elsewhere and leaves the config.
+	// layers elsewhere and hands the config back to its handler itself.
 	g.handled = nil
 	recorded := &graph{}
 	amd := oci.NewPlatform(ocispec.Platform{OS: "linux", Architecture: "amd64"})
