@@ -38,6 +38,10 @@ type Options struct {
 	ReadAhead int64
 	// Logger receives chunk verification failures; default slog.Default().
 	Logger *slog.Logger
+	// TOCVerified, when set, is called with the TOC JSON once it matches
+	// the TOC digest, before it is decoded: a pull stores the TOC while
+	// the layer's largest CPU cost runs. It must not block or change js.
+	TOCVerified func(js []byte)
 }
 
 // Layer is one eStargz layer blob served lazily.
@@ -111,6 +115,9 @@ func (l *Layer) openTOC(ctx context.Context, want digest.Digest) error {
 	js, err := tocJSON(t, f, want)
 	if err != nil {
 		return err
+	}
+	if l.opts.TOCVerified != nil {
+		l.opts.TOCVerified(js)
 	}
 	verified := time.Now()
 	r, err := openTOC(js, f.payloadEnd, size, want)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/casfs/casfs/cas"
 	"github.com/casfs/casfs/errdefs"
 	"github.com/casfs/casfs/fetch"
 	"github.com/casfs/casfs/index"
@@ -63,6 +64,8 @@ type tocOpens struct {
 	mu     sync.Mutex
 	opened []*tocOpen
 	seen   map[digest.Digest]bool
+
+	staged *tocBatch
 }
 
 type tocOpen struct {
@@ -73,10 +76,11 @@ type tocOpen struct {
 }
 
 func (s *Local) newTOCOpens(ctx context.Context, p *fetch.Pull) *tocOpens {
+	staged := &tocBatch{s: s, ctx: ctx}
 	ctx, cancel := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(ctx)
 	return &tocOpens{s: s, pull: p, ctx: gctx, cancel: cancel, g: g,
-		sem: make(chan struct{}, maxTOCFetches), seen: map[digest.Digest]bool{}}
+		sem: make(chan struct{}, maxTOCFetches), seen: map[digest.Digest]bool{}, staged: staged}
 }
 
 // start opens layer l in the background unless it is local already, is
@@ -108,7 +112,7 @@ func (t *tocOpens) start(ctx context.Context, name string, l ocispec.Descriptor)
 			return o.err
 		}
 		defer func() { <-t.sem }()
-		ll, err := t.s.openTOCForPull(t.ctx, t.pull, l, toc)
+		ll, err := t.s.openTOCForPull(t.ctx, t.pull, l, toc, func(js []byte) { t.staged.add(toc, js) })
 		if err != nil {
 			o.err = fmt.Errorf("pull %s: layer %s: %w", name, l.Digest, err)
 			return o.err
@@ -162,6 +166,68 @@ func (t *tocOpens) stop() {
 		t.s.opening.done(o.layer)
 	}
 	t.opened = nil
+	t.staged.abort()
+}
+
+// tocBatch stages the TOCs of one lazy pull in a blob batch, each as soon
+// as it is verified, in the background: the write of a TOC (megabytes of
+// JSON for a large layer) runs beside its decode instead of after the
+// last layer opened, while the first read of the image waits.
+type tocBatch struct {
+	s   *Local
+	ctx context.Context // the pull's: the opens' ends before the writes do
+
+	wg  sync.WaitGroup
+	mu  sync.Mutex // guards what follows; held while a TOC is written
+	b   *cas.Batch
+	err error
+}
+
+// add stages js, the verified TOC d, in the background.
+func (tb *tocBatch) add(d digest.Digest, js []byte) {
+	tb.wg.Add(1)
+	go func() {
+		defer tb.wg.Done()
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		if tb.err == nil && tb.b == nil {
+			tb.b, tb.err = tb.s.blobs.NewBatch()
+		}
+		if tb.err == nil {
+			if err := tb.b.AddBytes(tb.ctx, js, d); err != nil {
+				tb.err = fmt.Errorf("store TOC %s: %w", d, err)
+			}
+		}
+	}()
+}
+
+// batch waits for the TOCs added so far and returns the batch that holds
+// them (a new one when none was added), for the caller to complete and
+// commit; abort then drops nothing of it.
+func (tb *tocBatch) batch() (*cas.Batch, error) {
+	tb.wg.Wait()
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	if tb.err != nil {
+		return nil, tb.err
+	}
+	b := tb.b
+	tb.b = nil
+	if b == nil {
+		return tb.s.blobs.NewBatch()
+	}
+	return b, nil
+}
+
+// abort drops the TOCs staged and not taken (a failed pull).
+func (tb *tocBatch) abort() {
+	tb.wg.Wait()
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	if tb.b != nil {
+		tb.b.Abort()
+		tb.b = nil
+	}
 }
 
 // pullTOCs is the eStargz part of a lazy pull: it opens every layer with a
@@ -202,7 +268,9 @@ func (s *Local) pullTOCs(ctx context.Context, opens *tocOpens, res fetch.PullRes
 	if err := index.AddToLease(ctx, ds); err != nil {
 		return err
 	}
-	b, err := s.blobs.NewBatch()
+	// Most are staged already (tocBatch); a layer opened from a cache of
+	// an earlier pull is staged here.
+	b, err := opens.staged.batch()
 	if err != nil {
 		return err
 	}
@@ -266,7 +334,7 @@ const maxTOCFetches = 4
 // TOC. In the mount daemon the opened layer is kept for the mount, which
 // then serves the image without reading or parsing the TOC again; its
 // later reads go through the mount's registry settings.
-func (s *Local) openTOCForPull(ctx context.Context, p *fetch.Pull, l ocispec.Descriptor, toc digest.Digest) (*lazy.Layer, error) {
+func (s *Local) openTOCForPull(ctx context.Context, p *fetch.Pull, l ocispec.Descriptor, toc digest.Digest, verified func([]byte)) (*lazy.Layer, error) {
 	ll := s.lazyLayers
 	if ll != nil {
 		if x, ok := ll.cached(l.Digest); ok {
@@ -280,7 +348,7 @@ func (s *Local) openTOCForPull(ctx context.Context, p *fetch.Pull, l ocispec.Des
 		}
 		return p.ReadRange(ctx, l, off, buf)
 	}
-	opts := lazy.Options{Dir: s.lazyCacheDir(l.Digest), Remote: remote}
+	opts := lazy.Options{Dir: s.lazyCacheDir(l.Digest), Remote: remote, TOCVerified: verified}
 	if ll != nil {
 		opts.Timeout = ll.timeout
 	}
