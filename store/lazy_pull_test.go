@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -29,16 +28,7 @@ func TestLazyPullStagesTOCsAndDropsThemOnFailure(t *testing.T) {
 	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	spec := testimage.ImageSpec{}
-	for _, name := range []string{"good", "bad"} {
-		spec.Layers = append(spec.Layers, testimage.Layer{Compression: "estargz", Files: []testimage.File{
-			testimage.Dir("etc", 0o755), testimage.Reg("etc/"+name, 0o644, "content of "+name+"\n"),
-		}})
-	}
-	img, err := testimage.Build(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := estargzImage(t, "good", "bad")
 	// The manifest pins another TOC for the second layer.
 	var m ocispec.Manifest
 	if err := json.Unmarshal(img.Blobs[img.Manifest.Digest], &m); err != nil {
@@ -72,41 +62,16 @@ func TestLazyPullStagesTOCsAndDropsThemOnFailure(t *testing.T) {
 
 	s := openTemp(t)
 	ro := RegistryOptions{PlainHTTP: true, HostsDir: t.TempDir()}
-	done := make(chan error, 1)
-	go func() {
-		_, err := s.Pull(ctx, proxy.Host+"/lab/badtoc:1", PullOptions{RegistryOptions: ro, Lazy: true, NoComplete: true})
-		done <- err
-	}()
-	bound := time.NewTimer(time.Minute)
-	defer bound.Stop()
-	select {
-	case <-held:
-	case err := <-done:
-		t.Fatalf("pull ended before reading the second layer: %v", err)
-	case <-bound.C:
-		t.Fatal("the second layer was never read")
-	}
+	w := pullInBackground(t, s, proxy.Host+"/lab/badtoc:1", PullOptions{RegistryOptions: ro, Lazy: true, NoComplete: true})
+	w.until("the second layer was read", closed(held))
 	staged := filepath.Join(s.root, "ingest", ".batch-*", goodTOC.Encoded())
-	for {
-		if ms, _ := filepath.Glob(staged); len(ms) == 1 {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("pull ended while the second layer was held: %v", err)
-		case <-bound.C:
-			t.Fatal("the first layer's TOC was not staged while the second layer was held")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	w.until("the first layer's TOC was staged while the second layer was held", func() bool {
+		ms, _ := filepath.Glob(staged)
+		return len(ms) == 1
+	})
 	proxy.Clear(bad)
-	select {
-	case err := <-done:
-		if !errors.Is(err, errdefs.ErrDigestMismatch) || !strings.Contains(err.Error(), "manifest pins") {
-			t.Fatalf("pull: %v, want the TOC digest mismatch", err)
-		}
-	case <-bound.C:
-		t.Fatal("pull did not end once the second layer was released")
+	if err := w.end(); !errors.Is(err, errdefs.ErrDigestMismatch) || !strings.Contains(err.Error(), "manifest pins") {
+		t.Fatalf("pull: %v, want the TOC digest mismatch", err)
 	}
 	if imgs, err := s.ListImages(ctx); err != nil || len(imgs) != 0 {
 		t.Fatalf("images after the failed pull: %v, %v", imgs, err)
@@ -120,4 +85,21 @@ func TestLazyPullStagesTOCsAndDropsThemOnFailure(t *testing.T) {
 	if ms, _ := filepath.Glob(filepath.Join(s.root, "ingest", ".batch-*")); len(ms) != 0 {
 		t.Fatalf("staging folders left by the failed pull: %v", ms)
 	}
+}
+
+// estargzImage builds an image of one eStargz layer per name, each with
+// the file etc/<name>.
+func estargzImage(t *testing.T, names ...string) *testimage.Image {
+	t.Helper()
+	spec := testimage.ImageSpec{}
+	for _, name := range names {
+		spec.Layers = append(spec.Layers, testimage.Layer{Compression: "estargz", Files: []testimage.File{
+			testimage.Dir("etc", 0o755), testimage.Reg("etc/"+name, 0o644, "content of "+name+"\n"),
+		}})
+	}
+	img, err := testimage.Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
 }

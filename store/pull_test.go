@@ -144,6 +144,66 @@ func behindProxy(t *testing.T, repo string) (*testimage.Image, *faultproxy.Proxy
 	return img, proxy
 }
 
+// pullWatch is a pull running in the background, and the bound on a
+// test's waits for it.
+type pullWatch struct {
+	t     *testing.T
+	done  chan error
+	bound <-chan time.Time
+}
+
+// pullInBackground starts s.Pull(ref, opts); the test's waits for it
+// (until, end) share one minute.
+func pullInBackground(t *testing.T, s *Local, ref string, opts PullOptions) pullWatch {
+	bound := time.NewTimer(time.Minute)
+	t.Cleanup(func() { bound.Stop() })
+	w := pullWatch{t: t, done: make(chan error, 1), bound: bound.C}
+	go func() {
+		_, err := s.Pull(context.Background(), ref, opts)
+		w.done <- err
+	}()
+	return w
+}
+
+// until polls cond while the pull runs: the pull ending first or the
+// bound passing fails the test.
+func (w pullWatch) until(what string, cond func() bool) {
+	w.t.Helper()
+	for !cond() {
+		select {
+		case err := <-w.done:
+			w.t.Fatalf("pull ended before %s: %v", what, err)
+		case <-w.bound:
+			w.t.Fatalf("timed out before %s", what)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// end returns the pull's error once it ends.
+func (w pullWatch) end() error {
+	w.t.Helper()
+	select {
+	case err := <-w.done:
+		return err
+	case <-w.bound:
+		w.t.Fatal("the pull did not end")
+		return nil
+	}
+}
+
+// closed reports whether ch is closed, for pullWatch.until.
+func closed(ch <-chan struct{}) func() bool {
+	return func() bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+}
+
 func digestsOf(ds []ocispec.Descriptor) []digest.Digest {
 	out := make([]digest.Digest, len(ds))
 	for i, d := range ds {
@@ -232,42 +292,19 @@ func TestPullFetchesConfigBesideLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := openTemp(t)
-	done := make(chan error, 1)
-	go func() {
-		_, err := s.Pull(ctx, ref, opts)
-		done <- err
-	}()
-	bound := time.NewTimer(time.Minute)
-	defer bound.Stop()
-	select {
-	case <-held:
-	case err := <-done:
-		t.Fatalf("pull ended before asking for its config: %v", err)
-	case <-bound.C:
-		t.Fatal("the config was never asked for")
-	}
+	w := pullInBackground(t, s, ref, opts)
+	w.until("the config was asked for", closed(held))
 	for _, l := range img.Layers {
-		for getCount(proxy, faultproxy.Blob(l.Digest)) == 0 {
-			select {
-			case err := <-done:
-				t.Fatalf("pull ended while its config was held: %v", err)
-			case <-bound.C:
-				t.Fatalf("layer %s was not downloaded while the config was held", l.Digest)
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
+		w.until("layer "+l.Digest.String()+" was downloaded while the config was held", func() bool {
+			return getCount(proxy, faultproxy.Blob(l.Digest)) > 0
+		})
 	}
 	if imgs, err := s.ListImages(ctx); err != nil || len(imgs) != 0 {
 		t.Fatalf("images while the config is held: %v, %v", imgs, err)
 	}
 	proxy.Clear(faultproxy.Blob(img.Config.Digest))
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("pull: %v", err)
-		}
-	case <-bound.C:
-		t.Fatal("pull did not end once the config was released")
+	if err := w.end(); err != nil {
+		t.Fatalf("pull: %v", err)
 	}
 	requireUnpacked(t, s, ref)
 

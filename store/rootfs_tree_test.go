@@ -17,16 +17,7 @@ func TestLazyPullBuildsTreeAhead(t *testing.T) {
 	t.Parallel()
 	testenv.RequireRoot(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	spec := testimage.ImageSpec{}
-	for _, name := range []string{"base", "top"} {
-		spec.Layers = append(spec.Layers, testimage.Layer{Compression: "estargz", Files: []testimage.File{
-			testimage.Dir("etc", 0o755), testimage.Reg("etc/"+name, 0o644, "content of "+name+"\n"),
-		}})
-	}
-	img, err := testimage.Build(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := estargzImage(t, "base", "top")
 	ctx := context.Background()
 	if err := testimage.Push(ctx, reg.URL, "lab/ahead", "1", img.Blobs, img.Manifest, reg.Client()); err != nil {
 		t.Fatal(err)
