@@ -85,6 +85,12 @@ type Options struct {
 	// Lazy pulls manifests and configs only; layers get their records
 	// (with sources) and are fetched on first read through FetchBlob.
 	Lazy bool
+	// ResolveByGet resolves a tag with one GET of its manifest, whose
+	// bytes the pull then uses, instead of a HEAD and a GET: one round
+	// trip less before anything else can start. For a first pull of a
+	// name: a pull that may find the manifest local asks with HEAD, which
+	// registries such as Docker Hub do not count against pull quotas.
+	ResolveByGet bool
 }
 
 // Fetcher moves content between registries and one store. One Fetcher

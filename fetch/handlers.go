@@ -162,6 +162,9 @@ type Pull struct {
 	Target ocispec.Descriptor // what the reference resolved to
 	o      *op
 	src    source
+	// target holds Target's bytes when resolving fetched them
+	// (Options.ResolveByGet), unverified until Fetch stores them.
+	target []byte
 }
 
 // Resolve resolves ref for a pull with opts.
@@ -178,7 +181,11 @@ func (f *Fetcher) Resolve(ctx context.Context, ref string, opts Options) (*Pull,
 }
 
 func (o *op) resolvePull(ctx context.Context, pr Reference) (*Pull, error) {
-	desc, err := o.resolver.resolve(ctx, pr)
+	limit := int64(-1)
+	if o.opts.ResolveByGet && pr.Digest == "" {
+		limit = o.opts.MaxManifestSize
+	}
+	desc, data, err := o.resolver.resolve(ctx, pr, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +193,7 @@ func (o *op) resolvePull(ctx context.Context, pr Reference) (*Pull, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Pull{Name: pr.Name, Target: desc, o: o, src: src}, nil
+	return &Pull{Name: pr.Name, Target: desc, o: o, src: src, target: data}, nil
 }
 
 // Platform is the platform the pull's options choose.
@@ -204,7 +211,11 @@ func (p *Pull) Fetch(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.De
 	// The target is a document whatever it says (fetchManifest refuses
 	// what is not one).
 	if isDocument(desc) || desc.Digest == p.Target.Digest {
-		data, desc, err := p.o.fetchManifest(ctx, p.src, desc)
+		var have []byte
+		if desc.Digest == p.Target.Digest {
+			have = p.target
+		}
+		data, desc, err := p.o.fetchManifest(ctx, p.src, desc, have)
 		if err != nil {
 			return nil, err
 		}

@@ -29,10 +29,11 @@ type PullResult struct {
 }
 
 // fetchManifest returns the bytes of a manifest or index, from the store
-// when present, else from the first endpoint that serves the right bytes,
-// committed to the store and recorded through Records. desc comes back with
-// its media type filled in when the parent did not say.
-func (f *op) fetchManifest(ctx context.Context, src source, desc ocispec.Descriptor) ([]byte, ocispec.Descriptor, error) {
+// when present, else from have (bytes resolving fetched, when they match
+// desc) or the first endpoint that serves the right bytes, committed to the
+// store and recorded through Records. desc comes back with its media type
+// filled in when the parent did not say.
+func (f *op) fetchManifest(ctx context.Context, src source, desc ocispec.Descriptor, have []byte) ([]byte, ocispec.Descriptor, error) {
 	if desc.MediaType != "" {
 		if err := oci.CheckDocumentType(desc); err != nil {
 			return nil, desc, err
@@ -49,7 +50,9 @@ func (f *op) fetchManifest(ctx context.Context, src source, desc ocispec.Descrip
 	prog.Start(desc)
 	data, err := f.readLocal(ctx, desc)
 	existed := err == nil
-	if errors.Is(err, errdefs.ErrNotFound) {
+	if errors.Is(err, errdefs.ErrNotFound) && have != nil {
+		data, err = have, f.storeManifest(ctx, desc, have)
+	} else if errors.Is(err, errdefs.ErrNotFound) {
 		data, desc, err = f.downloadManifest(ctx, src, desc)
 	}
 	if err == nil && desc.MediaType == "" {
@@ -129,31 +132,40 @@ func (f *op) downloadManifestFrom(ctx context.Context, ep hostEndpoint, repo str
 	if err != nil {
 		return nil, desc, err
 	}
+	if err := f.storeManifest(ctx, desc, data); err != nil {
+		return nil, desc, err
+	}
+	return data, desc, nil
+}
+
+// storeManifest checks that data, as the registry served it, is desc,
+// and commits it to the store.
+func (f *op) storeManifest(ctx context.Context, desc ocispec.Descriptor, data []byte) error {
 	if int64(len(data)) > f.opts.MaxManifestSize {
-		return nil, desc, fmt.Errorf("manifest %s is over the limit of %d bytes: %w", desc.Digest, f.opts.MaxManifestSize, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("manifest %s is over the limit of %d bytes: %w", desc.Digest, f.opts.MaxManifestSize, errdefs.ErrInvalidArgument)
 	}
 	if int64(len(data)) != desc.Size || digest.FromBytes(data) != desc.Digest {
-		return nil, desc, fmt.Errorf("manifest %s: registry served %d bytes that do not match it: %w", desc.Digest, len(data), errdefs.ErrDigestMismatch)
+		return fmt.Errorf("manifest %s: registry served %d bytes that do not match it: %w", desc.Digest, len(data), errdefs.ErrDigestMismatch)
 	}
 	if desc.MediaType != "" {
 		if err := oci.CheckDocumentType(desc); err != nil {
-			return nil, desc, err
+			return err
 		}
 	}
 	// Another pull of the same image may be storing this manifest right
 	// now: wait for its ingest lock and take its result.
 	w, done, err := f.lockIngest(ctx, desc)
 	if err != nil {
-		return nil, desc, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+		return fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
 	if done {
-		return data, desc, nil
+		return nil
 	}
 	defer w.Close()
 	if err := cas.Copy(ctx, w, bytes.NewReader(data), desc.Size, desc.Digest); err != nil && !errors.Is(err, errdefs.ErrExists) {
-		return nil, desc, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+		return fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
-	return data, desc, nil
+	return nil
 }
 
 // recordBlob tells the store that desc is present (or known) and came from src.

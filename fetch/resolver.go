@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -217,29 +218,38 @@ func (r *registryResolver) Resolve(ctx context.Context, ref string) (string, oci
 	if err != nil {
 		return "", ocispec.Descriptor{}, err
 	}
-	desc, err := r.resolve(ctx, pr)
+	desc, _, err := r.resolve(ctx, pr, -1)
 	if err != nil {
 		return "", ocispec.Descriptor{}, err
 	}
 	return pr.Name, desc, nil
 }
 
-func (r *registryResolver) resolve(ctx context.Context, pr Reference) (ocispec.Descriptor, error) {
+// resolve asks the endpoints for pr's descriptor: with HEAD, or, when
+// getLimit >= 0, with a GET whose body (up to getLimit bytes, not yet
+// verified) comes back too.
+func (r *registryResolver) resolve(ctx context.Context, pr Reference, getLimit int64) (ocispec.Descriptor, []byte, error) {
 	eps, err := r.endpointsWith(pr.Host, capResolve)
 	if err != nil {
-		return ocispec.Descriptor{}, err
+		return ocispec.Descriptor{}, nil, err
 	}
 	var errs []error
 	for _, ep := range eps {
+		var desc ocispec.Descriptor
+		var data []byte
 		mctx, cancel := withManifestDeadline(ctx, ep.Deadlines)
-		desc, err := r.Repository(ep, pr.Repo).Resolve(mctx, pr.Object())
+		if getLimit >= 0 {
+			desc, data, err = r.get(mctx, ep, pr, getLimit)
+		} else {
+			desc, err = r.Repository(ep, pr.Repo).Resolve(mctx, pr.Object())
+		}
 		err = manifestDeadlineErr(mctx, err)
 		cancel()
 		if err == nil {
 			if pr.Digest != "" && desc.Digest != pr.Digest {
 				err = fmt.Errorf("%s answered digest %s for %s: %w", ep, desc.Digest, pr.Digest, errdefs.ErrDigestMismatch)
 			} else {
-				return desc, nil
+				return desc, data, nil
 			}
 		}
 		err = classify(err)
@@ -247,15 +257,33 @@ func (r *registryResolver) resolve(ctx context.Context, pr Reference) (ocispec.D
 			err = fmt.Errorf("%s: manifest unknown: %w", pr.Name, errdefs.ErrNotFound)
 		}
 		if !ep.Mirror && errors.Is(err, errdefs.ErrNotFound) {
-			return ocispec.Descriptor{}, err
+			return ocispec.Descriptor{}, nil, err
 		}
 		if ctx.Err() != nil || isFinal(err) {
-			return ocispec.Descriptor{}, fmt.Errorf("resolve %s: %w", pr.Name, err)
+			return ocispec.Descriptor{}, nil, fmt.Errorf("resolve %s: %w", pr.Name, err)
 		}
 		slog.Debug("resolve failed, trying next endpoint", "ref", pr.Name, "endpoint", ep.String(), "err", err)
 		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
 	}
-	return ocispec.Descriptor{}, fmt.Errorf("resolve %s: %w", pr.Name, joinErrors(errs))
+	return ocispec.Descriptor{}, nil, fmt.Errorf("resolve %s: %w", pr.Name, joinErrors(errs))
+}
+
+// get fetches pr's manifest with one GET: its descriptor as the registry
+// states it, and at most limit+1 bytes of it (over the limit: an error).
+func (r *registryResolver) get(ctx context.Context, ep hostEndpoint, pr Reference, limit int64) (ocispec.Descriptor, []byte, error) {
+	desc, rc, err := r.Repository(ep, pr.Repo).Manifests().FetchReference(ctx, pr.Object())
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	defer rc.Close()
+	if desc.Size > limit {
+		return ocispec.Descriptor{}, nil, fmt.Errorf("manifest %s is %d bytes, over the limit of %d: %w", desc.Digest, desc.Size, limit, errdefs.ErrInvalidArgument)
+	}
+	data, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	return desc, data, nil
 }
 
 // joinErrors keeps one line: the last endpoint's error, with the earlier

@@ -71,6 +71,11 @@ func (s *Local) Pull(ctx context.Context, ref string, opts PullOptions) (ImageIn
 	}
 	defer release()
 	fo := s.fetchOptions(opts.RegistryOptions, opts.Platform, opts.AllPlatforms, opts.Lazy, opts.MaxConcurrent, opts.Progress, "fetching")
+	// A name pulled for the first time resolves with its manifest's GET
+	// (one round trip less); a re-pull asks with HEAD and may find the
+	// manifest local (fetch.Options.ResolveByGet).
+	_, err = s.image(ctx, ref)
+	fo.ResolveByGet = errors.Is(err, errdefs.ErrNotFound)
 	p, err := s.fetch.Resolve(ctx, ref, fo)
 	if err != nil {
 		return ImageInfo{}, err

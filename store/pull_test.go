@@ -323,3 +323,46 @@ func TestPullFetchesConfigBesideLayers(t *testing.T) {
 		t.Fatalf("images after the failed pull: %v, %v", imgs, err)
 	}
 }
+
+// A first pull of a name resolves its tag with one GET of the manifest and
+// uses those bytes; a re-pull asks with HEAD and, the manifest being
+// local, GETs no manifest at all.
+func TestFirstPullResolvesWithGet(t *testing.T) {
+	t.Parallel()
+	testenv.RequireRoot(t)
+	img, proxy := behindProxy(t, "lab/resolve")
+	ctx := context.Background()
+	ref := proxy.Host + "/lab/resolve:1"
+	opts := PullOptions{RegistryOptions: RegistryOptions{PlainHTTP: true, HostsDir: t.TempDir()}, NoUnpack: true}
+	seen := 0 // requests of earlier pulls
+	manifestRequests := func() []string {
+		var out []string
+		for _, r := range proxy.Requests()[seen:] {
+			if strings.Contains(r.Path, "/manifests/") {
+				out = append(out, r.Method+" "+r.Path[strings.LastIndex(r.Path, "/")+1:])
+			}
+		}
+		return out
+	}
+	s := openTemp(t)
+	info, err := s.Pull(ctx, ref, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Target.Digest != img.Manifest.Digest {
+		t.Fatalf("pulled %s, want %s", info.Target.Digest, img.Manifest.Digest)
+	}
+	if got := manifestRequests(); len(got) != 1 || got[0] != "GET 1" {
+		t.Fatalf("manifest requests of a first pull: %v, want one GET of the tag", got)
+	}
+	if _, err := s.ContentInfo(ctx, img.Manifest.Digest); err != nil {
+		t.Fatalf("the manifest resolving fetched was not stored: %v", err)
+	}
+	seen = len(proxy.Requests())
+	if _, err := s.Pull(ctx, ref, opts); err != nil {
+		t.Fatal(err)
+	}
+	if got := manifestRequests(); len(got) != 1 || got[0] != "HEAD 1" {
+		t.Fatalf("manifest requests of a re-pull: %v, want one HEAD of the tag", got)
+	}
+}
