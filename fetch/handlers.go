@@ -208,6 +208,12 @@ func (p *Pull) Limit() int { return p.o.opts.MaxConcurrent }
 // layers; any other blob through the blob endpoint (resumable, shared with
 // concurrent operations, copied to the tee ctx carries), returning none.
 func (p *Pull) Fetch(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	return p.fetch(ctx, desc, nil)
+}
+
+// fetch is Fetch, handing each manifest's bytes to verified (see
+// op.fetchManifest).
+func (p *Pull) fetch(ctx context.Context, desc ocispec.Descriptor, verified func([]byte, ocispec.Descriptor)) ([]ocispec.Descriptor, error) {
 	// The target is a document whatever it says (fetchManifest refuses
 	// what is not one).
 	if isDocument(desc) || desc.Digest == p.Target.Digest {
@@ -215,7 +221,7 @@ func (p *Pull) Fetch(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.De
 		if desc.Digest == p.Target.Digest {
 			have = p.target
 		}
-		data, desc, err := p.o.fetchManifest(ctx, p.src, desc, have)
+		data, desc, err := p.o.fetchManifest(ctx, p.src, desc, have, verified)
 		if err != nil {
 			return nil, err
 		}
@@ -243,23 +249,23 @@ func (p *Pull) Fetch(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.De
 func (p *Pull) Handler() oci.Handler { return p.HandlerThen(nil) }
 
 // HandlerThen is Handler for a pull whose layers, in a lazy pull, are
-// each handed to found as soon as their manifest lists them, before their
-// records are written: a lazy pull starts reading what it needs of them
-// (eStargz TOCs) while the records are written and the config is still on
-// its way. found may be nil; it must not block.
+// each handed to found as soon as their manifest's bytes are verified,
+// before the manifest is committed and the layers' records are written: a
+// lazy pull starts reading what it needs of them (eStargz TOCs) while the
+// records are written and the config is still on its way. found may be
+// nil; it must not block.
 func (p *Pull) HandlerThen(found func(context.Context, ocispec.Descriptor)) oci.Handler {
 	h := oci.Handler(oci.HandlerFunc(p.Fetch))
 	if p.o.opts.Lazy {
 		if found != nil {
-			fetch := h
 			h = oci.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-				children, err := fetch.Handle(ctx, desc)
-				if _, layers, ok := ManifestParts(children); ok && err == nil {
-					for _, l := range layers {
-						found(ctx, l)
+				return p.fetch(ctx, desc, func(data []byte, desc ocispec.Descriptor) {
+					if doc, err := oci.Parse(desc, data); err == nil && doc.Manifest != nil {
+						for _, l := range doc.Manifest.Layers {
+							found(ctx, l)
+						}
 					}
-				}
-				return children, err
+				})
 			})
 		}
 		h = LayersBy(h, oci.HandlerFunc(p.Record), p.Limit())

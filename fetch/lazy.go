@@ -35,7 +35,7 @@ func (f *op) fetchKnown(ctx context.Context, dgst digest.Digest) error {
 		if err == nil {
 			if oci.IsIndex(desc.MediaType) || oci.IsManifest(desc.MediaType) {
 				// Registries serve manifests from /manifests/, not /blobs/.
-				_, _, err = f.fetchManifest(ctx, src, desc, nil)
+				_, _, err = f.fetchManifest(ctx, src, desc, nil, nil)
 			} else {
 				_, err = f.fetchBlob(ctx, src, desc)
 			}

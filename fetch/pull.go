@@ -32,8 +32,10 @@ type PullResult struct {
 // when present, else from have (bytes resolving fetched, when they match
 // desc) or the first endpoint that serves the right bytes, committed to the
 // store and recorded through Records. desc comes back with its media type
-// filled in when the parent did not say.
-func (f *op) fetchManifest(ctx context.Context, src source, desc ocispec.Descriptor, have []byte) ([]byte, ocispec.Descriptor, error) {
+// filled in when the parent did not say. verified, when set, gets the
+// bytes once they are known to be desc's, before they are committed and
+// recorded: a lazy pull starts on the layers meanwhile.
+func (f *op) fetchManifest(ctx context.Context, src source, desc ocispec.Descriptor, have []byte, verified func([]byte, ocispec.Descriptor)) ([]byte, ocispec.Descriptor, error) {
 	if desc.MediaType != "" {
 		if err := oci.CheckDocumentType(desc); err != nil {
 			return nil, desc, err
@@ -51,13 +53,19 @@ func (f *op) fetchManifest(ctx context.Context, src source, desc ocispec.Descrip
 	data, err := f.readLocal(ctx, desc)
 	existed := err == nil
 	if errors.Is(err, errdefs.ErrNotFound) && have != nil {
-		data, err = have, f.storeManifest(ctx, desc, have)
+		data, err = have, f.checkManifest(desc, have)
 	} else if errors.Is(err, errdefs.ErrNotFound) {
 		data, desc, err = f.downloadManifest(ctx, src, desc)
 	}
 	if err == nil && desc.MediaType == "" {
 		desc.MediaType = oci.Sniff(data)
 		err = oci.CheckDocumentType(desc)
+	}
+	if err == nil && verified != nil {
+		verified(data, desc)
+	}
+	if err == nil && !existed {
+		err = f.commitManifest(ctx, desc, data)
 	}
 	if err == nil {
 		err = f.recordBlob(ctx, src, desc)
@@ -132,15 +140,14 @@ func (f *op) downloadManifestFrom(ctx context.Context, ep hostEndpoint, repo str
 	if err != nil {
 		return nil, desc, err
 	}
-	if err := f.storeManifest(ctx, desc, data); err != nil {
+	if err := f.checkManifest(desc, data); err != nil {
 		return nil, desc, err
 	}
 	return data, desc, nil
 }
 
-// storeManifest checks that data, as the registry served it, is desc,
-// and commits it to the store.
-func (f *op) storeManifest(ctx context.Context, desc ocispec.Descriptor, data []byte) error {
+// checkManifest checks that data, as the registry served it, is desc.
+func (f *op) checkManifest(desc ocispec.Descriptor, data []byte) error {
 	if int64(len(data)) > f.opts.MaxManifestSize {
 		return fmt.Errorf("manifest %s is over the limit of %d bytes: %w", desc.Digest, f.opts.MaxManifestSize, errdefs.ErrInvalidArgument)
 	}
@@ -148,10 +155,13 @@ func (f *op) storeManifest(ctx context.Context, desc ocispec.Descriptor, data []
 		return fmt.Errorf("manifest %s: registry served %d bytes that do not match it: %w", desc.Digest, len(data), errdefs.ErrDigestMismatch)
 	}
 	if desc.MediaType != "" {
-		if err := oci.CheckDocumentType(desc); err != nil {
-			return err
-		}
+		return oci.CheckDocumentType(desc)
 	}
+	return nil
+}
+
+// commitManifest commits data, checked to be desc, to the store.
+func (f *op) commitManifest(ctx context.Context, desc ocispec.Descriptor, data []byte) error {
 	// Another pull of the same image may be storing this manifest right
 	// now: wait for its ingest lock and take its result.
 	w, done, err := f.lockIngest(ctx, desc)

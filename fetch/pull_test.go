@@ -500,6 +500,45 @@ func TestFetchBlobLazy(t *testing.T) {
 	}
 }
 
+// A lazy pull hands each layer to its caller as soon as the manifest's
+// bytes are verified, before the manifest is committed to the store.
+func TestLazyPullFindsLayersBeforeStoringManifest(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	img := buildImage(t, "early", 3, linuxAMD64, false)
+	pushImage(t, reg, "lazy/early", "1", img)
+	ts := newTestStore(t)
+	ctx := context.Background()
+	p, err := ts.fetcher.Resolve(ctx, reg.Ref("lazy/early", "1"), Options{PlainHTTP: true, Lazy: true, HostsDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var found []digest.Digest
+	early := true
+	h := p.HandlerThen(func(_ context.Context, l ocispec.Descriptor) {
+		mu.Lock()
+		defer mu.Unlock()
+		found = append(found, l.Digest)
+		early = early && !ts.has(t, img.Manifest.Digest)
+	})
+	if err := Dispatch(ctx, p.Limit(), h, p.Target); err != nil {
+		t.Fatal(err)
+	}
+	var want []digest.Digest
+	for _, l := range img.Layers {
+		want = append(want, l.Digest)
+	}
+	if !slices.Equal(found, want) {
+		t.Fatalf("layers found %v, want %v in manifest order", found, want)
+	}
+	if !early {
+		t.Fatal("a layer was found only once its manifest was stored")
+	}
+	if !ts.has(t, img.Manifest.Digest) {
+		t.Fatal("the manifest was not stored")
+	}
+}
+
 func randomText(n int) string {
 	b := make([]byte, n)
 	x := uint32(2463534242)
