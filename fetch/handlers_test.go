@@ -3,10 +3,12 @@ package fetch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -93,5 +95,36 @@ func TestDispatch(t *testing.T) {
 	self := &graph{children: map[digest.Digest][]ocispec.Descriptor{idx.Digest: {m1}, m1.Digest: {idx}}}
 	if err := Dispatch(ctx, 1, self, idx); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "references itself") {
 		t.Fatalf("cycle: %v", err)
+	}
+}
+
+// LayersBy does not keep a manifest's config waiting for its layers: each
+// layer's handler here returns only once the config was handled.
+func TestLayersByHandlesConfigBesideLayers(t *testing.T) {
+	m := node("m", ocispec.MediaTypeImageManifest, nil)
+	cfg := node("cfg", ocispec.MediaTypeImageConfig, nil)
+	l1, l2 := node("l1", ocispec.MediaTypeImageLayerGzip, nil), node("l2", ocispec.MediaTypeImageLayerGzip, nil)
+	g := &graph{children: map[digest.Digest][]ocispec.Descriptor{m.Digest: {cfg, l1, l2}}}
+	configDone := make(chan struct{})
+	docs := oci.HandlerFunc(func(ctx context.Context, d ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		c, err := g.Handle(ctx, d)
+		if d.Digest == cfg.Digest {
+			close(configDone)
+		}
+		return c, err
+	})
+	layers := oci.HandlerFunc(func(ctx context.Context, d ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		select {
+		case <-configDone:
+			return nil, nil
+		case <-time.After(10 * time.Second):
+			return nil, fmt.Errorf("layer %s waited for the config", d.Digest)
+		}
+	})
+	if err := Dispatch(context.Background(), 3, LayersBy(docs, layers, 3), m); err != nil {
+		t.Fatal(err)
+	}
+	if want := []digest.Digest{m.Digest, cfg.Digest}; !slices.Equal(g.handled, want) {
+		t.Fatalf("handled %v, want %v: the config once, by LayersBy", g.handled, want)
 	}
 }
