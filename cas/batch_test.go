@@ -36,6 +36,11 @@ func TestBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Bytes the caller verified are staged as they are.
+	d := []byte("delta, verified by the caller")
+	if err := batch.AddVerifiedBytes(ctx, d, digest.FromBytes(d)); err != nil {
+		t.Fatal(err)
+	}
 	// Nothing is visible before Commit.
 	if _, err := s.Info(ctx, digest.FromBytes(a)); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("staged blob visible before commit: %v", err)
@@ -45,10 +50,10 @@ func TestBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	done, err := batch.Commit(ctx)
-	if err != nil || len(done) != 3 {
+	if err != nil || len(done) != 4 {
 		t.Fatalf("commit: %v %v", done, err)
 	}
-	for _, data := range [][]byte{a, b, c} {
+	for _, data := range [][]byte{a, b, c, d} {
 		d := digest.FromBytes(data)
 		if err := s.Verify(ctx, d); err != nil {
 			t.Fatalf("verify %s: %v", d, err)
@@ -82,6 +87,9 @@ func TestBatchRefusesBadContent(t *testing.T) {
 	}
 	if err := batch.AddBytes(ctx, []byte("x"), "sha256:nothex"); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("bad digest: %v", err)
+	}
+	if err := batch.AddVerifiedBytes(ctx, []byte("x"), "sha256:nothex"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("bad digest of verified bytes: %v", err)
 	}
 	batch.Abort()
 	var n int

@@ -194,7 +194,7 @@ func (tb *tocBatch) add(d digest.Digest, js []byte) {
 			tb.b, tb.err = tb.s.blobs.NewBatch()
 		}
 		if tb.err == nil {
-			if err := tb.b.AddBytes(tb.ctx, js, d); err != nil {
+			if err := tb.b.AddVerifiedBytes(tb.ctx, js, d); err != nil {
 				tb.err = fmt.Errorf("store TOC %s: %w", d, err)
 			}
 		}
@@ -276,7 +276,7 @@ func (s *Local) pullTOCs(ctx context.Context, opens *tocOpens, res fetch.PullRes
 	}
 	defer b.Abort()
 	for _, t := range tocs {
-		if err := b.AddBytes(ctx, t.ll.TOC(), t.toc); err != nil {
+		if err := b.AddVerifiedBytes(ctx, t.ll.TOC(), t.toc); err != nil {
 			return fmt.Errorf("store TOC %s: %w", t.toc, err)
 		}
 	}
