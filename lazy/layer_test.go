@@ -357,6 +357,51 @@ func TestOpenRefusesBadTOC(t *testing.T) {
 	}
 }
 
+// TestOpenVerifiesTOCBesideDecode: the TOC's digest is computed while the
+// TOC decodes. A TOC that is not the pinned one fails as such, also where
+// its checks fail too; TOCVerified hears only of a TOC that matches.
+func TestOpenVerifiesTOCBesideDecode(t *testing.T) {
+	t.Parallel()
+	data, _ := splitTOC(t)
+	beyond := []byte(`{"version":1,"entries":[{"name":"far","type":"reg","size":5,"offset":1099511627776}]}`)
+	desc, blob, ok := withTOC(data, beyond)
+	if !ok {
+		t.Fatal("the upstream writer refused the TOC")
+	}
+	pinned := digest.Digest(desc.Annotations[TOCDigestAnnotation])
+	var heard []digest.Digest
+	open := func(want digest.Digest) error {
+		l, err := Open(context.Background(), desc, want, Options{Dir: t.TempDir(), Remote: (&remoteBlob{blob: blob}).read,
+			TOCVerified: func(js []byte) { heard = append(heard, digest.FromBytes(js)) }})
+		if err == nil {
+			l.Close()
+		}
+		return err
+	}
+	if err := open(digest.FromString("other")); !errors.Is(err, errdefs.ErrDigestMismatch) {
+		t.Fatalf("bad TOC pinned by another digest: %v, want ErrDigestMismatch", err)
+	}
+	if len(heard) != 0 {
+		t.Fatalf("TOCVerified heard of a TOC that is not the pinned one: %v", heard)
+	}
+	err := open(pinned)
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), `"far"`) {
+		t.Fatalf("bad TOC pinned by its digest: %v, want ErrInvalidArgument naming the entry", err)
+	}
+	good, gblob := buildBlob(t, testFiles(), 0)
+	gpinned := digest.Digest(good.Annotations[TOCDigestAnnotation])
+	heard = nil
+	l, err := Open(context.Background(), good, gpinned, Options{Dir: t.TempDir(), Remote: (&remoteBlob{blob: gblob}).read,
+		TOCVerified: func(js []byte) { heard = append(heard, digest.FromBytes(js)) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if len(heard) != 1 || heard[0] != gpinned || digest.FromBytes(l.TOC()) != gpinned {
+		t.Fatalf("TOCVerified heard %v, want once %s", heard, gpinned)
+	}
+}
+
 func TestSpansLog(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

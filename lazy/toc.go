@@ -165,24 +165,66 @@ func fetchTail(ctx context.Context, remote RangeReader, size int64) (tail, foote
 	return t, f, nil
 }
 
-// tocJSON decompresses the TOC in t (bounded) and checks it against want.
-func tocJSON(t tail, f footer, want digest.Digest) ([]byte, error) {
+// tocJSON decompresses the TOC in t (bounded). Its digest is computed on
+// another goroutine as the bytes come out of the decompressor: check waits
+// for it and says whether js is the TOC want pins. Until check returns nil
+// js is untrusted: it may be decoded (the decode is built for hostile
+// input) but nothing of it may be used. The sha256 of a large TOC's
+// megabytes took 15-20 ms of a lazy start on a core without SHA
+// instructions; beside the decompression and the decode it costs the
+// start nothing while the other core has time.
+func tocJSON(t tail, f footer, want digest.Digest) (js []byte, check func() error, err error) {
 	rc, err := f.dec.DecompressTOC(bytes.NewReader(t.data[f.tocOff-t.off : f.tocEnd-t.off]))
 	if err != nil {
-		return nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	defer rc.Close()
-	js, err := readAllSized(io.LimitReader(rc, maxTOCJSON+1), jsonSizeHint(t, f))
+	h := newTOCHasher(want)
+	js, err = readAllSized(io.LimitReader(rc, maxTOCJSON+1), jsonSizeHint(t, f), h.write)
 	if err != nil {
-		return nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
+		h.check()
+		return nil, nil, fmt.Errorf("malformed eStargz TOC: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if len(js) > maxTOCJSON {
-		return nil, fmt.Errorf("eStargz TOC JSON is over the limit of %d bytes: %w", maxTOCJSON, errdefs.ErrInvalidArgument)
+		h.check()
+		return nil, nil, fmt.Errorf("eStargz TOC JSON is over the limit of %d bytes: %w", maxTOCJSON, errdefs.ErrInvalidArgument)
 	}
-	if got := digest.FromBytes(js); got != want {
-		return nil, fmt.Errorf("eStargz TOC is %s but the manifest pins %s: %w", got, want, errdefs.ErrDigestMismatch)
+	return js, h.check, nil
+}
+
+// tocHasher hashes the parts of a TOC's JSON on its own goroutine, in the
+// order written.
+type tocHasher struct {
+	want  digest.Digest
+	parts chan []byte
+	done  chan struct{} // closed when got is set
+	got   digest.Digest
+}
+
+func newTOCHasher(want digest.Digest) *tocHasher {
+	h := &tocHasher{want: want, parts: make(chan []byte, 16), done: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		w := want.Algorithm().Hash()
+		for p := range h.parts {
+			w.Write(p)
+		}
+		h.got = digest.NewDigest(want.Algorithm(), w)
+	}()
+	return h
+}
+
+// write hands p over; its bytes must not change afterwards.
+func (h *tocHasher) write(p []byte) { h.parts <- p }
+
+// check ends the hash (nothing more may be written) and compares it.
+func (h *tocHasher) check() error {
+	close(h.parts)
+	<-h.done
+	if h.got != h.want {
+		return fmt.Errorf("eStargz TOC is %s but the manifest pins %s: %w", h.got, h.want, errdefs.ErrDigestMismatch)
 	}
-	return js, nil
+	return nil
 }
 
 // jsonSizeHint guesses the size of the TOC's JSON, so that one buffer
@@ -203,14 +245,22 @@ func jsonSizeHint(t tail, f footer) int {
 }
 
 // readAllSized is io.ReadAll into a buffer of hint bytes to start with.
-func readAllSized(r io.Reader, hint int) ([]byte, error) {
+// Each part read is handed to read as well, in parts of at least
+// readPart bytes but the last: bytes handed over are never written again
+// (a buffer that regrows is copied, the old one left as it was).
+func readAllSized(r io.Reader, hint int, read func([]byte)) ([]byte, error) {
 	b := make([]byte, 0, hint+1) // +1: the read that sees EOF needs room
+	handed := 0
 	for {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
+		if len(b)-handed >= readPart || (err == io.EOF && len(b) > handed) {
+			read(b[handed:len(b):len(b)])
+			handed = len(b)
+		}
 		if err == io.EOF {
 			return b, nil
 		}
@@ -220,7 +270,11 @@ func readAllSized(r io.Reader, hint int) ([]byte, error) {
 	}
 }
 
-// openTOC indexes the TOC JSON js, which tocJSON verified against want,
+// readPart is large enough that handing parts to another goroutine costs
+// next to nothing, and small enough that it follows closely.
+const readPart = 128 << 10
+
+// openTOC indexes the TOC JSON js, which tocJSON verifies against want,
 // with the upstream reader, and checks what the reader leaves to its
 // callers: offsets inside the blob, known entry types, bounded entry
 // counts and chunk sizes.

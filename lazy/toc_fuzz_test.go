@@ -20,34 +20,16 @@ import (
 // real gzip data: opening the layer, listing it, building its tree and
 // reading every file must fail cleanly or succeed, never panic or hang.
 func FuzzOpenTOC(f *testing.F) {
-	_, blob := buildBlob(f, testFiles()[:5], 0)
-	tocOff, _, err := estargz.OpenFooter(io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob))))
-	if err != nil {
-		f.Fatal(err)
-	}
-	rc, err := new(estargz.GzipDecompressor).DecompressTOC(bytes.NewReader(blob[tocOff : int64(len(blob))-estargz.FooterSize]))
-	if err != nil {
-		f.Fatal(err)
-	}
-	js, _ := io.ReadAll(rc)
-	data := blob[:tocOff]
+	data, js := splitTOC(f)
 	f.Add(js)
 	f.Add([]byte(`{"version":1,"entries":[{"name":"../../etc/passwd","type":"reg","size":5,"offset":10}]}`))
 	f.Add([]byte(`{"version":1,"entries":[{"name":"a","type":"dir"},{"name":"a/b","type":"hardlink","linkName":"a"}]}`))
 	f.Add([]byte(`{"version":1,"entries":[{"name":"x","type":"reg","size":1099511627776,"offset":1,"chunkSize":1099511627776}]}`))
 	f.Fuzz(func(t *testing.T, js []byte) {
-		var toc estargz.JTOC
-		if json.Unmarshal(js, &toc) != nil {
+		desc, blob, ok := withTOC(data, js)
+		if !ok {
 			return
 		}
-		var b bytes.Buffer
-		b.Write(data)
-		dg, err := estargz.NewGzipCompressor().WriteTOCAndFooter(&b, int64(len(data)), &toc, nil)
-		if err != nil {
-			return
-		}
-		blob := b.Bytes()
-		desc := ocispec.Descriptor{Digest: digest.FromBytes(blob), Size: int64(len(blob)), Annotations: map[string]string{TOCDigestAnnotation: dg.String()}}
 		l, err := openLayer(t, desc, &remoteBlob{blob: blob}, t.TempDir())
 		if err != nil {
 			if !errors.Is(err, errdefs.ErrInvalidArgument) && !errors.Is(err, errdefs.ErrDigestMismatch) {
@@ -78,6 +60,42 @@ func FuzzOpenTOC(f *testing.F) {
 			}
 		}
 	})
+}
+
+// splitTOC builds a small eStargz blob and returns its chunks and its
+// TOC's JSON.
+func splitTOC(t testing.TB) (data, js []byte) {
+	_, blob := buildBlob(t, testFiles()[:5], 0)
+	tocOff, _, err := estargz.OpenFooter(io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := new(estargz.GzipDecompressor).DecompressTOC(bytes.NewReader(blob[tocOff : int64(len(blob))-estargz.FooterSize]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err = io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return blob[:tocOff], js
+}
+
+// withTOC is an eStargz blob of data's chunks and the TOC js (false: js
+// is not a TOC the upstream writer takes), its TOC pinned by its digest.
+func withTOC(data, js []byte) (ocispec.Descriptor, []byte, bool) {
+	var toc estargz.JTOC
+	if json.Unmarshal(js, &toc) != nil {
+		return ocispec.Descriptor{}, nil, false
+	}
+	var b bytes.Buffer
+	b.Write(data)
+	dg, err := estargz.NewGzipCompressor().WriteTOCAndFooter(&b, int64(len(data)), &toc, nil)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, false
+	}
+	blob := b.Bytes()
+	return ocispec.Descriptor{Digest: digest.FromBytes(blob), Size: int64(len(blob)), Annotations: map[string]string{TOCDigestAnnotation: dg.String()}}, blob, true
 }
 
 // FuzzParseFooter feeds hostile blob tails in every footer format: a

@@ -22,8 +22,11 @@ func TestTOCJSONSizeHint(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := digest.Digest(desc.Annotations[TOCDigestAnnotation])
-		js, err := tocJSON(tl, f, want)
+		js, check, err := tocJSON(tl, f, want)
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := check(); err != nil {
 			t.Fatal(err)
 		}
 		hint := jsonSizeHint(tl, f)
@@ -38,17 +41,21 @@ func TestTOCJSONSizeHint(t *testing.T) {
 
 // TestReadAllSized: whatever the hint, the bytes read are the reader's.
 func TestReadAllSized(t *testing.T) {
-	data := bytes.Repeat([]byte("0123456789abcdef"), 1000)
+	data := bytes.Repeat([]byte("0123456789abcdef"), 20000) // parts of readPart and a last, shorter one
 	for _, hint := range []int{0, 1, len(data) - 1, len(data), len(data) + 1, 4 * len(data)} {
-		got, err := readAllSized(iotest.OneByteReader(bytes.NewReader(data)), hint)
+		var handed []byte
+		got, err := readAllSized(iotest.OneByteReader(bytes.NewReader(data)), hint, func(p []byte) { handed = append(handed, p...) })
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("hint %d: %d bytes, %v; want the %d bytes", hint, len(got), err, len(data))
+		}
+		if !bytes.Equal(handed, data) {
+			t.Fatalf("hint %d: %d bytes handed over, want the %d read", hint, len(handed), len(data))
 		}
 		if hint >= len(data) && cap(got) != hint+1 {
 			t.Fatalf("hint %d: buffer regrew to %d", hint, cap(got))
 		}
 	}
-	if _, err := readAllSized(iotest.ErrReader(iotest.ErrTimeout), 10); err != iotest.ErrTimeout {
+	if _, err := readAllSized(iotest.ErrReader(iotest.ErrTimeout), 10, func([]byte) {}); err != iotest.ErrTimeout {
 		t.Fatalf("error %v, want %v", err, iotest.ErrTimeout)
 	}
 }
