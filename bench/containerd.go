@@ -17,6 +17,9 @@ type containerd struct {
 	sock string
 	cmd  *exec.Cmd
 	done <-chan struct{}
+	// remove takes its directories away once it has stopped (by default
+	// at once; a cold-run loop defers it with env.discard).
+	remove func(string)
 }
 
 var containerdSeq int
@@ -98,5 +101,9 @@ func (c *containerd) stop() {
 	}
 	stopGroup(c.cmd, c.done, 10*time.Second)
 	c.cmd = nil
+	if c.remove != nil {
+		c.remove(c.dir)
+		return
+	}
 	os.RemoveAll(c.dir)
 }

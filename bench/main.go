@@ -37,6 +37,8 @@ type env struct {
 	work  string
 	quick bool
 	imgs  *images // built and pushed on first use
+
+	discarded int // trees moved aside by discard so far
 }
 
 var scenarios = []scenario{

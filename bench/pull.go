@@ -35,6 +35,8 @@ func benchPull(e *env) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Each cold run's tree is kept aside until every case has run.
+	defer e.emptyDiscarded()
 	var rows []Row
 	for _, c := range []struct {
 		name, repo string
@@ -65,7 +67,7 @@ func benchPull(e *env) ([]Row, error) {
 			m.cpu += procCPU(mnt.pid) - before
 			stop()
 			mnt.stop()
-			os.RemoveAll(root)
+			e.discard(root)
 			return m, err
 		}
 		// The same command with no daemon: it opens the store itself.
@@ -74,7 +76,7 @@ func benchPull(e *env) ([]Row, error) {
 			stop := e.busyWriter(c.busy)
 			m, err := runTimed(10*time.Minute, e.casfs, "--root", root, "image", "pull", "--plain-http", "-q", ref)
 			stop()
-			os.RemoveAll(root)
+			e.discard(root)
 			return m, err
 		}
 		for i := 0; i < e.coldRuns(c.large); i++ {
@@ -88,6 +90,7 @@ func benchPull(e *env) ([]Row, error) {
 			if err != nil {
 				return nil, err
 			}
+			cd.remove = e.discard
 			dropCaches()
 			stop := e.busyWriter(c.busy)
 			before := cd.cpu()
