@@ -13,14 +13,14 @@ import (
 // each import into an empty store after a sync and a drop of the caches,
 // as the cold pulls; best of 3). Both imports read ctr's archive.
 //
-// The imports are cold for the same reason the pulls are: each run follows
-// the removal of the other side's store (about 14k files), and on ext4
-// without a journal every file created within dirty_expire_centisecs of
-// such a removal first scans past the recently freed inodes whose inode
-// table blocks are still cached (ialloc.c, recently_deleted). Measured
-// warm, casfs' import spent 57% of its CPU samples there and took 3.4 to
-// 6.8 s against 1.5 s cold: the figures said more about the order of the
-// runs than about either side.
+// The imports start as the cold pulls do: caches dropped, and no tree
+// removed just before (env.discard keeps each import's store aside until
+// the group ends). On ext4 without a journal every file created within
+// minutes of the removal of another store's 14k files first scans past
+// the recently freed inodes (ialloc.c, recently_deleted): measured warm
+// right after such a removal, casfs' import spent 57% of its CPU samples
+// there and took 3.4 to 6.8 s against 1.5 s cold, and dropping the caches
+// alone still left 13% of a realistic pull's CPU samples there.
 func benchArchives(e *env) ([]Row, error) {
 	set, err := e.loadImages()
 	if err != nil {
@@ -61,11 +61,13 @@ func benchArchives(e *env) ([]Row, error) {
 	rows := []Row{archiveRow("image export realistic (warm, best of 3)", ours, theirs, ourErr)}
 
 	ours, theirs, ourErr = nil, nil, nil
+	defer e.emptyDiscarded()
 	for i := 0; i < 3; i++ {
 		fresh, err := startContainerd(e.work)
 		if err != nil {
 			return nil, err
 		}
+		fresh.remove = e.discard
 		dropCaches()
 		m, err := fresh.run(5*time.Minute, "image", "import", ctrTar)
 		fresh.stop()
@@ -77,7 +79,7 @@ func benchArchives(e *env) ([]Row, error) {
 			r := filepath.Join(e.work, "import-casfs")
 			dropCaches()
 			m, ourErr = runTimed(5*time.Minute, e.casfs, "--root", r, "image", "import", ctrTar)
-			os.RemoveAll(r)
+			e.discard(r)
 			ours = append(ours, m)
 		}
 	}
