@@ -19,6 +19,10 @@ type measured struct {
 	wall   time.Duration
 	cpu    time.Duration // user+sys of the process and the children it waited for
 	maxRSS int64         // bytes
+	// writerCPU is the CPU time the busy writer (busyWriter) took from
+	// the machine's cores while the run was timed; zero on a quiet run.
+	// best keeps the best run's.
+	writerCPU time.Duration
 }
 
 const gnuTime = "/usr/bin/time"
@@ -160,12 +164,13 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 }
 
-// best returns the fastest of ms (by wall time) and the highest peak RSS.
+// best returns the fastest wall time of ms (with the busy writer's CPU
+// during that run), the least CPU time and the highest peak RSS.
 func best(ms []measured) measured {
 	var b measured
 	for i, m := range ms {
 		if i == 0 || m.wall < b.wall {
-			b.wall = m.wall
+			b.wall, b.writerCPU = m.wall, m.writerCPU
 		}
 		if i == 0 || m.cpu < b.cpu {
 			b.cpu = m.cpu

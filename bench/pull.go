@@ -65,7 +65,7 @@ func benchPull(e *env) ([]Row, error) {
 			before := procCPU(mnt.pid)
 			m, err := runTimed(10*time.Minute, e.casfs, "--root", root, "image", "pull", "--plain-http", "-q", ref)
 			m.cpu += procCPU(mnt.pid) - before
-			stop()
+			m.writerCPU = stop()
 			mnt.stop()
 			e.discard(root)
 			return m, err
@@ -75,7 +75,7 @@ func benchPull(e *env) ([]Row, error) {
 			dropCaches()
 			stop := e.busyWriter(c.busy)
 			m, err := runTimed(10*time.Minute, e.casfs, "--root", root, "image", "pull", "--plain-http", "-q", ref)
-			stop()
+			m.writerCPU = stop()
 			e.discard(root)
 			return m, err
 		}
@@ -96,14 +96,20 @@ func benchPull(e *env) ([]Row, error) {
 			before := cd.cpu()
 			m, err := cd.run(10*time.Minute, "image", "pull", "--plain-http", ref)
 			m.cpu += cd.cpu() - before
-			stop()
+			m.writerCPU = stop()
 			cd.stop()
 			if err != nil {
 				return nil, err
 			}
 			theirs = append(theirs, m)
-			logf("pull %s run %d: casfs %s (cpu %s), embedded %s (cpu %s), ctr %s (cpu %s)", c.name, i+1,
-				secs(ours[i].wall), secs(ours[i].cpu), secs(embedded[i].wall), secs(embedded[i].cpu), secs(m.wall), secs(m.cpu))
+			run := func(m measured) string {
+				s := fmt.Sprintf("%s (cpu %s", secs(m.wall), secs(m.cpu))
+				if c.busy {
+					s += ", the writer's " + secs(m.writerCPU)
+				}
+				return s + ")"
+			}
+			logf("pull %s run %d: casfs %s, embedded %s, ctr %s", c.name, i+1, run(ours[i]), run(embedded[i]), run(m))
 		}
 		o, t, em := best(ours), best(theirs), best(embedded)
 		rows = append(rows, Row{
@@ -125,6 +131,18 @@ func benchPull(e *env) ([]Row, error) {
 			Ratio:    ratio(o.cpu, t.cpu),
 			Goal:     "<= 1x",
 		})
+		if c.busy {
+			// A CPU-bound pull shares the cores with the writer: this is
+			// how much of them the writer took meanwhile, at each side's
+			// best run.
+			rows = append(rows, Row{
+				Name:     fmt.Sprintf("pull+unpack %s: the writer's CPU meanwhile (at the best run)", c.name),
+				Ours:     secs(o.writerCPU),
+				Baseline: secs(t.writerCPU) + " during ctr's",
+				Ratio:    "-",
+				Goal:     "-",
+			})
+		}
 		if c.large {
 			l, err := e.measureLimit(set, c.repo, set.imageBy(c.repo), true, len(ours))
 			if err != nil {
@@ -142,22 +160,24 @@ func benchPull(e *env) ([]Row, error) {
 
 // busyWriter, when on, streams 2 GiB of zeros to a file in the bench's
 // work space (the filesystem both sides store into) until the returned
-// stop is called; stop removes the file.
-func (e *env) busyWriter(on bool) (stop func()) {
+// stop is called; stop removes the file and returns the CPU time the
+// writer used.
+func (e *env) busyWriter(on bool) (stop func() time.Duration) {
 	if !on {
-		return func() {}
+		return func() time.Duration { return 0 }
 	}
 	path := filepath.Join(e.work, "busy-writer")
 	cmd := exec.Command("dd", "if=/dev/zero", "of="+path, "bs=1M", "count=2048")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf("busy writer: %v", err)
-		return func() {}
+		return func() time.Duration { return 0 }
 	}
-	return func() {
+	return func() time.Duration {
 		cmd.Process.Kill()
 		cmd.Wait()
 		os.Remove(path)
+		return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	}
 }
 
