@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/casfs/casfs/internal/testenv"
 )
 
 // casfsBin is the binary under test built once by TestMain with the race
@@ -32,9 +34,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	casfsBin, plainBin = filepath.Join(dir, "casfs"), filepath.Join(dir, "casfs-plain")
-	race := exec.Command("go", "build", "-race", "-tags", "urfave_cli_no_docs", "-o", casfsBin, "../cmd/casfs")
-	plain := exec.Command("go", "build", "-tags", "urfave_cli_no_docs", "-o", plainBin, "../cmd/casfs")
-	plain.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build
+	race := testenv.CasfsBuild("..", casfsBin, true)
+	plain := testenv.CasfsBuild("..", plainBin, false)
 	for _, b := range []*exec.Cmd{race, plain} {
 		b.Stdout, b.Stderr = os.Stderr, os.Stderr
 		if err := b.Start(); err != nil {

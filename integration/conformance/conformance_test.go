@@ -30,11 +30,7 @@ const repo = "conformance/repo1"
 func TestConformancePull(t *testing.T) {
 	dir := t.TempDir()
 	casfs := filepath.Join(dir, "casfs")
-	// Built as make build builds it, so the build cache it needs is the
-	// one make lint and the integration tests filled already.
-	build := exec.Command("go", "build", "-tags", "urfave_cli_no_docs", "-o", casfs, "./cmd/casfs")
-	build.Dir = "../.."
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build := testenv.CasfsBuild("../..", casfs, false)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build casfs: %v\n%s", err, out)
 	}
